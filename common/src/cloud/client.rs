@@ -1,0 +1,388 @@
+//! The signed, retrying JSON-over-HTTPS transport of TencentCloud API v3.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use super::credentials::CredentialSource;
+use super::error::{CloudError, ErrorKind};
+use super::signing::{self, SignInput};
+use crate::time::unix_now;
+
+pub const DEFAULT_ENDPOINT: &str = "https://{service}.tencentcloudapi.com";
+const CONTENT_TYPE: &str = "application/json";
+const USER_AGENT: &str = concat!("tencentcloud-csi-rs/", env!("CARGO_PKG_VERSION"));
+
+/// One API product: its short name (the credential scope) and API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+/// How failed attempts are retried. Only [`ErrorKind::is_retried_by_client`] kinds are retried,
+/// and never past the caller's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// The first backoff; it doubles per attempt.
+    pub base: Duration,
+    /// The largest single backoff.
+    pub max: Duration,
+    /// A safety net on top of the deadline.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(3),
+            max_attempts: 12,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before attempt `attempt + 1`: exponential, capped, with "equal jitter" (half fixed,
+    /// half random) so synchronized callers spread out but never retry at once.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let cap = exp.min(self.max);
+        let half = cap / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// URL template: `{service}` and `{region}` are substituted. Without `{service}` every product
+    /// is sent to the same URL (the simulator routes by the signature's credential scope).
+    pub endpoint: String,
+    pub region: String,
+    /// Timeout of one HTTP attempt (shortened to what is left of the deadline).
+    pub attempt_timeout: Duration,
+    /// Deadline of a call whose caller gives none.
+    pub default_deadline: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl CloudConfig {
+    pub fn new(endpoint: &str, region: &str) -> Self {
+        CloudConfig {
+            endpoint: endpoint.to_owned(),
+            region: region.to_owned(),
+            attempt_timeout: Duration::from_secs(10),
+            default_deadline: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Counters of what the client did, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub calls: AtomicU64,
+    pub attempts: AtomicU64,
+    pub retries: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CloudClient {
+    http: reqwest::Client,
+    config: Arc<CloudConfig>,
+    credentials: Arc<CredentialSource>,
+    stats: Arc<ClientStats>,
+}
+
+/// A reqwest client with rustls on the ring provider.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    // Installing the process default provider fails harmlessly when it is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(USER_AGENT)
+        .build()
+}
+
+impl CloudClient {
+    pub fn new(config: CloudConfig, credentials: CredentialSource) -> Result<Self, reqwest::Error> {
+        Ok(CloudClient {
+            http: http_client(config.attempt_timeout)?,
+            config: Arc::new(config),
+            credentials: Arc::new(credentials),
+            stats: Arc::new(ClientStats::default()),
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.config.region
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// The URL and `Host` value a call to `service` goes to.
+    pub fn endpoint_for(&self, service: Service) -> Result<(reqwest::Url, String), String> {
+        let url = self
+            .config
+            .endpoint
+            .replace("{service}", service.name)
+            .replace("{region}", &self.config.region);
+        let url = reqwest::Url::parse(&url).map_err(|e| format!("invalid endpoint {url}: {e}"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("endpoint {url} has no host"))?;
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Ok((url, host))
+    }
+
+    /// Calls `action` of `service`, retrying throttling and transient failures until `deadline`
+    /// (or the configured default deadline when `None`).
+    pub async fn call<Req, Resp>(
+        &self,
+        service: Service,
+        action: &str,
+        request: &Req,
+        deadline: Option<Instant>,
+    ) -> Result<Resp, CloudError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let start = Instant::now();
+        let deadline = deadline.unwrap_or(start + self.config.default_deadline);
+        let body = serde_json::to_vec(request).map_err(|e| CloudError::Decode {
+            action: action.to_owned(),
+            status: 0,
+            detail: format!("cannot encode the request: {e}"),
+        })?;
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = self.config.attempt_timeout.min(remaining);
+            let result =
+                match tokio::time::timeout(timeout, self.attempt(service, action, &body)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(CloudError::Timeout {
+                        action: action.to_owned(),
+                        timeout,
+                    }),
+                };
+            let error = match result {
+                Ok(value) => {
+                    return serde_json::from_value(value).map_err(|e| CloudError::Decode {
+                        action: action.to_owned(),
+                        status: 200,
+                        detail: format!("response does not match the {action} shape: {e}"),
+                    });
+                }
+                Err(error) => error,
+            };
+            if error.kind() == ErrorKind::Throttled {
+                self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            if !error.kind().is_retried_by_client() {
+                return Err(error);
+            }
+            let backoff = self.config.retry.backoff(attempt);
+            let out_of_time = Instant::now() + backoff >= deadline;
+            if out_of_time || attempt >= self.config.retry.max_attempts {
+                if !out_of_time {
+                    return Err(error);
+                }
+                return Err(CloudError::DeadlineExceeded {
+                    action: action.to_owned(),
+                    attempts: attempt,
+                    elapsed: start.elapsed(),
+                    last: Box::new(error),
+                });
+            }
+            tracing::debug!(action, attempt, ?backoff, error = %error, "retrying cloud call");
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// One signed HTTP exchange; returns the `Response` object on success.
+    async fn attempt(
+        &self,
+        service: Service,
+        action: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, CloudError> {
+        let credentials =
+            self.credentials
+                .get()
+                .await
+                .map_err(|source| CloudError::Credentials {
+                    action: action.to_owned(),
+                    source,
+                })?;
+        let (url, host) = self
+            .endpoint_for(service)
+            .map_err(|detail| CloudError::Decode {
+                action: action.to_owned(),
+                status: 0,
+                detail,
+            })?;
+        let timestamp = unix_now();
+        let authorization = signing::authorization(&SignInput {
+            service: service.name,
+            host: &host,
+            content_type: CONTENT_TYPE,
+            payload: body,
+            timestamp,
+            secret_id: &credentials.secret_id,
+            secret_key: &credentials.secret_key,
+        });
+        let mut request = self
+            .http
+            .post(url.clone())
+            .header(http::header::HOST, &host)
+            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(http::header::AUTHORIZATION, authorization)
+            .header("X-TC-Action", action)
+            .header("X-TC-Version", service.version)
+            .header("X-TC-Region", &self.config.region)
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .body(body.to_vec());
+        if let Some(token) = &credentials.token {
+            request = request.header("X-TC-Token", token);
+        }
+        let transport = |source| CloudError::Transport {
+            action: action.to_owned(),
+            url: url.to_string(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(transport)?;
+        parse_envelope(action, status, &bytes)
+    }
+}
+
+/// Reads `{"Response": {...}}`, turning `Response.Error` into [`CloudError::Api`].
+fn parse_envelope(
+    action: &str,
+    status: u16,
+    bytes: &[u8],
+) -> Result<serde_json::Value, CloudError> {
+    let unexpected = |detail: String| {
+        let kind = if status >= 500 || status == 429 {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Other
+        };
+        if kind == ErrorKind::Unavailable {
+            CloudError::Api {
+                action: action.to_owned(),
+                kind,
+                code: format!("HTTP{status}"),
+                message: detail,
+                request_id: String::new(),
+            }
+        } else {
+            CloudError::Decode {
+                action: action.to_owned(),
+                status,
+                detail,
+            }
+        }
+    };
+    let mut envelope: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
+        let snippet: String = String::from_utf8_lossy(bytes).chars().take(200).collect();
+        unexpected(format!("not a JSON envelope: {snippet:?}"))
+    })?;
+    let Some(response) = envelope.get_mut("Response").map(serde_json::Value::take) else {
+        return Err(unexpected("no Response object".into()));
+    };
+    let request_id = response
+        .get("RequestId")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(error) = response.get("Error") {
+        let code = error
+            .get("Code")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let message = error
+            .get("Message")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        return Err(CloudError::Api {
+            action: action.to_owned(),
+            kind: ErrorKind::from_code(&code),
+            code,
+            message,
+            request_id,
+        });
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_bounds() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            max_attempts: 10,
+        };
+        for attempt in 1..30 {
+            let cap = Duration::from_millis(100 * (1u64 << (attempt - 1).min(16)))
+                .min(Duration::from_secs(1));
+            for _ in 0..20 {
+                let b = policy.backoff(attempt);
+                assert!(
+                    b >= cap / 2 && b <= cap,
+                    "attempt {attempt}: {b:?} outside [{:?}, {cap:?}]",
+                    cap / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn envelope_errors_keep_code_message_and_request_id() {
+        let body = br#"{"Response":{"Error":{"Code":"InvalidDiskId.NotFound","Message":"disk-1 not found"},"RequestId":"req-9"}}"#;
+        let err = parse_envelope("DescribeDisks", 200, body).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.code(), Some("InvalidDiskId.NotFound"));
+        assert_eq!(
+            err.to_string(),
+            "DescribeDisks: InvalidDiskId.NotFound: disk-1 not found (RequestId req-9)"
+        );
+        let ok = parse_envelope(
+            "X",
+            200,
+            br#"{"Response":{"TotalCount":0,"RequestId":"r"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok["TotalCount"], 0);
+        let gateway = parse_envelope("X", 502, b"<html>bad gateway</html>").unwrap_err();
+        assert_eq!(gateway.kind(), ErrorKind::Unavailable);
+        let garbage = parse_envelope("X", 200, b"nonsense").unwrap_err();
+        assert_eq!(garbage.kind(), ErrorKind::Other);
+    }
+}
