@@ -186,6 +186,38 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     }
 }
 
+/// The body of every driver's `main`: logging, a runtime, the driver's `run`, and a one-line error
+/// with its cause chain and exit status 1 on failure (never a panic on bad input).
+pub fn run_main<F, E>(
+    program: &str,
+    common: &CommonArgs,
+    run: impl FnOnce() -> F,
+) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + 'static,
+{
+    init_logging(common.log_format, common.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %crate::csi::error_chain(&e), "exiting");
+            eprintln!("{program}: {}", crate::csi::error_chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,37 +263,5 @@ mod tests {
             err.contains("invalid endpoint \"csi.sock\": unknown scheme"),
             "{err}"
         );
-    }
-}
-
-/// The body of every driver's `main`: logging, a runtime, the driver's `run`, and a one-line error
-/// with its cause chain and exit status 1 on failure (never a panic on bad input).
-pub fn run_main<F, E>(
-    program: &str,
-    common: &CommonArgs,
-    run: impl FnOnce() -> F,
-) -> std::process::ExitCode
-where
-    F: std::future::Future<Output = Result<(), E>>,
-    E: std::error::Error + 'static,
-{
-    init_logging(common.log_format, common.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{program}: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %crate::csi::error_chain(&e), "exiting");
-            eprintln!("{program}: {}", crate::csi::error_chain(&e));
-            std::process::ExitCode::FAILURE
-        }
     }
 }

@@ -40,7 +40,7 @@ pub fn plugin_caps(_mode: Mode) -> PluginCaps {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
-    if true && common.mode.controller() {
+    if common.mode.controller() {
         // Fail now, with the reason, if the keys are unreadable or the endpoint is malformed.
         let cloud = common.cloud_client(KEY_NAMES).await?;
         tracing::info!(region = cloud.region(), "cloud client ready");

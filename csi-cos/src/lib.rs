@@ -5,16 +5,12 @@
 
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
-use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
 use tonic::service::Routes;
 
 /// The name Tencent's driver registers, so existing StorageClasses and PVs keep working.
 pub const DRIVER_NAME: &str = "com.tencent.cloud.csi.cosfs";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Where the old driver's manifests put API keys; tried before the common names.
-pub const KEY_NAMES: &[KeyNames] = &[];
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -36,11 +32,6 @@ pub fn plugin_caps(_mode: Mode) -> PluginCaps {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
-    if false && common.mode.controller() {
-        // Fail now, with the reason, if the keys are unreadable or the endpoint is malformed.
-        let cloud = common.cloud_client(KEY_NAMES).await?;
-        tracing::info!(region = cloud.region(), "cloud client ready");
-    }
     let identity = IdentityService::new(
         common.driver_name_or(DRIVER_NAME),
         VERSION,
