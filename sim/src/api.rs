@@ -1,0 +1,273 @@
+//! The TencentCloud API v3 front door: header checks, signature verification, fault injection,
+//! dispatch of `X-TC-Action` to the service named in the signature's credential scope, and the
+//! `{"Response": ...}` envelope. Services (CVM here; CBS, CFS added by their issues) plug in through
+//! [`CloudService`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Sim;
+use crate::signature::{parse_authorization, verify};
+use crate::state::unix_now;
+
+/// An API error as the real service reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new("InternalError", message)
+    }
+
+    pub fn invalid_value(message: impl Into<String>) -> Self {
+        ApiError::new("InvalidParameterValue", message)
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One cloud product (`cvm`, `cbs`, `cfs`) behind the front door.
+pub trait CloudService: Send + Sync {
+    /// The credential-scope name, e.g. `cbs`.
+    fn name(&self) -> &'static str;
+    /// The one API version it speaks, e.g. `2017-03-12`.
+    fn version(&self) -> &'static str;
+    /// Handles `action`; `Err(None)` means the action does not exist.
+    fn call<'a>(
+        &'a self,
+        action: &'a str,
+        params: Value,
+    ) -> BoxFuture<'a, Result<Value, Option<ApiError>>>;
+}
+
+/// Decodes action parameters, rejecting unknown ones by name as the real API does.
+pub fn params<T: DeserializeOwned>(value: Value) -> Result<T, Option<ApiError>> {
+    serde_json::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        let code = if text.starts_with("unknown field") {
+            "UnknownParameter"
+        } else {
+            "InvalidParameter"
+        };
+        Some(ApiError::new(code, text))
+    })
+}
+
+/// Encodes a response body.
+pub fn reply<T: Serialize>(value: &T) -> Result<Value, Option<ApiError>> {
+    serde_json::to_value(value).map_err(|e| Some(ApiError::internal(e.to_string())))
+}
+
+/// Calls, successes and errors per action, for benchmarks and tests (`GET /_sim/stats`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ActionStats {
+    pub calls: u64,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    inner: Mutex<BTreeMap<String, ActionStats>>,
+}
+
+impl Stats {
+    fn record(&self, action: &str, result: &Result<Value, ApiError>) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(action.to_owned()).or_default();
+        entry.calls += 1;
+        match result {
+            Ok(_) => entry.ok += 1,
+            Err(e) => *entry.errors.entry(e.code.clone()).or_default() += 1,
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, ActionStats> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn reset(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Registry of services by credential-scope name.
+#[derive(Default)]
+pub struct Services {
+    by_name: HashMap<&'static str, Arc<dyn CloudService>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl Services {
+    pub fn add(&mut self, service: Arc<dyn CloudService>) {
+        self.by_name.insert(service.name(), service);
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                "MissingParameter",
+                format!("The request is missing a required parameter `{name}`."),
+            )
+        })
+}
+
+/// `POST /`: one API call.
+pub async fn handle(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = crate::state::random_id("", 32);
+    let action = headers
+        .get("x-tc-action")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let result = process(&sim, &headers, &body).await;
+    sim.stats
+        .record(if action.is_empty() { "-" } else { &action }, &result);
+    let response = match result {
+        Ok(mut value) => {
+            if let Value::Object(map) = &mut value {
+                map.insert("RequestId".into(), Value::String(request_id));
+            }
+            json!({ "Response": value })
+        }
+        Err(e) => {
+            tracing::debug!(action, code = %e.code, message = %e.message, "api error");
+            json!({ "Response": { "Error": { "Code": e.code, "Message": e.message }, "RequestId": request_id } })
+        }
+    };
+    axum::Json(response).into_response()
+}
+
+async fn process(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let action = header(headers, "x-tc-action")?;
+    let version = header(headers, "x-tc-version")?;
+    let timestamp_text = header(headers, "x-tc-timestamp")?;
+    let authorization = header(headers, "authorization")?;
+    header(headers, "content-type")?;
+    let timestamp: i64 = timestamp_text.parse().map_err(|_| {
+        ApiError::invalid_value(format!(
+            "X-TC-Timestamp {timestamp_text:?} is not a Unix time"
+        ))
+    })?;
+    let auth = parse_authorization(authorization)?;
+    let skew = (unix_now() - timestamp).abs();
+    if skew > sim.config.max_clock_skew_secs {
+        return Err(ApiError::new(
+            "AuthFailure.SignatureExpire",
+            format!(
+                "The signature expired: X-TC-Timestamp {timestamp} is {skew} s from the server time, more than {} s.",
+                sim.config.max_clock_skew_secs
+            ),
+        ));
+    }
+    let token = headers.get("x-tc-token").and_then(|v| v.to_str().ok());
+    let secret_key = sim.secret_key_for(auth.secret_id, token)?;
+    verify(&auth, headers, body, timestamp, &secret_key)?;
+
+    let region = header(headers, "x-tc-region")?;
+    if region != sim.config.region {
+        return Err(ApiError::new(
+            "UnsupportedRegion",
+            format!(
+                "Region {region} is not served here; this simulator serves {}.",
+                sim.config.region
+            ),
+        ));
+    }
+    let service = sim.services.by_name.get(auth.service).ok_or_else(|| {
+        ApiError::new(
+            "InvalidAction",
+            format!("Service `{}` does not exist.", auth.service),
+        )
+    })?;
+    if version != service.version() {
+        return Err(ApiError::new(
+            "NoSuchVersion",
+            format!(
+                "Version {version} of {} does not exist; use {}.",
+                service.name(),
+                service.version()
+            ),
+        ));
+    }
+    sim.faults.check(action)?;
+    if !sim.config.latency.is_zero() {
+        tokio::time::sleep(sim.config.latency).await;
+    }
+    let params: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new("InvalidParameter", format!("The body is not JSON: {e}")))?;
+    if !params.is_object() {
+        return Err(ApiError::new(
+            "InvalidParameter",
+            "The body must be a JSON object.",
+        ));
+    }
+    service.call(action, params).await.map_err(|e| {
+        e.unwrap_or_else(|| {
+            ApiError::new(
+                "InvalidAction",
+                format!("The requested action `{action}` does not exist."),
+            )
+        })
+    })
+}
+
+/// Control plane for tests and benchmarks, unsigned, on the same loopback listener.
+pub mod control {
+    use super::*;
+    use crate::faults::FaultRule;
+
+    pub async fn get_stats(
+        State(sim): State<Arc<Sim>>,
+    ) -> axum::Json<BTreeMap<String, ActionStats>> {
+        axum::Json(sim.stats.snapshot())
+    }
+
+    pub async fn reset_stats(State(sim): State<Arc<Sim>>) -> http::StatusCode {
+        sim.stats.reset();
+        http::StatusCode::NO_CONTENT
+    }
+
+    pub async fn get_faults(State(sim): State<Arc<Sim>>) -> axum::Json<Vec<FaultRule>> {
+        axum::Json(sim.faults.rules())
+    }
+
+    pub async fn put_faults(
+        State(sim): State<Arc<Sim>>,
+        axum::Json(rules): axum::Json<Vec<FaultRule>>,
+    ) -> http::StatusCode {
+        sim.faults.replace(rules);
+        http::StatusCode::NO_CONTENT
+    }
+}

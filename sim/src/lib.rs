@@ -1,0 +1,311 @@
+//! `tcloud-sim`: a Tencent Cloud simulator for running the CSI drivers without a cloud account.
+//!
+//! It speaks the real wire protocols: TencentCloud API v3 with TC3-HMAC-SHA256 signatures checked
+//! against its configured keys, and the CVM instance-metadata service for one or more simulated
+//! instances. Its data plane is real local resources, and its state survives a restart. It shares no
+//! code with the drivers, so it is an independent check of their client.
+
+pub mod api;
+pub mod cvm;
+pub mod faults;
+pub mod metadata;
+pub mod signature;
+pub mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{get, post};
+use clap::{ArgAction, Parser};
+
+use api::{ApiError, Services, Stats};
+use faults::{FaultRule, Faults};
+use state::{Store, unix_now};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tcloud-sim",
+    version,
+    about = "Tencent Cloud simulator: TC3-signed API v3 and instance metadata, backed by local resources",
+    after_help = "Endpoints: POST / (API v3; the service is taken from the signature's credential scope), \
+GET /latest/meta-data/... (first instance), GET /instances/<id>/latest/meta-data/..., \
+GET /_sim/stats, DELETE /_sim/stats, GET|PUT /_sim/faults (unsigned test control plane)."
+)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free one. The chosen address is printed on stdout as
+    /// `listening http://ADDR`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// Directory for the simulator's state (created if missing); a restart with the same directory
+    /// resumes where the last run stopped.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+
+    /// File of accepted API keys: one `SecretId SecretKey` pair per line, `#` starts a comment.
+    /// Keys are read from a file so they never show in a process listing.
+    #[arg(long)]
+    pub keys_file: PathBuf,
+
+    /// The region served; requests for another region get `UnsupportedRegion`.
+    #[arg(long, default_value = "ap-guangzhou")]
+    pub region: String,
+
+    /// An availability zone as NAME:NUMERIC_ID (repeatable), e.g. ap-guangzhou-3:100003.
+    #[arg(long = "zone", default_values = ["ap-guangzhou-3:100003", "ap-guangzhou-4:100004"])]
+    pub zones: Vec<ZoneSpec>,
+
+    /// A simulated CVM instance as INSTANCE_ID:ZONE (repeatable). Its metadata is served under
+    /// /instances/INSTANCE_ID/latest/meta-data/; the first instance's also under /latest/meta-data/.
+    #[arg(long = "instance", default_values = ["ins-sim00001:ap-guangzhou-3"])]
+    pub instances: Vec<InstanceSpec>,
+
+    /// A CAM role bound to every instance; the metadata service hands out its temporary keys.
+    #[arg(long)]
+    pub cam_role: Option<String>,
+
+    /// Lifetime of the role's temporary keys, in seconds.
+    #[arg(long, default_value_t = 7200)]
+    pub role_key_ttl_secs: i64,
+
+    /// Largest accepted difference between X-TC-Timestamp and the simulator's clock, in seconds
+    /// (older signatures get `AuthFailure.SignatureExpire`).
+    #[arg(long, default_value_t = 300)]
+    pub max_clock_skew_secs: i64,
+
+    /// Latency added to every API call, in milliseconds: the floor benchmarks compare against.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND, where ACTION is an
+    /// action name or * (repeatable). Replaceable at run time with PUT /_sim/faults.
+    #[arg(long = "fault")]
+    pub faults: Vec<FaultRule>,
+
+    /// More log detail: -v debug, -vv trace.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSpec {
+    pub name: String,
+    pub id: String,
+}
+
+impl FromStr for ZoneSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((name, id))
+                if !name.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(ZoneSpec {
+                    name: name.to_owned(),
+                    id: id.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "zone {s:?} is not NAME:NUMERIC_ID, e.g. ap-guangzhou-3:100003"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub id: String,
+    pub zone: String,
+}
+
+impl FromStr for InstanceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((id, zone)) if id.starts_with("ins-") && id.len() > 4 && !zone.is_empty() => {
+                Ok(InstanceSpec {
+                    id: id.to_owned(),
+                    zone: zone.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "instance {s:?} is not INSTANCE_ID:ZONE, e.g. ins-abc12345:ap-guangzhou-3"
+            )),
+        }
+    }
+}
+
+/// Settings fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub region: String,
+    pub zones: Vec<ZoneSpec>,
+    pub instances: Vec<InstanceSpec>,
+    pub cam_role: Option<String>,
+    pub role_key_ttl_secs: i64,
+    pub max_clock_skew_secs: i64,
+    pub latency: Duration,
+}
+
+/// The running simulator, shared by every request handler.
+#[derive(Debug)]
+pub struct Sim {
+    pub config: SimConfig,
+    keys: HashMap<String, String>,
+    pub store: Store,
+    pub services: Services,
+    pub faults: Faults,
+    pub stats: Stats,
+}
+
+impl Sim {
+    pub fn new(args: &Args) -> anyhow::Result<Arc<Sim>> {
+        for instance in &args.instances {
+            anyhow::ensure!(
+                args.zones.iter().any(|z| z.name == instance.zone),
+                "instance {} is in zone {}, which is not among the --zone values",
+                instance.id,
+                instance.zone
+            );
+        }
+        let config = SimConfig {
+            region: args.region.clone(),
+            zones: args.zones.clone(),
+            instances: args.instances.clone(),
+            cam_role: args.cam_role.clone(),
+            role_key_ttl_secs: args.role_key_ttl_secs,
+            max_clock_skew_secs: args.max_clock_skew_secs,
+            latency: Duration::from_millis(args.latency_ms),
+        };
+        let mut services = Services::default();
+        services.add(Arc::new(cvm::Cvm::new(config.clone())));
+        Ok(Arc::new(Sim {
+            keys: read_keys(&args.keys_file)?,
+            store: Store::open(&args.state_dir)?,
+            services,
+            faults: Faults::new(args.faults.clone()),
+            stats: Stats::default(),
+            config,
+        }))
+    }
+
+    /// The secret key for `secret_id`: a configured key, or a role's temporary key with its token.
+    pub fn secret_key_for(&self, secret_id: &str, token: Option<&str>) -> Result<String, ApiError> {
+        if let Some(key) = self.keys.get(secret_id) {
+            return Ok(key.clone());
+        }
+        let temp = self.store.read(|s| {
+            s.temp_keys
+                .iter()
+                .find(|k| k.secret_id == secret_id)
+                .cloned()
+        });
+        let Some(temp) = temp else {
+            return Err(ApiError::new(
+                "AuthFailure.SecretIdNotFound",
+                "The SecretId is not found.",
+            ));
+        };
+        if temp.expires_at <= unix_now() {
+            return Err(ApiError::new(
+                "AuthFailure.TokenFailure",
+                "The temporary key has expired.",
+            ));
+        }
+        if token != Some(temp.token.as_str()) {
+            return Err(ApiError::new(
+                "AuthFailure.TokenFailure",
+                "X-TC-Token is missing or does not match the key.",
+            ));
+        }
+        Ok(temp.secret_key)
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/", post(api::handle))
+            .route("/latest/meta-data/{*path}", get(metadata::first_instance))
+            .route(
+                "/instances/{id}/latest/meta-data/{*path}",
+                get(metadata::instance),
+            )
+            .route(
+                "/_sim/stats",
+                get(api::control::get_stats).delete(api::control::reset_stats),
+            )
+            .route(
+                "/_sim/faults",
+                get(api::control::get_faults).put(api::control::put_faults),
+            )
+            .with_state(Arc::clone(self))
+    }
+}
+
+fn read_keys(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --keys-file {}", path.display()))?;
+    let mut keys = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some(id), Some(key), None) => keys.insert(id.to_owned(), key.to_owned()),
+            _ => anyhow::bail!(
+                "{} line {}: expected `SecretId SecretKey`",
+                path.display(),
+                number + 1
+            ),
+        };
+    }
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "--keys-file {} holds no keys",
+        path.display()
+    );
+    Ok(keys)
+}
+
+/// Runs the simulator until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let sim = Sim::new(&args)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening http://{addr}")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%addr, region = %sim.config.region, services = ?sim.services, "simulator ready");
+    axum::serve(listener, sim.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

@@ -1,0 +1,133 @@
+//! The simulator's persistent state: one JSON document in the state directory, rewritten
+//! atomically (temporary file, fsync, rename) after every change, so a restart finds exactly what
+//! the last answered call left.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::ApiError;
+
+/// Temporary keys handed out as CVM role credentials; they stay valid across restarts, as the real
+/// cloud's do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TempKey {
+    pub secret_id: String,
+    pub secret_key: String,
+    pub token: String,
+    pub expires_at: i64,
+    pub instance_id: String,
+}
+
+/// Everything that survives a restart. Each service adds its own section; `#[serde(default)]` on
+/// every field keeps older state files loadable.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct SimState {
+    #[serde(default)]
+    pub temp_keys: Vec<TempKey>,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    state: Mutex<SimState>,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        let path = dir.join("state.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("state file {} is corrupt", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SimState::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Ok(Store {
+            path,
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&SimState) -> R) -> R {
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies `f` and persists the result; if persisting fails the change is rolled back.
+    pub fn update<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> Result<R, ApiError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = guard.clone();
+        let result = f(&mut next);
+        self.persist(&next)
+            .map_err(|e| ApiError::internal(format!("simulator cannot save its state: {e}")))?;
+        *guard = next;
+        Ok(result)
+    }
+
+    fn persist(&self, state: &SimState) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `prefix` + `len` random lowercase alphanumerics, like `disk-8kq2m1xz`.
+pub fn random_id(prefix: &str, len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = String::with_capacity(prefix.len() + len);
+    id.push_str(prefix);
+    for _ in 0..len {
+        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .update(|s| {
+                s.temp_keys.push(TempKey {
+                    secret_id: "a".into(),
+                    secret_key: "b".into(),
+                    token: "c".into(),
+                    expires_at: 1,
+                    instance_id: "ins-1".into(),
+                })
+            })
+            .unwrap();
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.read(|s| s.temp_keys.len()), 1);
+    }
+
+    #[test]
+    fn corrupt_state_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), "{not json").unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("state.json is corrupt"),
+            "{err:#}"
+        );
+    }
+}
