@@ -1,1 +1,14 @@
+//! The end-to-end harness: starts the simulator and real driver binaries, talks CSI to them over
+//! their socket the way kubelet and the sidecars do, and cleans up every process, mount, loop
+//! device and file it made, even when a test fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod cleanup;
+pub mod client;
+pub mod env;
+pub mod process;
+
+pub use client::CsiClient;
+pub use env::{Driver, Env, EnvOptions};
+pub use process::bin_path;

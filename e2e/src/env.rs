@@ -1,0 +1,256 @@
+//! One test environment: the simulator and one driver (mode `all`) wired together with fresh keys,
+//! in a work directory that is removed, with every mount and loop device in it, when it stops
+//! or is dropped.
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+
+use crate::client::CsiClient;
+use crate::process::{Proc, bin_path};
+
+pub const NODE_ID: &str = "ins-sim00001";
+pub const REGION: &str = "ap-guangzhou";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Driver {
+    Cbs,
+    Cfs,
+    Cos,
+    Goosefs,
+}
+
+impl Driver {
+    pub const ALL: [Driver; 4] = [Driver::Cbs, Driver::Cfs, Driver::Cos, Driver::Goosefs];
+
+    pub fn binary(self) -> &'static str {
+        match self {
+            Driver::Cbs => "csi-cbs",
+            Driver::Cfs => "csi-cfs",
+            Driver::Cos => "csi-cos",
+            Driver::Goosefs => "csi-goosefs",
+        }
+    }
+
+    /// The CSI driver name each binary reports by default.
+    pub fn csi_name(self) -> &'static str {
+        match self {
+            Driver::Cbs => "com.tencent.cloud.csi.cbs",
+            Driver::Cfs => "com.tencent.cloud.csi.cfs",
+            Driver::Cos => "com.tencent.cloud.csi.cosfs",
+            Driver::Goosefs => "com.tencent.cloud.csi.goosefs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EnvOptions {
+    /// Where to work; a fresh temporary directory when `None`.
+    pub workdir: Option<PathBuf>,
+    /// The CSI socket; `<workdir>/csi/csi.sock` when `None`.
+    pub socket: Option<PathBuf>,
+    pub sim_args: Vec<String>,
+    pub driver_args: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Env {
+    pub driver_kind: Driver,
+    pub workdir: PathBuf,
+    pub socket: PathBuf,
+    /// `http://127.0.0.1:PORT` of the simulator.
+    pub sim_url: String,
+    pub credentials_dir: PathBuf,
+    pub sim: Proc,
+    pub driver: Proc,
+    /// Entries of the work directory this run created (all of it when it created the directory).
+    created: Vec<PathBuf>,
+    stopped: bool,
+}
+
+fn private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn random_token(len: usize) -> String {
+    std::iter::repeat_with(fastrand::alphanumeric)
+        .take(len)
+        .collect()
+}
+
+impl Env {
+    pub async fn start(driver_kind: Driver, options: EnvOptions) -> anyhow::Result<Env> {
+        let sim_bin = bin_path("tcloud-sim")?;
+        let driver_bin = bin_path(driver_kind.binary())?;
+        let (workdir, mut created) = match options.workdir {
+            Some(dir) => {
+                let existed = dir.exists();
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let dir = dir.canonicalize()?;
+                (dir.clone(), if existed { Vec::new() } else { vec![dir] })
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("csi-e2e-")
+                    .tempdir()?
+                    .keep();
+                (dir.clone(), vec![dir])
+            }
+        };
+        let mut track = |path: PathBuf| {
+            if !created.iter().any(|c| path.starts_with(c)) {
+                created.push(path.clone());
+            }
+            path
+        };
+        let logs = track(workdir.join("logs"));
+        std::fs::create_dir_all(&logs)?;
+        let socket = match options.socket {
+            Some(socket) => socket,
+            None => track(workdir.join("csi")).join("csi.sock"),
+        };
+
+        // Fresh keys for this run: the simulator reads them from a file, the driver from a
+        // secret-style directory, so they never appear on a command line.
+        let secret_id = format!("AKIDe2e{}", random_token(20));
+        let secret_key = random_token(32);
+        let keys_file = track(workdir.join("sim-keys"));
+        private_file(&keys_file, &format!("{secret_id} {secret_key}\n"))?;
+        let credentials_dir = track(workdir.join("credentials"));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&credentials_dir)?;
+        private_file(&credentials_dir.join("SecretId"), &secret_id)?;
+        private_file(&credentials_dir.join("SecretKey"), &secret_key)?;
+        let state_dir = track(workdir.join("sim-state"));
+
+        let mut sim_args = vec![
+            "--state-dir".to_owned(),
+            state_dir.display().to_string(),
+            "--keys-file".to_owned(),
+            keys_file.display().to_string(),
+            "--region".to_owned(),
+            REGION.to_owned(),
+        ];
+        sim_args.extend(options.sim_args);
+        let mut sim = Proc::spawn(
+            "tcloud-sim",
+            &sim_bin,
+            &sim_args,
+            &logs.join("tcloud-sim.log"),
+        )?;
+        let line = sim.read_line(READY_TIMEOUT).await?;
+        let Some(sim_url) = line.strip_prefix("listening ").map(str::to_owned) else {
+            bail!("tcloud-sim printed {line:?} instead of `listening URL`");
+        };
+
+        let mut driver_args = vec![
+            "--endpoint".to_owned(),
+            format!("unix://{}", socket.display()),
+            "--mode".to_owned(),
+            "all".to_owned(),
+            "--node-id".to_owned(),
+            NODE_ID.to_owned(),
+            "--region".to_owned(),
+            REGION.to_owned(),
+            "--cloud-endpoint".to_owned(),
+            sim_url.clone(),
+            "--metadata-endpoint".to_owned(),
+            format!("{sim_url}/instances/{NODE_ID}"),
+            "--credentials-dir".to_owned(),
+            credentials_dir.display().to_string(),
+        ];
+        driver_args.extend(options.driver_args);
+        let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
+        let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;
+        let mut env = Env {
+            driver_kind,
+            workdir,
+            socket,
+            sim_url,
+            credentials_dir,
+            sim,
+            driver,
+            created,
+            stopped: false,
+        };
+        if let Err(e) = CsiClient::wait_ready(&env.socket, READY_TIMEOUT).await {
+            let log = env.driver.log_tail();
+            env.stop().await.ok();
+            return Err(e.context(format!("driver log:\n{log}")));
+        }
+        Ok(env)
+    }
+
+    pub async fn client(&self) -> anyhow::Result<CsiClient> {
+        CsiClient::connect(&self.socket).await
+    }
+
+    /// Stops the driver and the simulator gracefully, then removes mounts, loop devices and the
+    /// files this run created. Errors are reported after everything was attempted.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let driver = self.driver.stop(STOP_GRACE).await;
+        let sim = self.sim.stop(STOP_GRACE).await;
+        self.remove_leftovers();
+        for (name, status) in [
+            (self.driver.name.clone(), driver),
+            (self.sim.name.clone(), sim),
+        ] {
+            let status = status?;
+            if !status.success() {
+                bail!("{name} exited with {status} on SIGTERM");
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_leftovers(&self) {
+        crate::cleanup::clean(&self.workdir);
+        for path in &self.created {
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !self.stopped {
+            // A failed test: the children die with their handles (kill_on_drop); wait for that
+            // before unmounting, so nothing is re-created behind our back.
+            for proc in [&self.driver, &self.sim] {
+                if let Some(pid) = proc.pid() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            self.remove_leftovers();
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `e2e`: the end-to-end harness's command line.
+//!
+//! `e2e serve --driver <cbs|cfs|cos|goosefs> --socket PATH [--workdir DIR]` starts the simulator
+//! and that driver against it, prints `ready <socket>` once the socket answers, and on SIGTERM or
+//! SIGINT stops both and removes every mount, loop device and file it made. This interface is
+//! stable: any CSI client (csi-sanity included) can be pointed at the socket.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use e2e::{Driver, Env, EnvOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "e2e",
+    version,
+    about = "End-to-end harness for the Tencent Cloud CSI drivers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the simulator and one driver (mode all) until SIGTERM/SIGINT.
+    Serve {
+        /// Which driver to run.
+        #[arg(long, value_enum)]
+        driver: Driver,
+        /// Where the driver listens (a path; the driver creates its directory).
+        #[arg(long)]
+        socket: PathBuf,
+        /// Work directory for the simulator's state, keys and logs; a temporary one by default.
+        /// What the run creates in it is removed at exit.
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// An extra argument for the simulator (repeatable), e.g. --sim-arg=--latency-ms=20.
+        #[arg(long = "sim-arg", allow_hyphen_values = true)]
+        sim_args: Vec<String>,
+        /// An extra argument for the driver (repeatable).
+        #[arg(long = "driver-arg", allow_hyphen_values = true)]
+        driver_args: Vec<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("e2e: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e2e: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            driver,
+            socket,
+            workdir,
+            sim_args,
+            driver_args,
+        } => {
+            let socket = std::path::absolute(&socket)?;
+            let options = EnvOptions {
+                workdir,
+                socket: Some(socket.clone()),
+                sim_args,
+                driver_args,
+            };
+            let mut env = Env::start(driver, options).await?;
+            eprintln!(
+                "e2e: {} against tcloud-sim at {}; logs in {}",
+                driver.binary(),
+                env.sim_url,
+                env.workdir.join("logs").display()
+            );
+            println!("ready {}", socket.display());
+            std::io::stdout().flush()?;
+            let exited = wait_for_signal_or_exit(&mut env).await;
+            env.stop().await?;
+            if let Some(name) = exited {
+                anyhow::bail!("{name} exited on its own; see its log above");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Waits for SIGTERM/SIGINT; returns the name of a child that died first, if any.
+async fn wait_for_signal_or_exit(env: &mut Env) -> Option<String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return Some("signal handler".to_owned());
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return None,
+            _ = int.recv() => return None,
+            _ = tick.tick() => {
+                for proc in [&mut env.driver, &mut env.sim] {
+                    if proc.try_status().is_some() {
+                        eprintln!("e2e: {} exited; last log lines:\n{}", proc.name, proc.log_tail());
+                        return Some(proc.name.clone());
+                    }
+                }
+            }
+        }
+    }
+}
