@@ -32,7 +32,7 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// The largest single backoff.
     pub max: Duration,
-    /// A safety net on top of the deadline.
+    /// Attempts at most for transient failures (throttling is bounded by the deadline alone).
     pub max_attempts: u32,
 }
 
@@ -200,17 +200,18 @@ impl CloudClient {
                 return Err(error);
             }
             let backoff = self.config.retry.backoff(attempt);
-            let out_of_time = Instant::now() + backoff >= deadline;
-            if out_of_time || attempt >= self.config.retry.max_attempts {
-                if !out_of_time {
-                    return Err(error);
-                }
+            if Instant::now() + backoff >= deadline {
                 return Err(CloudError::DeadlineExceeded {
                     action: action.to_owned(),
                     attempts: attempt,
                     elapsed: start.elapsed(),
                     last: Box::new(error),
                 });
+            }
+            // A throttled call was never processed, so only the deadline bounds its retries; the
+            // attempt cap guards against services that fail transiently forever.
+            if error.kind() != ErrorKind::Throttled && attempt >= self.config.retry.max_attempts {
+                return Err(error);
             }
             tracing::debug!(action, attempt, ?backoff, error = %error, "retrying cloud call");
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
