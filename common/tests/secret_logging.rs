@@ -3,6 +3,8 @@
 //! Its own test binary: it installs the global subscriber, which tracing's callsite cache needs
 //! to see every line from every thread.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};

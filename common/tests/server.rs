@@ -1,5 +1,7 @@
 //! The server bootstrap over a real unix socket: the socket's lifecycle, unix and tcp.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

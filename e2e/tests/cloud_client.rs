@@ -2,6 +2,8 @@
 //! retries of throttled and failing calls bounded by the deadline, role credentials from instance
 //! metadata, state across a simulator restart; and the official Python SDK against the simulator.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -322,11 +324,9 @@ async fn rate_limited_and_failing_calls_complete_through_retries() {
     );
 }
 
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
