@@ -84,7 +84,7 @@ pub struct CommonArgs {
 pub enum StartupError {
     #[error("--mode {mode:?} runs the node service, which needs --node-id (or NODE_ID)")]
     MissingNodeId { mode: Mode },
-    #[error("--node-id must not be empty or contain whitespace, got {0:?}")]
+    #[error("--node-id must not contain whitespace, got {0:?}")]
     BadNodeId(String),
     #[error("cloud credentials")]
     Credentials(#[from] CredentialsError),
@@ -102,10 +102,11 @@ impl CommonArgs {
     /// Checks what clap cannot: combinations of flags.
     pub fn validate(&self) -> Result<(), StartupError> {
         if self.mode.node() {
-            match &self.node_id {
+            // An empty NODE_ID is what a manifest with an unset variable gives: call it missing.
+            match self.node_id.as_deref().filter(|id| !id.is_empty()) {
                 None => return Err(StartupError::MissingNodeId { mode: self.mode }),
-                Some(id) if id.is_empty() || id.chars().any(char::is_whitespace) => {
-                    return Err(StartupError::BadNodeId(id.clone()));
+                Some(id) if id.chars().any(char::is_whitespace) => {
+                    return Err(StartupError::BadNodeId(id.to_owned()));
                 }
                 Some(_) => {}
             }

@@ -1,1 +1,82 @@
+//! The project's own CSI conformance suite. Every test drives a driver the way an outside client
+//! does: through `e2e serve` (the stable entry point) and the CSI socket it prints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use e2e::process::{Proc, bin_path};
+pub use e2e::{CsiClient, Driver};
+
+/// A running `e2e serve`: stopped with SIGTERM by [`Served::stop`], or killed on drop.
+#[derive(Debug)]
+pub struct Served {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub workdir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts `e2e serve --driver <driver>` with extra driver arguments, and waits for `ready`.
+    pub async fn start(driver: Driver, driver_args: &[&str]) -> anyhow::Result<Served> {
+        let dir = tempfile::Builder::new()
+            .prefix("csi-conformance-")
+            .tempdir()?;
+        let socket = dir.path().join("plugin/csi.sock");
+        let workdir = dir.path().join("work");
+        let driver_name = format!("{driver:?}").to_lowercase();
+        let mut args = vec![
+            "serve".to_owned(),
+            "--driver".to_owned(),
+            driver_name,
+            "--socket".to_owned(),
+            socket.display().to_string(),
+            "--workdir".to_owned(),
+            workdir.display().to_string(),
+        ];
+        for arg in driver_args {
+            args.push(format!("--driver-arg={arg}"));
+        }
+        let log = dir.path().join("e2e.log");
+        let mut proc = Proc::spawn("e2e serve", &bin_path("e2e")?, &args, &log)?;
+        let line = proc.read_line(Duration::from_secs(60)).await?;
+        if line != format!("ready {}", socket.display()) {
+            bail!("e2e serve printed {line:?}");
+        }
+        Ok(Served {
+            proc,
+            socket,
+            workdir,
+            _dir: dir,
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<CsiClient> {
+        CsiClient::connect(&self.socket).await
+    }
+
+    /// The driver's own log, written under the work directory.
+    pub fn driver_log(&self, driver: Driver) -> anyhow::Result<String> {
+        let path = self
+            .workdir
+            .join("logs")
+            .join(format!("{}.log", driver.binary()));
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// SIGTERM, and the exit must be clean.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let status = self.proc.stop(Duration::from_secs(30)).await?;
+        if !status.success() {
+            bail!("e2e serve exited with {status}:\n{}", self.proc.log_tail());
+        }
+        Ok(())
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}

@@ -1,0 +1,103 @@
+//! Identity over the real socket, for every driver started through `e2e serve`: the names
+//! Tencent's drivers register, honest capabilities, Probe, and a clean stop that leaves nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use csi_conformance::{Driver, Served};
+use csi_proto::v1 as pb;
+
+#[tokio::test]
+async fn every_driver_answers_identity_and_stops_clean() {
+    for driver in Driver::ALL {
+        let served = Served::start(driver, &[]).await.unwrap();
+        let mut client = served.client().await.unwrap();
+
+        let info = client
+            .identity
+            .get_plugin_info(pb::GetPluginInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.name, driver.csi_name(), "{driver:?}");
+        assert!(!info.vendor_version.is_empty(), "{driver:?}");
+
+        let caps = client
+            .identity
+            .get_plugin_capabilities(pb::GetPluginCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        // No driver serves a controller yet, so none may claim one.
+        let claims_controller = caps.capabilities.iter().any(|c| {
+            matches!(
+                &c.r#type,
+                Some(pb::plugin_capability::Type::Service(s))
+                    if s.r#type == pb::plugin_capability::service::Type::ControllerService as i32
+            )
+        });
+        assert!(
+            !claims_controller,
+            "{driver:?} claims CONTROLLER_SERVICE without serving it"
+        );
+        let unserved = client
+            .controller
+            .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
+            .await;
+        assert_eq!(unserved.unwrap_err().code(), tonic::Code::Unimplemented);
+
+        let probe = client
+            .identity
+            .probe(pb::ProbeRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(probe.ready, Some(true), "{driver:?}");
+
+        let socket = served.socket().to_owned();
+        let workdir = served.workdir.clone();
+        drop(client);
+        served.stop().await.unwrap();
+        assert!(!socket.exists(), "{driver:?}: socket left behind");
+        assert!(!workdir.exists(), "{driver:?}: work directory left behind");
+    }
+}
+
+#[tokio::test]
+async fn driver_name_is_configurable_for_shared_cfs_provisioners() {
+    let name = "com.tencent.cloud.csi.tcfs.shared-sc";
+    let served = Served::start(Driver::Cfs, &["--driver-name", name])
+        .await
+        .unwrap();
+    let mut client = served.client().await.unwrap();
+    let info = client
+        .identity
+        .get_plugin_info(pb::GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, name);
+    served.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_driver_log_at_debug_names_calls_but_never_secret_values() {
+    let served = Served::start(Driver::Cos, &["-v"]).await.unwrap();
+    let mut client = served.client().await.unwrap();
+    let secret = "cos-secret-key-that-must-not-leak";
+    let _ = client
+        .node
+        .node_publish_volume(pb::NodePublishVolumeRequest {
+            volume_id: "cos-vol-1".into(),
+            target_path: "/tmp/never-used".into(),
+            secrets: [("SecretKey".to_string(), secret.to_string())].into(),
+            ..Default::default()
+        })
+        .await;
+    let log = served.driver_log(Driver::Cos).unwrap();
+    served.stop().await.unwrap();
+    assert!(
+        log.contains("NodePublishVolume") && log.contains("cos-vol-1"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "secret leaked:\n{log}");
+}
