@@ -6,6 +6,7 @@
 
 pub mod cleanup;
 pub mod client;
+pub mod demo;
 pub mod env;
 pub mod process;
 

@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the bundle working against the simulator, step by step (the README's main job).
+    Demo,
     /// Run the simulator and one driver (mode all) until SIGTERM/SIGINT.
     Serve {
         /// Which driver to run.
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo => e2e::demo::run().await,
         Command::Serve {
             driver,
             socket,
