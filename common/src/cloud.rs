@@ -6,6 +6,7 @@
 //! Typed calls per service live in submodules (`cvm` here; `cbs`, `cfs` are added by their drivers'
 //! issues next to it).
 
+pub mod cbs;
 pub mod client;
 pub mod credentials;
 pub mod cvm;

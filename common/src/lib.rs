@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod cloud;
 pub mod csi;
+pub mod mount;
 pub mod time;

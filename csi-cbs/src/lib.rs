@@ -1,17 +1,38 @@
 //! `csi-cbs`: the CSI driver for Tencent Cloud CBS block disks.
 //!
-//! The crate owns what is particular to this driver (its parameters, its services); the gRPC
-//! transport, the cloud protocol and the mount layer live in `csi-common`.
+//! The crate owns what is particular to CBS: its StorageClass parameters ([`params`]), the
+//! controller ([`controller`]) and node ([`node`]) services, device lookup by serial ([`device`]),
+//! zones ([`topology`]). The gRPC transport, the cloud protocol and the mount layer live in
+//! `csi-common`.
+
+pub mod controller;
+pub mod device;
+pub mod error;
+pub mod node;
+pub mod params;
+pub mod topology;
+pub mod watcher;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
+use csi_common::mount::LinuxMounter;
 use tonic::service::Routes;
+
+use controller::{ControllerConfig, ControllerService};
+use device::DeviceRoots;
+use node::{NodeConfig, NodeService};
 
 /// The name Tencent's driver registers, so existing StorageClasses and PVs keep working.
 pub const DRIVER_NAME: &str = "com.tencent.cloud.csi.cbs";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// CBS attaches 20 disks to a CVM by default, one of which is the system disk.
+pub const DEFAULT_ATTACH_LIMIT: i64 = 20;
 
 /// Where the old driver's manifests put API keys; tried before the common names.
 pub const KEY_NAMES: &[KeyNames] = &[KeyNames {
@@ -29,32 +50,88 @@ pub const KEY_NAMES: &[KeyNames] = &[KeyNames {
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// Data disks this node can take (reported as max_volumes_per_node); default: the CVM limit of
+    /// 20 disks minus the system disk.
+    #[arg(long, default_value_t = DEFAULT_ATTACH_LIMIT - 1)]
+    pub max_volumes_per_node: i64,
+
+    /// This node's zone (name or numeric ID); read from instance metadata when not given.
+    #[arg(long, env = "NODE_ZONE")]
+    pub node_zone: Option<String>,
+
+    /// Where udev's by-id links live (only a hint: the device's serial decides).
+    #[arg(long, default_value = "/dev/disk/by-id")]
+    pub device_dir: PathBuf,
+
+    /// The sysfs root holding block/<dev>/serial.
+    #[arg(long, default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+
+    /// Seconds NodeStageVolume waits for an attached disk's device to appear.
+    #[arg(long, default_value_t = 30)]
+    pub device_wait_secs: u64,
+
+    /// Seconds after which an attach still in ATTACHING is reported as stuck, not waited on.
+    #[arg(long, default_value_t = 120)]
+    pub attach_timeout_secs: u64,
 }
 
-/// What this process really serves. Only the identity service exists so far: the controller and
-/// node services arrive with this driver's own issue, and the capabilities grow with them.
-pub fn plugin_caps(_mode: Mode) -> PluginCaps {
-    PluginCaps::default()
+/// What this process serves: the controller claims topology and online expansion.
+pub fn plugin_caps(mode: Mode) -> PluginCaps {
+    PluginCaps {
+        controller_service: mode.controller(),
+        volume_accessibility_constraints: mode.controller(),
+        online_expansion: mode.controller(),
+        ..PluginCaps::default()
+    }
 }
 
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
+    let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
+    let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
+    let mut routes = Routes::new(identity.into_server());
     if common.mode.controller() {
-        // Fail now, with the reason, if the keys are unreadable or the endpoint is malformed.
         let cloud = common.cloud_client(KEY_NAMES).await?;
         tracing::info!(region = cloud.region(), "cloud client ready");
+        let controller = ControllerService::new(
+            Arc::new(cloud),
+            ControllerConfig {
+                driver_name: driver_name.clone(),
+                attach_timeout: Duration::from_secs(config.attach_timeout_secs),
+            },
+        );
+        routes = routes.add_service(controller.into_server());
     }
-    let identity = IdentityService::new(
-        common.driver_name_or(DRIVER_NAME),
-        VERSION,
-        plugin_caps(common.mode),
-    );
-    serve(
-        &common.endpoint,
-        Routes::new(identity.into_server()),
-        shutdown_signal(),
-    )
-    .await?;
+    if common.mode.node() {
+        let zone = match &config.node_zone {
+            Some(zone) => zone.clone(),
+            None => match common.metadata_client()?.zone().await {
+                Ok(zone) => zone,
+                Err(e) => {
+                    tracing::warn!(error = %e, "node zone unknown: pass --node-zone; volumes will carry no topology for this node");
+                    String::new()
+                }
+            },
+        };
+        let node = NodeService::new(
+            Arc::new(LinuxMounter::default()),
+            NodeConfig {
+                node_id: common.node_id.clone().unwrap_or_default(),
+                zone,
+                max_volumes_per_node: config.max_volumes_per_node,
+                devices: DeviceRoots {
+                    by_id_dir: config.device_dir.clone(),
+                    sysfs_root: config.sysfs_root.clone(),
+                    dev_root: PathBuf::from("/dev"),
+                },
+                device_wait: Duration::from_secs(config.device_wait_secs),
+            },
+        );
+        routes = routes.add_service(node.into_server());
+    }
+    serve(&common.endpoint, routes, shutdown_signal()).await?;
     Ok(())
 }

@@ -176,6 +176,16 @@ impl Env {
             "--credentials-dir".to_owned(),
             credentials_dir.display().to_string(),
         ];
+        if driver_kind == Driver::Cbs {
+            // The simulator shows attached disks to each instance under its own device tree.
+            let instance = state_dir.join("instances").join(NODE_ID);
+            driver_args.extend([
+                "--device-dir".to_owned(),
+                instance.join("dev/disk/by-id").display().to_string(),
+                "--sysfs-root".to_owned(),
+                instance.join("sys").display().to_string(),
+            ]);
+        }
         driver_args.extend(options.driver_args);
         let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
         let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;

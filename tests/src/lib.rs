@@ -22,6 +22,11 @@ pub struct Served {
 impl Served {
     /// Starts `e2e serve --driver <driver>` with extra driver arguments, and waits for `ready`.
     pub async fn start(driver: Driver, driver_args: &[&str]) -> anyhow::Result<Served> {
+        Self::start_with(driver, &[], driver_args).await
+    }
+
+    /// Like [`Served::start`], with extra simulator arguments too.
+    pub async fn start_with(driver: Driver, sim_args: &[&str], driver_args: &[&str]) -> anyhow::Result<Served> {
         let dir = tempfile::Builder::new()
             .prefix("csi-conformance-")
             .tempdir()?;
@@ -37,6 +42,9 @@ impl Served {
             "--workdir".to_owned(),
             workdir.display().to_string(),
         ];
+        for arg in sim_args {
+            args.push(format!("--sim-arg={arg}"));
+        }
         for arg in driver_args {
             args.push(format!("--driver-arg={arg}"));
         }

@@ -1,0 +1,1202 @@
+//! The CBS controller service: disks and snapshots through the cloud API.
+//!
+//! Every RPC validates its request first, takes an in-flight guard on the volume (or snapshot
+//! name), and is idempotent through the cloud itself: creates are found again by name and carry a
+//! `ClientToken`; attach and detach are a state machine read from `DescribeDisks`, waited on within
+//! the caller's deadline and resumed by the retry. No local state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use csi_common::cloud::cbs::{
+    self, CbsApi, CreateDisksRequest, CreateSnapshotRequest, DescribeDisksRequest,
+    DescribeSnapshotsRequest, Disk, DiskChargePrepaid, Filter, MAX_PAGE, Placement, disk_state,
+};
+use csi_common::cloud::{ErrorKind, client_token};
+use csi_common::csi::{InFlight, pb};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result, required};
+use crate::params::{CbsParams, GIB, size_gib};
+use crate::topology::{Zones, requirement_zones, topology_for};
+use crate::watcher::{DiskWatcher, Poll, Wait};
+
+/// How long a call without a `grpc-timeout` may wait on the cloud.
+const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// Answer this long before the caller's deadline, so the answer arrives in time.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+/// An attach request that left the disk UNATTACHED this long is sent again.
+const REISSUE_AFTER: Duration = Duration::from_secs(5);
+pub const PUBLISH_CONTEXT_DISK_ID: &str = "diskId";
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub driver_name: String,
+    /// An attach still `ATTACHING` after this long is reported as stuck instead of waited on.
+    pub attach_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct ControllerService<C> {
+    cbs: Arc<C>,
+    config: ControllerConfig,
+    inflight: InFlight,
+    watcher: DiskWatcher,
+    zones: Zones<C>,
+    /// When this controller first saw each disk `ATTACHING`: the stuck-attach watchdog.
+    attaching_since: Mutex<HashMap<String, Instant>>,
+}
+
+/// The instant by which a call must answer.
+fn deadline_of<T>(request: &Request<T>) -> Instant {
+    match csi_common::csi::deadline(request) {
+        Some(deadline) => deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline),
+        None => Instant::now() + DEFAULT_WAIT,
+    }
+}
+
+/// CBS disk IDs look like `disk-xxxxxxxx`; anything else cannot exist, so no cloud call is made.
+pub fn is_disk_id(id: &str) -> bool {
+    id.strip_prefix("disk-").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 32 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+fn is_snapshot_id(id: &str) -> bool {
+    id.strip_prefix("snap-").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 32 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// Block disks attach to one node at a time: every single-node mode is fine, multi-node modes are
+/// not; mount volumes need a filesystem we can make.
+pub fn check_capabilities(capabilities: &[pb::VolumeCapability]) -> Result<()> {
+    use pb::volume_capability::access_mode::Mode;
+    for capability in capabilities {
+        let mode = capability
+            .access_mode
+            .as_ref()
+            .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
+            .unwrap_or(Mode::Unknown);
+        match mode {
+            Mode::SingleNodeWriter
+            | Mode::SingleNodeReaderOnly
+            | Mode::SingleNodeSingleWriter
+            | Mode::SingleNodeMultiWriter => {}
+            Mode::Unknown => {
+                return Err(Error::InvalidArgument(
+                    "volume capability access_mode is required".into(),
+                ));
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "access mode {} is not supported: a CBS disk attaches to one node at a time",
+                    other.as_str_name()
+                )));
+            }
+        }
+        match &capability.access_type {
+            Some(pb::volume_capability::AccessType::Mount(mount)) => {
+                if !matches!(mount.fs_type.as_str(), "" | "ext4" | "ext3" | "xfs") {
+                    return Err(Error::InvalidArgument(format!(
+                        "fs_type {:?} is not supported (ext4, ext3, xfs)",
+                        mount.fs_type
+                    )));
+                }
+            }
+            Some(pb::volume_capability::AccessType::Block(_)) => {}
+            None => {
+                return Err(Error::InvalidArgument(
+                    "volume capability access_type is required".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn timestamp(create_time: &str) -> prost_types::Timestamp {
+    let seconds =
+        csi_common::time::parse_api_time(create_time).unwrap_or_else(csi_common::time::unix_now);
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn snapshot_proto(snapshot: &cbs::Snapshot) -> pb::Snapshot {
+    pb::Snapshot {
+        size_bytes: (snapshot.disk_size.saturating_mul(GIB)) as i64,
+        snapshot_id: snapshot.snapshot_id.clone(),
+        source_volume_id: snapshot.disk_id.clone(),
+        creation_time: Some(timestamp(&snapshot.create_time)),
+        ready_to_use: snapshot.is_ready(),
+        group_snapshot_id: String::new(),
+    }
+}
+
+fn volume_proto(disk: &Disk, content_source: Option<pb::VolumeContentSource>) -> pb::Volume {
+    pb::Volume {
+        capacity_bytes: (disk.disk_size.saturating_mul(GIB)) as i64,
+        volume_id: disk.disk_id.clone(),
+        volume_context: [("diskType".to_owned(), disk.disk_type.clone())].into(),
+        content_source,
+        accessible_topology: vec![topology_for(&disk.placement.zone)],
+    }
+}
+
+/// Offset pagination tokens: the token is the next offset. A token we did not issue is ABORTED,
+/// as the spec asks.
+fn parse_token(token: &str) -> std::result::Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        Status::aborted(format!(
+            "starting_token {token:?} was not issued by this plugin"
+        ))
+    })
+}
+
+fn page_limit(max_entries: i32) -> std::result::Result<u64, Status> {
+    match max_entries {
+        0 => Ok(MAX_PAGE),
+        n if n < 0 => Err(Status::invalid_argument("max_entries must not be negative")),
+        n => Ok((n as u64).min(MAX_PAGE)),
+    }
+}
+
+impl<C: CbsApi> ControllerService<C> {
+    pub fn new(cbs: Arc<C>, config: ControllerConfig) -> Self {
+        ControllerService {
+            watcher: DiskWatcher::start(Arc::clone(&cbs)),
+            zones: Zones::new(Arc::clone(&cbs)),
+            cbs,
+            config,
+            inflight: InFlight::new(),
+            attaching_since: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn into_server(self) -> pb::controller_server::ControllerServer<Self> {
+        pb::controller_server::ControllerServer::new(self)
+    }
+
+    async fn disk(&self, volume_id: &str) -> Result<Option<Disk>> {
+        if !is_disk_id(volume_id) {
+            return Ok(None);
+        }
+        self.watcher.get(volume_id).await
+    }
+
+    async fn existing_disk(&self, volume_id: &str) -> Result<Disk> {
+        self.disk(volume_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("volume {volume_id} does not exist")))
+    }
+
+    async fn disk_by_name(&self, name: &str, deadline: Instant) -> Result<Option<Disk>> {
+        let request = DescribeDisksRequest {
+            filters: vec![Filter::new("disk-name", name)],
+            limit: Some(MAX_PAGE),
+            ..Default::default()
+        };
+        let mut disks = self
+            .cbs
+            .describe_disks(&request, Some(deadline))
+            .await?
+            .disk_set;
+        disks.retain(|d| d.disk_name == name);
+        match disks.len() {
+            0 | 1 => Ok(disks.pop()),
+            n => Err(Error::Internal(format!(
+                "{n} disks are named {name}; delete the extra ones so the volume is unambiguous"
+            ))),
+        }
+    }
+
+    async fn snapshot_by(
+        &self,
+        filter: Option<Filter>,
+        id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Option<cbs::Snapshot>> {
+        let request = DescribeSnapshotsRequest {
+            snapshot_ids: id.map(|i| vec![i.to_owned()]).unwrap_or_default(),
+            filters: filter.into_iter().collect(),
+            limit: Some(MAX_PAGE),
+            ..Default::default()
+        };
+        match self.cbs.describe_snapshots(&request, Some(deadline)).await {
+            Ok(response) => Ok(response.snapshot_set.into_iter().next()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The zone for a new disk: `diskZone`, else the topology's preferred then requisite zones,
+    /// else a zone of the region. Checked against the requisite topology when there is one.
+    async fn choose_zone(
+        &self,
+        name: &str,
+        params: &CbsParams,
+        requirement: Option<&pb::TopologyRequirement>,
+        deadline: Instant,
+    ) -> Result<String> {
+        let (ordered, requisite) = requirement_zones(requirement);
+        let zone = match (&params.zone, ordered.first()) {
+            (Some(zone), _) => self.zones.name_of(zone, Some(deadline)).await?,
+            (None, Some(zone)) => self.zones.name_of(zone, Some(deadline)).await?,
+            (None, None) => self.zones.pick(name, Some(deadline)).await?,
+        };
+        if !requisite.is_empty() {
+            let mut allowed = Vec::new();
+            for z in &requisite {
+                allowed.push(self.zones.name_of(z, Some(deadline)).await?);
+            }
+            if !allowed.contains(&zone) {
+                return Err(Error::ResourceExhausted(format!(
+                    "diskZone {zone} is not among the requisite zones {allowed:?}"
+                )));
+            }
+        }
+        Ok(zone)
+    }
+
+    /// An existing disk answers a repeated CreateVolume only when it is what was asked for.
+    fn check_existing(
+        disk: &Disk,
+        params: &CbsParams,
+        required: u64,
+        limit: u64,
+        snapshot: Option<&str>,
+    ) -> Result<()> {
+        let bytes = disk.disk_size.saturating_mul(GIB);
+        let mut mismatches = Vec::new();
+        if bytes < required || (limit > 0 && bytes > limit) {
+            mismatches.push(format!("its size is {} GiB", disk.disk_size));
+        }
+        if disk.disk_type != params.disk_type {
+            mismatches.push(format!("its type is {}", disk.disk_type));
+        }
+        if let Some(zone) = &params.zone
+            && *zone != disk.placement.zone
+            && !zone.bytes().all(|b| b.is_ascii_digit())
+        {
+            mismatches.push(format!("it is in zone {}", disk.placement.zone));
+        }
+        // DescribeDisks does not always say which snapshot a disk came from; compare when it does.
+        if let Some(snapshot) = snapshot
+            && !disk.snapshot_id.is_empty()
+            && disk.snapshot_id != snapshot
+        {
+            mismatches.push(format!("it was not restored from {snapshot}"));
+        }
+        if mismatches.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists(format!(
+                "volume {} exists as {} but {}",
+                disk.disk_name,
+                disk.disk_id,
+                mismatches.join(", ")
+            )))
+        }
+    }
+
+    fn watchdog(&self, disk_id: &str, node: &str) -> Result<()> {
+        let mut since = self
+            .attaching_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let first = *since.entry(disk_id.to_owned()).or_insert_with(Instant::now);
+        let waited = first.elapsed();
+        if waited > self.config.attach_timeout {
+            tracing::error!(disk = disk_id, node, ?waited, "attach stuck in ATTACHING");
+            return Err(Error::Internal(format!(
+                "disk {disk_id} has been ATTACHING to {node} for {}s, longer than the {}s attach timeout: CBS has not completed the attach; check the disk in the CBS console",
+                waited.as_secs(),
+                self.config.attach_timeout.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    fn clear_watchdog(&self, disk_id: &str) {
+        self.attaching_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(disk_id);
+    }
+
+    async fn publish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+        deadline: Instant,
+    ) -> Result<HashMap<String, String>> {
+        let mut poll = Poll::new(deadline);
+        let mut attach_sent: Option<Instant> = None;
+        loop {
+            let disk = self.existing_disk(volume_id).await?;
+            let elsewhere = disk.instance().is_some_and(|i| i != node_id);
+            match disk.disk_state.as_str() {
+                disk_state::ATTACHED | disk_state::ATTACHING if elsewhere => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "volume {volume_id} is attached to {}, not {node_id}; a CBS disk attaches to one node at a time",
+                        disk.instance_id
+                    )));
+                }
+                disk_state::ATTACHED => {
+                    self.clear_watchdog(volume_id);
+                    return Ok(publish_context(volume_id));
+                }
+                disk_state::ATTACHING => self.watchdog(volume_id, node_id)?,
+                // Describe results lag behind AttachDisks for a moment; re-issue only after that.
+                disk_state::UNATTACHED
+                    if attach_sent.is_none_or(|t| t.elapsed() > REISSUE_AFTER) =>
+                {
+                    attach_sent = Some(Instant::now());
+                    match self
+                        .cbs
+                        .attach_disks(&[volume_id.to_owned()], node_id, Some(deadline))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.code() == Some("InvalidInstanceId.NotFound") => {
+                            return Err(Error::NotFound(format!(
+                                "node {node_id} is not a CVM instance of this region"
+                            )));
+                        }
+                        Err(e) if e.kind() == ErrorKind::Quota => {
+                            return Err(Error::ResourceExhausted(format!(
+                                "node {node_id} cannot take more disks: {e}"
+                            )));
+                        }
+                        // Somebody else moved the disk meanwhile: the next look tells what happened.
+                        Err(e) if e.kind() == ErrorKind::Busy => {
+                            tracing::info!(error = %e, "attach raced a state change")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // DETACHING (a late unpublish), EXPANDING, or an attach just sent: wait.
+                _ => {}
+            }
+            poll.wait(volume_id, &disk.disk_state, "the attach").await?;
+        }
+    }
+
+    async fn unpublish(&self, volume_id: &str, node_id: &str, deadline: Instant) -> Result<()> {
+        loop {
+            let Some(disk) = self.disk(volume_id).await? else {
+                return Ok(());
+            };
+            let here = node_id.is_empty() || disk.instance() == Some(node_id);
+            match disk.disk_state.as_str() {
+                disk_state::UNATTACHED => return Ok(()),
+                _ if !here => return Ok(()),
+                disk_state::ATTACHED => {
+                    let instance = disk.instance().map(str::to_owned);
+                    match self
+                        .cbs
+                        .detach_disks(&[volume_id.to_owned()], instance.as_deref(), Some(deadline))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                        Err(e) if e.kind() == ErrorKind::Busy => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.clear_watchdog(volume_id);
+                    self.watcher
+                        .wait_until(volume_id, deadline, "the detach", |d| {
+                            Ok(
+                                if d.disk_state == disk_state::UNATTACHED
+                                    || (!node_id.is_empty() && d.instance() != Some(node_id))
+                                {
+                                    Wait::Done
+                                } else {
+                                    Wait::Continue
+                                },
+                            )
+                        })
+                        .await?;
+                    return Ok(());
+                }
+                // DETACHING, ATTACHING (let it finish, then detach), EXPANDING: wait for a settled state.
+                _ => {
+                    self.watcher
+                        .wait_until(
+                            volume_id,
+                            deadline,
+                            "a settled state before detaching",
+                            |d| {
+                                Ok(match d.disk_state.as_str() {
+                                    disk_state::ATTACHED | disk_state::UNATTACHED => Wait::Done,
+                                    _ => Wait::Continue,
+                                })
+                            },
+                        )
+                        .await?;
+                }
+            }
+        }
+    }
+
+    async fn wait_settled(&self, volume_id: &str, deadline: Instant, what: &str) -> Result<Disk> {
+        self.watcher
+            .wait_until(volume_id, deadline, what, |d| {
+                Ok(match d.disk_state.as_str() {
+                    disk_state::ATTACHED | disk_state::UNATTACHED => Wait::Done,
+                    _ => Wait::Continue,
+                })
+            })
+            .await
+    }
+}
+
+fn publish_context(volume_id: &str) -> HashMap<String, String> {
+    [(PUBLISH_CONTEXT_DISK_ID.to_owned(), volume_id.to_owned())].into()
+}
+
+fn status_of(disk: &Disk) -> (Vec<String>, pb::VolumeCondition) {
+    let nodes = match disk.disk_state.as_str() {
+        disk_state::ATTACHED | disk_state::DETACHING | disk_state::EXPANDING => {
+            disk.instance().map(str::to_owned).into_iter().collect()
+        }
+        _ => Vec::new(),
+    };
+    let condition = pb::VolumeCondition {
+        abnormal: false,
+        message: format!("disk is {}", disk.disk_state),
+    };
+    (nodes, condition)
+}
+
+fn is_mount(capability: Option<&pb::VolumeCapability>) -> bool {
+    !matches!(
+        capability.and_then(|c| c.access_type.as_ref()),
+        Some(pb::volume_capability::AccessType::Block(_))
+    )
+}
+
+fn controller_capabilities() -> Vec<pb::ControllerServiceCapability> {
+    use pb::controller_service_capability::rpc::Type;
+    [
+        Type::CreateDeleteVolume,
+        Type::PublishUnpublishVolume,
+        Type::ListVolumes,
+        Type::ListVolumesPublishedNodes,
+        Type::GetVolume,
+        Type::VolumeCondition,
+        Type::CreateDeleteSnapshot,
+        Type::ListSnapshots,
+        Type::ExpandVolume,
+        Type::SingleNodeMultiWriter,
+        Type::ModifyVolume,
+    ]
+    .into_iter()
+    .map(|t| pb::ControllerServiceCapability {
+        r#type: Some(pb::controller_service_capability::Type::Rpc(
+            pb::controller_service_capability::Rpc { r#type: t as i32 },
+        )),
+    })
+    .collect()
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> RpcResult<pb::CreateVolumeResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.name.is_empty() {
+            return Err(required("name").into());
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(required("volume_capabilities").into());
+        }
+        check_capabilities(&req.volume_capabilities)?;
+        let params = CbsParams::parse(&req.parameters).map_err(Error::from)?;
+        let range = req.capacity_range.unwrap_or_default();
+        let (required_bytes, limit_bytes) = match (
+            u64::try_from(range.required_bytes),
+            u64::try_from(range.limit_bytes),
+        ) {
+            (Ok(r), Ok(l)) => (r, l),
+            _ => {
+                return Err(
+                    Error::InvalidArgument("capacity_range must not be negative".into()).into(),
+                );
+            }
+        };
+        let mut gib =
+            size_gib(&params.disk_type, required_bytes, limit_bytes).map_err(Error::from)?;
+        let snapshot_id = match req
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| s.r#type.as_ref())
+        {
+            None => None,
+            Some(pb::volume_content_source::Type::Snapshot(s)) if !s.snapshot_id.is_empty() => {
+                Some(s.snapshot_id.clone())
+            }
+            Some(pb::volume_content_source::Type::Snapshot(_)) => {
+                return Err(required("volume_content_source.snapshot.snapshot_id").into());
+            }
+            Some(pb::volume_content_source::Type::Volume(_)) => {
+                return Err(Error::InvalidArgument(
+                    "cloning a volume is not supported; restore from a snapshot instead".into(),
+                )
+                .into());
+            }
+        };
+        let _guard = self.inflight.acquire(&req.name)?;
+
+        if let Some(disk) = self.disk_by_name(&req.name, deadline).await? {
+            Self::check_existing(
+                &disk,
+                &params,
+                required_bytes,
+                limit_bytes,
+                snapshot_id.as_deref(),
+            )?;
+            return Ok(Response::new(pb::CreateVolumeResponse {
+                volume: Some(volume_proto(&disk, req.volume_content_source)),
+            }));
+        }
+        if let Some(id) = &snapshot_id {
+            let snapshot = if is_snapshot_id(id) {
+                self.snapshot_by(None, Some(id), deadline).await?
+            } else {
+                None
+            };
+            let snapshot =
+                snapshot.ok_or_else(|| Error::NotFound(format!("snapshot {id} does not exist")))?;
+            if !snapshot.is_ready() {
+                return Err(Error::Unavailable(format!(
+                    "snapshot {id} is {} ({}%); retry when it is ready",
+                    snapshot.snapshot_state, snapshot.percent
+                ))
+                .into());
+            }
+            if gib < snapshot.disk_size {
+                if required_bytes == 0
+                    && (limit_bytes == 0 || snapshot.disk_size.saturating_mul(GIB) <= limit_bytes)
+                {
+                    gib = snapshot.disk_size;
+                } else {
+                    return Err(Error::Size(crate::params::SizeError::LimitTooSmall {
+                        disk_type: params.disk_type.clone(),
+                        required: snapshot.disk_size.saturating_mul(GIB),
+                        rounded_gib: gib,
+                        limit: limit_bytes.max(gib.saturating_mul(GIB)),
+                    })
+                    .into());
+                }
+            }
+        }
+        let zone = self
+            .choose_zone(
+                &req.name,
+                &params,
+                req.accessibility_requirements.as_ref(),
+                deadline,
+            )
+            .await?;
+        let create = CreateDisksRequest {
+            placement: Placement {
+                zone,
+                project_id: params.project_id,
+                cdc_id: params.cdc_id.clone(),
+            },
+            disk_type: params.disk_type.clone(),
+            disk_charge_type: params.charge_type.clone(),
+            disk_charge_prepaid: params.prepaid_period.map(|period| DiskChargePrepaid {
+                period,
+                renew_flag: params.renew_flag.clone(),
+            }),
+            disk_size: gib,
+            disk_name: Some(req.name.clone()),
+            disk_count: 1,
+            snapshot_id: snapshot_id.clone(),
+            encrypt: params.encrypt.then(|| "ENCRYPT".to_owned()),
+            throughput_performance: params.throughput_mbps,
+            tags: params.tags.clone(),
+            client_token: Some(client_token(&[&self.config.driver_name, &req.name])),
+        };
+        let ids = self
+            .cbs
+            .create_disks(&create, Some(deadline))
+            .await
+            .map_err(Error::from)?;
+        let disk_id = ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Internal("CreateDisks returned no disk ID".into()))?;
+        // The new disk may take a moment to show in DescribeDisks.
+        let disk = self
+            .watcher
+            .wait_until(&disk_id, deadline, "the new disk", |_| Ok(Wait::Done))
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::Unavailable(format!(
+                    "disk {disk_id} was created but is not visible yet; retry"
+                )),
+                other => other,
+            })?;
+        Self::check_existing(
+            &disk,
+            &params,
+            required_bytes,
+            limit_bytes,
+            snapshot_id.as_deref(),
+        )?;
+        if let Some(policy) = &params.auto_snapshot_policy
+            && let Err(e) = self
+                .cbs
+                .bind_auto_snapshot_policy(policy, std::slice::from_ref(&disk_id), Some(deadline))
+                .await
+        {
+            tracing::warn!(disk = %disk_id, policy = %policy, error = %e, "cannot bind the auto-snapshot policy; the volume is created without it");
+        }
+        Ok(Response::new(pb::CreateVolumeResponse {
+            volume: Some(volume_proto(&disk, req.volume_content_source)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> RpcResult<pb::DeleteVolumeResponse> {
+        let deadline = deadline_of(&request);
+        let volume_id = request.into_inner().volume_id;
+        if volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let _guard = self.inflight.acquire(&volume_id)?;
+        let Some(disk) = self.disk(&volume_id).await? else {
+            return Ok(Response::new(pb::DeleteVolumeResponse {}));
+        };
+        match disk.disk_state.as_str() {
+            disk_state::UNATTACHED => {}
+            disk_state::ATTACHED => {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {volume_id} is attached to {}; unpublish it first",
+                    disk.instance_id
+                ))
+                .into());
+            }
+            state => {
+                return Err(Error::Unavailable(format!(
+                    "volume {volume_id} is {state}; retry when it settles"
+                ))
+                .into());
+            }
+        }
+        match self
+            .cbs
+            .terminate_disks(std::slice::from_ref(&volume_id), Some(deadline))
+            .await
+        {
+            Ok(()) => Ok(Response::new(pb::DeleteVolumeResponse {})),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Ok(Response::new(pb::DeleteVolumeResponse {}))
+            }
+            Err(e) => Err(Error::from(e).into()),
+        }
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        request: Request<pb::ControllerPublishVolumeRequest>,
+    ) -> RpcResult<pb::ControllerPublishVolumeResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        if req.node_id.is_empty() {
+            return Err(required("node_id").into());
+        }
+        let capability = req
+            .volume_capability
+            .ok_or_else(|| required("volume_capability"))?;
+        check_capabilities(std::slice::from_ref(&capability))?;
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        self.existing_disk(&req.volume_id).await?;
+        let publish_context = self.publish(&req.volume_id, &req.node_id, deadline).await?;
+        Ok(Response::new(pb::ControllerPublishVolumeResponse {
+            publish_context,
+        }))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<pb::ControllerUnpublishVolumeRequest>,
+    ) -> RpcResult<pb::ControllerUnpublishVolumeResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        self.unpublish(&req.volume_id, &req.node_id, deadline)
+            .await?;
+        Ok(Response::new(pb::ControllerUnpublishVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<pb::ValidateVolumeCapabilitiesRequest>,
+    ) -> RpcResult<pb::ValidateVolumeCapabilitiesResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(required("volume_capabilities").into());
+        }
+        self.existing_disk(&req.volume_id).await?;
+        let response = match check_capabilities(&req.volume_capabilities) {
+            Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+            Err(e) => pb::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: e.to_string(),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> RpcResult<pb::ListVolumesResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        let offset = parse_token(&req.starting_token)?;
+        let limit = page_limit(req.max_entries)?;
+        let describe = DescribeDisksRequest {
+            offset: Some(offset),
+            limit: Some(limit),
+            ..Default::default()
+        };
+        let response = self
+            .cbs
+            .describe_disks(&describe, Some(deadline))
+            .await
+            .map_err(Error::from)?;
+        if offset > 0 && offset >= response.total_count && response.disk_set.is_empty() {
+            return Err(Status::aborted(format!(
+                "starting_token {offset} is past the end ({} volumes)",
+                response.total_count
+            )));
+        }
+        let next = offset + response.disk_set.len() as u64;
+        let entries = response
+            .disk_set
+            .iter()
+            .map(|disk| {
+                let (published_node_ids, volume_condition) = status_of(disk);
+                pb::list_volumes_response::Entry {
+                    volume: Some(volume_proto(disk, None)),
+                    status: Some(pb::list_volumes_response::VolumeStatus {
+                        published_node_ids,
+                        volume_condition: Some(volume_condition),
+                    }),
+                }
+            })
+            .collect();
+        let next_token = if next < response.total_count {
+            next.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListVolumesResponse {
+            entries,
+            next_token,
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        _request: Request<pb::GetCapacityRequest>,
+    ) -> RpcResult<pb::GetCapacityResponse> {
+        Err(Status::unimplemented(
+            "GetCapacity: CBS capacity is not bounded per zone in a way CSI can report",
+        ))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<pb::ControllerGetCapabilitiesRequest>,
+    ) -> RpcResult<pb::ControllerGetCapabilitiesResponse> {
+        Ok(Response::new(pb::ControllerGetCapabilitiesResponse {
+            capabilities: controller_capabilities(),
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<pb::CreateSnapshotRequest>,
+    ) -> RpcResult<pb::CreateSnapshotResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.name.is_empty() {
+            return Err(required("name").into());
+        }
+        if req.source_volume_id.is_empty() {
+            return Err(required("source_volume_id").into());
+        }
+        let _guard = self.inflight.acquire(&format!("snapshot/{}", req.name))?;
+        if let Some(existing) = self
+            .snapshot_by(
+                Some(Filter::new("snapshot-name", &req.name)),
+                None,
+                deadline,
+            )
+            .await?
+            && existing.snapshot_name == req.name
+        {
+            if existing.disk_id != req.source_volume_id {
+                return Err(Error::AlreadyExists(format!(
+                    "snapshot {} exists as {} of volume {}, not {}",
+                    req.name, existing.snapshot_id, existing.disk_id, req.source_volume_id
+                ))
+                .into());
+            }
+            return Ok(Response::new(pb::CreateSnapshotResponse {
+                snapshot: Some(snapshot_proto(&existing)),
+            }));
+        }
+        let disk = self.existing_disk(&req.source_volume_id).await?;
+        let create = CreateSnapshotRequest {
+            disk_id: disk.disk_id.clone(),
+            snapshot_name: Some(req.name.clone()),
+            tags: Vec::new(),
+        };
+        let snapshot_id = self
+            .cbs
+            .create_snapshot(&create, Some(deadline))
+            .await
+            .map_err(Error::from)?;
+        let snapshot = self
+            .snapshot_by(None, Some(&snapshot_id), deadline)
+            .await?
+            .unwrap_or(cbs::Snapshot {
+                snapshot_id,
+                snapshot_name: req.name,
+                snapshot_state: cbs::snapshot_state::CREATING.into(),
+                percent: 0,
+                disk_id: disk.disk_id,
+                disk_size: disk.disk_size,
+                create_time: String::new(),
+            });
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            snapshot: Some(snapshot_proto(&snapshot)),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::DeleteSnapshotRequest>,
+    ) -> RpcResult<pb::DeleteSnapshotResponse> {
+        let deadline = deadline_of(&request);
+        let snapshot_id = request.into_inner().snapshot_id;
+        if snapshot_id.is_empty() {
+            return Err(required("snapshot_id").into());
+        }
+        if !is_snapshot_id(&snapshot_id) {
+            return Ok(Response::new(pb::DeleteSnapshotResponse {}));
+        }
+        let _guard = self.inflight.acquire(&snapshot_id)?;
+        match self
+            .cbs
+            .delete_snapshots(&[snapshot_id], Some(deadline))
+            .await
+        {
+            Ok(()) => Ok(Response::new(pb::DeleteSnapshotResponse {})),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Ok(Response::new(pb::DeleteSnapshotResponse {}))
+            }
+            Err(e) => Err(Error::from(e).into()),
+        }
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> RpcResult<pb::ListSnapshotsResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        let to_entry = |s: &cbs::Snapshot| pb::list_snapshots_response::Entry {
+            snapshot: Some(snapshot_proto(s)),
+        };
+        if !req.snapshot_id.is_empty() {
+            let found = if is_snapshot_id(&req.snapshot_id) {
+                self.snapshot_by(None, Some(&req.snapshot_id), deadline)
+                    .await?
+            } else {
+                None
+            };
+            let entries = found
+                .filter(|s| req.source_volume_id.is_empty() || s.disk_id == req.source_volume_id)
+                .iter()
+                .map(to_entry)
+                .collect();
+            return Ok(Response::new(pb::ListSnapshotsResponse {
+                entries,
+                next_token: String::new(),
+            }));
+        }
+        let offset = parse_token(&req.starting_token)?;
+        let limit = page_limit(req.max_entries)?;
+        let mut describe = DescribeSnapshotsRequest {
+            offset: Some(offset),
+            limit: Some(limit),
+            ..Default::default()
+        };
+        if !req.source_volume_id.is_empty() {
+            if !is_disk_id(&req.source_volume_id) {
+                return Ok(Response::new(pb::ListSnapshotsResponse::default()));
+            }
+            describe
+                .filters
+                .push(Filter::new("disk-id", &req.source_volume_id));
+        }
+        let response = self
+            .cbs
+            .describe_snapshots(&describe, Some(deadline))
+            .await
+            .map_err(Error::from)?;
+        if offset > 0 && offset >= response.total_count && response.snapshot_set.is_empty() {
+            return Err(Status::aborted(format!(
+                "starting_token {offset} is past the end ({} snapshots)",
+                response.total_count
+            )));
+        }
+        let next = offset + response.snapshot_set.len() as u64;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            entries: response.snapshot_set.iter().map(to_entry).collect(),
+            next_token: if next < response.total_count {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<pb::ControllerExpandVolumeRequest>,
+    ) -> RpcResult<pb::ControllerExpandVolumeResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let range = req
+            .capacity_range
+            .ok_or_else(|| required("capacity_range"))?;
+        let (required_bytes, limit_bytes) = match (
+            u64::try_from(range.required_bytes),
+            u64::try_from(range.limit_bytes),
+        ) {
+            (Ok(r), Ok(l)) => (r, l),
+            _ => {
+                return Err(
+                    Error::InvalidArgument("capacity_range must not be negative".into()).into(),
+                );
+            }
+        };
+        let node_expansion_required = is_mount(req.volume_capability.as_ref());
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let disk = self.existing_disk(&req.volume_id).await?;
+        let gib = size_gib(&disk.disk_type, required_bytes, limit_bytes).map_err(Error::from)?;
+        let done = |disk: &Disk| pb::ControllerExpandVolumeResponse {
+            capacity_bytes: disk.disk_size.saturating_mul(GIB) as i64,
+            node_expansion_required,
+        };
+        if disk.disk_size >= gib && disk.disk_state != disk_state::EXPANDING {
+            return Ok(Response::new(done(&disk)));
+        }
+        if disk.disk_size < gib {
+            let disk = self
+                .wait_settled(&req.volume_id, deadline, "a settled state before resizing")
+                .await?;
+            if disk.disk_size < gib {
+                match self
+                    .cbs
+                    .resize_disk(&req.volume_id, gib, Some(deadline))
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Busy => {}
+                    Err(e) => return Err(Error::from(e).into()),
+                }
+            }
+        }
+        let disk = self
+            .watcher
+            .wait_until(&req.volume_id, deadline, "the resize", |d| {
+                Ok(
+                    if d.disk_state != disk_state::EXPANDING && d.disk_size >= gib {
+                        Wait::Done
+                    } else {
+                        Wait::Continue
+                    },
+                )
+            })
+            .await?;
+        Ok(Response::new(done(&disk)))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<pb::ControllerGetVolumeRequest>,
+    ) -> RpcResult<pb::ControllerGetVolumeResponse> {
+        let volume_id = request.into_inner().volume_id;
+        if volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let disk = self.existing_disk(&volume_id).await?;
+        let (published_node_ids, volume_condition) = status_of(&disk);
+        Ok(Response::new(pb::ControllerGetVolumeResponse {
+            volume: Some(volume_proto(&disk, None)),
+            status: Some(pb::controller_get_volume_response::VolumeStatus {
+                published_node_ids,
+                volume_condition: Some(volume_condition),
+            }),
+        }))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        request: Request<pb::ControllerModifyVolumeRequest>,
+    ) -> RpcResult<pb::ControllerModifyVolumeResponse> {
+        let deadline = deadline_of(&request);
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let mut disk_type = None;
+        let mut throughput = None;
+        for (key, value) in &req.mutable_parameters {
+            match key.to_ascii_lowercase().as_str() {
+                "disktype" | "type" => {
+                    let upper = value.trim().to_ascii_uppercase();
+                    if crate::params::min_size_gib(&upper).is_none() {
+                        return Err(Error::InvalidArgument(format!(
+                            "mutable parameter diskType={value:?} is not a CBS disk type"
+                        ))
+                        .into());
+                    }
+                    disk_type = Some(upper);
+                }
+                "throughputperformance" => {
+                    throughput = Some(
+                        value
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|t| *t <= crate::params::MAX_THROUGHPUT_MBPS)
+                            .ok_or_else(|| Error::InvalidArgument(format!("mutable parameter throughputperformance={value:?} must be MB/s from 0 to 650")))?,
+                    );
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "mutable parameter {key:?} cannot be changed in place (diskType, throughputperformance)"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let disk = self.existing_disk(&req.volume_id).await?;
+        if let Some(disk_type) = disk_type.filter(|t| *t != disk.disk_type) {
+            self.cbs
+                .modify_disk_type(&req.volume_id, &disk_type, Some(deadline))
+                .await
+                .map_err(Error::from)?;
+        }
+        if let Some(mbps) = throughput.filter(|t| *t != disk.throughput_performance) {
+            self.cbs
+                .modify_disk_extra_performance(&req.volume_id, mbps, Some(deadline))
+                .await
+                .map_err(Error::from)?;
+        }
+        Ok(Response::new(pb::ControllerModifyVolumeResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capability(
+        mode: pb::volume_capability::access_mode::Mode,
+        fs: Option<&str>,
+    ) -> pb::VolumeCapability {
+        pb::VolumeCapability {
+            access_mode: Some(pb::volume_capability::AccessMode { mode: mode as i32 }),
+            access_type: Some(match fs {
+                Some(fs) => {
+                    pb::volume_capability::AccessType::Mount(pb::volume_capability::MountVolume {
+                        fs_type: fs.into(),
+                        ..Default::default()
+                    })
+                }
+                None => {
+                    pb::volume_capability::AccessType::Block(pb::volume_capability::BlockVolume {})
+                }
+            }),
+        }
+    }
+
+    #[test]
+    fn capabilities() {
+        use pb::volume_capability::access_mode::Mode;
+        assert!(check_capabilities(&[capability(Mode::SingleNodeWriter, Some("ext4"))]).is_ok());
+        assert!(check_capabilities(&[capability(Mode::SingleNodeReaderOnly, None)]).is_ok());
+        assert!(
+            check_capabilities(&[capability(Mode::SingleNodeMultiWriter, Some("xfs"))]).is_ok()
+        );
+        let err =
+            check_capabilities(&[capability(Mode::MultiNodeMultiWriter, Some(""))]).unwrap_err();
+        assert!(err.to_string().contains("MULTI_NODE_MULTI_WRITER"), "{err}");
+        let err =
+            check_capabilities(&[capability(Mode::SingleNodeWriter, Some("btrfs"))]).unwrap_err();
+        assert!(err.to_string().contains("btrfs"), "{err}");
+        assert!(check_capabilities(&[pb::VolumeCapability::default()]).is_err());
+    }
+
+    #[test]
+    fn ids_and_tokens() {
+        assert!(is_disk_id("disk-abc123"));
+        for bad in ["", "disk-", "vol-1", "disk-ab/c", "some-volume-id"] {
+            assert!(!is_disk_id(bad), "{bad}");
+        }
+        assert!(is_snapshot_id("snap-1x"));
+        assert_eq!(parse_token("").unwrap(), 0);
+        assert_eq!(parse_token("40").unwrap(), 40);
+        assert_eq!(parse_token("abc").unwrap_err().code(), tonic::Code::Aborted);
+        assert_eq!(page_limit(0).unwrap(), MAX_PAGE);
+        assert_eq!(page_limit(500).unwrap(), MAX_PAGE);
+        assert_eq!(
+            page_limit(-1).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

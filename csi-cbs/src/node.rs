@@ -1,0 +1,617 @@
+//! The CBS node service: find the attached disk by its serial, format it only when blank, mount it
+//! at the staging path, bind it into pods, grow filesystems, and report health.
+//!
+//! Every RPC reads the mount table first, so a repeat of the same call is a no-op and a call after
+//! a crash at any point finishes the job; a broken mount (ENOTCONN, EIO, ESTALE) is unmounted and
+//! made again instead of failing forever. Mount calls block, so they run on the blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use csi_common::csi::{InFlight, pb};
+use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::controller::check_capabilities;
+use crate::device::{DeviceRoots, device_for_serial, device_has_serial};
+use crate::error::{Error, Result, required};
+use crate::topology::TOPOLOGY_KEY;
+
+pub const DEFAULT_FS: &str = "ext4";
+/// A filesystem this much smaller than its device is grown (slack for metadata rounding).
+const GROW_SLACK_BYTES: u64 = 64 << 20;
+/// How many stacked mounts an unmount loop peels off before giving up.
+const MAX_STACKED: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    /// The node's zone, for `accessible_topology`; empty when unknown.
+    pub zone: String,
+    pub max_volumes_per_node: i64,
+    pub devices: DeviceRoots,
+    /// How long NodeStage waits for the attached disk's device to appear.
+    pub device_wait: Duration,
+}
+
+#[derive(Debug)]
+pub struct NodeService<M> {
+    mounter: Arc<M>,
+    config: NodeConfig,
+    inflight: InFlight,
+}
+
+/// Runs a blocking mount-layer call on the blocking pool.
+async fn blocking<M, T>(
+    mounter: &Arc<M>,
+    f: impl FnOnce(&M) -> Result<T> + Send + 'static,
+) -> Result<T>
+where
+    M: Mounter + 'static,
+    T: Send + 'static,
+{
+    let mounter = Arc::clone(mounter);
+    tokio::task::spawn_blocking(move || f(&mounter))
+        .await
+        .map_err(|e| Error::Internal(format!("mount task failed: {e}")))?
+}
+
+fn path_arg(value: &str, field: &str) -> Result<PathBuf> {
+    if value.is_empty() {
+        return Err(required(field));
+    }
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "{field} {value:?} must be an absolute path"
+        )));
+    }
+    Ok(path)
+}
+
+/// The staged device file of a block volume, inside the staging directory.
+fn block_staging_file(staging: &Path, volume_id: &str) -> PathBuf {
+    staging.join(volume_id)
+}
+
+fn is_block(capability: &pb::VolumeCapability) -> bool {
+    matches!(
+        capability.access_type,
+        Some(pb::volume_capability::AccessType::Block(_))
+    )
+}
+
+fn mount_volume(capability: &pb::VolumeCapability) -> Option<&pb::volume_capability::MountVolume> {
+    match &capability.access_type {
+        Some(pb::volume_capability::AccessType::Mount(m)) => Some(m),
+        _ => None,
+    }
+}
+
+fn is_read_only_mode(capability: &pb::VolumeCapability) -> bool {
+    use pb::volume_capability::access_mode::Mode;
+    capability
+        .access_mode
+        .as_ref()
+        .is_some_and(|m| m.mode == Mode::SingleNodeReaderOnly as i32)
+}
+
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.display().to_string();
+    move |source| Error::Mount(MountError::Io { path, what, source })
+}
+
+/// Unmounts every mount stacked at `path`.
+fn unmount_all<M: Mounter>(mounter: &M, path: &Path) -> Result<()> {
+    for _ in 0..MAX_STACKED {
+        if !mounter.unmount(path)? {
+            return Ok(());
+        }
+    }
+    Err(Error::Internal(format!(
+        "{} still has mounts after {MAX_STACKED} unmounts",
+        path.display()
+    )))
+}
+
+/// True when `path` is a mount point whose filesystem answers.
+fn healthy_mount<M: Mounter>(
+    mounter: &M,
+    path: &Path,
+) -> Result<Option<csi_common::mount::MountInfo>> {
+    let Some(info) = mounter.mount_at(path)? else {
+        return Ok(None);
+    };
+    match mounter.stats(path) {
+        Ok(_) => Ok(Some(info)),
+        Err(e) if e.is_broken_mount() => {
+            tracing::warn!(path = %path.display(), error = %e, "broken mount: unmounting to mount again");
+            unmount_all(mounter, path)?;
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stages a filesystem volume: format only a blank device, mount, grow when the device is larger.
+fn stage_mount<M: Mounter>(
+    mounter: &M,
+    device: &Path,
+    staging: &Path,
+    capability: &pb::VolumeCapability,
+) -> Result<()> {
+    std::fs::create_dir_all(staging).map_err(io(staging, "cannot create the staging directory"))?;
+    if let Some(existing) = healthy_mount(mounter, staging)? {
+        if Path::new(&existing.source) == device {
+            return grow_if_smaller(mounter, device, staging, &existing.fs_type);
+        }
+        return Err(Error::FailedPrecondition(format!(
+            "{} already has {} mounted, not {}",
+            staging.display(),
+            existing.source,
+            device.display()
+        )));
+    }
+    let requested = mount_volume(capability)
+        .map(|m| m.fs_type.as_str())
+        .filter(|f| !f.is_empty())
+        .unwrap_or(DEFAULT_FS);
+    let fs_type = match mounter.probe(device)? {
+        DeviceContent::Blank => {
+            mounter.format(&FormatParams {
+                device: device.to_owned(),
+                fs_type: requested.to_owned(),
+                extra_options: Vec::new(),
+            })?;
+            requested.to_owned()
+        }
+        DeviceContent::Filesystem(found) => {
+            if found != requested {
+                tracing::warn!(device = %device.display(), found = %found, requested, "keeping the existing filesystem; it is never reformatted");
+            }
+            found
+        }
+        DeviceContent::PartitionTable(kind) | DeviceContent::Other(kind) => {
+            return Err(Error::FailedPrecondition(format!(
+                "{} holds {kind}, not a filesystem this driver made; refusing to format or mount it",
+                device.display()
+            )));
+        }
+    };
+    // ext* grows unmounted (no CAP_SYS_RESOURCE needed); xfs only grows mounted.
+    if fs_type != "xfs" {
+        grow_if_smaller(mounter, device, staging, &fs_type)?;
+    }
+    let mut options: Vec<String> = mount_volume(capability)
+        .map(|m| m.mount_flags.clone())
+        .unwrap_or_default();
+    if fs_type == "xfs" && !options.iter().any(|o| o == "nouuid") {
+        // A restored snapshot has the same UUID as its source, which may be mounted here too.
+        options.push("nouuid".into());
+    }
+    if is_read_only_mode(capability) && !options.iter().any(|o| o == "ro") {
+        options.push("ro".into());
+    }
+    mounter.mount(device, staging, &fs_type, &options)?;
+    if fs_type == "xfs" {
+        grow_if_smaller(mounter, device, staging, &fs_type)?;
+    }
+    Ok(())
+}
+
+fn grow_if_smaller<M: Mounter>(
+    mounter: &M,
+    device: &Path,
+    mount_path: &Path,
+    fs_type: &str,
+) -> Result<()> {
+    let device_bytes = mounter.device_size(device)?;
+    match mounter.fs_size(device, fs_type)? {
+        Some(fs_bytes) if fs_bytes + GROW_SLACK_BYTES < device_bytes => {
+            tracing::info!(device = %device.display(), fs_bytes, device_bytes, "growing the filesystem to its device");
+            mounter.grow(device, mount_path, fs_type)?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Binds the device onto a file: the staged form of a block volume.
+fn bind_device<M: Mounter>(mounter: &M, device: &Path, file: &Path, read_only: bool) -> Result<()> {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent, "cannot create the directory"))?;
+    }
+    if !file.exists() {
+        std::fs::File::create(file).map_err(io(file, "cannot create the device file"))?;
+    }
+    if let Some(existing) = mounter.mount_at(file)? {
+        let name = device
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if existing.root.ends_with(&format!("/{name}")) {
+            return Ok(());
+        }
+        unmount_all(mounter, file)?;
+    }
+    mounter.bind(device, file, read_only, &[])?;
+    Ok(())
+}
+
+/// Removes a target the driver made: an empty directory or a device file, never anything else.
+fn remove_target(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path, "cannot inspect the target")(e)),
+        Ok(meta) if meta.is_dir() => match std::fs::remove_dir(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(
+                path,
+                "cannot remove the target directory (is it empty?)",
+            )(e)),
+        },
+        Ok(_) => std::fs::remove_file(path).map_err(io(path, "cannot remove the target file")),
+    }
+}
+
+impl<M: Mounter + 'static> NodeService<M> {
+    pub fn new(mounter: Arc<M>, config: NodeConfig) -> Self {
+        NodeService {
+            mounter,
+            config,
+            inflight: InFlight::new(),
+        }
+    }
+
+    pub fn into_server(self) -> pb::node_server::NodeServer<Self> {
+        pb::node_server::NodeServer::new(self)
+    }
+
+    /// Waits (bounded) for the disk's block device to appear on this node.
+    async fn wait_for_device(&self, volume_id: &str, deadline: Option<Instant>) -> Result<PathBuf> {
+        let until = deadline
+            .unwrap_or_else(|| Instant::now() + self.config.device_wait)
+            .min(Instant::now() + self.config.device_wait);
+        let mut interval = Duration::from_millis(50);
+        loop {
+            if let Some(found) = device_for_serial(&self.config.devices, volume_id) {
+                if found.stale_link {
+                    tracing::warn!(volume_id, device = %found.device.display(), "the by-id link of this disk points at another device; used the serial instead");
+                }
+                return Ok(found.device);
+            }
+            if Instant::now() + interval >= until {
+                return Err(Error::NotFound(format!(
+                    "volume {volume_id} is not attached to this node: no block device has serial {volume_id}"
+                )));
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+fn node_capabilities() -> Vec<pb::NodeServiceCapability> {
+    use pb::node_service_capability::rpc::Type;
+    [
+        Type::StageUnstageVolume,
+        Type::ExpandVolume,
+        Type::GetVolumeStats,
+        Type::VolumeCondition,
+        Type::SingleNodeMultiWriter,
+    ]
+    .into_iter()
+    .map(|t| pb::NodeServiceCapability {
+        r#type: Some(pb::node_service_capability::Type::Rpc(
+            pb::node_service_capability::Rpc { r#type: t as i32 },
+        )),
+    })
+    .collect()
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
+    async fn node_stage_volume(
+        &self,
+        request: Request<pb::NodeStageVolumeRequest>,
+    ) -> RpcResult<pb::NodeStageVolumeResponse> {
+        let deadline = csi_common::csi::deadline(&request);
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let capability = req
+            .volume_capability
+            .ok_or_else(|| required("volume_capability"))?;
+        check_capabilities(std::slice::from_ref(&capability))?;
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let device = self.wait_for_device(&req.volume_id, deadline).await?;
+        let volume_id = req.volume_id.clone();
+        blocking(&self.mounter, move |m| {
+            if is_block(&capability) {
+                std::fs::create_dir_all(&staging)
+                    .map_err(io(&staging, "cannot create the staging directory"))?;
+                bind_device(m, &device, &block_staging_file(&staging, &volume_id), false)
+            } else {
+                stage_mount(m, &device, &staging, &capability)
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<pb::NodeUnstageVolumeRequest>,
+    ) -> RpcResult<pb::NodeUnstageVolumeResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let volume_id = req.volume_id;
+        blocking(&self.mounter, move |m| {
+            let block_file = block_staging_file(&staging, &volume_id);
+            if block_file.exists() {
+                unmount_all(m, &block_file)?;
+                remove_target(&block_file)?;
+            }
+            unmount_all(m, &staging)
+        })
+        .await?;
+        Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        request: Request<pb::NodePublishVolumeRequest>,
+    ) -> RpcResult<pb::NodePublishVolumeResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let target = path_arg(&req.target_path, "target_path")?;
+        let capability = req
+            .volume_capability
+            .ok_or_else(|| required("volume_capability"))?;
+        check_capabilities(std::slice::from_ref(&capability))?;
+        let read_only = req.readonly || is_read_only_mode(&capability);
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let volume_id = req.volume_id;
+        blocking(&self.mounter, move |m| {
+            if is_block(&capability) {
+                let source = block_staging_file(&staging, &volume_id);
+                if m.mount_at(&source)?.is_none() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "volume {volume_id} is not staged at {}",
+                        staging.display()
+                    )));
+                }
+                if m.mount_at(&target)?.is_some() {
+                    return Ok(());
+                }
+                return bind_device(m, &source, &target, read_only);
+            }
+            if healthy_mount(m, &staging)?.is_none() {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {volume_id} is not staged at {}",
+                    staging.display()
+                )));
+            }
+            std::fs::create_dir_all(&target)
+                .map_err(io(&target, "cannot create the target directory"))?;
+            if healthy_mount(m, &target)?.is_some() {
+                return Ok(());
+            }
+            let flags = mount_volume(&capability)
+                .map(|v| v.mount_flags.clone())
+                .unwrap_or_default();
+            m.bind(&staging, &target, read_only, &flags)?;
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(pb::NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<pb::NodeUnpublishVolumeRequest>,
+    ) -> RpcResult<pb::NodeUnpublishVolumeResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let target = path_arg(&req.target_path, "target_path")?;
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        blocking(&self.mounter, move |m| {
+            unmount_all(m, &target)?;
+            remove_target(&target)
+        })
+        .await?;
+        Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<pb::NodeGetVolumeStatsRequest>,
+    ) -> RpcResult<pb::NodeGetVolumeStatsResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let path = path_arg(&req.volume_path, "volume_path")?;
+        let devices = self.config.devices.clone();
+        let volume_id = req.volume_id;
+        let response = blocking(&self.mounter, move |m| {
+            let meta = std::fs::metadata(&path).map_err(|_| {
+                Error::NotFound(format!("volume path {} does not exist", path.display()))
+            })?;
+            let abnormal = |message: String| pb::NodeGetVolumeStatsResponse {
+                usage: Vec::new(),
+                volume_condition: Some(pb::VolumeCondition {
+                    abnormal: true,
+                    message,
+                }),
+            };
+            let Some(info) = m.mount_at(&path)? else {
+                return Ok(abnormal(format!("{} is not mounted", path.display())));
+            };
+            let found = device_for_serial(&devices, &volume_id);
+            let device_gone = found.is_none();
+            if !meta.is_dir() {
+                // A published block volume: its size is all there is to report.
+                let total = match &found {
+                    Some(found) => m.device_size(&found.device)?,
+                    None => 0,
+                };
+                let usage = vec![pb::VolumeUsage {
+                    total: total as i64,
+                    unit: pb::volume_usage::Unit::Bytes as i32,
+                    ..Default::default()
+                }];
+                let condition = if device_gone {
+                    pb::VolumeCondition {
+                        abnormal: true,
+                        message: format!("the device of {volume_id} is gone from this node"),
+                    }
+                } else {
+                    pb::VolumeCondition {
+                        abnormal: false,
+                        message: "block device present".into(),
+                    }
+                };
+                return Ok(pb::NodeGetVolumeStatsResponse {
+                    usage,
+                    volume_condition: Some(condition),
+                });
+            }
+            let stats = match m.stats(&path) {
+                Ok(stats) => stats,
+                Err(e) if e.is_broken_mount() => {
+                    return Ok(abnormal(format!(
+                        "the mount at {} is broken: {e}",
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let usage = vec![
+                pb::VolumeUsage {
+                    available: stats.available_bytes as i64,
+                    total: stats.total_bytes as i64,
+                    used: stats.used_bytes as i64,
+                    unit: pb::volume_usage::Unit::Bytes as i32,
+                },
+                pb::VolumeUsage {
+                    available: stats.free_inodes as i64,
+                    total: stats.total_inodes as i64,
+                    used: stats.used_inodes as i64,
+                    unit: pb::volume_usage::Unit::Inodes as i32,
+                },
+            ];
+            let mount_rw = !info.options.iter().any(|o| o == "ro");
+            let super_ro = info.super_options.iter().any(|o| o == "ro");
+            let condition = if device_gone
+                || !device_has_serial(&devices, Path::new(&info.source), &volume_id)
+            {
+                pb::VolumeCondition {
+                    abnormal: true,
+                    message: format!(
+                        "the device of {volume_id} ({}) is gone from this node",
+                        info.source
+                    ),
+                }
+            } else if mount_rw && super_ro {
+                pb::VolumeCondition {
+                    abnormal: true,
+                    message: "the filesystem was remounted read-only, usually after I/O errors"
+                        .into(),
+                }
+            } else {
+                pb::VolumeCondition {
+                    abnormal: false,
+                    message: "mounted and answering".into(),
+                }
+            };
+            Ok(pb::NodeGetVolumeStatsResponse {
+                usage,
+                volume_condition: Some(condition),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        request: Request<pb::NodeExpandVolumeRequest>,
+    ) -> RpcResult<pb::NodeExpandVolumeResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        let path = path_arg(&req.volume_path, "volume_path")?;
+        let block = req.volume_capability.as_ref().is_some_and(is_block);
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let device = device_for_serial(&self.config.devices, &req.volume_id)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "volume {} is not attached to this node",
+                    req.volume_id
+                ))
+            })?
+            .device;
+        let capacity = blocking(&self.mounter, move |m| {
+            if !block {
+                let info = m.mount_at(&path)?.ok_or_else(|| {
+                    Error::NotFound(format!("volume path {} is not mounted", path.display()))
+                })?;
+                if Path::new(&info.source) != device {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{} mounts {}, not {}",
+                        path.display(),
+                        info.source,
+                        device.display()
+                    )));
+                }
+                m.grow(&device, &path, &info.fs_type)?;
+            }
+            Ok(m.device_size(&device)?)
+        })
+        .await?;
+        Ok(Response::new(pb::NodeExpandVolumeResponse {
+            capacity_bytes: capacity as i64,
+        }))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<pb::NodeGetCapabilitiesRequest>,
+    ) -> RpcResult<pb::NodeGetCapabilitiesResponse> {
+        Ok(Response::new(pb::NodeGetCapabilitiesResponse {
+            capabilities: node_capabilities(),
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _request: Request<pb::NodeGetInfoRequest>,
+    ) -> RpcResult<pb::NodeGetInfoResponse> {
+        let accessible_topology = (!self.config.zone.is_empty()).then(|| pb::Topology {
+            segments: [(TOPOLOGY_KEY.to_owned(), self.config.zone.clone())].into(),
+        });
+        Ok(Response::new(pb::NodeGetInfoResponse {
+            node_id: self.config.node_id.clone(),
+            max_volumes_per_node: self.config.max_volumes_per_node,
+            accessible_topology,
+        }))
+    }
+}
