@@ -36,6 +36,8 @@ pub struct ControllerConfig {
     pub driver_name: String,
     /// An attach still `ATTACHING` after this long is reported as stuck instead of waited on.
     pub attach_timeout: Duration,
+    /// The zone of a volume whose request names none: this controller's own zone, when known.
+    pub default_zone: Option<String>,
 }
 
 #[derive(Debug)]
@@ -234,7 +236,7 @@ impl<C: CbsApi> ControllerService<C> {
     }
 
     /// The zone for a new disk: `diskZone`, else the topology's preferred then requisite zones,
-    /// else a zone of the region. Checked against the requisite topology when there is one.
+    /// else this controller's zone, else a zone of the region. Checked against the requisite topology when there is one.
     async fn choose_zone(
         &self,
         name: &str,
@@ -246,7 +248,10 @@ impl<C: CbsApi> ControllerService<C> {
         let zone = match (&params.zone, ordered.first()) {
             (Some(zone), _) => self.zones.name_of(zone, Some(deadline)).await?,
             (None, Some(zone)) => self.zones.name_of(zone, Some(deadline)).await?,
-            (None, None) => self.zones.pick(name, Some(deadline)).await?,
+            (None, None) => match &self.config.default_zone {
+                Some(zone) => self.zones.name_of(zone, Some(deadline)).await?,
+                None => self.zones.pick(name, Some(deadline)).await?,
+            },
         };
         if !requisite.is_empty() {
             let mut allowed = Vec::new();
@@ -365,6 +370,12 @@ impl<C: CbsApi> ControllerService<C> {
                         Err(e) if e.code() == Some("InvalidInstanceId.NotFound") => {
                             return Err(Error::NotFound(format!(
                                 "node {node_id} is not a CVM instance of this region"
+                            )));
+                        }
+                        Err(e) if e.code().is_some_and(|c| c.ends_with("ZoneNotMatch")) => {
+                            return Err(Error::FailedPrecondition(format!(
+                                "volume {volume_id} is in zone {} and cannot attach to {node_id} in another zone: {e}",
+                                disk.placement.zone
                             )));
                         }
                         Err(e) if e.kind() == ErrorKind::Quota => {

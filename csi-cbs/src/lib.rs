@@ -93,6 +93,18 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
     let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
     let mut routes = Routes::new(identity.into_server());
+    // This instance's zone: the node's topology, and the controller's default for volumes whose
+    // request names no zone (as csi-sanity's do).
+    let zone = match &config.node_zone {
+        Some(zone) => Some(zone.clone()),
+        None => match common.metadata_client()?.zone().await {
+            Ok(zone) => Some(zone),
+            Err(e) => {
+                tracing::warn!(error = %e, "this instance's zone is unknown: pass --node-zone");
+                None
+            }
+        },
+    };
     if common.mode.controller() {
         let cloud = common.cloud_client(KEY_NAMES).await?;
         tracing::info!(region = cloud.region(), "cloud client ready");
@@ -101,26 +113,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             ControllerConfig {
                 driver_name: driver_name.clone(),
                 attach_timeout: Duration::from_secs(config.attach_timeout_secs),
+                default_zone: zone.clone(),
             },
         );
         routes = routes.add_service(controller.into_server());
     }
     if common.mode.node() {
-        let zone = match &config.node_zone {
-            Some(zone) => zone.clone(),
-            None => match common.metadata_client()?.zone().await {
-                Ok(zone) => zone,
-                Err(e) => {
-                    tracing::warn!(error = %e, "node zone unknown: pass --node-zone; volumes will carry no topology for this node");
-                    String::new()
-                }
-            },
-        };
         let node = NodeService::new(
             Arc::new(LinuxMounter::default()),
             NodeConfig {
                 node_id: common.node_id.clone().unwrap_or_default(),
-                zone,
+                zone: zone.unwrap_or_default(),
                 max_volumes_per_node: config.max_volumes_per_node,
                 devices: DeviceRoots {
                     by_id_dir: config.device_dir.clone(),

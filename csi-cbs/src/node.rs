@@ -408,8 +408,12 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             }
             std::fs::create_dir_all(&target)
                 .map_err(io(&target, "cannot create the target directory"))?;
-            if healthy_mount(m, &target)?.is_some() {
-                return Ok(());
+            if let Some(existing) = healthy_mount(m, &target)? {
+                // A crash between the bind and its read-only remount leaves a writable bind: redo it.
+                if existing.is_read_only() == read_only {
+                    return Ok(());
+                }
+                unmount_all(m, &target)?;
             }
             let flags = mount_volume(&capability)
                 .map(|v| v.mount_flags.clone())

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use csi_proto::v1 as pb;
 
+use crate::cbs::{GIB, Kubelet, df_bytes, mount_capability};
 use crate::env::{Driver, Env, EnvOptions};
 
 /// Prints one step and how long it took.
 pub fn step(label: &str, start: Instant, detail: &str) {
     println!(
-        "  {:<34} {:>8.1} ms  {detail}",
+        "  {:<38} {:>8.1} ms  {detail}",
         label,
         start.elapsed().as_secs_f64() * 1000.0
     );
@@ -93,12 +94,120 @@ async fn identity(driver: Driver) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A whole CBS volume lifecycle on real loop devices, real xfs and real bind mounts.
+async fn cbs_lifecycle() -> anyhow::Result<()> {
+    use std::time::Duration;
+    println!("csi-cbs: a volume's whole life, on loop devices with xfs (needs root)");
+    let start = Instant::now();
+    let mut env = Env::start(Driver::Cbs, EnvOptions::default()).await?;
+    step("start simulator + driver", start, "");
+    let result = async {
+        let mut k = Kubelet::new(env.client().await?, &env.workdir);
+        let t = Instant::now();
+        let mut volume = k
+            .create("pvc-demo", 20, mount_capability("xfs"), None)
+            .await?;
+        step("CreateVolume 20 GiB xfs", t, &volume.id);
+        let t = Instant::now();
+        k.attach(&mut volume).await?;
+        step(
+            "ControllerPublishVolume",
+            t,
+            &format!("attached to {}", k.node_id),
+        );
+        let t = Instant::now();
+        k.stage(&volume).await?;
+        step("NodeStageVolume", t, "found by serial, formatted, mounted");
+        let t = Instant::now();
+        k.publish(&volume, false).await?;
+        step("NodePublishVolume", t, &volume.target.display().to_string());
+        let t = Instant::now();
+        let data = volume.target.join("hello.txt");
+        std::fs::write(&data, b"written before the snapshot\n")?;
+        let read = std::fs::read_to_string(&data)?;
+        // A snapshot holds what reached the disk, as on the real cloud: flush first.
+        std::fs::File::open(&data)?.sync_all()?;
+        nix::unistd::sync();
+        step("write, read and flush a file", t, read.trim());
+        let t = Instant::now();
+        let snapshot = k
+            .snapshot(&volume, "snapshot-demo", Duration::from_secs(60))
+            .await?;
+        step("CreateSnapshot (until ready)", t, &snapshot);
+        let t = Instant::now();
+        let mut restored = k
+            .create(
+                "pvc-demo-restored",
+                40,
+                mount_capability("xfs"),
+                Some(&snapshot),
+            )
+            .await?;
+        k.attach(&mut restored).await?;
+        k.stage(&restored).await?;
+        k.publish(&restored, true).await?;
+        let copy = std::fs::read_to_string(restored.target.join("hello.txt"))?;
+        anyhow::ensure!(copy == read, "restored data differs");
+        step(
+            "restore into 40 GiB, mount read-only",
+            t,
+            &format!(
+                "{} has the file; df {:.1} GiB",
+                restored.id,
+                df_bytes(&restored.target)? as f64 / GIB as f64
+            ),
+        );
+        let t = Instant::now();
+        let before = df_bytes(&volume.target)?;
+        let capacity = k.expand(&volume, 30).await?;
+        let after = df_bytes(&volume.target)?;
+        step(
+            "expand online to 30 GiB",
+            t,
+            &format!(
+                "device {} GiB; df {:.1} -> {:.1} GiB while mounted",
+                capacity / GIB,
+                before as f64 / GIB as f64,
+                after as f64 / GIB as f64
+            ),
+        );
+        let stats = k.stats(&volume).await?;
+        let condition = stats
+            .volume_condition
+            .map(|c| c.message)
+            .unwrap_or_default();
+        step("NodeGetVolumeStats", t, &condition);
+        let t = Instant::now();
+        k.tear_down(&restored).await?;
+        k.tear_down(&volume).await?;
+        k.delete_snapshot(&snapshot).await?;
+        step(
+            "unpublish, unstage, detach, delete",
+            t,
+            "both volumes and the snapshot are gone",
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let t = Instant::now();
+    let stopped = env.stop().await;
+    result?;
+    stopped?;
+    step(
+        "stop and clean up",
+        t,
+        "no socket, mount, loop device or file left",
+    );
+    Ok(())
+}
+
 pub async fn run() -> anyhow::Result<()> {
     println!("Tencent Cloud CSI bundle against tcloud-sim (no cloud account needed)\n");
     for driver in Driver::ALL {
         identity(driver).await?;
         println!();
     }
-    println!("demo finished: all four drivers answered over their CSI sockets");
+    cbs_lifecycle().await?;
+    println!("\ndemo finished");
     Ok(())
 }

@@ -68,6 +68,7 @@ pub struct Env {
     pub credentials_dir: PathBuf,
     pub sim: Proc,
     pub driver: Proc,
+    driver_args: Vec<String>,
     /// Entries of the work directory this run created (all of it when it created the directory).
     created: Vec<PathBuf>,
     stopped: bool,
@@ -190,6 +191,7 @@ impl Env {
         let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
         let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;
         let mut env = Env {
+            driver_args,
             driver_kind,
             workdir,
             socket,
@@ -206,6 +208,23 @@ impl Env {
             return Err(e.context(format!("driver log:\n{log}")));
         }
         Ok(env)
+    }
+
+    /// Kills the driver with SIGKILL (a crash: no cleanup runs) and starts it again with the same
+    /// arguments, appending to the same log.
+    pub async fn restart_driver(&mut self) -> anyhow::Result<CsiClient> {
+        self.driver.kill().await?;
+        let log = self.driver.log.clone();
+        let previous = std::fs::read_to_string(&log).unwrap_or_default();
+        let restarted_log = log.with_extension("restarted.log");
+        self.driver = Proc::spawn(
+            self.driver_kind.binary(),
+            &bin_path(self.driver_kind.binary())?,
+            &self.driver_args,
+            &restarted_log,
+        )?;
+        std::fs::write(log.with_extension("before-restart.log"), previous)?;
+        CsiClient::wait_ready(&self.socket, READY_TIMEOUT).await
     }
 
     pub async fn client(&self) -> anyhow::Result<CsiClient> {

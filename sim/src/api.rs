@@ -1,6 +1,6 @@
 //! The TencentCloud API v3 front door: header checks, signature verification, fault injection,
 //! dispatch of `X-TC-Action` to the service named in the signature's credential scope, and the
-//! `{"Response": ...}` envelope. Services (CVM here; CBS, CFS added by their issues) plug in through
+//! `{"Response": ...}` envelope. Services (CVM, CBS; CFS added by its issue) plug in through
 //! [`CloudService`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,6 +66,8 @@ pub fn params<T: DeserializeOwned>(value: Value) -> Result<T, Option<ApiError>> 
         let text = e.to_string();
         let code = if text.starts_with("unknown field") {
             "UnknownParameter"
+        } else if text.starts_with("missing field") {
+            "MissingParameter"
         } else {
             "InvalidParameter"
         };

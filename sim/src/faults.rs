@@ -1,5 +1,5 @@
-//! Fault injection: per-action error rates and rate limits (throttling), set by `--fault` at start
-//! or replaced at run time through `PUT /_sim/faults`.
+//! Fault injection: per-action error rates, rate limits (throttling) and stuck transitions, set by
+//! `--fault` at start or replaced at run time through `PUT /_sim/faults`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +23,10 @@ pub struct FaultRule {
     /// `RequestLimitExceeded`.
     #[serde(default)]
     pub rate_limit: Option<f64>,
+    /// The call succeeds but the transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING
+    /// snapshot) does not complete while this rule is in force: the "stuck attaching" incident.
+    #[serde(default)]
+    pub stuck: bool,
 }
 
 fn default_error_code() -> String {
@@ -32,7 +36,7 @@ fn default_error_code() -> String {
 impl std::str::FromStr for FaultRule {
     type Err = String;
 
-    /// `ACTION:key=value,...` with keys `error_rate`, `error_code`, `rate_limit`.
+    /// `ACTION:key=value,...` with keys `error_rate`, `error_code`, `rate_limit`, `stuck`.
     fn from_str(spec: &str) -> Result<Self, String> {
         let (action, options) = spec.split_once(':').unwrap_or((spec, ""));
         if action.is_empty() {
@@ -45,6 +49,7 @@ impl std::str::FromStr for FaultRule {
             error_rate: 0.0,
             error_code: default_error_code(),
             rate_limit: None,
+            stuck: false,
         };
         for option in options.split(',').filter(|o| !o.is_empty()) {
             let (key, value) = option
@@ -59,9 +64,14 @@ impl std::str::FromStr for FaultRule {
                 "error_rate" => rule.error_rate = number()?,
                 "error_code" => rule.error_code = value.to_owned(),
                 "rate_limit" => rule.rate_limit = Some(number()?),
+                "stuck" => {
+                    rule.stuck = value
+                        .parse::<bool>()
+                        .map_err(|_| format!("fault {spec:?}: stuck must be true or false"))?
+                }
                 _ => {
                     return Err(format!(
-                        "fault {spec:?}: unknown key {key:?} (error_rate, error_code, rate_limit)"
+                        "fault {spec:?}: unknown key {key:?} (error_rate, error_code, rate_limit, stuck)"
                     ));
                 }
             }
@@ -120,6 +130,15 @@ impl Faults {
             .clear();
     }
 
+    /// Whether a rule in force holds the transitions started by `action` (`stuck=true`).
+    pub fn stuck(&self, action: &str) -> bool {
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|r| r.stuck && r.applies_to(action))
+    }
+
     /// Fails the call when a rule says so. Rate limits are token buckets of one second's worth.
     pub fn check(&self, action: &str) -> Result<(), ApiError> {
         let rules = self.rules();
@@ -176,9 +195,32 @@ mod tests {
             "A:rate_limit=0",
             "A:bogus=1",
             "A:error_rate",
+            "A:stuck=maybe",
         ] {
             assert!(bad.parse::<FaultRule>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stuck_rules_hold_transitions_without_failing_calls() {
+        let rule: FaultRule = "AttachDisks:stuck=true".parse().unwrap();
+        assert!(rule.stuck);
+        assert_eq!(rule.error_rate, 0.0);
+        let faults = Faults::new(vec![rule]);
+        assert!(
+            faults.check("AttachDisks").is_ok(),
+            "the call itself succeeds"
+        );
+        assert!(faults.stuck("AttachDisks"));
+        assert!(!faults.stuck("DetachDisks"));
+        faults.replace(vec![]);
+        assert!(
+            !faults.stuck("AttachDisks"),
+            "clearing the rule releases the transition"
+        );
+        let parsed: Vec<FaultRule> =
+            serde_json::from_str(r#"[{"action": "*", "stuck": true}]"#).unwrap();
+        assert!(Faults::new(parsed).stuck("ResizeDisk"));
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //! code with the drivers, so it is an independent check of their client.
 
 pub mod api;
+pub mod cbs;
 pub mod cvm;
 pub mod faults;
 pub mod metadata;
 pub mod signature;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -33,9 +34,18 @@ use state::{Store, unix_now};
     name = "tcloud-sim",
     version,
     about = "Tencent Cloud simulator: TC3-signed API v3 and instance metadata, backed by local resources",
-    after_help = "Endpoints: POST / (API v3; the service is taken from the signature's credential scope), \
-GET /latest/meta-data/... (first instance), GET /instances/<id>/latest/meta-data/..., \
-GET /_sim/stats, DELETE /_sim/stats, GET|PUT /_sim/faults (unsigned test control plane)."
+    after_help = "Endpoints: POST / (API v3; the service is taken from the signature's credential scope: \
+cvm, cbs), GET /latest/meta-data/... (first instance), GET /instances/<id>/latest/meta-data/..., \
+GET /_sim/stats, DELETE /_sim/stats, GET|PUT /_sim/faults, POST /_sim/cbs/stale-link \
+{DiskId, InstanceId, Target?} (unsigned test control plane).
+
+CBS data plane, under --state-dir: disk images cbs/disks/<diskId>.img (sparse files), snapshots \
+cbs/snapshots/<snapId>.img; an attached disk is a loop device, shown to its instance as \
+instances/<insId>/dev/disk/by-id/virtio-<diskId> -> /dev/loopN and \
+instances/<insId>/sys/block/loopN/serial (the disk ID). Point a node plugin's device directory and \
+sysfs root at instances/<insId>/dev/disk/by-id and instances/<insId>/sys. Loop devices stay attached \
+when the simulator stops (the cloud keeps running); a restart re-attaches what the state says is \
+attached. Attaching needs root (losetup)."
 )]
 pub struct Args {
     /// Address to listen on; port 0 picks a free one. The chosen address is printed on stdout as
@@ -83,10 +93,49 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
 
-    /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND, where ACTION is an
-    /// action name or * (repeatable). Replaceable at run time with PUT /_sim/faults.
+    /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND,stuck=true, where
+    /// ACTION is an action name or * (repeatable). `stuck=true`: the call succeeds but the
+    /// transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING snapshot) does not
+    /// complete while the rule is in force. Replaceable at run time with PUT /_sim/faults.
     #[arg(long = "fault")]
     pub faults: Vec<FaultRule>,
+
+    /// Most CBS disks a zone may hold, as ZONE=N (repeatable); CreateDisks beyond it fails with
+    /// `ResourceInsufficient.OverQuota`. Zones without a quota are unlimited.
+    #[arg(long = "cbs-quota")]
+    pub cbs_quotas: Vec<ZoneQuota>,
+
+    /// Most CBS disks attached to one instance; AttachDisks beyond it fails with
+    /// `LimitExceeded.InstanceAttachedDisk`.
+    #[arg(long, default_value_t = 20)]
+    pub cbs_max_attach: u64,
+
+    /// How long an attached CBS disk stays ATTACHING, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub cbs_attach_ms: u64,
+
+    /// How long a CBS disk stays DETACHING, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub cbs_detach_ms: u64,
+
+    /// How long a resized CBS disk stays EXPANDING, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub cbs_resize_ms: u64,
+
+    /// How long a new CBS snapshot stays CREATING (its Percent rising), in milliseconds. The data
+    /// is copied when CreateSnapshot is called.
+    #[arg(long, default_value_t = 500)]
+    pub cbs_snapshot_ms: u64,
+
+    /// An auto-snapshot policy ID (asp-...) that exists, for BindAutoSnapshotPolicy (repeatable).
+    #[arg(long = "cbs-auto-snapshot-policy", value_parser = parse_policy_id)]
+    pub cbs_auto_snapshot_policies: Vec<String>,
+
+    /// On SIGTERM/SIGINT, release every CBS loop device and remove the instances' device links
+    /// (the state still says attached, so the next start attaches them again). Off by default: a
+    /// cloud keeps its disks attached while its API restarts.
+    #[arg(long)]
+    pub cbs_detach_on_exit: bool,
 
     /// More log detail: -v debug, -vv trace.
     #[arg(short, long, action = ArgAction::Count)]
@@ -141,6 +190,41 @@ impl FromStr for InstanceSpec {
     }
 }
 
+/// A `--cbs-quota` value: at most `max` disks in `zone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneQuota {
+    pub zone: String,
+    pub max: u64,
+}
+
+impl FromStr for ZoneQuota {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((zone, max)) if !zone.is_empty() => match max.parse() {
+                Ok(max) => Ok(ZoneQuota {
+                    zone: zone.to_owned(),
+                    max,
+                }),
+                Err(_) => Err(format!("CBS quota {s:?}: {max:?} is not a number of disks")),
+            },
+            _ => Err(format!(
+                "CBS quota {s:?} is not ZONE=N, e.g. ap-guangzhou-3=10"
+            )),
+        }
+    }
+}
+
+fn parse_policy_id(s: &str) -> Result<String, String> {
+    if s.len() > 4 && s.starts_with("asp-") {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "auto-snapshot policy {s:?} is not an ID like asp-12345678"
+        ))
+    }
+}
+
 /// Settings fixed for the life of the process.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -158,10 +242,11 @@ pub struct SimConfig {
 pub struct Sim {
     pub config: SimConfig,
     keys: HashMap<String, String>,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub services: Services,
-    pub faults: Faults,
+    pub faults: Arc<Faults>,
     pub stats: Stats,
+    pub cbs: Arc<cbs::Cbs>,
 }
 
 impl Sim {
@@ -183,15 +268,52 @@ impl Sim {
             max_clock_skew_secs: args.max_clock_skew_secs,
             latency: Duration::from_millis(args.latency_ms),
         };
+        let mut quotas = BTreeMap::new();
+        for quota in &args.cbs_quotas {
+            anyhow::ensure!(
+                args.zones.iter().any(|z| z.name == quota.zone),
+                "--cbs-quota names zone {}, which is not among the --zone values",
+                quota.zone
+            );
+            quotas.insert(quota.zone.clone(), quota.max);
+        }
+        let cbs_config = cbs::CbsConfig {
+            quotas,
+            max_attach: args.cbs_max_attach,
+            attach_latency: Duration::from_millis(args.cbs_attach_ms),
+            detach_latency: Duration::from_millis(args.cbs_detach_ms),
+            resize_latency: Duration::from_millis(args.cbs_resize_ms),
+            snapshot_latency: Duration::from_millis(args.cbs_snapshot_ms),
+            auto_snapshot_policies: args.cbs_auto_snapshot_policies.clone(),
+        };
+        let keys = read_keys(&args.keys_file)?;
+        let store = Arc::new(Store::open(&args.state_dir)?);
+        let faults = Arc::new(Faults::new(args.faults.clone()));
+        let layout = cbs::Layout::new(&args.state_dir).with_context(|| {
+            format!(
+                "cannot create the CBS directories in {}",
+                args.state_dir.display()
+            )
+        })?;
+        let cbs = Arc::new(cbs::Cbs::new(
+            config.clone(),
+            cbs_config,
+            Arc::clone(&store),
+            Arc::clone(&faults),
+            Arc::new(cbs::LoopDevices),
+            layout,
+        ));
         let mut services = Services::default();
         services.add(Arc::new(cvm::Cvm::new(config.clone())));
+        services.add(cbs.clone());
         Ok(Arc::new(Sim {
-            keys: read_keys(&args.keys_file)?,
-            store: Store::open(&args.state_dir)?,
+            keys,
+            store,
             services,
-            faults: Faults::new(args.faults.clone()),
+            faults,
             stats: Stats::default(),
             config,
+            cbs,
         }))
     }
 
@@ -243,6 +365,7 @@ impl Sim {
                 "/_sim/faults",
                 get(api::control::get_faults).put(api::control::put_faults),
             )
+            .route("/_sim/cbs/stale-link", post(cbs::control::stale_link))
             .with_state(Arc::clone(self))
     }
 }
@@ -277,6 +400,9 @@ fn read_keys(path: &Path) -> anyhow::Result<HashMap<String, String>> {
 /// Runs the simulator until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let sim = Sim::new(&args)?;
+    // The data plane first: what the state says is attached is attached before the first call.
+    sim.cbs.reconcile().await;
+    let ticker = sim.cbs.spawn_ticker();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -288,10 +414,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     tracing::info!(%addr, region = %sim.config.region, services = ?sim.services, "simulator ready");
-    axum::serve(listener, sim.router())
+    let served = axum::serve(listener, sim.router())
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("server failed")
+        .context("server failed");
+    ticker.abort();
+    if args.cbs_detach_on_exit {
+        sim.cbs.detach_all().await;
+    }
+    served
 }
 
 async fn shutdown_signal() {

@@ -26,6 +26,9 @@ pub struct TempKey {
 pub struct SimState {
     #[serde(default)]
     pub temp_keys: Vec<TempKey>,
+    /// CBS disks, snapshots, attachments, pending transitions and create tokens.
+    #[serde(default)]
+    pub cbs: crate::cbs::CbsState,
 }
 
 #[derive(Debug)]
@@ -67,6 +70,21 @@ impl Store {
         Ok(result)
     }
 
+    /// Like [`Store::update`], but only a successful `f` is kept and persisted: an `Err` leaves the
+    /// state (and the file) untouched. `f` should check everything before it changes anything.
+    pub fn try_update<R>(
+        &self,
+        f: impl FnOnce(&mut SimState) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = guard.clone();
+        let result = f(&mut next)?;
+        self.persist(&next)
+            .map_err(|e| ApiError::internal(format!("simulator cannot save its state: {e}")))?;
+        *guard = next;
+        Ok(result)
+    }
+
     fn persist(&self, state: &SimState) -> std::io::Result<()> {
         use std::io::Write;
         let tmp = self.path.with_extension("json.tmp");
@@ -82,6 +100,14 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch: the clock of pending transitions.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
@@ -118,6 +144,25 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.read(|s| s.temp_keys.len()), 1);
+    }
+
+    #[test]
+    fn a_failed_try_update_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let err = store
+            .try_update(|s| {
+                s.temp_keys.clear();
+                Err::<(), _>(ApiError::invalid_value("no"))
+            })
+            .unwrap_err();
+        assert_eq!(err.code, "InvalidParameterValue");
+        assert!(
+            !dir.path().join("state.json").exists(),
+            "nothing was persisted"
+        );
+        store.try_update(|_| Ok(())).unwrap();
+        assert!(dir.path().join("state.json").exists());
     }
 
     #[test]

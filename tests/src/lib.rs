@@ -26,7 +26,11 @@ impl Served {
     }
 
     /// Like [`Served::start`], with extra simulator arguments too.
-    pub async fn start_with(driver: Driver, sim_args: &[&str], driver_args: &[&str]) -> anyhow::Result<Served> {
+    pub async fn start_with(
+        driver: Driver,
+        sim_args: &[&str],
+        driver_args: &[&str],
+    ) -> anyhow::Result<Served> {
         let dir = tempfile::Builder::new()
             .prefix("csi-conformance-")
             .tempdir()?;

@@ -281,7 +281,7 @@ struct ModifyDiskExtraPerformanceRequest<'a> {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct ModifyDisksAttributeRequest<'a> {
+struct ModifyDiskAttributesRequest<'a> {
     disk_ids: &'a [String],
     disk_type: &'a str,
 }
@@ -523,12 +523,12 @@ impl CbsApi for CloudClient {
         deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
         let ids = [disk_id.to_owned()];
-        let request = ModifyDisksAttributeRequest {
+        let request = ModifyDiskAttributesRequest {
             disk_ids: &ids,
             disk_type,
         };
         let _: IgnoredAny = self
-            .call(CBS, "ModifyDisksAttribute", &request, deadline)
+            .call(CBS, "ModifyDiskAttributes", &request, deadline)
             .await?;
         Ok(())
     }

@@ -33,6 +33,10 @@ impl ErrorKind {
         if head == "AuthFailure" || head == "UnauthorizedOperation" {
             return ErrorKind::Auth;
         }
+        // A disk in another zone than the instance can never attach there: not a busy state.
+        if has("ZoneNotMatch") || has("Malformed") {
+            return ErrorKind::InvalidArgument;
+        }
         if has("NotFound") || head == "ResourceNotFound" {
             return ErrorKind::NotFound;
         }
@@ -176,6 +180,12 @@ mod tests {
             ("ResourceInsufficient.CloudDiskSoldOut", ErrorKind::Quota),
             ("ResourcesSoldOut.EipInsufficient", ErrorKind::Quota),
             ("InvalidDisk.NotSupported", ErrorKind::InvalidArgument),
+            (
+                "ResourceUnavailable.ZoneNotMatch",
+                ErrorKind::InvalidArgument,
+            ),
+            ("ResourceUnavailable.SnapshotCreating", ErrorKind::Busy),
+            ("InvalidDiskId.Malformed", ErrorKind::InvalidArgument),
             ("SomethingNew", ErrorKind::Other),
             ("", ErrorKind::Other),
         ];
