@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result, required};
 use crate::params::{CbsParams, GIB, size_gib};
 use crate::topology::{Zones, requirement_zones, topology_for};
-use crate::watcher::{DiskWatcher, Poll, Wait};
+use crate::watcher::{DiskWatcher, Learned, Poll, Wait};
 
 /// How long a call without a `grpc-timeout` may wait on the cloud.
 const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -49,6 +49,10 @@ pub struct ControllerService<C> {
     zones: Zones<C>,
     /// When this controller first saw each disk `ATTACHING`: the stuck-attach watchdog.
     attaching_since: Mutex<HashMap<String, Instant>>,
+    /// How long attaches, detaches and resizes usually take here, to time the first look.
+    attach_time: Learned,
+    detach_time: Learned,
+    resize_time: Learned,
 }
 
 /// The instant by which a call must answer.
@@ -176,6 +180,9 @@ impl<C: CbsApi> ControllerService<C> {
             config,
             inflight: InFlight::new(),
             attaching_since: Mutex::new(HashMap::new()),
+            attach_time: Learned::default(),
+            detach_time: Learned::default(),
+            resize_time: Learned::default(),
         }
     }
 
@@ -353,6 +360,9 @@ impl<C: CbsApi> ControllerService<C> {
                 }
                 disk_state::ATTACHED => {
                     self.clear_watchdog(volume_id);
+                    if let Some(sent) = attach_sent {
+                        self.attach_time.record(sent.elapsed());
+                    }
                     return Ok(publish_context(volume_id));
                 }
                 disk_state::ATTACHING => self.watchdog(volume_id, node_id)?,
@@ -361,6 +371,7 @@ impl<C: CbsApi> ControllerService<C> {
                     if attach_sent.is_none_or(|t| t.elapsed() > REISSUE_AFTER) =>
                 {
                     attach_sent = Some(Instant::now());
+                    poll = Poll::expecting(deadline, self.attach_time.get());
                     match self
                         .cbs
                         .attach_disks(&[volume_id.to_owned()], node_id, Some(deadline))
@@ -419,19 +430,27 @@ impl<C: CbsApi> ControllerService<C> {
                         Err(e) => return Err(e.into()),
                     }
                     self.clear_watchdog(volume_id);
+                    let sent = Instant::now();
                     self.watcher
-                        .wait_until(volume_id, deadline, "the detach", |d| {
-                            Ok(
-                                if d.disk_state == disk_state::UNATTACHED
-                                    || (!node_id.is_empty() && d.instance() != Some(node_id))
-                                {
-                                    Wait::Done
-                                } else {
-                                    Wait::Continue
-                                },
-                            )
-                        })
+                        .wait_until(
+                            volume_id,
+                            deadline,
+                            self.detach_time.get(),
+                            "the detach",
+                            |d| {
+                                Ok(
+                                    if d.disk_state == disk_state::UNATTACHED
+                                        || (!node_id.is_empty() && d.instance() != Some(node_id))
+                                    {
+                                        Wait::Done
+                                    } else {
+                                        Wait::Continue
+                                    },
+                                )
+                            },
+                        )
                         .await?;
+                    self.detach_time.record(sent.elapsed());
                     return Ok(());
                 }
                 // DETACHING, ATTACHING (let it finish, then detach), EXPANDING: wait for a settled state.
@@ -440,6 +459,7 @@ impl<C: CbsApi> ControllerService<C> {
                         .wait_until(
                             volume_id,
                             deadline,
+                            None,
                             "a settled state before detaching",
                             |d| {
                                 Ok(match d.disk_state.as_str() {
@@ -456,7 +476,7 @@ impl<C: CbsApi> ControllerService<C> {
 
     async fn wait_settled(&self, volume_id: &str, deadline: Instant, what: &str) -> Result<Disk> {
         self.watcher
-            .wait_until(volume_id, deadline, what, |d| {
+            .wait_until(volume_id, deadline, None, what, |d| {
                 Ok(match d.disk_state.as_str() {
                     disk_state::ATTACHED | disk_state::UNATTACHED => Wait::Done,
                     _ => Wait::Continue,
@@ -649,24 +669,16 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .into_iter()
             .next()
             .ok_or_else(|| Error::Internal("CreateDisks returned no disk ID".into()))?;
-        // The new disk may take a moment to show in DescribeDisks.
-        let disk = self
-            .watcher
-            .wait_until(&disk_id, deadline, "the new disk", |_| Ok(Wait::Done))
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::Unavailable(format!(
-                    "disk {disk_id} was created but is not visible yet; retry"
-                )),
-                other => other,
-            })?;
-        Self::check_existing(
-            &disk,
-            &params,
-            required_bytes,
-            limit_bytes,
-            snapshot_id.as_deref(),
-        )?;
+        // Answer from the request: a describe now would cost a call and could lag behind anyway.
+        let disk = Disk {
+            disk_id: disk_id.clone(),
+            disk_name: req.name.clone(),
+            disk_state: disk_state::UNATTACHED.to_owned(),
+            disk_size: gib,
+            disk_type: create.disk_type.clone(),
+            placement: create.placement.clone(),
+            ..Disk::default()
+        };
         if let Some(policy) = &params.auto_snapshot_policy
             && let Err(e) = self
                 .cbs
@@ -689,26 +701,11 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         if volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let _guard = self.inflight.acquire(&volume_id)?;
-        let Some(disk) = self.disk(&volume_id).await? else {
+        if !is_disk_id(&volume_id) {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
-        };
-        match disk.disk_state.as_str() {
-            disk_state::UNATTACHED => {}
-            disk_state::ATTACHED => {
-                return Err(Error::FailedPrecondition(format!(
-                    "volume {volume_id} is attached to {}; unpublish it first",
-                    disk.instance_id
-                ))
-                .into());
-            }
-            state => {
-                return Err(Error::Unavailable(format!(
-                    "volume {volume_id} is {state}; retry when it settles"
-                ))
-                .into());
-            }
         }
+        let _guard = self.inflight.acquire(&volume_id)?;
+        // One call: TerminateDisks itself refuses attached and transitional disks.
         match self
             .cbs
             .terminate_disks(std::slice::from_ref(&volume_id), Some(deadline))
@@ -717,6 +714,12 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             Ok(()) => Ok(Response::new(pb::DeleteVolumeResponse {})),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 Ok(Response::new(pb::DeleteVolumeResponse {}))
+            }
+            Err(e) if e.code().is_some_and(|c| c.ends_with(".Attached")) => {
+                Err(Error::FailedPrecondition(format!(
+                    "volume {volume_id} is attached; unpublish it first: {e}"
+                ))
+                .into())
             }
             Err(e) => Err(Error::from(e).into()),
         }
@@ -739,7 +742,6 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
-        self.existing_disk(&req.volume_id).await?;
         let publish_context = self.publish(&req.volume_id, &req.node_id, deadline).await?;
         Ok(Response::new(pb::ControllerPublishVolumeResponse {
             publish_context,
@@ -1059,18 +1061,26 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 }
             }
         }
+        let sent = Instant::now();
         let disk = self
             .watcher
-            .wait_until(&req.volume_id, deadline, "the resize", |d| {
-                Ok(
-                    if d.disk_state != disk_state::EXPANDING && d.disk_size >= gib {
-                        Wait::Done
-                    } else {
-                        Wait::Continue
-                    },
-                )
-            })
+            .wait_until(
+                &req.volume_id,
+                deadline,
+                self.resize_time.get(),
+                "the resize",
+                |d| {
+                    Ok(
+                        if d.disk_state != disk_state::EXPANDING && d.disk_size >= gib {
+                            Wait::Done
+                        } else {
+                            Wait::Continue
+                        },
+                    )
+                },
+            )
             .await?;
+        self.resize_time.record(sent.elapsed());
         Ok(Response::new(done(&disk)))
     }
 

@@ -227,6 +227,27 @@ impl Env {
         CsiClient::wait_ready(&self.socket, READY_TIMEOUT).await
     }
 
+    /// The simulator's per-action call and error counts (`GET /_sim/stats`).
+    pub async fn sim_stats(&self) -> anyhow::Result<serde_json::Value> {
+        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        Ok(http
+            .get(format!("{}/_sim/stats", self.sim_url))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Zeroes the simulator's counters (`DELETE /_sim/stats`).
+    pub async fn reset_sim_stats(&self) -> anyhow::Result<()> {
+        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        http.delete(format!("{}/_sim/stats", self.sim_url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     pub async fn client(&self) -> anyhow::Result<CsiClient> {
         CsiClient::connect(&self.socket).await
     }

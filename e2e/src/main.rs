@@ -26,6 +26,11 @@ struct Cli {
 enum Command {
     /// Show the bundle working against the simulator, step by step (the README's main job).
     Demo,
+    /// Benchmark a driver against the simulator (prints figures beside their targets).
+    Bench {
+        #[command(subcommand)]
+        driver: BenchDriver,
+    },
     /// Run the simulator and one driver (mode all) until SIGTERM/SIGINT.
     Serve {
         /// Which driver to run.
@@ -45,6 +50,12 @@ enum Command {
         #[arg(long = "driver-arg", allow_hyphen_values = true)]
         driver_args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchDriver {
+    /// Concurrent CBS volume lifecycles.
+    Cbs(e2e::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +82,9 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => e2e::demo::run().await,
+        Command::Bench {
+            driver: BenchDriver::Cbs(args),
+        } => e2e::bench::run_cbs(args).await,
         Command::Serve {
             driver,
             socket,

@@ -102,7 +102,7 @@ pub struct CloudClient {
 }
 
 /// A reqwest client with rustls on the ring provider.
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     // Installing the process default provider fails harmlessly when it is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()

@@ -1,0 +1,452 @@
+//! `e2e bench cbs`: concurrent CBS lifecycles against the simulator with a realistic latency
+//! profile. Prints, per RPC, p50/p99 latency beside the simulator's own floor for that RPC, cloud
+//! API calls per volume at concurrency 1 and N, throttling seen by the client and by the CSI
+//! caller, and the driver's peak resident memory. Not a test: nothing here fails on a number.
+//!
+//! The floor of an RPC is what the simulator itself imposes on the cloud work the RPC must do:
+//! API latency L per necessary call plus the state transition, and for attach/detach the queueing
+//! that the per-action rate limit R forces on the k-th of N simultaneous calls, (k - R) / R seconds.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tonic::Code;
+
+use crate::cbs::{Kubelet, mount_capability};
+use crate::env::{Driver, Env, EnvOptions};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Concurrent lifecycles in the second run (the first run has one).
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Simulated API latency per call, in ms.
+    #[arg(long, default_value_t = 30)]
+    pub latency_ms: u64,
+    /// Simulated ATTACHING time, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub attach_ms: u64,
+    /// Simulated DETACHING time, in ms.
+    #[arg(long, default_value_t = 600)]
+    pub detach_ms: u64,
+    /// Per-action rate limit of AttachDisks and DetachDisks, calls per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub attach_rate_limit: f64,
+}
+
+const RPCS: [&str; 8] = [
+    "CreateVolume",
+    "ControllerPublishVolume",
+    "NodeStageVolume",
+    "NodePublishVolume",
+    "NodeUnpublishVolume",
+    "NodeUnstageVolume",
+    "ControllerUnpublishVolume",
+    "DeleteVolume",
+];
+
+#[derive(Debug, Default)]
+struct Run {
+    latencies: BTreeMap<&'static str, Vec<Duration>>,
+    /// CSI calls that failed, by RPC and code (each is retried until it succeeds).
+    errors: BTreeMap<(String, String), u64>,
+    api_calls: u64,
+    throttled_in_cloud: u64,
+    peak_rss_kib: u64,
+    wall: Duration,
+    floors: Floors,
+}
+
+/// What the simulator itself needs, measured in this run by an ideal client: one API call's round
+/// trip (L), and AttachDisks/DetachDisks until a back-to-back describe sees the end state.
+#[derive(Debug, Default, Clone, Copy)]
+struct Floors {
+    api_call: Duration,
+    /// CreateDisks and TerminateDisks alone: they also pay the simulator's durable state write.
+    create_call: Duration,
+    terminate_call: Duration,
+    attach: Duration,
+    detach: Duration,
+}
+
+/// Retries one CSI step the way the sidecars do, recording every attempt's outcome.
+async fn step<T, F, Fut>(
+    name: &'static str,
+    run: &tokio::sync::Mutex<Run>,
+    mut call: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    for _ in 0..60 {
+        let start = Instant::now();
+        match call().await {
+            Ok(value) => {
+                run.lock()
+                    .await
+                    .latencies
+                    .entry(name)
+                    .or_default()
+                    .push(start.elapsed());
+                return Ok(value);
+            }
+            Err(e) => {
+                let code = e
+                    .downcast_ref::<tonic::Status>()
+                    .map(|s| s.code())
+                    .unwrap_or(Code::Unknown);
+                *run.lock()
+                    .await
+                    .errors
+                    .entry((name.to_owned(), format!("{code:?}")))
+                    .or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    anyhow::bail!("{name} kept failing")
+}
+
+async fn lifecycle(k: Kubelet, index: usize, run: &tokio::sync::Mutex<Run>) -> anyhow::Result<()> {
+    let name = format!("pvc-bench-{index}");
+    let name = &name;
+    let mut volume = step("CreateVolume", run, || {
+        let mut k = k.clone();
+        async move { k.create(name, 10, mount_capability("ext4"), None).await }
+    })
+    .await?;
+    volume.publish_context = step("ControllerPublishVolume", run, || {
+        let (mut k, mut v) = (k.clone(), volume.clone());
+        async move {
+            k.attach(&mut v).await?;
+            Ok(v.publish_context)
+        }
+    })
+    .await?;
+    let v = &volume;
+    step("NodeStageVolume", run, || {
+        let mut k = k.clone();
+        async move { k.stage(v).await }
+    })
+    .await?;
+    step("NodePublishVolume", run, || {
+        let mut k = k.clone();
+        async move { k.publish(v, false).await }
+    })
+    .await?;
+    step("NodeUnpublishVolume", run, || {
+        let mut k = k.clone();
+        async move { k.unpublish(v).await }
+    })
+    .await?;
+    step("NodeUnstageVolume", run, || {
+        let mut k = k.clone();
+        async move { k.unstage(v).await }
+    })
+    .await?;
+    step("ControllerUnpublishVolume", run, || {
+        let mut k = k.clone();
+        async move { k.detach(v).await }
+    })
+    .await?;
+    step("DeleteVolume", run, || {
+        let mut k = k.clone();
+        async move { k.delete(v).await }
+    })
+    .await
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn one_run(args: &BenchArgs, concurrency: usize) -> anyhow::Result<Run> {
+    let sim_args = vec![
+        format!("--latency-ms={}", args.latency_ms),
+        format!("--cbs-attach-ms={}", args.attach_ms),
+        format!("--cbs-detach-ms={}", args.detach_ms),
+        format!("--fault=AttachDisks:rate_limit={}", args.attach_rate_limit),
+        format!("--fault=DetachDisks:rate_limit={}", args.attach_rate_limit),
+    ];
+    let mut env = Env::start(
+        Driver::Cbs,
+        EnvOptions {
+            sim_args,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let floors = measure_floors(&env).await?;
+    env.reset_sim_stats().await?;
+    let run = tokio::sync::Mutex::new(Run::default());
+    let kubelet = Kubelet::new(env.client().await?, &env.workdir);
+    let start = Instant::now();
+    let results = if concurrency == 1 {
+        // Sequential lifecycles: one at a time, several times, so the figures are steady-state.
+        let mut results = Vec::new();
+        for i in 0..SEQUENTIAL_RUNS {
+            results.push(lifecycle(kubelet.clone(), i, &run).await);
+        }
+        results
+    } else {
+        futures_join((0..concurrency).map(|i| lifecycle(kubelet.clone(), i, &run))).await
+    };
+    let wall = start.elapsed();
+    let stats = env.sim_stats().await?;
+    let pid = env.driver.pid().unwrap_or(0);
+    let rss = peak_rss_kib(pid);
+    env.stop().await?;
+    for result in results {
+        result?;
+    }
+    let mut run = run.into_inner();
+    run.wall = wall;
+    run.floors = floors;
+    run.peak_rss_kib = rss;
+    if let Some(actions) = stats.as_object() {
+        for value in actions.values() {
+            run.api_calls += value["calls"].as_u64().unwrap_or(0);
+            run.throttled_in_cloud += value["errors"]["RequestLimitExceeded"]
+                .as_u64()
+                .unwrap_or(0);
+        }
+    }
+    Ok(run)
+}
+
+const SEQUENTIAL_RUNS: usize = 5;
+
+/// Measures the floors with our cloud client against this run's simulator, before the driver's
+/// lifecycles start: the median of several tries each.
+async fn measure_floors(env: &Env) -> anyhow::Result<Floors> {
+    use csi_common::cloud::cbs::{
+        CbsApi, CreateDisksRequest, DescribeDisksRequest, Placement, disk_state,
+    };
+    use csi_common::cloud::{CloudClient, CloudConfig, CredentialSource, MetadataClient};
+    let names = csi_common::cloud::credentials::COMMON_KEY_NAMES;
+    let metadata = MetadataClient::new(&env.sim_url)?;
+    let credentials =
+        CredentialSource::discover(Some(&env.credentials_dir), names, |_| None, metadata)?;
+    let client = CloudClient::new(
+        CloudConfig::new(&env.sim_url, crate::env::REGION),
+        credentials,
+    )?;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut calls = Vec::new();
+    for _ in 0..9 {
+        let start = Instant::now();
+        client.describe_zones(None).await?;
+        calls.push(start.elapsed());
+    }
+    let create = CreateDisksRequest {
+        placement: Placement {
+            zone: "ap-guangzhou-3".into(),
+            ..Default::default()
+        },
+        disk_type: "CLOUD_PREMIUM".into(),
+        disk_charge_type: "POSTPAID_BY_HOUR".into(),
+        disk_size: 10,
+        disk_count: 1,
+        disk_name: Some("bench-floor".into()),
+        ..Default::default()
+    };
+    let (mut creates, mut terminates) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let request = CreateDisksRequest {
+            disk_name: Some(format!("bench-floor-{i}")),
+            ..create.clone()
+        };
+        let start = Instant::now();
+        let ids = client.create_disks(&request, None).await?;
+        creates.push(start.elapsed());
+        let start = Instant::now();
+        client.terminate_disks(&ids, None).await?;
+        terminates.push(start.elapsed());
+    }
+    let disk = client
+        .create_disks(&create, None)
+        .await?
+        .pop()
+        .context("no disk")?;
+    let ids = vec![disk.clone()];
+    let until = |state: &'static str| {
+        let (client, ids) = (client.clone(), ids.clone());
+        async move {
+            loop {
+                let request = DescribeDisksRequest {
+                    disk_ids: ids.clone(),
+                    ..Default::default()
+                };
+                let found = client.describe_disks(&request, None).await?;
+                if found
+                    .disk_set
+                    .first()
+                    .is_some_and(|d| d.disk_state == state)
+                {
+                    return anyhow::Ok(());
+                }
+            }
+        }
+    };
+    let (mut attaches, mut detaches) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let start = Instant::now();
+        client.attach_disks(&ids, crate::env::NODE_ID, None).await?;
+        until(disk_state::ATTACHED).await?;
+        attaches.push(start.elapsed());
+        let start = Instant::now();
+        client.detach_disks(&ids, None, None).await?;
+        until(disk_state::UNATTACHED).await?;
+        detaches.push(start.elapsed());
+    }
+    client.terminate_disks(&ids, None).await?;
+    Ok(Floors {
+        api_call: median(calls),
+        create_call: median(creates),
+        terminate_call: median(terminates),
+        attach: median(attaches),
+        detach: median(detaches),
+    })
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The simulator's floor for `rpc` for the `rank`-th of `n` simultaneous callers.
+fn floor(args: &BenchArgs, floors: Floors, rpc: &str, rank: f64) -> Option<Duration> {
+    let l = floors.api_call;
+    let queue = Duration::from_secs_f64(
+        ((rank - args.attach_rate_limit) / args.attach_rate_limit).max(0.0),
+    );
+    match rpc {
+        // A look by name (idempotency needs it), then the create.
+        "CreateVolume" => Some(l + floors.create_call),
+        // A look at the current state (idempotency needs it), then the ideal attach or detach.
+        "ControllerPublishVolume" => Some(l + floors.attach + queue),
+        "ControllerUnpublishVolume" => Some(l + floors.detach + queue),
+        "DeleteVolume" => Some(floors.terminate_call),
+        _ => None,
+    }
+}
+
+fn print_run(args: &BenchArgs, n: usize, run: &Run) {
+    let lifecycles = if n == 1 { SEQUENTIAL_RUNS } else { n };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "\nconcurrency {n}: {lifecycles} lifecycles in {:.2} s; measured floors: API call {:.1} ms, create {:.1} ms, terminate {:.1} ms, ideal attach {:.1} ms, ideal detach {:.1} ms",
+        run.wall.as_secs_f64(),
+        ms(run.floors.api_call),
+        ms(run.floors.create_call),
+        ms(run.floors.terminate_call),
+        ms(run.floors.attach),
+        ms(run.floors.detach)
+    );
+    println!(
+        "  {:<27} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8}",
+        "RPC", "p50 ms", "p99 ms", "floor50", "floor99", "p50/fl", "target"
+    );
+    for rpc in RPCS {
+        let mut samples = run.latencies.get(rpc).cloned().unwrap_or_default();
+        samples.sort();
+        let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+        match (
+            floor(args, run.floors, rpc, n as f64 * 0.5),
+            floor(args, run.floors, rpc, n as f64 * 0.99),
+        ) {
+            (Some(f50), Some(f99)) => println!(
+                "  {:<27} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>7.2}x {:>8}",
+                rpc,
+                ms(p50),
+                ms(p99),
+                ms(f50),
+                ms(f99),
+                ms(p50) / ms(f50),
+                "<=1.15x"
+            ),
+            _ => println!(
+                "  {:<27} {:>9.1} {:>9.1} {:>10} {:>10} {:>8} {:>8}",
+                rpc,
+                ms(p50),
+                ms(p99),
+                "-",
+                "-",
+                "node",
+                "-"
+            ),
+        }
+    }
+    let csi_throttled: u64 = run
+        .errors
+        .iter()
+        .filter(|((_, code), _)| code == "Unavailable")
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "  cloud API calls per volume: {:.1}; throttled in the cloud client: {}; errors reaching the CSI caller: {:?} (UNAVAILABLE: {csi_throttled}, target 0)",
+        run.api_calls as f64 / lifecycles as f64,
+        run.throttled_in_cloud,
+        run.errors
+    );
+    println!(
+        "  driver peak resident memory (controller+node in one process): {:.1} MiB (target < 30 MiB)",
+        run.peak_rss_kib as f64 / 1024.0
+    );
+}
+
+pub async fn run_cbs(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "e2e bench cbs: latency {} ms per API call, ATTACHING {} ms, DETACHING {} ms, AttachDisks/DetachDisks limited to {}/s",
+        args.latency_ms, args.attach_ms, args.detach_ms, args.attach_rate_limit
+    );
+    let single = one_run(&args, 1).await?;
+    print_run(&args, 1, &single);
+    let many = one_run(&args, args.concurrency).await?;
+    print_run(&args, args.concurrency, &many);
+    println!(
+        "\nAPI calls per volume: {:.1} at 1, {:.1} at {} (target: no more at {} than at 1)",
+        single.api_calls as f64 / SEQUENTIAL_RUNS as f64,
+        many.api_calls as f64 / args.concurrency as f64,
+        args.concurrency,
+        args.concurrency
+    );
+    Ok(())
+}
