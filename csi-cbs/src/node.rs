@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::csi::{InFlight, pb};
-use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter};
+use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter, libc_errno};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -145,7 +145,12 @@ fn stage_mount<M: Mounter>(
     std::fs::create_dir_all(staging).map_err(io(staging, "cannot create the staging directory"))?;
     if let Some(existing) = healthy_mount(mounter, staging)? {
         if Path::new(&existing.source) == device {
-            return grow_if_smaller(mounter, device, staging, &existing.fs_type);
+            // Already staged: a repeat must succeed. Growth is a bonus here; NodeExpandVolume is
+            // where a failed online growth is reported.
+            if let Err(e) = grow_if_smaller(mounter, device, staging, &existing.fs_type) {
+                tracing::warn!(device = %device.display(), error = %e, "cannot grow the staged filesystem now");
+            }
+            return Ok(());
         }
         return Err(Error::FailedPrecondition(format!(
             "{} already has {} mounted, not {}",
@@ -400,15 +405,22 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                 }
                 return bind_device(m, &source, &target, read_only);
             }
-            if healthy_mount(m, &staging)?.is_none() {
+            let Some(staged) = healthy_mount(m, &staging)? else {
                 return Err(Error::FailedPrecondition(format!(
                     "volume {volume_id} is not staged at {}",
                     staging.display()
                 )));
-            }
+            };
             std::fs::create_dir_all(&target)
                 .map_err(io(&target, "cannot create the target directory"))?;
             if let Some(existing) = healthy_mount(m, &target)? {
+                if existing.source != staged.source || existing.root != staged.root {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{} already has {} mounted, not volume {volume_id}; refusing to touch it",
+                        target.display(),
+                        existing.source
+                    )));
+                }
                 // A crash between the bind and its read-only remount leaves a writable bind: redo it.
                 if existing.is_read_only() == read_only {
                     return Ok(());
@@ -455,15 +467,33 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
         let response = blocking(&self.mounter, move |m| {
-            let meta = std::fs::metadata(&path).map_err(|_| {
-                Error::NotFound(format!("volume path {} does not exist", path.display()))
-            })?;
             let abnormal = |message: String| pb::NodeGetVolumeStatsResponse {
                 usage: Vec::new(),
                 volume_condition: Some(pb::VolumeCondition {
                     abnormal: true,
                     message,
                 }),
+            };
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                // stat on a broken mount fails with EIO/ENOTCONN/ESTALE: that is a sick volume.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc_errno::EIO | libc_errno::ENOTCONN | libc_errno::ESTALE)
+                    ) =>
+                {
+                    return Ok(abnormal(format!(
+                        "the mount at {} is broken: {e}",
+                        path.display()
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::NotFound(format!(
+                        "volume path {} does not exist",
+                        path.display()
+                    )));
+                }
             };
             let Some(info) = m.mount_at(&path)? else {
                 return Ok(abnormal(format!("{} is not mounted", path.display())));
@@ -563,7 +593,11 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             return Err(required("volume_id").into());
         }
         let path = path_arg(&req.volume_path, "volume_path")?;
-        let block = req.volume_capability.as_ref().is_some_and(is_block);
+        // The capability is optional here; a published block volume is a file, not a directory.
+        let block = match req.volume_capability.as_ref() {
+            Some(capability) => is_block(capability),
+            None => std::fs::metadata(&path).is_ok_and(|m| !m.is_dir()),
+        };
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let device = device_for_serial(&self.config.devices, &req.volume_id)
             .ok_or_else(|| {
