@@ -62,6 +62,11 @@ pub struct CommonArgs {
     #[arg(long, env = "TENCENTCLOUD_API_ENDPOINT", default_value = crate::cloud::client::DEFAULT_ENDPOINT)]
     pub cloud_endpoint: String,
 
+    /// Calls per second per cloud API action this process sends at most (0: unpaced); keep it under
+    /// the account's limit (CBS: 20/s per action) so calls wait here instead of being throttled.
+    #[arg(long, env = "TENCENTCLOUD_API_RATE_LIMIT", default_value_t = crate::cloud::client::DEFAULT_RATE_LIMIT)]
+    pub api_rate_limit: f64,
+
     /// Instance metadata service root.
     #[arg(long, default_value = DEFAULT_METADATA_ENDPOINT)]
     pub metadata_endpoint: String,
@@ -149,7 +154,8 @@ impl CommonArgs {
             metadata,
         )?;
         let region = self.resolve_region().await?;
-        let config = CloudConfig::new(&self.cloud_endpoint, &region);
+        let mut config = CloudConfig::new(&self.cloud_endpoint, &region);
+        config.rate_limit_per_action = self.api_rate_limit;
         let client = CloudClient::new(config, credentials)?;
         // A malformed template fails every call the same way; say so at start-up instead.
         client

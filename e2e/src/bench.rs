@@ -59,14 +59,27 @@ struct Run {
     floors: Floors,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Spread {
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Spread {
+    fn at(self, quantile: f64) -> Duration {
+        if quantile >= 0.99 { self.p99 } else { self.p50 }
+    }
+}
+
 /// What the simulator itself needs, measured in this run by an ideal client: one API call's round
 /// trip (L), and AttachDisks/DetachDisks until a back-to-back describe sees the end state.
 #[derive(Debug, Default, Clone, Copy)]
 struct Floors {
     api_call: Duration,
-    /// CreateDisks and TerminateDisks alone: they also pay the simulator's durable state write.
-    create_call: Duration,
-    terminate_call: Duration,
+    /// CreateDisks and TerminateDisks, as many sent at once as the run has lifecycles: they also
+    /// pay the simulator's durable (serialized) state write.
+    create_call: Spread,
+    terminate_call: Spread,
     attach: Duration,
     detach: Duration,
 }
@@ -175,6 +188,8 @@ async fn one_run(args: &BenchArgs, concurrency: usize) -> anyhow::Result<Run> {
         format!("--cbs-detach-ms={}", args.detach_ms),
         format!("--fault=AttachDisks:rate_limit={}", args.attach_rate_limit),
         format!("--fault=DetachDisks:rate_limit={}", args.attach_rate_limit),
+        // Room for every lifecycle's disk on the one simulated node (CBS's default is 20).
+        format!("--cbs-max-attach={}", concurrency.max(20) + 1),
     ];
     let mut env = Env::start(
         Driver::Cbs,
@@ -184,7 +199,7 @@ async fn one_run(args: &BenchArgs, concurrency: usize) -> anyhow::Result<Run> {
         },
     )
     .await?;
-    let floors = measure_floors(&env).await?;
+    let floors = measure_floors(&env, concurrency).await?;
     env.reset_sim_stats().await?;
     let run = tokio::sync::Mutex::new(Run::default());
     let kubelet = Kubelet::new(env.client().await?, &env.workdir);
@@ -226,7 +241,7 @@ const SEQUENTIAL_RUNS: usize = 5;
 
 /// Measures the floors with our cloud client against this run's simulator, before the driver's
 /// lifecycles start: the median of several tries each.
-async fn measure_floors(env: &Env) -> anyhow::Result<Floors> {
+async fn measure_floors(env: &Env, concurrency: usize) -> anyhow::Result<Floors> {
     use csi_common::cloud::cbs::{
         CbsApi, CreateDisksRequest, DescribeDisksRequest, Placement, disk_state,
     };
@@ -242,6 +257,13 @@ async fn measure_floors(env: &Env) -> anyhow::Result<Floors> {
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
+    };
+    let p50_p99 = |mut v: Vec<Duration>| {
+        v.sort();
+        Spread {
+            p50: percentile(&v, 0.5),
+            p99: percentile(&v, 0.99),
+        }
     };
     let mut calls = Vec::new();
     for _ in 0..9 {
@@ -261,19 +283,37 @@ async fn measure_floors(env: &Env) -> anyhow::Result<Floors> {
         disk_name: Some("bench-floor".into()),
         ..Default::default()
     };
-    let (mut creates, mut terminates) = (Vec::new(), Vec::new());
-    for i in 0..5 {
+    // As many creates at once as the run has lifecycles, then as many terminates: what the
+    // simulator needs for that load (it serializes its durable state writes).
+    let created = futures_join((0..concurrency).map(|i| {
+        let client = client.clone();
         let request = CreateDisksRequest {
             disk_name: Some(format!("bench-floor-{i}")),
             ..create.clone()
         };
-        let start = Instant::now();
-        let ids = client.create_disks(&request, None).await?;
-        creates.push(start.elapsed());
-        let start = Instant::now();
-        client.terminate_disks(&ids, None).await?;
-        terminates.push(start.elapsed());
+        async move {
+            let start = Instant::now();
+            let ids = client.create_disks(&request, None).await?;
+            anyhow::Ok((start.elapsed(), ids))
+        }
+    }))
+    .await;
+    let (mut creates, mut created_ids) = (Vec::new(), Vec::new());
+    for result in created {
+        let (took, ids) = result?;
+        creates.push(took);
+        created_ids.extend(ids);
     }
+    let terminated = futures_join(created_ids.into_iter().map(|id| {
+        let client = client.clone();
+        async move {
+            let start = Instant::now();
+            client.terminate_disks(&[id], None).await?;
+            anyhow::Ok(start.elapsed())
+        }
+    }))
+    .await;
+    let terminates = terminated.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let disk = client
         .create_disks(&create, None)
         .await?
@@ -313,8 +353,8 @@ async fn measure_floors(env: &Env) -> anyhow::Result<Floors> {
     client.terminate_disks(&ids, None).await?;
     Ok(Floors {
         api_call: median(calls),
-        create_call: median(creates),
-        terminate_call: median(terminates),
+        create_call: p50_p99(creates),
+        terminate_call: p50_p99(terminates),
         attach: median(attaches),
         detach: median(detaches),
     })
@@ -352,18 +392,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// The simulator's floor for `rpc` for the `rank`-th of `n` simultaneous callers.
-fn floor(args: &BenchArgs, floors: Floors, rpc: &str, rank: f64) -> Option<Duration> {
+/// The floor of `rpc` at `quantile` for `n` simultaneous callers.
+fn floor(args: &BenchArgs, floors: Floors, rpc: &str, n: usize, quantile: f64) -> Option<Duration> {
     let l = floors.api_call;
+    let rank = n as f64 * quantile;
     let queue = Duration::from_secs_f64(
         ((rank - args.attach_rate_limit) / args.attach_rate_limit).max(0.0),
     );
     match rpc {
         // A look by name (idempotency needs it), then the create.
-        "CreateVolume" => Some(l + floors.create_call),
+        "CreateVolume" => Some(l + floors.create_call.at(quantile)),
         // A look at the current state (idempotency needs it), then the ideal attach or detach.
         "ControllerPublishVolume" => Some(l + floors.attach + queue),
         "ControllerUnpublishVolume" => Some(l + floors.detach + queue),
-        "DeleteVolume" => Some(floors.terminate_call),
+        "DeleteVolume" => Some(floors.terminate_call.at(quantile)),
         _ => None,
     }
 }
@@ -375,8 +417,8 @@ fn print_run(args: &BenchArgs, n: usize, run: &Run) {
         "\nconcurrency {n}: {lifecycles} lifecycles in {:.2} s; measured floors: API call {:.1} ms, create {:.1} ms, terminate {:.1} ms, ideal attach {:.1} ms, ideal detach {:.1} ms",
         run.wall.as_secs_f64(),
         ms(run.floors.api_call),
-        ms(run.floors.create_call),
-        ms(run.floors.terminate_call),
+        ms(run.floors.create_call.p50),
+        ms(run.floors.terminate_call.p50),
         ms(run.floors.attach),
         ms(run.floors.detach)
     );
@@ -389,8 +431,8 @@ fn print_run(args: &BenchArgs, n: usize, run: &Run) {
         samples.sort();
         let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
         match (
-            floor(args, run.floors, rpc, n as f64 * 0.5),
-            floor(args, run.floors, rpc, n as f64 * 0.99),
+            floor(args, run.floors, rpc, n, 0.5),
+            floor(args, run.floors, rpc, n, 0.99),
         ) {
             (Some(f50), Some(f99)) => println!(
                 "  {:<27} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>7.2}x {:>8}",

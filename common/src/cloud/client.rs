@@ -70,7 +70,14 @@ pub struct CloudConfig {
     /// Deadline of a call whose caller gives none.
     pub default_deadline: Duration,
     pub retry: RetryPolicy,
+    /// Calls per second per action this client sends at most (0 = unpaced). The cloud throttles
+    /// each action per account (20/s by default for CBS); pacing below it turns bounced calls into
+    /// short local waits.
+    pub rate_limit_per_action: f64,
 }
+
+/// The default pace: 10% under CBS's documented 20 calls per second per action.
+pub const DEFAULT_RATE_LIMIT: f64 = 18.0;
 
 impl CloudConfig {
     pub fn new(endpoint: &str, region: &str) -> Self {
@@ -80,6 +87,7 @@ impl CloudConfig {
             attempt_timeout: Duration::from_secs(10),
             default_deadline: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            rate_limit_per_action: DEFAULT_RATE_LIMIT,
         }
     }
 }
@@ -91,6 +99,8 @@ pub struct ClientStats {
     pub attempts: AtomicU64,
     pub retries: AtomicU64,
     pub throttled: AtomicU64,
+    /// Calls that waited for their slot in the client's own pacing.
+    pub paced: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +109,33 @@ pub struct CloudClient {
     config: Arc<CloudConfig>,
     credentials: Arc<CredentialSource>,
     stats: Arc<ClientStats>,
+    pacer: Arc<Pacer>,
+}
+
+/// Per-action pacing with the generic cell rate algorithm: each call reserves the next slot under
+/// a lock, so waiters are served in arrival order and none starves. Bursts of one second's worth
+/// pass at once, like the cloud's own limiter.
+#[derive(Debug, Default)]
+struct Pacer {
+    /// Per action: the theoretical arrival time of the next call.
+    next: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Pacer {
+    /// When the next call of `action` may go, reserving that slot.
+    fn reserve(&self, action: &str, rate: f64) -> Option<Instant> {
+        if rate <= 0.0 {
+            return None;
+        }
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let tolerance = interval.mul_f64((rate - 1.0).max(0.0));
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = next.get(action).copied().unwrap_or(now).max(now);
+        next.insert(action.to_owned(), tat + interval);
+        let allowed = tat.checked_sub(tolerance).unwrap_or(now);
+        (allowed > now).then_some(allowed)
+    }
 }
 
 /// A reqwest client with rustls on the ring provider.
@@ -119,6 +156,7 @@ impl CloudClient {
             config: Arc::new(config),
             credentials: Arc::new(credentials),
             stats: Arc::new(ClientStats::default()),
+            pacer: Arc::new(Pacer::default()),
         })
     }
 
@@ -172,6 +210,30 @@ impl CloudClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if let Some(at) = self
+                .pacer
+                .reserve(action, self.config.rate_limit_per_action)
+            {
+                if at >= deadline {
+                    return Err(CloudError::DeadlineExceeded {
+                        action: action.to_owned(),
+                        attempts: attempt - 1,
+                        elapsed: start.elapsed(),
+                        last: Box::new(CloudError::Api {
+                            action: action.to_owned(),
+                            kind: ErrorKind::Throttled,
+                            code: "ClientRateLimit".to_owned(),
+                            message: format!(
+                                "{action} is paced at {}/s by this client",
+                                self.config.rate_limit_per_action
+                            ),
+                            request_id: String::new(),
+                        }),
+                    });
+                }
+                self.stats.paced.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep_until(at).await;
+            }
             self.stats.attempts.fetch_add(1, Ordering::Relaxed);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let timeout = self.config.attempt_timeout.min(remaining);
@@ -362,6 +424,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_admits_a_burst_then_spaces_calls_per_action() {
+        let pacer = Pacer::default();
+        let waits: Vec<Option<Instant>> =
+            (0..8).map(|_| pacer.reserve("AttachDisks", 5.0)).collect();
+        assert!(
+            waits[..5].iter().all(Option::is_none),
+            "one second's burst passes: {waits:?}"
+        );
+        let now = Instant::now();
+        let later: Vec<Duration> = waits[5..].iter().map(|w| w.unwrap() - now).collect();
+        assert_eq!(
+            later,
+            [
+                Duration::from_millis(200),
+                Duration::from_millis(400),
+                Duration::from_millis(600)
+            ]
+        );
+        assert!(
+            pacer.reserve("DetachDisks", 5.0).is_none(),
+            "actions are paced separately"
+        );
+        assert!(
+            pacer.reserve("AttachDisks", 0.0).is_none(),
+            "0 means unpaced"
+        );
     }
 
     #[test]

@@ -453,6 +453,9 @@ impl Mounter for LinuxMounter {
 
     fn grow(&self, device: &Path, mount_path: &Path, fs_type: &str) -> Result<(), MountError> {
         if is_ext(fs_type) {
+            if !self.is_mounted(device, mount_path)? {
+                check_ext_before_offline_resize(device)?;
+            }
             return match run_command("resize2fs", &[device], GROW_TIMEOUT) {
                 Ok(_) => Ok(()),
                 Err(CommandError::Failed { stderr, .. })
@@ -539,6 +542,32 @@ impl LinuxMounter {
         }
         let device = device.to_string_lossy();
         Ok(self.mounts()?.iter().any(|m| m.source == device))
+    }
+}
+
+/// Offline `resize2fs` refuses a filesystem that was not checked since its last mount, and one
+/// whose journal needs replaying (every snapshot of a mounted volume): `e2fsck -f -p` first. Exit
+/// 0 (clean) and 1 (errors corrected) are fine; anything else means it needs a human.
+fn check_ext_before_offline_resize(device: &Path) -> Result<(), MountError> {
+    let args = [Path::new("-f"), Path::new("-p"), device];
+    let output = run_command_any_status("e2fsck", &args, GROW_TIMEOUT)?;
+    match output.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => Err(MountError::Command(CommandError::Failed {
+            program: "e2fsck".to_owned(),
+            args: args.iter().map(|a| a.display().to_string()).collect(),
+            status: output.status,
+            stderr: output
+                .stderr
+                .trim()
+                .chars()
+                .rev()
+                .take(2048)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
+        })),
     }
 }
 
