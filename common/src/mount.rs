@@ -90,7 +90,7 @@ pub enum MountError {
         wanted: String,
     },
     #[error(
-        "growing the {fs_type} filesystem on {device} is not permitted here (needs CAP_SYS_RESOURCE for online ext4 growth); retry after unmounting"
+        "growing the {fs_type} filesystem on {device} while mounted is not permitted here (online ext4 growth needs CAP_SYS_RESOURCE); it grows when the volume is next staged, e.g. when its pod restarts"
     )]
     ResizeNotPermitted { device: String, fs_type: String },
 }
