@@ -203,18 +203,8 @@ impl<C: CbsApi> ControllerService<C> {
             .ok_or_else(|| Error::NotFound(format!("volume {volume_id} does not exist")))
     }
 
-    async fn disk_by_name(&self, name: &str, deadline: Instant) -> Result<Option<Disk>> {
-        let request = DescribeDisksRequest {
-            filters: vec![Filter::new("disk-name", name)],
-            limit: Some(MAX_PAGE),
-            ..Default::default()
-        };
-        let mut disks = self
-            .cbs
-            .describe_disks(&request, Some(deadline))
-            .await?
-            .disk_set;
-        disks.retain(|d| d.disk_name == name);
+    async fn disk_by_name(&self, name: &str) -> Result<Option<Disk>> {
+        let mut disks = self.watcher.by_name(name).await?;
         match disks.len() {
             0 | 1 => Ok(disks.pop()),
             n => Err(Error::Internal(format!(
@@ -588,7 +578,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         };
         let _guard = self.inflight.acquire(&req.name)?;
 
-        if let Some(disk) = self.disk_by_name(&req.name, deadline).await? {
+        if let Some(disk) = self.disk_by_name(&req.name).await? {
             Self::check_existing(
                 &disk,
                 &params,

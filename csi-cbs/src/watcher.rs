@@ -1,5 +1,5 @@
 //! Batched disk lookups: every caller that needs a disk's current state (every wait for
-//! `ATTACHED`, `UNATTACHED`, the end of `EXPANDING`, every single-disk lookup) joins the next
+//! `ATTACHED`, `UNATTACHED`, the end of `EXPANDING`, every lookup by ID or by name) joins the next
 //! `DescribeDisks` call, which asks for up to 100 disks at once. Fifty concurrent attaches cost one
 //! describe per polling round, not fifty: the cloud's rate limit is shared by the whole account.
 
@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_common::cloud::cbs::{CbsApi, DescribeDisksRequest, Disk, MAX_PAGE};
+use csi_common::cloud::cbs::{CbsApi, DescribeDisksRequest, Disk, Filter, MAX_PAGE};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -18,7 +18,17 @@ const BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// Each describe gets at most this long, within the waiter's own deadline.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reply = oneshot::Sender<std::result::Result<Option<Disk>, Arc<Error>>>;
+type Reply = oneshot::Sender<std::result::Result<Vec<Disk>, Arc<Error>>>;
+
+/// What a caller looks a disk up by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Id(String),
+    Name(String),
+}
+
+/// The real API takes at most 5 values per filter.
+const NAMES_PER_CALL: usize = 5;
 
 /// Polling cadence within a deadline. When the usual length of the awaited transition is known,
 /// the first look comes at 90% of it and then every 50 ms: close to the real end, with few calls.
@@ -100,7 +110,7 @@ impl Learned {
 
 #[derive(Debug, Clone)]
 pub struct DiskWatcher {
-    requests: mpsc::UnboundedSender<(String, Reply)>,
+    requests: mpsc::UnboundedSender<(Key, Reply)>,
 }
 
 /// What a waiter is waiting for.
@@ -122,12 +132,25 @@ impl DiskWatcher {
 
     /// The disk's current description, or `None` when it does not exist.
     pub async fn get(&self, disk_id: &str) -> Result<Option<Disk>> {
+        Ok(self
+            .lookup(Key::Id(disk_id.to_owned()))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Every disk named exactly `name` (creates look themselves up by name for idempotency).
+    pub async fn by_name(&self, name: &str) -> Result<Vec<Disk>> {
+        self.lookup(Key::Name(name.to_owned())).await
+    }
+
+    async fn lookup(&self, key: Key) -> Result<Vec<Disk>> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((disk_id.to_owned(), tx))
+            .send((key, tx))
             .map_err(|_| Error::Internal("the disk watcher stopped".into()))?;
         match rx.await {
-            Ok(Ok(disk)) => Ok(disk),
+            Ok(Ok(disks)) => Ok(disks),
             Ok(Err(shared)) => Err(Error::relay(&shared)),
             Err(_) => Err(Error::Internal("the disk watcher dropped a request".into())),
         }
@@ -158,42 +181,74 @@ impl DiskWatcher {
     }
 }
 
-async fn batch_loop<C: CbsApi>(cbs: Arc<C>, mut rx: mpsc::UnboundedReceiver<(String, Reply)>) {
+async fn batch_loop<C: CbsApi>(cbs: Arc<C>, mut rx: mpsc::UnboundedReceiver<(Key, Reply)>) {
     while let Some(first) = rx.recv().await {
         tokio::time::sleep(BATCH_WINDOW).await;
-        let mut waiting: HashMap<String, Vec<Reply>> = HashMap::new();
+        let mut waiting: HashMap<Key, Vec<Reply>> = HashMap::new();
         waiting.entry(first.0).or_default().push(first.1);
-        while let Ok((id, reply)) = rx.try_recv() {
-            waiting.entry(id).or_default().push(reply);
+        while let Ok((key, reply)) = rx.try_recv() {
+            waiting.entry(key).or_default().push(reply);
         }
-        let ids: Vec<String> = waiting.keys().cloned().collect();
-        for chunk in ids.chunks(MAX_PAGE as usize) {
-            let request = DescribeDisksRequest {
+        let (mut ids, mut names) = (Vec::new(), Vec::new());
+        for key in waiting.keys() {
+            match key {
+                Key::Id(id) => ids.push(id.clone()),
+                Key::Name(name) => names.push(name.clone()),
+            }
+        }
+        let by_id = ids
+            .chunks(MAX_PAGE as usize)
+            .map(|chunk| DescribeDisksRequest {
                 disk_ids: chunk.to_vec(),
                 limit: Some(MAX_PAGE),
                 ..Default::default()
-            };
+            });
+        let by_name = names
+            .chunks(NAMES_PER_CALL)
+            .map(|chunk| DescribeDisksRequest {
+                filters: vec![Filter {
+                    name: "disk-name".into(),
+                    values: chunk.to_vec(),
+                }],
+                limit: Some(MAX_PAGE),
+                ..Default::default()
+            });
+        for request in by_id.chain(by_name) {
+            let keys: Vec<Key> = request
+                .disk_ids
+                .iter()
+                .map(|id| Key::Id(id.clone()))
+                .chain(
+                    request
+                        .filters
+                        .iter()
+                        .flat_map(|f| f.values.iter().map(|n| Key::Name(n.clone()))),
+                )
+                .collect();
             let result = cbs
                 .describe_disks(&request, Some(Instant::now() + DESCRIBE_TIMEOUT))
                 .await;
             match result {
                 Ok(response) => {
-                    let mut found: HashMap<String, Disk> = response
-                        .disk_set
-                        .into_iter()
-                        .map(|d| (d.disk_id.clone(), d))
-                        .collect();
-                    for id in chunk {
-                        for reply in waiting.remove(id).unwrap_or_default() {
-                            let _ = reply.send(Ok(found.get(id).cloned()));
+                    for key in keys {
+                        let matching: Vec<Disk> = response
+                            .disk_set
+                            .iter()
+                            .filter(|d| match &key {
+                                Key::Id(id) => d.disk_id == *id,
+                                Key::Name(name) => d.disk_name == *name,
+                            })
+                            .cloned()
+                            .collect();
+                        for reply in waiting.remove(&key).unwrap_or_default() {
+                            let _ = reply.send(Ok(matching.clone()));
                         }
-                        found.remove(id);
                     }
                 }
                 Err(error) => {
                     let shared = Arc::new(Error::Cloud(error));
-                    for id in chunk {
-                        for reply in waiting.remove(id).unwrap_or_default() {
+                    for key in keys {
+                        for reply in waiting.remove(&key).unwrap_or_default() {
                             let _ = reply.send(Err(Arc::clone(&shared)));
                         }
                     }

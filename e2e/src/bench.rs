@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use tonic::Code;
 
@@ -80,8 +79,9 @@ struct Floors {
     /// pay the simulator's durable (serialized) state write.
     create_call: Spread,
     terminate_call: Spread,
-    attach: Duration,
-    detach: Duration,
+    /// AttachDisks/DetachDisks of that many disks at once, until a describe sees the end state.
+    attach: Spread,
+    detach: Spread,
 }
 
 /// Retries one CSI step the way the sidecars do, recording every attempt's outcome.
@@ -199,7 +199,7 @@ async fn one_run(args: &BenchArgs, concurrency: usize) -> anyhow::Result<Run> {
         },
     )
     .await?;
-    let floors = measure_floors(&env, concurrency).await?;
+    let floors = measure_floors(args, &env, concurrency).await?;
     env.reset_sim_stats().await?;
     let run = tokio::sync::Mutex::new(Run::default());
     let kubelet = Kubelet::new(env.client().await?, &env.workdir);
@@ -239,12 +239,51 @@ async fn one_run(args: &BenchArgs, concurrency: usize) -> anyhow::Result<Run> {
 
 const SEQUENTIAL_RUNS: usize = 5;
 
+/// Sends AttachDisks (to `ATTACHED`) or DetachDisks (to `UNATTACHED`) for every disk at once and
+/// polls them all back to back; returns each disk's time from the start to its end state.
+async fn transition(
+    client: &csi_common::cloud::CloudClient,
+    ids: &[String],
+    target: &'static str,
+) -> anyhow::Result<Vec<Duration>> {
+    use csi_common::cloud::cbs::{CbsApi, DescribeDisksRequest, disk_state};
+    let start = Instant::now();
+    let sent = futures_join(ids.iter().map(|id| {
+        let client = client.clone();
+        let id = vec![id.clone()];
+        async move {
+            if target == disk_state::ATTACHED {
+                client.attach_disks(&id, crate::env::NODE_ID, None).await
+            } else {
+                client.detach_disks(&id, None, None).await
+            }
+        }
+    }))
+    .await;
+    for result in sent {
+        result?;
+    }
+    let mut pending: Vec<String> = ids.to_vec();
+    let mut done = Vec::new();
+    while !pending.is_empty() {
+        let request = DescribeDisksRequest {
+            disk_ids: pending.clone(),
+            limit: Some(100),
+            ..Default::default()
+        };
+        let found = client.describe_disks(&request, None).await?;
+        for disk in found.disk_set.iter().filter(|d| d.disk_state == target) {
+            done.push(start.elapsed());
+            pending.retain(|id| *id != disk.disk_id);
+        }
+    }
+    Ok(done)
+}
+
 /// Measures the floors with our cloud client against this run's simulator, before the driver's
 /// lifecycles start: the median of several tries each.
-async fn measure_floors(env: &Env, concurrency: usize) -> anyhow::Result<Floors> {
-    use csi_common::cloud::cbs::{
-        CbsApi, CreateDisksRequest, DescribeDisksRequest, Placement, disk_state,
-    };
+async fn measure_floors(args: &BenchArgs, env: &Env, concurrency: usize) -> anyhow::Result<Floors> {
+    use csi_common::cloud::cbs::{CbsApi, CreateDisksRequest, Placement, disk_state};
     use csi_common::cloud::{CloudClient, CloudConfig, CredentialSource, MetadataClient};
     let names = csi_common::cloud::credentials::COMMON_KEY_NAMES;
     let metadata = MetadataClient::new(&env.sim_url)?;
@@ -314,49 +353,37 @@ async fn measure_floors(env: &Env, concurrency: usize) -> anyhow::Result<Floors>
     }))
     .await;
     let terminates = terminated.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    let disk = client
-        .create_disks(&create, None)
-        .await?
-        .pop()
-        .context("no disk")?;
-    let ids = vec![disk.clone()];
-    let until = |state: &'static str| {
-        let (client, ids) = (client.clone(), ids.clone());
-        async move {
-            loop {
-                let request = DescribeDisksRequest {
-                    disk_ids: ids.clone(),
-                    ..Default::default()
-                };
-                let found = client.describe_disks(&request, None).await?;
-                if found
-                    .disk_set
-                    .first()
-                    .is_some_and(|d| d.disk_state == state)
-                {
-                    return anyhow::Ok(());
-                }
-            }
-        }
+    // Attach and detach as many disks at once as the run has lifecycles, paced at the
+    // simulator's own limit, while one back-to-back describe of them all notes when each arrives.
+    let ideal = {
+        let mut config = CloudConfig::new(&env.sim_url, crate::env::REGION);
+        config.rate_limit_per_action = args.attach_rate_limit;
+        let metadata = MetadataClient::new(&env.sim_url)?;
+        let credentials =
+            CredentialSource::discover(Some(&env.credentials_dir), names, |_| None, metadata)?;
+        CloudClient::new(config, credentials)?
     };
+    let rounds = if concurrency == 1 { 3 } else { 1 };
     let (mut attaches, mut detaches) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let start = Instant::now();
-        client.attach_disks(&ids, crate::env::NODE_ID, None).await?;
-        until(disk_state::ATTACHED).await?;
-        attaches.push(start.elapsed());
-        let start = Instant::now();
-        client.detach_disks(&ids, None, None).await?;
-        until(disk_state::UNATTACHED).await?;
-        detaches.push(start.elapsed());
+    for round in 0..rounds {
+        let mut ids = Vec::new();
+        for i in 0..concurrency {
+            let request = CreateDisksRequest {
+                disk_name: Some(format!("bench-floor-attach-{round}-{i}")),
+                ..create.clone()
+            };
+            ids.extend(ideal.create_disks(&request, None).await?);
+        }
+        attaches.extend(transition(&ideal, &ids, disk_state::ATTACHED).await?);
+        detaches.extend(transition(&ideal, &ids, disk_state::UNATTACHED).await?);
+        ideal.terminate_disks(&ids, None).await?;
     }
-    client.terminate_disks(&ids, None).await?;
     Ok(Floors {
         api_call: median(calls),
         create_call: p50_p99(creates),
         terminate_call: p50_p99(terminates),
-        attach: median(attaches),
-        detach: median(detaches),
+        attach: p50_p99(attaches),
+        detach: p50_p99(detaches),
     })
 }
 
@@ -393,24 +420,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// The simulator's floor for `rpc` for the `rank`-th of `n` simultaneous callers.
 /// The floor of `rpc` at `quantile` for `n` simultaneous callers.
-fn floor(args: &BenchArgs, floors: Floors, rpc: &str, n: usize, quantile: f64) -> Option<Duration> {
+fn floor(floors: Floors, rpc: &str, quantile: f64) -> Option<Duration> {
     let l = floors.api_call;
-    let rank = n as f64 * quantile;
-    let queue = Duration::from_secs_f64(
-        ((rank - args.attach_rate_limit) / args.attach_rate_limit).max(0.0),
-    );
     match rpc {
         // A look by name (idempotency needs it), then the create.
         "CreateVolume" => Some(l + floors.create_call.at(quantile)),
         // A look at the current state (idempotency needs it), then the ideal attach or detach.
-        "ControllerPublishVolume" => Some(l + floors.attach + queue),
-        "ControllerUnpublishVolume" => Some(l + floors.detach + queue),
+        "ControllerPublishVolume" => Some(l + floors.attach.at(quantile)),
+        "ControllerUnpublishVolume" => Some(l + floors.detach.at(quantile)),
         "DeleteVolume" => Some(floors.terminate_call.at(quantile)),
         _ => None,
     }
 }
 
-fn print_run(args: &BenchArgs, n: usize, run: &Run) {
+fn print_run(n: usize, run: &Run) {
     let lifecycles = if n == 1 { SEQUENTIAL_RUNS } else { n };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -419,8 +442,8 @@ fn print_run(args: &BenchArgs, n: usize, run: &Run) {
         ms(run.floors.api_call),
         ms(run.floors.create_call.p50),
         ms(run.floors.terminate_call.p50),
-        ms(run.floors.attach),
-        ms(run.floors.detach)
+        ms(run.floors.attach.p50),
+        ms(run.floors.detach.p50)
     );
     println!(
         "  {:<27} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8}",
@@ -430,10 +453,7 @@ fn print_run(args: &BenchArgs, n: usize, run: &Run) {
         let mut samples = run.latencies.get(rpc).cloned().unwrap_or_default();
         samples.sort();
         let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-        match (
-            floor(args, run.floors, rpc, n, 0.5),
-            floor(args, run.floors, rpc, n, 0.99),
-        ) {
+        match (floor(run.floors, rpc, 0.5), floor(run.floors, rpc, 0.99)) {
             (Some(f50), Some(f99)) => println!(
                 "  {:<27} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>7.2}x {:>8}",
                 rpc,
@@ -480,9 +500,9 @@ pub async fn run_cbs(args: BenchArgs) -> anyhow::Result<()> {
         args.latency_ms, args.attach_ms, args.detach_ms, args.attach_rate_limit
     );
     let single = one_run(&args, 1).await?;
-    print_run(&args, 1, &single);
+    print_run(1, &single);
     let many = one_run(&args, args.concurrency).await?;
-    print_run(&args, args.concurrency, &many);
+    print_run(args.concurrency, &many);
     println!(
         "\nAPI calls per volume: {:.1} at 1, {:.1} at {} (target: no more at {} than at 1)",
         single.api_calls as f64 / SEQUENTIAL_RUNS as f64,
