@@ -763,3 +763,39 @@ async fn expansion_validation_and_modification() {
     );
     served.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stuck_attach_is_reported_not_waited_on_forever() {
+    let served = Served::start_with(
+        Driver::Cbs,
+        &["--fault", "AttachDisks:stuck=true"],
+        &["--attach-timeout-secs", "1"],
+    )
+    .await
+    .unwrap();
+    let mut c = served.client().await.unwrap();
+    let id = new_volume(&mut c, "pvc-stuck", 10).await.volume_id;
+    // The first call may run out its own deadline while ATTACHING; the watchdog then says why.
+    let mut last = (Code::Ok, String::new());
+    for _ in 0..5 {
+        let mut request = tonic::Request::new(pb::ControllerPublishVolumeRequest {
+            volume_id: id.clone(),
+            node_id: NODE.into(),
+            volume_capability: Some(mount_cap(Mode::SingleNodeWriter)),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_millis(1500));
+        last = code(c.controller.controller_publish_volume(request).await);
+        if last.0 == Code::Internal {
+            break;
+        }
+        assert_eq!(last.0, Code::DeadlineExceeded, "{}", last.1);
+    }
+    assert_eq!(last.0, Code::Internal, "{}", last.1);
+    assert!(
+        last.1.contains("ATTACHING") && last.1.contains("attach timeout"),
+        "{}",
+        last.1
+    );
+    served.stop().await.unwrap();
+}
