@@ -3,12 +3,14 @@
 //!
 //! This module owns transport concerns only; it must not know any driver's storage.
 
+pub mod client;
 pub mod endpoint;
 pub mod identity;
 pub mod inflight;
 pub mod rpclog;
 pub mod server;
 
+pub use client::connect_unix;
 pub use csi_proto::v1 as pb;
 pub use endpoint::{Endpoint, EndpointError};
 pub use identity::{IdentityService, PluginCaps};

@@ -11,24 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use csi_common::csi::{Endpoint, IdentityService, PluginCaps, pb, serve};
-use hyper_util::rt::TokioIo;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Uri};
+use tonic::transport::Channel;
 
 async fn channel(socket: &Path) -> Channel {
-    let path = socket.to_owned();
-    tonic::transport::Endpoint::try_from("http://[::1]:1")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await
-        .unwrap()
+    csi_common::csi::connect_unix(socket).await.unwrap()
 }
 
 /// A `MakeWriter` that appends to a shared buffer.

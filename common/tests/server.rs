@@ -7,25 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use csi_common::csi::{Endpoint, IdentityService, PluginCaps, ServeError, pb, serve};
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Uri};
+use tonic::transport::Channel;
 
 async fn channel(socket: &Path) -> Channel {
-    let path = socket.to_owned();
-    tonic::transport::Endpoint::try_from("http://[::1]:1")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await
-        .unwrap()
+    csi_common::csi::connect_unix(socket).await.unwrap()
 }
 
 fn routes() -> Routes {

@@ -150,6 +150,40 @@ fn volume_proto(disk: &Disk, content_source: Option<pb::VolumeContentSource>) ->
     }
 }
 
+/// `(required_bytes, limit_bytes)` of a capacity range; negative values are invalid.
+fn capacity_bytes(range: &pb::CapacityRange) -> Result<(u64, u64)> {
+    match (
+        u64::try_from(range.required_bytes),
+        u64::try_from(range.limit_bytes),
+    ) {
+        (Ok(required), Ok(limit)) => Ok((required, limit)),
+        _ => Err(Error::InvalidArgument(
+            "capacity_range must not be negative".into(),
+        )),
+    }
+}
+
+/// A page of `total` items starting at `offset`, with `len` on it: ABORTED when the token points
+/// past the end, else the token of the next page (empty when this is the last).
+fn next_token(
+    offset: u64,
+    len: usize,
+    total: u64,
+    what: &str,
+) -> std::result::Result<String, Status> {
+    if offset > 0 && offset >= total && len == 0 {
+        return Err(Status::aborted(format!(
+            "starting_token {offset} is past the end ({total} {what})"
+        )));
+    }
+    let next = offset + len as u64;
+    Ok(if next < total {
+        next.to_string()
+    } else {
+        String::new()
+    })
+}
+
 /// Offset pagination tokens: the token is the next offset. A token we did not issue is ABORTED,
 /// as the spec asks.
 fn parse_token(token: &str) -> std::result::Result<u64, Status> {
@@ -544,17 +578,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         check_capabilities(&req.volume_capabilities)?;
         let params = CbsParams::parse(&req.parameters).map_err(Error::from)?;
         let range = req.capacity_range.unwrap_or_default();
-        let (required_bytes, limit_bytes) = match (
-            u64::try_from(range.required_bytes),
-            u64::try_from(range.limit_bytes),
-        ) {
-            (Ok(r), Ok(l)) => (r, l),
-            _ => {
-                return Err(
-                    Error::InvalidArgument("capacity_range must not be negative".into()).into(),
-                );
-            }
-        };
+        let (required_bytes, limit_bytes) = capacity_bytes(&range)?;
         let mut gib =
             size_gib(&params.disk_type, required_bytes, limit_bytes).map_err(Error::from)?;
         let snapshot_id = match req
@@ -801,13 +825,12 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .describe_disks(&describe, Some(deadline))
             .await
             .map_err(Error::from)?;
-        if offset > 0 && offset >= response.total_count && response.disk_set.is_empty() {
-            return Err(Status::aborted(format!(
-                "starting_token {offset} is past the end ({} volumes)",
-                response.total_count
-            )));
-        }
-        let next = offset + response.disk_set.len() as u64;
+        let next_token = next_token(
+            offset,
+            response.disk_set.len(),
+            response.total_count,
+            "volumes",
+        )?;
         let entries = response
             .disk_set
             .iter()
@@ -822,11 +845,6 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 }
             })
             .collect();
-        let next_token = if next < response.total_count {
-            next.to_string()
-        } else {
-            String::new()
-        };
         Ok(Response::new(pb::ListVolumesResponse {
             entries,
             next_token,
@@ -984,20 +1002,15 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .describe_snapshots(&describe, Some(deadline))
             .await
             .map_err(Error::from)?;
-        if offset > 0 && offset >= response.total_count && response.snapshot_set.is_empty() {
-            return Err(Status::aborted(format!(
-                "starting_token {offset} is past the end ({} snapshots)",
-                response.total_count
-            )));
-        }
-        let next = offset + response.snapshot_set.len() as u64;
+        let next_token = next_token(
+            offset,
+            response.snapshot_set.len(),
+            response.total_count,
+            "snapshots",
+        )?;
         Ok(Response::new(pb::ListSnapshotsResponse {
             entries: response.snapshot_set.iter().map(to_entry).collect(),
-            next_token: if next < response.total_count {
-                next.to_string()
-            } else {
-                String::new()
-            },
+            next_token,
         }))
     }
 
@@ -1013,17 +1026,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         let range = req
             .capacity_range
             .ok_or_else(|| required("capacity_range"))?;
-        let (required_bytes, limit_bytes) = match (
-            u64::try_from(range.required_bytes),
-            u64::try_from(range.limit_bytes),
-        ) {
-            (Ok(r), Ok(l)) => (r, l),
-            _ => {
-                return Err(
-                    Error::InvalidArgument("capacity_range must not be negative".into()).into(),
-                );
-            }
-        };
+        let (required_bytes, limit_bytes) = capacity_bytes(&range)?;
         let node_expansion_required = is_mount(req.volume_capability.as_ref());
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let disk = self.existing_disk(&req.volume_id).await?;

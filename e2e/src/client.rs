@@ -1,12 +1,11 @@
 //! A CSI client over a unix socket, with every service's stub.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use csi_proto::v1 as pb;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
 pub struct CsiClient {
@@ -18,18 +17,7 @@ pub struct CsiClient {
 impl CsiClient {
     /// Connects to `socket` (a path). Fails fast if nothing listens there.
     pub async fn connect(socket: &Path) -> anyhow::Result<CsiClient> {
-        let path: PathBuf = socket.to_owned();
-        // The URI is required by tonic but unused: the connector dials the socket.
-        let channel = Endpoint::try_from("http://[::1]:1")?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
+        let channel = csi_common::csi::connect_unix(socket)
             .await
             .with_context(|| format!("cannot connect to {}", socket.display()))?;
         Ok(CsiClient {
