@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use e2e::{Driver, Env, EnvOptions};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +100,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sim_args,
                 driver_args,
             };
+            // Handlers first: a client may stop us the moment it reads `ready` (or before).
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
             let mut env = Env::start(driver, options).await?;
             eprintln!(
                 "e2e: {} against tcloud-sim at {}; logs in {}",
@@ -108,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("ready {}", socket.display());
             std::io::stdout().flush()?;
-            let exited = wait_for_signal_or_exit(&mut env).await;
+            let exited = wait_for_signal_or_exit(&mut env, &mut term, &mut int).await;
             env.stop().await?;
             if let Some(name) = exited {
                 anyhow::bail!("{name} exited on its own; see its log above");
@@ -119,14 +123,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Waits for SIGTERM/SIGINT; returns the name of a child that died first, if any.
-async fn wait_for_signal_or_exit(env: &mut Env) -> Option<String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return Some("signal handler".to_owned());
-    };
+async fn wait_for_signal_or_exit(
+    env: &mut Env,
+    term: &mut Signal,
+    int: &mut Signal,
+) -> Option<String> {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tokio::select! {

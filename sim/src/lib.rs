@@ -399,6 +399,8 @@ fn read_keys(path: &Path) -> anyhow::Result<HashMap<String, String>> {
 
 /// Runs the simulator until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Handlers before the `listening` line: whoever reads it may stop us at once.
+    let shutdown = shutdown_signal();
     let sim = Sim::new(&args)?;
     // The data plane first: what the state says is attached is attached before the first call.
     sim.cbs.reconcile().await;
@@ -415,7 +417,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, region = %sim.config.region, services = ?sim.services, "simulator ready");
     let served = axum::serve(listener, sim.router())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("server failed");
     ticker.abort();
@@ -425,18 +427,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     served
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now; the future completes on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
+            _ => std::future::pending().await,
         }
-        _ => std::future::pending().await,
     }
 }

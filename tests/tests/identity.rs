@@ -27,7 +27,7 @@ async fn every_driver_answers_identity_and_stops_clean() {
             .await
             .unwrap()
             .into_inner();
-        // No driver serves a controller yet, so none may claim one.
+        // Honest capabilities: CONTROLLER_SERVICE is claimed exactly when the service answers.
         let claims_controller = caps.capabilities.iter().any(|c| {
             matches!(
                 &c.r#type,
@@ -35,15 +35,24 @@ async fn every_driver_answers_identity_and_stops_clean() {
                     if s.r#type == pb::plugin_capability::service::Type::ControllerService as i32
             )
         });
-        assert!(
-            !claims_controller,
-            "{driver:?} claims CONTROLLER_SERVICE without serving it"
-        );
-        let unserved = client
+        let serves_controller = match client
             .controller
             .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
-            .await;
-        assert_eq!(unserved.unwrap_err().code(), tonic::Code::Unimplemented);
+            .await
+        {
+            Ok(_) => true,
+            Err(status) if status.code() == tonic::Code::Unimplemented => false,
+            Err(status) => panic!("{driver:?}: ControllerGetCapabilities failed: {status}"),
+        };
+        assert_eq!(
+            claims_controller, serves_controller,
+            "{driver:?}: claims a controller: {claims_controller}, serves one: {serves_controller}"
+        );
+        assert_eq!(
+            serves_controller,
+            driver == Driver::Cbs,
+            "{driver:?}: only csi-cbs has a controller so far"
+        );
 
         let probe = client
             .identity
