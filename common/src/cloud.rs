@@ -7,6 +7,7 @@
 //! issues next to it).
 
 pub mod cbs;
+pub mod cfs;
 pub mod client;
 pub mod credentials;
 pub mod cvm;

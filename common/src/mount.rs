@@ -11,6 +11,7 @@ pub mod command;
 pub mod fake;
 pub mod linux;
 pub mod mountinfo;
+pub mod ops;
 pub mod options;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,8 @@ pub enum MountError {
         "growing the {fs_type} filesystem on {device} while mounted is not permitted here (online ext4 growth needs CAP_SYS_RESOURCE); it grows when the volume is next staged, e.g. when its pod restarts"
     )]
     ResizeNotPermitted { device: String, fs_type: String },
+    #[error("{path} still has mounts after unmounting it 16 times")]
+    TooManyMounts { path: String },
 }
 
 impl MountError {

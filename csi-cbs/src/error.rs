@@ -1,6 +1,6 @@
 //! The driver's one error type, and its one exhaustive mapping to gRPC status codes.
 
-use csi_common::cloud::{CloudError, ErrorKind};
+use csi_common::cloud::CloudError;
 use csi_common::csi::error_chain;
 use csi_common::mount::MountError;
 use tonic::{Code, Status};
@@ -43,34 +43,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The gRPC code for a cloud error kind.
-pub fn cloud_code(error: &CloudError) -> Code {
-    if error.is_deadline() {
-        return Code::DeadlineExceeded;
-    }
-    match error.kind() {
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::Throttled | ErrorKind::Busy | ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::Auth => Code::PermissionDenied,
-        ErrorKind::Quota => Code::ResourceExhausted,
-        ErrorKind::Other => Code::Internal,
-    }
-}
-
-fn mount_code(error: &MountError) -> Code {
-    match error {
-        MountError::UnsupportedFs(_) => Code::InvalidArgument,
-        MountError::NotBlank { .. } => Code::FailedPrecondition,
-        // Online ext4 growth without CAP_SYS_RESOURCE: growth at the next staging works, so retry.
-        MountError::ResizeNotPermitted { .. } => Code::Unavailable,
-        MountError::Io { .. }
-        | MountError::Command(_)
-        | MountError::Mount { .. }
-        | MountError::Unmount { .. } => Code::Internal,
-    }
-}
+pub use csi_common::csi::{cloud_code, mount_code};
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::csi::{InFlight, pb};
+use csi_common::mount::ops::{healthy_mount, remove_target, unmount_all};
 use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter, libc_errno};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -22,8 +23,6 @@ use crate::topology::TOPOLOGY_KEY;
 pub const DEFAULT_FS: &str = "ext4";
 /// A filesystem this much smaller than its device is grown (slack for metadata rounding).
 const GROW_SLACK_BYTES: u64 = 64 << 20;
-/// How many stacked mounts an unmount loop peels off before giving up.
-const MAX_STACKED: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -103,37 +102,7 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Mount(MountError::Io { path, what, source })
 }
 
-/// Unmounts every mount stacked at `path`.
-fn unmount_all<M: Mounter>(mounter: &M, path: &Path) -> Result<()> {
-    for _ in 0..MAX_STACKED {
-        if !mounter.unmount(path)? {
-            return Ok(());
-        }
-    }
-    Err(Error::Internal(format!(
-        "{} still has mounts after {MAX_STACKED} unmounts",
-        path.display()
-    )))
-}
 
-/// True when `path` is a mount point whose filesystem answers.
-fn healthy_mount<M: Mounter>(
-    mounter: &M,
-    path: &Path,
-) -> Result<Option<csi_common::mount::MountInfo>> {
-    let Some(info) = mounter.mount_at(path)? else {
-        return Ok(None);
-    };
-    match mounter.stats(path) {
-        Ok(_) => Ok(Some(info)),
-        Err(e) if e.is_broken_mount() => {
-            tracing::warn!(path = %path.display(), error = %e, "broken mount: unmounting to mount again");
-            unmount_all(mounter, path)?;
-            Ok(None)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// Stages a filesystem volume: format only a blank device, mount, grow when the device is larger.
 fn stage_mount<M: Mounter>(
@@ -245,22 +214,6 @@ fn bind_device<M: Mounter>(mounter: &M, device: &Path, file: &Path, read_only: b
     Ok(())
 }
 
-/// Removes a target the driver made: an empty directory or a device file, never anything else.
-fn remove_target(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(path, "cannot inspect the target")(e)),
-        Ok(meta) if meta.is_dir() => match std::fs::remove_dir(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(
-                path,
-                "cannot remove the target directory (is it empty?)",
-            )(e)),
-        },
-        Ok(_) => std::fs::remove_file(path).map_err(io(path, "cannot remove the target file")),
-    }
-}
 
 impl<M: Mounter + 'static> NodeService<M> {
     pub fn new(mounter: Arc<M>, config: NodeConfig) -> Self {
@@ -368,7 +321,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                 unmount_all(m, &block_file)?;
                 remove_target(&block_file)?;
             }
-            unmount_all(m, &staging)
+            Ok(unmount_all(m, &staging)?)
         })
         .await?;
         Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
@@ -449,7 +402,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let _guard = self.inflight.acquire(&req.volume_id)?;
         blocking(&self.mounter, move |m| {
             unmount_all(m, &target)?;
-            remove_target(&target)
+            Ok(remove_target(&target)?)
         })
         .await?;
         Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))
