@@ -51,9 +51,7 @@ pub fn mount_code(error: &crate::mount::MountError) -> tonic::Code {
         | MountError::Io { .. }
         | MountError::Mount { .. }
         | MountError::Unmount { .. }
-        | MountError::TooManyMounts { .. } => {
-            tonic::Code::Internal
-        }
+        | MountError::TooManyMounts { .. } => tonic::Code::Internal,
     }
 }
 

@@ -1,15 +1,32 @@
-//! `csi-cfs`: the CSI driver for Tencent Cloud CFS NFS file systems.
+//! `csi-cfs`: the CSI driver for Tencent Cloud CFS NFS file systems: a whole file system per
+//! volume, or a subdirectory per volume on a shared file system (`subdir-share: "true"`).
 //!
-//! The crate owns what is particular to this driver (its parameters, its services); the gRPC
-//! transport, the cloud protocol and the mount layer live in `csi-common`.
+//! The crate owns what is particular to CFS: parameters and volume IDs ([`params`]), NFS sources
+//! and mounting ([`nfs`]), the controller ([`controller`]) and node ([`node`]) services.
+
+pub mod controller;
+pub mod error;
+pub mod nfs;
+pub mod node;
+pub mod params;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
+use csi_common::mount::LinuxMounter;
 use tonic::service::Routes;
 
-/// The name Tencent's driver registers, so existing StorageClasses and PVs keep working.
+use controller::{ControllerConfig, ControllerService};
+use nfs::NfsMounter;
+use node::{NodeConfig, NodeService};
+
+/// The name Tencent's driver registers; TKE's shared-instance StorageClasses each had their own,
+/// `com.tencent.cloud.csi.tcfs.<name>`: pass that with --driver-name.
 pub const DRIVER_NAME: &str = "com.tencent.cloud.csi.cfs";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -29,32 +46,98 @@ pub const KEY_NAMES: &[KeyNames] = &[KeyNames {
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// Where the node mounts each file system once, for all its volumes.
+    #[arg(long, default_value = "/var/lib/csi-cfs/mounts")]
+    pub mounts_dir: PathBuf,
+
+    /// Where the controller mounts shared instances to manage their subdirectories.
+    #[arg(long, default_value = "/var/lib/csi-cfs/controller")]
+    pub controller_dir: PathBuf,
+
+    /// The program that mounts (run with an argument vector, killed at the timeout).
+    #[arg(long, default_value = "mount")]
+    pub mount_program: String,
+
+    /// Seconds a mount may take before it is killed and the call fails.
+    #[arg(long, default_value_t = 60)]
+    pub mount_timeout_secs: u64,
+
+    /// Test seam for machines without an NFS client: resolve NFS sources through a tcloud-sim
+    /// export table (<state-dir>/cfs/exports) and bind-mount them instead of `mount -t nfs`.
+    #[arg(long)]
+    pub sim_nfs_exports: Option<PathBuf>,
+
+    /// This instance's zone, the default zone of new file systems; else instance metadata.
+    #[arg(long, env = "NODE_ZONE")]
+    pub node_zone: Option<String>,
 }
 
-/// What this process really serves. Only the identity service exists so far: the controller and
-/// node services arrive with this driver's own issue, and the capabilities grow with them.
-pub fn plugin_caps(_mode: Mode) -> PluginCaps {
-    PluginCaps::default()
+/// What this process serves. NFS volumes have no topology and no attach.
+pub fn plugin_caps(mode: Mode) -> PluginCaps {
+    PluginCaps {
+        controller_service: mode.controller(),
+        ..PluginCaps::default()
+    }
 }
 
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
+    let shutdown = shutdown_signal();
+    let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
+    let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
+    let mut routes = Routes::new(identity.into_server());
+    let timeout = Duration::from_secs(config.mount_timeout_secs);
+    let nfs = match &config.sim_nfs_exports {
+        Some(exports) => {
+            tracing::warn!(exports = %exports.display(), "NFS sources resolve through the simulator's export table (test seam)");
+            NfsMounter::SimExports {
+                exports: exports.clone(),
+                program: config.mount_program.clone(),
+                timeout,
+            }
+        }
+        None => NfsMounter::Kernel {
+            program: config.mount_program.clone(),
+            timeout,
+        },
+    };
+    let mounter = Arc::new(LinuxMounter::default());
     if common.mode.controller() {
-        // Fail now, with the reason, if the keys are unreadable or the endpoint is malformed.
         let cloud = common.cloud_client(KEY_NAMES).await?;
+        let default_zone = match &config.node_zone {
+            Some(zone) => Some(zone.clone()),
+            None => common.metadata_client()?.zone().await.ok(),
+        };
         tracing::info!(region = cloud.region(), "cloud client ready");
+        let controller = ControllerService::new(
+            Arc::new(cloud),
+            Arc::clone(&mounter),
+            ControllerConfig {
+                driver_name: driver_name.clone(),
+                work_dir: config.controller_dir.clone(),
+                nfs: nfs.clone(),
+                default_zone,
+            },
+        );
+        routes = routes.add_service(controller.into_server());
     }
-    let identity = IdentityService::new(
-        common.driver_name_or(DRIVER_NAME),
-        VERSION,
-        plugin_caps(common.mode),
-    );
-    serve(
-        &common.endpoint,
-        Routes::new(identity.into_server()),
-        shutdown_signal(),
-    )
-    .await?;
+    if common.mode.node() {
+        let node = NodeService::new(
+            Arc::clone(&mounter),
+            NodeConfig {
+                node_id: common.node_id.clone().unwrap_or_default(),
+                mounts_dir: config.mounts_dir.clone(),
+                nfs,
+            },
+        );
+        routes = routes.add_service(node.into_server());
+    }
+    let served = serve(&common.endpoint, routes, shutdown).await;
+    if common.mode.controller() {
+        controller::unmount_work_dir(mounter.as_ref(), &config.controller_dir);
+    }
+    served?;
     Ok(())
 }

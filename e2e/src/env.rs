@@ -187,6 +187,19 @@ impl Env {
                 instance.join("sys").display().to_string(),
             ]);
         }
+        if driver_kind == Driver::Cfs {
+            // No NFS client in this kernel: the documented seam resolves the simulator's exports.
+            driver_args.extend([
+                "--sim-nfs-exports".to_owned(),
+                state_dir.join("cfs/exports").display().to_string(),
+                "--mounts-dir".to_owned(),
+                workdir.join("cfs-mounts").display().to_string(),
+                "--controller-dir".to_owned(),
+                workdir.join("cfs-controller").display().to_string(),
+            ]);
+            track(workdir.join("cfs-mounts"));
+            track(workdir.join("cfs-controller"));
+        }
         driver_args.extend(options.driver_args);
         let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
         let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;

@@ -73,7 +73,10 @@ pub struct FileSystem {
 
 impl FileSystem {
     pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.iter().find(|t| t.tag_key == key).map(|t| t.tag_value.as_str())
+        self.tags
+            .iter()
+            .find(|t| t.tag_key == key)
+            .map(|t| t.tag_value.as_str())
     }
 }
 
@@ -148,7 +151,11 @@ pub trait CfsApi: Send + Sync + 'static {
         file_system_id: &str,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Vec<MountTarget>, CloudError>> + Send;
-    fn delete_file_system(&self, file_system_id: &str, deadline: Option<Instant>) -> impl Future<Output = Result<(), CloudError>> + Send;
+    fn delete_file_system(
+        &self,
+        file_system_id: &str,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
     /// A group quota: `capacity_gib` for files owned by group `gid`.
     fn set_group_quota(
         &self,
@@ -160,8 +167,14 @@ pub trait CfsApi: Send + Sync + 'static {
 }
 
 impl CfsApi for CloudClient {
-    async fn create_file_system(&self, request: &CreateFileSystemRequest, deadline: Option<Instant>) -> Result<String, CloudError> {
-        let response: CreateFileSystemResponse = self.call(CFS, "CreateCfsFileSystem", request, deadline).await?;
+    async fn create_file_system(
+        &self,
+        request: &CreateFileSystemRequest,
+        deadline: Option<Instant>,
+    ) -> Result<String, CloudError> {
+        let response: CreateFileSystemResponse = self
+            .call(CFS, "CreateCfsFileSystem", request, deadline)
+            .await?;
         Ok(response.file_system_id)
     }
 
@@ -170,24 +183,49 @@ impl CfsApi for CloudClient {
         request: &DescribeFileSystemsRequest,
         deadline: Option<Instant>,
     ) -> Result<DescribeFileSystemsResponse, CloudError> {
-        self.call(CFS, "DescribeCfsFileSystems", request, deadline).await
+        self.call(CFS, "DescribeCfsFileSystems", request, deadline)
+            .await
     }
 
-    async fn describe_mount_targets(&self, file_system_id: &str, deadline: Option<Instant>) -> Result<Vec<MountTarget>, CloudError> {
+    async fn describe_mount_targets(
+        &self,
+        file_system_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<MountTarget>, CloudError> {
         let response: DescribeMountTargetsResponse = self
-            .call(CFS, "DescribeMountTargets", &FileSystemIdRequest { file_system_id }, deadline)
+            .call(
+                CFS,
+                "DescribeMountTargets",
+                &FileSystemIdRequest { file_system_id },
+                deadline,
+            )
             .await?;
         Ok(response.mount_targets)
     }
 
-    async fn delete_file_system(&self, file_system_id: &str, deadline: Option<Instant>) -> Result<(), CloudError> {
+    async fn delete_file_system(
+        &self,
+        file_system_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(), CloudError> {
         let _: IgnoredAny = self
-            .call(CFS, "DeleteCfsFileSystem", &FileSystemIdRequest { file_system_id }, deadline)
+            .call(
+                CFS,
+                "DeleteCfsFileSystem",
+                &FileSystemIdRequest { file_system_id },
+                deadline,
+            )
             .await?;
         Ok(())
     }
 
-    async fn set_group_quota(&self, file_system_id: &str, gid: u32, capacity_gib: u64, deadline: Option<Instant>) -> Result<(), CloudError> {
+    async fn set_group_quota(
+        &self,
+        file_system_id: &str,
+        gid: u32,
+        capacity_gib: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), CloudError> {
         let request = SetUserQuotaRequest {
             file_system_id,
             user_type: "Gid",

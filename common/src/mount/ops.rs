@@ -20,12 +20,17 @@ pub fn unmount_all<M: Mounter + ?Sized>(mounter: &M, path: &Path) -> Result<(), 
             return Ok(());
         }
     }
-    Err(MountError::TooManyMounts { path: path.display().to_string() })
+    Err(MountError::TooManyMounts {
+        path: path.display().to_string(),
+    })
 }
 
 /// The mount at `path` if it answers. A broken one (ENOTCONN, EIO, ESTALE) is unmounted so the
 /// caller mounts it again, and reads as `None`.
-pub fn healthy_mount<M: Mounter + ?Sized>(mounter: &M, path: &Path) -> Result<Option<MountInfo>, MountError> {
+pub fn healthy_mount<M: Mounter + ?Sized>(
+    mounter: &M,
+    path: &Path,
+) -> Result<Option<MountInfo>, MountError> {
     let Some(info) = mounter.mount_at(path)? else {
         return Ok(None);
     };
@@ -49,7 +54,10 @@ pub fn remove_target(path: &Path) -> Result<(), MountError> {
         Ok(meta) if meta.is_dir() => match std::fs::remove_dir(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(path, "cannot remove the target directory (is it empty?)")(e)),
+            Err(e) => Err(io(
+                path,
+                "cannot remove the target directory (is it empty?)",
+            )(e)),
         },
         Ok(_) => std::fs::remove_file(path).map_err(io(path, "cannot remove the target file")),
     }

@@ -1,0 +1,425 @@
+//! NFS sources, their mount options, and how they are mounted.
+//!
+//! A real node runs `mount -t nfs -o <options> <source> <target>` as a supervised child process
+//! with a timeout, killed when hung. This machine's kernel has no NFS client, so the one explicit
+//! seam is [`NfsMounter::SimExports`]: it resolves a simulator-owned source through the
+//! simulator's export table (`<exports>/<ip>` links to the file system's directory, `<ip>.fsid`
+//! holds its FSID) and bind-mounts the directory, through the same supervised `mount` program.
+//! Everything above this module runs as on a real node.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csi_common::mount::{MountError, run_command};
+
+/// Where a volume lives: the PV attributes `host`, `path`, `vers`, `fsid`, `options`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NfsSource {
+    pub host: String,
+    /// Absolute path inside the file system, `/` for its root.
+    pub path: String,
+    pub vers: u8,
+    /// Needed for NFSv3, whose export is `/<fsid>`.
+    pub fsid: Option<String>,
+    /// Extra mount options from the `options` attribute.
+    pub options: Vec<String>,
+}
+
+/// Our defaults, each overridable: hard mounts with a long timeout, as CFS recommends.
+const DEFAULT_OPTIONS: [&str; 3] = ["hard", "timeo=600", "retrans=2"];
+
+fn option_key(option: &str) -> &str {
+    let key = option.split('=').next().unwrap_or(option);
+    // hard/soft and the like are one setting with two spellings.
+    match key {
+        "soft" | "hard" => "hard|soft",
+        "ro" | "rw" => "ro|rw",
+        other => other,
+    }
+}
+
+impl NfsSource {
+    /// Reads the volume context (static PVs and our own volumes alike).
+    pub fn from_context(context: &HashMap<String, String>) -> Result<NfsSource, String> {
+        let host = context
+            .get("host")
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .ok_or("volume attribute host is required")?;
+        if host.contains(['/', ' ', ',']) {
+            return Err(format!(
+                "volume attribute host {host:?} is not a host name or address"
+            ));
+        }
+        let path = context
+            .get("path")
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/");
+        if !path.starts_with('/')
+            || path.split('/').any(|segment| segment == "..")
+            || path.contains(',')
+        {
+            return Err(format!(
+                "volume attribute path {path:?} must be absolute and must not contain .."
+            ));
+        }
+        let vers = match context.get("vers").map(|v| v.trim()) {
+            None | Some("") | Some("4") | Some("4.0") => 4,
+            Some("3") => 3,
+            Some(other) => return Err(format!("volume attribute vers {other:?} must be 3 or 4")),
+        };
+        let fsid = context
+            .get("fsid")
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty());
+        if let Some(fsid) = &fsid
+            && !fsid.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(format!(
+                "volume attribute fsid {fsid:?} must be alphanumeric"
+            ));
+        }
+        if vers == 3 && fsid.is_none() {
+            return Err(
+                "volume attribute fsid is required for NFS v3 (the export is /<fsid>)".into(),
+            );
+        }
+        let options = context
+            .get("options")
+            .map(|o| {
+                o.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(NfsSource {
+            host: host.to_owned(),
+            path: path.trim_end_matches('/').to_owned(),
+            vers,
+            fsid,
+            options,
+        }
+        .normalized())
+    }
+
+    fn normalized(mut self) -> Self {
+        if self.path.is_empty() {
+            self.path = "/".into();
+        }
+        self
+    }
+
+    /// The same file system's root.
+    pub fn root(&self) -> NfsSource {
+        NfsSource {
+            path: "/".into(),
+            ..self.clone()
+        }
+    }
+
+    /// The mount source: `<host>:<path>` for v4, `<host>:/<fsid><path>` for v3.
+    pub fn device(&self) -> String {
+        let path = if self.path == "/" {
+            ""
+        } else {
+            self.path.as_str()
+        };
+        match (self.vers, &self.fsid) {
+            (3, Some(fsid)) => format!("{}:/{fsid}{path}", self.host),
+            _ => format!("{}:{}", self.host, if path.is_empty() { "/" } else { path }),
+        }
+    }
+
+    /// Mount options: the old driver's (`vers`, `noresvport` with an fsid, `nolock,proto=tcp` for
+    /// v3), our defaults (`hard,timeo=600,retrans=2`), then the `options` attribute, then the
+    /// capability's mount flags; a later option replaces an earlier one with the same key.
+    pub fn mount_options(&self, flags: &[String], read_only: bool) -> Vec<String> {
+        let mut options: Vec<String> = vec![format!("vers={}", self.vers)];
+        if self.fsid.is_some() {
+            options.push("noresvport".into());
+        }
+        if self.vers == 3 {
+            options.extend(["nolock".to_owned(), "proto=tcp".to_owned()]);
+        }
+        options.extend(DEFAULT_OPTIONS.iter().map(|o| o.to_string()));
+        for option in self.options.iter().chain(flags) {
+            options.retain(|o| option_key(o) != option_key(option));
+            options.push(option.clone());
+        }
+        if read_only {
+            options.retain(|o| option_key(o) != "ro|rw");
+            options.push("ro".into());
+        }
+        options
+    }
+
+    /// A short stable name for this file system and option set (one node-wide mount each).
+    pub fn mount_key(&self, flags: &[String]) -> String {
+        let root = self.root();
+        let options = root.mount_options(flags, false).join(",");
+        let host: String = self
+            .host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!(
+            "{host}-{}",
+            &csi_common::cloud::client_token(&[&root.device(), &options])[..12]
+        )
+    }
+}
+
+/// How NFS sources get mounted on this node.
+#[derive(Debug, Clone)]
+pub enum NfsMounter {
+    /// The kernel's NFS client, through `mount -t nfs`.
+    Kernel { program: String, timeout: Duration },
+    /// The simulator's export table (the documented seam on machines without an NFS client).
+    SimExports {
+        exports: PathBuf,
+        program: String,
+        timeout: Duration,
+    },
+}
+
+impl NfsMounter {
+    /// The exact argument vector of `mount` for a real NFS mount.
+    pub fn kernel_args(
+        source: &NfsSource,
+        target: &Path,
+        flags: &[String],
+        read_only: bool,
+    ) -> Vec<String> {
+        vec![
+            "-t".into(),
+            "nfs".into(),
+            "-o".into(),
+            source.mount_options(flags, read_only).join(","),
+            source.device(),
+            target.display().to_string(),
+        ]
+    }
+
+    /// Mounts `source` on `target` (an existing directory).
+    pub fn mount(
+        &self,
+        source: &NfsSource,
+        target: &Path,
+        flags: &[String],
+        read_only: bool,
+    ) -> Result<(), MountError> {
+        match self {
+            NfsMounter::Kernel { program, timeout } => {
+                run_command(
+                    program,
+                    &Self::kernel_args(source, target, flags, read_only),
+                    *timeout,
+                )?;
+            }
+            NfsMounter::SimExports {
+                exports,
+                program,
+                timeout,
+            } => {
+                let dir = resolve_export(exports, source)?;
+                let (dir, target) = (dir.display().to_string(), target.display().to_string());
+                run_command(
+                    program,
+                    &["--bind", dir.as_str(), target.as_str()],
+                    *timeout,
+                )?;
+                if read_only {
+                    run_command(
+                        program,
+                        &["-o", "remount,bind,ro", target.as_str()],
+                        *timeout,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The simulator directory behind `source`, checked to stay inside the file system's root.
+pub fn resolve_export(exports: &Path, source: &NfsSource) -> Result<PathBuf, MountError> {
+    let io = |path: &Path, what: &'static str, source: std::io::Error| MountError::Io {
+        path: path.display().to_string(),
+        what,
+        source,
+    };
+    let link = exports.join(&source.host);
+    let root = std::fs::canonicalize(&link).map_err(|e| {
+        io(
+            &link,
+            "no such NFS server in the simulator's export table",
+            e,
+        )
+    })?;
+    if source.vers == 3 {
+        let fsid_file = exports.join(format!("{}.fsid", source.host));
+        let fsid = std::fs::read_to_string(&fsid_file)
+            .map_err(|e| io(&fsid_file, "cannot read the export's FSID", e))?;
+        if source.fsid.as_deref() != Some(fsid.trim()) {
+            return Err(io(
+                &link,
+                "the v3 export /<fsid> does not exist on this server",
+                std::io::Error::from_raw_os_error(2),
+            ));
+        }
+    }
+    let wanted = root.join(source.path.trim_start_matches('/'));
+    let dir = std::fs::canonicalize(&wanted)
+        .map_err(|e| io(&wanted, "the path does not exist on the file system", e))?;
+    if !dir.starts_with(&root) {
+        return Err(io(
+            &wanted,
+            "the path leaves the file system",
+            std::io::Error::from_raw_os_error(13),
+        ));
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn kernel_argument_vectors_v4_and_v3() {
+        let v4 =
+            NfsSource::from_context(&context(&[("host", "10.0.0.5"), ("path", "/pvc-1")])).unwrap();
+        assert_eq!(
+            NfsMounter::kernel_args(&v4, Path::new("/mnt/x"), &[], false),
+            [
+                "-t",
+                "nfs",
+                "-o",
+                "vers=4,hard,timeo=600,retrans=2",
+                "10.0.0.5:/pvc-1",
+                "/mnt/x"
+            ]
+        );
+        let v3 = NfsSource::from_context(&context(&[
+            ("host", "10.0.0.5"),
+            ("vers", "3"),
+            ("fsid", "ab12cd34"),
+            ("path", "/data/"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            NfsMounter::kernel_args(
+                &v3,
+                Path::new("/mnt/y"),
+                &["soft".into(), "timeo=30".into()],
+                true
+            ),
+            [
+                "-t",
+                "nfs",
+                "-o",
+                "vers=3,noresvport,nolock,proto=tcp,retrans=2,soft,timeo=30,ro",
+                "10.0.0.5:/ab12cd34/data",
+                "/mnt/y"
+            ]
+        );
+        let root =
+            NfsSource::from_context(&context(&[("host", "h"), ("vers", "3"), ("fsid", "f1")]))
+                .unwrap();
+        assert_eq!(root.device(), "h:/f1");
+        let with_options = NfsSource::from_context(&context(&[
+            ("host", "h"),
+            ("options", "rsize=1048576, nosuid"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            with_options.mount_options(&["rsize=65536".into()], false),
+            [
+                "vers=4",
+                "hard",
+                "timeo=600",
+                "retrans=2",
+                "nosuid",
+                "rsize=65536"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_contexts_are_named() {
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (&[], "host is required"),
+            (&[("host", "a/b")], "not a host name"),
+            (&[("host", "h"), ("path", "relative")], "must be absolute"),
+            (
+                &[("host", "h"), ("path", "/a/../../etc")],
+                "must not contain ..",
+            ),
+            (&[("host", "h"), ("vers", "2")], "must be 3 or 4"),
+            (
+                &[("host", "h"), ("vers", "3")],
+                "fsid is required for NFS v3",
+            ),
+            (&[("host", "h"), ("fsid", "a/b")], "must be alphanumeric"),
+        ];
+        for (pairs, expected) in table {
+            let err = NfsSource::from_context(&context(pairs)).unwrap_err();
+            assert!(err.contains(expected), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn sim_exports_resolve_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = dir.path().join("fs");
+        std::fs::create_dir_all(fs.join("sub")).unwrap();
+        let exports = dir.path().join("exports");
+        std::fs::create_dir_all(&exports).unwrap();
+        std::os::unix::fs::symlink(&fs, exports.join("10.9.0.1")).unwrap();
+        std::fs::write(exports.join("10.9.0.1.fsid"), "fsid0001").unwrap();
+        std::os::unix::fs::symlink("/etc", fs.join("escape")).unwrap();
+        let source = |path: &str, vers: u8, fsid: Option<&str>| NfsSource {
+            host: "10.9.0.1".into(),
+            path: path.into(),
+            vers,
+            fsid: fsid.map(str::to_owned),
+            options: vec![],
+        };
+        assert_eq!(
+            resolve_export(&exports, &source("/sub", 4, None)).unwrap(),
+            fs.canonicalize().unwrap().join("sub")
+        );
+        assert_eq!(
+            resolve_export(&exports, &source("/", 3, Some("fsid0001"))).unwrap(),
+            fs.canonicalize().unwrap()
+        );
+        assert!(resolve_export(&exports, &source("/", 3, Some("other"))).is_err());
+        assert!(
+            resolve_export(&exports, &source("/escape", 4, None)).is_err(),
+            "a symlink out of the root"
+        );
+        assert!(resolve_export(&exports, &source("/missing", 4, None)).is_err());
+        let unknown = NfsSource {
+            host: "10.9.9.9".into(),
+            ..source("/", 4, None)
+        };
+        assert!(resolve_export(&exports, &unknown).is_err());
+    }
+}
