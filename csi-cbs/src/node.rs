@@ -102,8 +102,6 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Mount(MountError::Io { path, what, source })
 }
 
-
-
 /// Stages a filesystem volume: format only a blank device, mount, grow when the device is larger.
 fn stage_mount<M: Mounter>(
     mounter: &M,
@@ -213,7 +211,6 @@ fn bind_device<M: Mounter>(mounter: &M, device: &Path, file: &Path, read_only: b
     mounter.bind(device, file, read_only, &[])?;
     Ok(())
 }
-
 
 impl<M: Mounter + 'static> NodeService<M> {
     pub fn new(mounter: Arc<M>, config: NodeConfig) -> Self {
