@@ -45,6 +45,8 @@ pub struct Volume {
     pub staging: PathBuf,
     pub target: PathBuf,
     pub publish_context: HashMap<String, String>,
+    /// What CreateVolume returned as the volume's context (the PV's volumeAttributes).
+    pub volume_context: HashMap<String, String>,
 }
 
 /// A CSI client plus kubelet's directory under the work directory.
@@ -53,6 +55,8 @@ pub struct Kubelet {
     pub client: CsiClient,
     pub root: PathBuf,
     pub node_id: String,
+    /// The StorageClass parameters CreateVolume gets.
+    pub parameters: HashMap<String, String>,
 }
 
 impl Kubelet {
@@ -61,6 +65,7 @@ impl Kubelet {
             client,
             root: workdir.join("kubelet"),
             node_id: NODE_ID.to_owned(),
+            parameters: HashMap::new(),
         }
     }
 
@@ -78,6 +83,7 @@ impl Kubelet {
                 limit_bytes: 0,
             }),
             volume_capabilities: vec![capability.clone()],
+            parameters: self.parameters.clone(),
             volume_content_source: snapshot.map(|id| pb::VolumeContentSource {
                 r#type: Some(pb::volume_content_source::Type::Snapshot(
                     pb::volume_content_source::SnapshotSource {
@@ -113,6 +119,7 @@ impl Kubelet {
             id: volume.volume_id,
             capability,
             publish_context: HashMap::new(),
+            volume_context: volume.volume_context,
         })
     }
 
@@ -139,6 +146,7 @@ impl Kubelet {
             publish_context: volume.publish_context.clone(),
             staging_target_path: volume.staging.display().to_string(),
             volume_capability: Some(volume.capability.clone()),
+            volume_context: volume.volume_context.clone(),
             ..Default::default()
         };
         self.client.node.node_stage_volume(request).await?;
@@ -153,6 +161,7 @@ impl Kubelet {
             target_path: volume.target.display().to_string(),
             volume_capability: Some(volume.capability.clone()),
             readonly,
+            volume_context: volume.volume_context.clone(),
             ..Default::default()
         };
         self.client.node.node_publish_volume(request).await?;

@@ -1,6 +1,6 @@
 //! The TencentCloud API v3 front door: header checks, signature verification, fault injection,
 //! dispatch of `X-TC-Action` to the service named in the signature's credential scope, and the
-//! `{"Response": ...}` envelope. Services (CVM, CBS; CFS added by its issue) plug in through
+//! `{"Response": ...}` envelope. Services (CVM, CBS, CFS) plug in through
 //! [`CloudService`].
 
 use std::collections::{BTreeMap, HashMap};

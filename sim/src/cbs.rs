@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::SimConfig;
 use crate::api::{ApiError, BoxFuture, CloudService, params};
 use crate::faults::Faults;
-use crate::state::Store;
+use crate::state::{Store, format_time};
 
 pub use dataplane::{BlockDevices, Layout, LoopDevices};
 pub use model::{CbsState, DiskState, DiskType, SnapshotState};
@@ -376,28 +376,6 @@ fn check_order(
             "Order {other:?} is not ASC or DESC."
         ))),
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in Beijing time (UTC+8), as the API prints times.
-fn format_time(unix_secs: i64) -> String {
-    let t = unix_secs + 8 * 3600;
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// Parses an ISO-8601 time like `2022-01-08T09:47:55+00:00` (or `...Z`) into Unix seconds.

@@ -24,7 +24,8 @@ pub struct FaultRule {
     #[serde(default)]
     pub rate_limit: Option<f64>,
     /// The call succeeds but the transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING
-    /// snapshot) does not complete while this rule is in force: the "stuck attaching" incident.
+    /// snapshot, a `creating` CFS file system) does not complete while this rule is in force: the
+    /// "stuck attaching" incident.
     #[serde(default)]
     pub stuck: bool,
 }

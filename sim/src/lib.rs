@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cbs;
+pub mod cfs;
 pub mod cvm;
 pub mod faults;
 pub mod metadata;
@@ -35,7 +36,7 @@ use state::{Store, unix_now};
     version,
     about = "Tencent Cloud simulator: TC3-signed API v3 and instance metadata, backed by local resources",
     after_help = "Endpoints: POST / (API v3; the service is taken from the signature's credential scope: \
-cvm, cbs), GET /latest/meta-data/... (first instance), GET /instances/<id>/latest/meta-data/..., \
+cvm, cbs, cfs), GET /latest/meta-data/... (first instance), GET /instances/<id>/latest/meta-data/..., \
 GET /_sim/stats, DELETE /_sim/stats, GET|PUT /_sim/faults, POST /_sim/cbs/stale-link \
 {DiskId, InstanceId, Target?} (unsigned test control plane).
 
@@ -45,7 +46,15 @@ instances/<insId>/dev/disk/by-id/virtio-<diskId> -> /dev/loopN and \
 instances/<insId>/sys/block/loopN/serial (the disk ID). Point a node plugin's device directory and \
 sysfs root at instances/<insId>/dev/disk/by-id and instances/<insId>/sys. Loop devices stay attached \
 when the simulator stops (the cloud keeps running); a restart re-attaches what the state says is \
-attached. Attaching needs root (losetup)."
+attached. Attaching needs root (losetup).
+
+CFS data plane, under --state-dir: each file system is a directory cfs/fs/<FileSystemId>/ \
+(created with it, removed by DeleteCfsFileSystem). The export table cfs/exports/ names each mount \
+target of an available file system: cfs/exports/<IpAddress> -> the file system's directory, and \
+cfs/exports/<IpAddress>.fsid holding its FSID (the NFSv3 export name). The addresses are unique \
+private addresses used only as names: there is no NFS server. Point a node plugin's CFS export \
+directory at cfs/exports and it bind-mounts cfs/exports/<ip>/<path> where it would mount \
+<ip>:<path> over NFS. A restart restores missing exports and removes stale ones."
 )]
 pub struct Args {
     /// Address to listen on; port 0 picks a free one. The chosen address is printed on stdout as
@@ -95,8 +104,8 @@ pub struct Args {
 
     /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND,stuck=true, where
     /// ACTION is an action name or * (repeatable). `stuck=true`: the call succeeds but the
-    /// transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING snapshot) does not
-    /// complete while the rule is in force. Replaceable at run time with PUT /_sim/faults.
+    /// transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING snapshot, a `creating`
+    /// CFS file system) does not complete while the rule is in force. Replaceable at run time with PUT /_sim/faults.
     #[arg(long = "fault")]
     pub faults: Vec<FaultRule>,
 
@@ -130,6 +139,28 @@ pub struct Args {
     /// An auto-snapshot policy ID (asp-...) that exists, for BindAutoSnapshotPolicy (repeatable).
     #[arg(long = "cbs-auto-snapshot-policy", value_parser = parse_policy_id)]
     pub cbs_auto_snapshot_policies: Vec<String>,
+
+    /// A CFS permission group (pgroup-...) that exists besides pgroupbasic, for
+    /// CreateCfsFileSystem's PGroupId (repeatable).
+    #[arg(long = "cfs-pgroup", value_parser = cfs::parse_pgroup_id)]
+    pub cfs_pgroups: Vec<String>,
+
+    /// How long a new CFS file system stays `creating` before it is `available` and exported, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub cfs_create_ms: u64,
+
+    /// Most CFS file systems the account may hold; CreateCfsFileSystem beyond it fails with
+    /// `ResourceInsufficient.FileSystemLimitExceeded`. Unlimited by default.
+    #[arg(long)]
+    pub cfs_max_file_systems: Option<u64>,
+
+    /// DescribeCfsFileSystems with an unknown FileSystemId fails with
+    /// `ResourceNotFound.FileSystemNotFound` instead of answering an empty list. The empty list is
+    /// the default: Tencent's own CSI driver and Terraform provider rely on it, and the SDK does
+    /// not list that code for this action. The flag tests a client against the other reading.
+    #[arg(long)]
+    pub cfs_describe_not_found_error: bool,
 
     /// On SIGTERM/SIGINT, release every CBS loop device and remove the instances' device links
     /// (the state still says attached, so the next start attaches them again). Off by default: a
@@ -247,6 +278,7 @@ pub struct Sim {
     pub faults: Arc<Faults>,
     pub stats: Stats,
     pub cbs: Arc<cbs::Cbs>,
+    pub cfs: Arc<cfs::Cfs>,
 }
 
 impl Sim {
@@ -303,9 +335,30 @@ impl Sim {
             Arc::new(cbs::LoopDevices),
             layout,
         ));
+        let cfs_layout = cfs::Layout::new(&args.state_dir).with_context(|| {
+            format!(
+                "cannot create the CFS directories in {}",
+                args.state_dir.display()
+            )
+        })?;
+        let cfs_config = cfs::CfsConfig {
+            pgroups: args.cfs_pgroups.clone(),
+            create_latency: Duration::from_millis(args.cfs_create_ms),
+            max_file_systems: args.cfs_max_file_systems,
+            describe_not_found_error: args.cfs_describe_not_found_error,
+            app_id: cfs::SIM_APP_ID,
+        };
+        let cfs = Arc::new(cfs::Cfs::new(
+            config.clone(),
+            cfs_config,
+            Arc::clone(&store),
+            Arc::clone(&faults),
+            cfs_layout,
+        ));
         let mut services = Services::default();
         services.add(Arc::new(cvm::Cvm::new(config.clone())));
         services.add(cbs.clone());
+        services.add(cfs.clone());
         Ok(Arc::new(Sim {
             keys,
             store,
@@ -314,6 +367,7 @@ impl Sim {
             stats: Stats::default(),
             config,
             cbs,
+            cfs,
         }))
     }
 
@@ -404,7 +458,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let sim = Sim::new(&args)?;
     // The data plane first: what the state says is attached is attached before the first call.
     sim.cbs.reconcile().await;
+    sim.cfs.reconcile().await;
     let ticker = sim.cbs.spawn_ticker();
+    let cfs_ticker = sim.cfs.spawn_ticker();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -421,6 +477,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("server failed");
     ticker.abort();
+    cfs_ticker.abort();
     if args.cbs_detach_on_exit {
         sim.cbs.detach_all().await;
     }

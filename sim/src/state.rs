@@ -29,6 +29,9 @@ pub struct SimState {
     /// CBS disks, snapshots, attachments, pending transitions and create tokens.
     #[serde(default)]
     pub cbs: crate::cbs::CbsState,
+    /// CFS file systems, mount targets, quotas, pending creations and create tokens.
+    #[serde(default)]
+    pub cfs: crate::cfs::CfsState,
 }
 
 #[derive(Debug)]
@@ -109,6 +112,28 @@ pub fn unix_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in Beijing time (UTC+8), as the API prints times.
+pub fn format_time(unix_secs: i64) -> String {
+    let t = unix_secs + 8 * 3600;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// `prefix` + `len` random lowercase alphanumerics, like `disk-8kq2m1xz`.

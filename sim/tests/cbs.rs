@@ -6,72 +6,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
+use common::{CBS, Sim, authorization, http};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-const SECRET_ID: &str = "AKIDcbstest0001";
-const SECRET_KEY: &str = "cbs-test-secret-key";
 const INSTANCE: &str = "ins-cbstest1";
 const OTHER_INSTANCE: &str = "ins-cbstest2";
 const ZONE: &str = "ap-guangzhou-3";
 const GIB: u64 = 1 << 30;
-
-// ---- TC3-HMAC-SHA256, written from the algorithm's description ----
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// `YYYY-MM-DD` (UTC) of a Unix time.
-fn utc_date(unix: i64) -> String {
-    let z = unix.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// The `Authorization` header for a POST of `body` with content-type application/json.
-fn authorization(
-    id: &str,
-    key: &str,
-    service: &str,
-    host: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
-    let date = utc_date(timestamp);
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:application/json\nhost:{host}\n\ncontent-type;host\n{}",
-        hex::encode(Sha256::digest(body))
-    );
-    let scope = format!("{date}/{service}/tc3_request");
-    let to_sign = format!(
-        "TC3-HMAC-SHA256\n{timestamp}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let k_date = hmac(format!("TC3{key}").as_bytes(), date.as_bytes());
-    let k_service = hmac(&k_date, service.as_bytes());
-    let k_signing = hmac(&k_service, b"tc3_request");
-    let signature = hex::encode(hmac(&k_signing, to_sign.as_bytes()));
-    format!(
-        "TC3-HMAC-SHA256 Credential={id}/{scope}, SignedHeaders=content-type;host, Signature={signature}"
-    )
-}
 
 #[test]
 fn the_test_signer_matches_the_official_sdk_vector() {
@@ -92,68 +40,26 @@ fn the_test_signer_matches_the_official_sdk_vector() {
     );
 }
 
-// ---- a minimal HTTP/1.1 client ----
-
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
-}
-
 // ---- the test's directory and the simulator process ----
 
 /// A temporary directory whose loop devices are released when it goes away.
 struct Workdir {
-    dir: tempfile::TempDir,
+    base: common::Workdir,
 }
 
 impl Workdir {
     fn new() -> Workdir {
-        let dir = tempfile::Builder::new()
-            .prefix("sim-cbs-test-")
-            .tempdir()
-            .unwrap();
-        std::fs::write(
-            dir.path().join("keys"),
-            format!("{SECRET_ID} {SECRET_KEY}\n"),
-        )
-        .unwrap();
-        Workdir { dir }
+        Workdir {
+            base: common::Workdir::new("sim-cbs-test-"),
+        }
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.path().canonicalize().unwrap()
+        self.base.path()
     }
 
     fn state_dir(&self) -> PathBuf {
-        self.path().join("state")
+        self.base.state_dir()
     }
 
     fn image(&self, disk: &str) -> PathBuf {
@@ -195,60 +101,25 @@ impl Workdir {
     }
 
     fn start(&self, extra: &[&str]) -> Sim {
-        let log_path = self.path().join(format!(
-            "sim-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut args: Vec<String> = vec![
-            "--state-dir".into(),
-            self.state_dir().display().to_string(),
-            "--keys-file".into(),
-            self.path().join("keys").display().to_string(),
-            "--instance".into(),
-            format!("{INSTANCE}:{ZONE}"),
-            "--instance".into(),
-            format!("{OTHER_INSTANCE}:ap-guangzhou-4"),
-            "--cbs-attach-ms".into(),
-            "300".into(),
-            "--cbs-detach-ms".into(),
-            "300".into(),
-            "--cbs-resize-ms".into(),
-            "300".into(),
-            "--cbs-snapshot-ms".into(),
-            "600".into(),
-        ];
+        let mut args: Vec<String> = [
+            "--instance",
+            &format!("{INSTANCE}:{ZONE}"),
+            "--instance",
+            &format!("{OTHER_INSTANCE}:ap-guangzhou-4"),
+            "--cbs-attach-ms",
+            "300",
+            "--cbs-detach-ms",
+            "300",
+            "--cbs-resize-ms",
+            "300",
+            "--cbs-snapshot-ms",
+            "600",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
         args.extend(extra.iter().map(|a| a.to_string()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tcloud-sim"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8_lossy(&line).into_owned();
-        let Some(addr) = line.strip_prefix("listening http://") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "tcloud-sim printed {line:?}; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        };
-        Sim {
-            child: Some(child),
-            addr: addr.to_owned(),
-            log: log_path,
-        }
+        self.base.start(CBS, &args)
     }
 }
 
@@ -260,102 +131,15 @@ impl Drop for Workdir {
     }
 }
 
-/// A running simulator; stopped with SIGTERM when dropped.
-struct Sim {
-    child: Option<Child>,
-    addr: String,
-    log: PathBuf,
+/// CBS calls the tests repeat.
+trait CbsSim {
+    fn create(&self, size: u64) -> String;
+    fn disk(&self, id: &str) -> Value;
+    fn wait_state(&self, id: &str, state: &str) -> Value;
+    fn attach(&self, id: &str) -> Value;
 }
 
-impl Sim {
-    /// SIGTERM, and the exit must be clean.
-    fn stop(mut self) {
-        let status = self.terminate();
-        assert!(
-            status,
-            "tcloud-sim did not exit cleanly:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-
-    fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return false;
-                }
-            }
-        }
-    }
-
-    /// A signed CBS call; returns the `Response` object (with `Error` on failure).
-    fn call(&self, action: &str, params: Value) -> Value {
-        let body = serde_json::to_vec(&params).unwrap();
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let headers = [
-            ("Content-Type", "application/json".to_owned()),
-            ("X-TC-Action", action.to_owned()),
-            ("X-TC-Version", "2017-03-12".to_owned()),
-            ("X-TC-Region", "ap-guangzhou".to_owned()),
-            ("X-TC-Timestamp", timestamp.to_string()),
-            (
-                "Authorization",
-                authorization(SECRET_ID, SECRET_KEY, "cbs", &self.addr, timestamp, &body),
-            ),
-        ];
-        let (status, text) = http(&self.addr, "POST", "/", &headers, &body);
-        assert_eq!(status, 200, "{action}: {text}");
-        let value: Value = serde_json::from_str(&text).unwrap();
-        let response = value["Response"].clone();
-        assert!(response["RequestId"].is_string(), "{text}");
-        response
-    }
-
-    fn ok(&self, action: &str, params: Value) -> Value {
-        let response = self.call(action, params.clone());
-        assert!(
-            response.get("Error").is_none(),
-            "{action} {params}: {response}"
-        );
-        response
-    }
-
-    fn code(&self, action: &str, params: Value) -> String {
-        let response = self.call(action, params.clone());
-        let error = &response["Error"];
-        assert!(error.is_object(), "{action} {params} succeeded: {response}");
-        assert!(!error["Message"].as_str().unwrap_or("").is_empty());
-        error["Code"].as_str().unwrap().to_owned()
-    }
-
-    fn put_faults(&self, rules: Value) {
-        let body = serde_json::to_vec(&rules).unwrap();
-        let (status, text) = http(
-            &self.addr,
-            "PUT",
-            "/_sim/faults",
-            &[("Content-Type", "application/json".to_owned())],
-            &body,
-        );
-        assert_eq!(status, 204, "{text}");
-    }
-
+impl CbsSim for Sim {
     fn create(&self, size: u64) -> String {
         let v = self.ok(
             "CreateDisks",
@@ -385,7 +169,7 @@ impl Sim {
             assert!(
                 Instant::now() < deadline,
                 "{id} never became {state}: {disk}\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -397,12 +181,6 @@ impl Sim {
             json!({ "DiskIds": [id], "InstanceId": INSTANCE }),
         );
         self.wait_state(id, "ATTACHED")
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.terminate();
     }
 }
 

@@ -40,7 +40,12 @@ impl ErrorKind {
         if has("NotFound") || head == "ResourceNotFound" {
             return ErrorKind::NotFound;
         }
-        if has("Busy") || head == "ResourceBusy" || head == "ResourceInUse" {
+        // InvalidFsStatus: a CFS file system still creating, i.e. "retry later".
+        if has("Busy")
+            || has("InvalidFsStatus")
+            || head == "ResourceBusy"
+            || head == "ResourceInUse"
+        {
             return ErrorKind::Busy;
         }
         if has("AlreadyExists") || has("Duplicate") {
