@@ -25,9 +25,10 @@ use crate::error::{Error, Result, io, required};
 use crate::nfs::{NfsMounter, NfsSource};
 use crate::params::{CfsParams, OnDelete, VolumeId, expand_pattern};
 
-pub const TAG_DRIVER: &str = "tencentcloud-csi/driver";
-pub const TAG_SHARED: &str = "tencentcloud-csi/shared-instance";
-pub const TAG_ON_DELETE: &str = "tencentcloud-csi/on-delete";
+/// Tag keys: Tencent reserves keys starting with `tencent`, `qcloud` and `project`.
+pub const TAG_DRIVER: &str = "k8s-csi/driver";
+pub const TAG_SHARED: &str = "k8s-csi/shared-instance";
+pub const TAG_ON_DELETE: &str = "k8s-csi/on-delete";
 /// Archived subdirectories start with this; they are not volumes any more.
 pub const ARCHIVE_PREFIX: &str = "archived-";
 const GIB: u64 = 1 << 30;
