@@ -39,7 +39,7 @@ fn fs_dir(env: &Env, volume_id: &str) -> PathBuf {
     env.workdir.join("sim-state/cfs/fs").join(fs_id)
 }
 
-async fn up(env: &Env, k: &mut Kubelet, name: &str) -> Volume {
+async fn up(k: &mut Kubelet, name: &str) -> Volume {
     let volume = k.create(name, 1, rwx(), None).await.unwrap();
     k.stage(&volume).await.unwrap();
     k.publish(&volume, false).await.unwrap();
@@ -76,7 +76,7 @@ async fn a_whole_file_system_per_volume() {
         .unwrap();
     let mut k = Kubelet::new(env.client().await.unwrap(), &env.workdir);
     k.parameters = params(&[]);
-    let volume = up(&env, &mut k, "pvc-whole").await;
+    let volume = up(&mut k, "pvc-whole").await;
     assert!(
         volume.id.starts_with("cfs-") && !volume.id.contains('/'),
         "{}",
@@ -129,8 +129,8 @@ async fn shared_instance_volumes_are_isolated_and_each_policy_does_exactly_what_
     for policy in ["retain", "archive", "delete"] {
         let mut k = Kubelet::new(client.clone(), &env.workdir);
         k.parameters = params(&[("subdir-share", "true"), ("on-delete", policy)]);
-        let a = up(&env, &mut k, &format!("pvc-{policy}-a")).await;
-        let b = up(&env, &mut k, &format!("pvc-{policy}-b")).await;
+        let a = up(&mut k, &format!("pvc-{policy}-a")).await;
+        let b = up(&mut k, &format!("pvc-{policy}-b")).await;
         assert_eq!(
             a.id.split('/').next(),
             b.id.split('/').next(),
