@@ -201,6 +201,95 @@ async fn cbs_lifecycle() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Two PVCs on one shared CFS instance, isolated, then deleted with the `archive` policy.
+async fn cfs_shared() -> anyhow::Result<()> {
+    use pb::volume_capability::access_mode::Mode;
+    println!("csi-cfs: two volumes on one shared file system (subdir-share), archive on delete");
+    let start = Instant::now();
+    let mut env = Env::start(Driver::Cfs, EnvOptions::default()).await?;
+    step(
+        "start simulator + driver",
+        start,
+        "NFS through the simulator's export table (no NFS client here)",
+    );
+    let result = async {
+        let mut k = Kubelet::new(env.client().await?, &env.workdir);
+        k.parameters = [
+            ("vpcid", "vpc-demo0001"),
+            ("subnetid", "subnet-demo0001"),
+            ("subdir-share", "true"),
+            ("on-delete", "archive"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let rwx = pb::VolumeCapability {
+            access_mode: Some(pb::volume_capability::AccessMode {
+                mode: Mode::MultiNodeMultiWriter as i32,
+            }),
+            access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
+        };
+        let t = Instant::now();
+        let a = k.create("pvc-team-a", 5, rwx.clone(), None).await?;
+        step(
+            "CreateVolume pvc-team-a",
+            t,
+            &format!("{} (instance created on first use)", a.id),
+        );
+        let t = Instant::now();
+        let b = k.create("pvc-team-b", 5, rwx, None).await?;
+        step(
+            "CreateVolume pvc-team-b",
+            t,
+            &format!("{} (same instance, found by its tag)", b.id),
+        );
+        let t = Instant::now();
+        for v in [&a, &b] {
+            k.stage(v).await?;
+            k.publish(v, false).await?;
+        }
+        step(
+            "stage + publish both",
+            t,
+            "one NFS mount of the instance on the node, a bind per volume",
+        );
+        let t = Instant::now();
+        std::fs::write(a.target.join("a.txt"), b"team a's data\n")?;
+        let b_sees: Vec<_> = std::fs::read_dir(&b.target)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        anyhow::ensure!(b_sees.is_empty(), "b sees a's files: {b_sees:?}");
+        step("write through a, look through b", t, "b sees nothing of a");
+        let t = Instant::now();
+        for v in [&a, &b] {
+            k.unpublish(v).await?;
+            k.unstage(v).await?;
+            k.delete(v).await?;
+        }
+        let fs_id = a.id.split('/').next().unwrap_or_default();
+        let root = env.workdir.join("sim-state/cfs/fs").join(fs_id);
+        let mut archived: Vec<String> = std::fs::read_dir(&root)?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        archived.sort();
+        step(
+            "delete both (on-delete: archive)",
+            t,
+            &format!("instance root now holds {archived:?}"),
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let t = Instant::now();
+    let stopped = env.stop().await;
+    result?;
+    stopped?;
+    step("stop and clean up", t, "no socket, mount or file left");
+    Ok(())
+}
+
 pub async fn run() -> anyhow::Result<()> {
     println!("Tencent Cloud CSI bundle against tcloud-sim (no cloud account needed)\n");
     for driver in Driver::ALL {
@@ -208,6 +297,8 @@ pub async fn run() -> anyhow::Result<()> {
         println!();
     }
     cbs_lifecycle().await?;
+    println!();
+    cfs_shared().await?;
     println!("\ndemo finished");
     Ok(())
 }
