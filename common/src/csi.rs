@@ -7,6 +7,7 @@ pub mod client;
 pub mod endpoint;
 pub mod identity;
 pub mod inflight;
+pub mod reply;
 pub mod rpclog;
 pub mod server;
 

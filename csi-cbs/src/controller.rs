@@ -14,6 +14,7 @@ use csi_common::cloud::cbs::{
     DescribeSnapshotsRequest, Disk, DiskChargePrepaid, Filter, MAX_PAGE, Placement, disk_state,
 };
 use csi_common::cloud::{ErrorKind, client_token};
+use csi_common::csi::reply::{answer_by, controller_caps, validation};
 use csi_common::csi::{InFlight, pb};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -23,10 +24,6 @@ use crate::params::{CbsParams, GIB, size_gib};
 use crate::topology::{Zones, requirement_zones, topology_for};
 use crate::watcher::{DiskWatcher, Learned, Poll, Wait};
 
-/// How long a call without a `grpc-timeout` may wait on the cloud.
-const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-/// Answer this long before the caller's deadline, so the answer arrives in time.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 /// An attach request that left the disk UNATTACHED this long is sent again.
 const REISSUE_AFTER: Duration = Duration::from_secs(5);
 pub const PUBLISH_CONTEXT_DISK_ID: &str = "diskId";
@@ -53,14 +50,6 @@ pub struct ControllerService<C> {
     attach_time: Learned,
     detach_time: Learned,
     resize_time: Learned,
-}
-
-/// The instant by which a call must answer.
-fn deadline_of<T>(request: &Request<T>) -> Instant {
-    match csi_common::csi::deadline(request) {
-        Some(deadline) => deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline),
-        None => Instant::now() + DEFAULT_WAIT,
-    }
 }
 
 /// CBS disk IDs look like `disk-xxxxxxxx`; anything else cannot exist, so no cloud call is made.
@@ -537,7 +526,7 @@ fn is_mount(capability: Option<&pb::VolumeCapability>) -> bool {
 
 fn controller_capabilities() -> Vec<pb::ControllerServiceCapability> {
     use pb::controller_service_capability::rpc::Type;
-    [
+    controller_caps(&[
         Type::CreateDeleteVolume,
         Type::PublishUnpublishVolume,
         Type::ListVolumes,
@@ -549,14 +538,7 @@ fn controller_capabilities() -> Vec<pb::ControllerServiceCapability> {
         Type::ExpandVolume,
         Type::SingleNodeMultiWriter,
         Type::ModifyVolume,
-    ]
-    .into_iter()
-    .map(|t| pb::ControllerServiceCapability {
-        r#type: Some(pb::controller_service_capability::Type::Rpc(
-            pb::controller_service_capability::Rpc { r#type: t as i32 },
-        )),
-    })
-    .collect()
+    ])
 }
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -567,7 +549,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::CreateVolumeRequest>,
     ) -> RpcResult<pb::CreateVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.name.is_empty() {
             return Err(required("name").into());
@@ -710,7 +692,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::DeleteVolumeRequest>,
     ) -> RpcResult<pb::DeleteVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let volume_id = request.into_inner().volume_id;
         if volume_id.is_empty() {
             return Err(required("volume_id").into());
@@ -743,7 +725,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ControllerPublishVolumeRequest>,
     ) -> RpcResult<pb::ControllerPublishVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
@@ -766,7 +748,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ControllerUnpublishVolumeRequest>,
     ) -> RpcResult<pb::ControllerUnpublishVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
@@ -789,21 +771,8 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             return Err(required("volume_capabilities").into());
         }
         self.existing_disk(&req.volume_id).await?;
-        let response = match check_capabilities(&req.volume_capabilities) {
-            Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
-                confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
-                    volume_context: req.volume_context,
-                    volume_capabilities: req.volume_capabilities,
-                    parameters: req.parameters,
-                    mutable_parameters: req.mutable_parameters,
-                }),
-                message: String::new(),
-            },
-            Err(e) => pb::ValidateVolumeCapabilitiesResponse {
-                confirmed: None,
-                message: e.to_string(),
-            },
-        };
+        let outcome = check_capabilities(&req.volume_capabilities).map_err(|e| e.to_string());
+        let response = validation(req, outcome);
         Ok(Response::new(response))
     }
 
@@ -811,7 +780,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> RpcResult<pb::ListVolumesResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         let offset = parse_token(&req.starting_token)?;
         let limit = page_limit(req.max_entries)?;
@@ -873,7 +842,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> RpcResult<pb::CreateSnapshotResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.name.is_empty() {
             return Err(required("name").into());
@@ -934,7 +903,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
     ) -> RpcResult<pb::DeleteSnapshotResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let snapshot_id = request.into_inner().snapshot_id;
         if snapshot_id.is_empty() {
             return Err(required("snapshot_id").into());
@@ -960,7 +929,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> RpcResult<pb::ListSnapshotsResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         let to_entry = |s: &cbs::Snapshot| pb::list_snapshots_response::Entry {
             snapshot: Some(snapshot_proto(s)),
@@ -1018,7 +987,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ControllerExpandVolumeRequest>,
     ) -> RpcResult<pb::ControllerExpandVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
@@ -1100,7 +1069,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ControllerModifyVolumeRequest>,
     ) -> RpcResult<pb::ControllerModifyVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());

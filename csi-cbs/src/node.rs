@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::ops::{healthy_mount, remove_target, unmount_all};
 use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter, libc_errno};
@@ -55,19 +56,6 @@ where
     tokio::task::spawn_blocking(move || f(&mounter))
         .await
         .map_err(|e| Error::Internal(format!("mount task failed: {e}")))?
-}
-
-fn path_arg(value: &str, field: &str) -> Result<PathBuf> {
-    if value.is_empty() {
-        return Err(required(field));
-    }
-    let path = PathBuf::from(value);
-    if !path.is_absolute() {
-        return Err(Error::InvalidArgument(format!(
-            "{field} {value:?} must be an absolute path"
-        )));
-    }
-    Ok(path)
 }
 
 /// The staged device file of a block volume, inside the staging directory.
@@ -251,20 +239,13 @@ impl<M: Mounter + 'static> NodeService<M> {
 
 fn node_capabilities() -> Vec<pb::NodeServiceCapability> {
     use pb::node_service_capability::rpc::Type;
-    [
+    node_caps(&[
         Type::StageUnstageVolume,
         Type::ExpandVolume,
         Type::GetVolumeStats,
         Type::VolumeCondition,
         Type::SingleNodeMultiWriter,
-    ]
-    .into_iter()
-    .map(|t| pb::NodeServiceCapability {
-        r#type: Some(pb::node_service_capability::Type::Rpc(
-            pb::node_service_capability::Rpc { r#type: t as i32 },
-        )),
-    })
-    .collect()
+    ])
 }
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -280,7 +261,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
+            .map_err(Error::InvalidArgument)?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -309,7 +291,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
+            .map_err(Error::InvalidArgument)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
         blocking(&self.mounter, move |m| {
@@ -332,8 +315,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
-        let target = path_arg(&req.target_path, "target_path")?;
+        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
+            .map_err(Error::InvalidArgument)?;
+        let target =
+            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -395,7 +380,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target = path_arg(&req.target_path, "target_path")?;
+        let target =
+            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         blocking(&self.mounter, move |m| {
             unmount_all(m, &target)?;
@@ -413,17 +399,11 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path = path_arg(&req.volume_path, "volume_path")?;
+        let path =
+            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
         let response = blocking(&self.mounter, move |m| {
-            let abnormal = |message: String| pb::NodeGetVolumeStatsResponse {
-                usage: Vec::new(),
-                volume_condition: Some(pb::VolumeCondition {
-                    abnormal: true,
-                    message,
-                }),
-            };
             let meta = match std::fs::metadata(&path) {
                 Ok(meta) => meta,
                 // stat on a broken mount fails with EIO/ENOTCONN/ESTALE: that is a sick volume.
@@ -487,20 +467,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let usage = vec![
-                pb::VolumeUsage {
-                    available: stats.available_bytes as i64,
-                    total: stats.total_bytes as i64,
-                    used: stats.used_bytes as i64,
-                    unit: pb::volume_usage::Unit::Bytes as i32,
-                },
-                pb::VolumeUsage {
-                    available: stats.free_inodes as i64,
-                    total: stats.total_inodes as i64,
-                    used: stats.used_inodes as i64,
-                    unit: pb::volume_usage::Unit::Inodes as i32,
-                },
-            ];
+            let usage = usage(&stats);
             let mount_rw = !info.options.iter().any(|o| o == "ro");
             let super_ro = info.super_options.iter().any(|o| o == "ro");
             let condition = if device_gone
@@ -542,7 +509,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path = path_arg(&req.volume_path, "volume_path")?;
+        let path =
+            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
         // The capability is optional here; a published block volume is a file, not a directory.
         let block = match req.volume_capability.as_ref() {
             Some(capability) => is_block(capability),

@@ -15,6 +15,7 @@ use csi_common::cloud::cfs::{
     ResourceTag, life_cycle,
 };
 use csi_common::cloud::{ErrorKind, client_token};
+use csi_common::csi::reply::{answer_by, controller_caps, validation};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::healthy_mount;
@@ -32,8 +33,6 @@ pub const TAG_ON_DELETE: &str = "k8s-csi/on-delete";
 /// Archived subdirectories start with this; they are not volumes any more.
 pub const ARCHIVE_PREFIX: &str = "archived-";
 const GIB: u64 = 1 << 30;
-const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 const PAGE: u64 = 100;
 
 #[derive(Debug, Clone)]
@@ -53,13 +52,6 @@ pub struct ControllerService<C, M> {
     config: ControllerConfig,
     inflight: InFlight,
     mounting: tokio::sync::Mutex<()>,
-}
-
-fn deadline_of<T>(request: &Request<T>) -> Instant {
-    match csi_common::csi::deadline(request) {
-        Some(deadline) => deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline),
-        None => Instant::now() + DEFAULT_WAIT,
-    }
 }
 
 /// NFS serves file access only; every access mode is fine, block is not.
@@ -526,18 +518,11 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
 
 fn controller_capabilities() -> Vec<pb::ControllerServiceCapability> {
     use pb::controller_service_capability::rpc::Type;
-    [
+    controller_caps(&[
         Type::CreateDeleteVolume,
         Type::ListVolumes,
         Type::ExpandVolume,
-    ]
-    .into_iter()
-    .map(|t| pb::ControllerServiceCapability {
-        r#type: Some(pb::controller_service_capability::Type::Rpc(
-            pb::controller_service_capability::Rpc { r#type: t as i32 },
-        )),
-    })
-    .collect()
+    ])
 }
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -550,7 +535,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         &self,
         request: Request<pb::CreateVolumeRequest>,
     ) -> RpcResult<pb::CreateVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.name.is_empty() {
             return Err(required("name").into());
@@ -591,7 +576,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         &self,
         request: Request<pb::DeleteVolumeRequest>,
     ) -> RpcResult<pb::DeleteVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let volume_id = request.into_inner().volume_id;
         if volume_id.is_empty() {
             return Err(required("volume_id").into());
@@ -639,7 +624,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         &self,
         request: Request<pb::ValidateVolumeCapabilitiesRequest>,
     ) -> RpcResult<pb::ValidateVolumeCapabilitiesResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
@@ -652,21 +637,8 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         if self.file_system(id.fs_id(), deadline).await?.is_none() {
             return Err(Error::NotFound(format!("volume {} does not exist", req.volume_id)).into());
         }
-        let response = match check_capabilities(&req.volume_capabilities) {
-            Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
-                confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
-                    volume_context: req.volume_context,
-                    volume_capabilities: req.volume_capabilities,
-                    parameters: req.parameters,
-                    mutable_parameters: req.mutable_parameters,
-                }),
-                message: String::new(),
-            },
-            Err(e) => pb::ValidateVolumeCapabilitiesResponse {
-                confirmed: None,
-                message: e.to_string(),
-            },
-        };
+        let outcome = check_capabilities(&req.volume_capabilities).map_err(|e| e.to_string());
+        let response = validation(req, outcome);
         Ok(Response::new(response))
     }
 
@@ -674,7 +646,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> RpcResult<pb::ListVolumesResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         let offset: usize = if req.starting_token.is_empty() {
             0
@@ -769,7 +741,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         &self,
         request: Request<pb::ControllerExpandVolumeRequest>,
     ) -> RpcResult<pb::ControllerExpandVolumeResponse> {
-        let deadline = deadline_of(&request);
+        let deadline = answer_by(&request);
         let req = request.into_inner();
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::ops::{healthy_mount, remove_target, unmount_all};
 use csi_common::mount::{MountInfo, Mounter, libc_errno};
@@ -33,19 +34,6 @@ pub struct NodeService<M> {
     inflight: InFlight,
     /// Node-wide mounts are made and collected one step at a time.
     global: Arc<std::sync::Mutex<()>>,
-}
-
-fn path_arg(value: &str, field: &str) -> Result<PathBuf> {
-    if value.is_empty() {
-        return Err(required(field));
-    }
-    let path = PathBuf::from(value);
-    if !path.is_absolute() {
-        return Err(Error::InvalidArgument(format!(
-            "{field} {value:?} must be an absolute path"
-        )));
-    }
-    Ok(path)
 }
 
 fn mount_flags(capability: &pb::VolumeCapability) -> Vec<String> {
@@ -188,18 +176,11 @@ fn source_of(context: &HashMap<String, String>) -> Result<NfsSource> {
 
 fn node_capabilities() -> Vec<pb::NodeServiceCapability> {
     use pb::node_service_capability::rpc::Type;
-    [
+    node_caps(&[
         Type::StageUnstageVolume,
         Type::GetVolumeStats,
         Type::VolumeCondition,
-    ]
-    .into_iter()
-    .map(|t| pb::NodeServiceCapability {
-        r#type: Some(pb::node_service_capability::Type::Rpc(
-            pb::node_service_capability::Rpc { r#type: t as i32 },
-        )),
-    })
-    .collect()
+    ])
 }
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -214,7 +195,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
+            .map_err(Error::InvalidArgument)?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -235,7 +217,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
+        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
+            .map_err(Error::InvalidArgument)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         self.blocking(move |m, config| {
             unmount_all(m, &staging)?;
@@ -253,8 +236,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = path_arg(&req.staging_target_path, "staging_target_path")?;
-        let target = path_arg(&req.target_path, "target_path")?;
+        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
+            .map_err(Error::InvalidArgument)?;
+        let target =
+            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -305,7 +290,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target = path_arg(&req.target_path, "target_path")?;
+        let target =
+            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         self.blocking(move |m, _| {
             unmount_all(m, &target)?;
@@ -323,17 +309,11 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path = path_arg(&req.volume_path, "volume_path")?;
+        let path =
+            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
         let mounter = Arc::clone(&self.mounter);
         let response =
             tokio::task::spawn_blocking(move || -> Result<pb::NodeGetVolumeStatsResponse> {
-                let abnormal = |message: String| pb::NodeGetVolumeStatsResponse {
-                    usage: Vec::new(),
-                    volume_condition: Some(pb::VolumeCondition {
-                        abnormal: true,
-                        message,
-                    }),
-                };
                 let broken = |e: &std::io::Error| {
                     matches!(
                         e.raw_os_error(),
@@ -369,20 +349,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                     Err(e) => return Err(e.into()),
                 };
                 Ok(pb::NodeGetVolumeStatsResponse {
-                    usage: vec![
-                        pb::VolumeUsage {
-                            available: stats.available_bytes as i64,
-                            total: stats.total_bytes as i64,
-                            used: stats.used_bytes as i64,
-                            unit: pb::volume_usage::Unit::Bytes as i32,
-                        },
-                        pb::VolumeUsage {
-                            available: stats.free_inodes as i64,
-                            total: stats.total_inodes as i64,
-                            used: stats.used_inodes as i64,
-                            unit: pb::volume_usage::Unit::Inodes as i32,
-                        },
-                    ],
+                    usage: usage(&stats),
                     volume_condition: Some(pb::VolumeCondition {
                         abnormal: false,
                         message: "mounted and answering".into(),

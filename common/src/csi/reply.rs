@@ -1,0 +1,112 @@
+//! Pieces of CSI requests and replies that every driver builds the same way: capability lists,
+//! the ValidateVolumeCapabilities answer, usage figures, deadlines and path arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::pb;
+use crate::mount::FsStats;
+
+/// How long a call without a `grpc-timeout` may wait on the cloud.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// Answer this long before the caller's deadline, so the answer arrives in time.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// The instant by which a call must have answered.
+pub fn answer_by<T>(request: &tonic::Request<T>) -> Instant {
+    match super::deadline(request) {
+        Some(deadline) => deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline),
+        None => Instant::now() + DEFAULT_WAIT,
+    }
+}
+
+pub fn controller_caps(
+    types: &[pb::controller_service_capability::rpc::Type],
+) -> Vec<pb::ControllerServiceCapability> {
+    types
+        .iter()
+        .map(|t| pb::ControllerServiceCapability {
+            r#type: Some(pb::controller_service_capability::Type::Rpc(
+                pb::controller_service_capability::Rpc { r#type: *t as i32 },
+            )),
+        })
+        .collect()
+}
+
+pub fn node_caps(
+    types: &[pb::node_service_capability::rpc::Type],
+) -> Vec<pb::NodeServiceCapability> {
+    types
+        .iter()
+        .map(|t| pb::NodeServiceCapability {
+            r#type: Some(pb::node_service_capability::Type::Rpc(
+                pb::node_service_capability::Rpc { r#type: *t as i32 },
+            )),
+        })
+        .collect()
+}
+
+/// The answer to ValidateVolumeCapabilities: everything confirmed, or why not.
+pub fn validation(
+    request: pb::ValidateVolumeCapabilitiesRequest,
+    outcome: Result<(), String>,
+) -> pb::ValidateVolumeCapabilitiesResponse {
+    match outcome {
+        Ok(()) => pb::ValidateVolumeCapabilitiesResponse {
+            confirmed: Some(pb::validate_volume_capabilities_response::Confirmed {
+                volume_context: request.volume_context,
+                volume_capabilities: request.volume_capabilities,
+                parameters: request.parameters,
+                mutable_parameters: request.mutable_parameters,
+            }),
+            message: String::new(),
+        },
+        Err(message) => pb::ValidateVolumeCapabilitiesResponse {
+            confirmed: None,
+            message,
+        },
+    }
+}
+
+/// Bytes and inodes of a mounted filesystem, as NodeGetVolumeStats reports them.
+pub fn usage(stats: &FsStats) -> Vec<pb::VolumeUsage> {
+    vec![
+        pb::VolumeUsage {
+            available: stats.available_bytes as i64,
+            total: stats.total_bytes as i64,
+            used: stats.used_bytes as i64,
+            unit: pb::volume_usage::Unit::Bytes as i32,
+        },
+        pb::VolumeUsage {
+            available: stats.free_inodes as i64,
+            total: stats.total_inodes as i64,
+            used: stats.used_inodes as i64,
+            unit: pb::volume_usage::Unit::Inodes as i32,
+        },
+    ]
+}
+
+/// A NodeGetVolumeStats answer saying the volume is unhealthy, and why.
+pub fn abnormal(message: String) -> pb::NodeGetVolumeStatsResponse {
+    pb::NodeGetVolumeStatsResponse {
+        usage: Vec::new(),
+        volume_condition: Some(pb::VolumeCondition {
+            abnormal: true,
+            message,
+        }),
+    }
+}
+
+/// A path argument: present and absolute.
+pub fn absolute_path(value: &str, field: &str) -> Result<PathBuf, String> {
+    if value.is_empty() {
+        return Err(format!("{field} is required"));
+    }
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(format!("{field} {value:?} must be an absolute path"));
+    }
+    Ok(path)
+}
