@@ -43,6 +43,8 @@ pub struct ControllerConfig {
     pub nfs: NfsMounter,
     /// The zone of a new file system whose StorageClass names none: this controller's own.
     pub default_zone: Option<String>,
+    /// The VPC and subnet of a new file system whose StorageClass names none.
+    pub defaults: crate::params::Defaults,
 }
 
 #[derive(Debug)]
@@ -550,7 +552,8 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
             )
             .into());
         }
-        let params = CfsParams::parse(&req.parameters).map_err(Error::from)?;
+        let params =
+            CfsParams::parse_with(&req.parameters, &self.config.defaults).map_err(Error::from)?;
         let range = req.capacity_range.unwrap_or_default();
         let capacity = u64::try_from(range.required_bytes)
             .map_err(|_| Error::InvalidArgument("capacity_range must not be negative".into()))?;

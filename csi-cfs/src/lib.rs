@@ -68,6 +68,14 @@ pub struct Config {
     #[arg(long)]
     pub sim_nfs_exports: Option<PathBuf>,
 
+    /// The VPC of new file systems whose StorageClass names none (else `vpcid` is required).
+    #[arg(long, env = "CFS_DEFAULT_VPC_ID")]
+    pub default_vpc_id: Option<String>,
+
+    /// The subnet of new file systems whose StorageClass names none (else `subnetid` is required).
+    #[arg(long, env = "CFS_DEFAULT_SUBNET_ID")]
+    pub default_subnet_id: Option<String>,
+
     /// This instance's zone, the default zone of new file systems; else instance metadata.
     #[arg(long, env = "NODE_ZONE")]
     pub node_zone: Option<String>,
@@ -119,6 +127,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 work_dir: config.controller_dir.clone(),
                 nfs: nfs.clone(),
                 default_zone,
+                defaults: params::Defaults {
+                    vpc_id: config.default_vpc_id.clone(),
+                    subnet_id: config.default_subnet_id.clone(),
+                },
             },
         );
         routes = routes.add_service(controller.into_server());

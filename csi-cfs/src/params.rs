@@ -76,8 +76,23 @@ pub struct CfsParams {
 
 pub const DEFAULT_PATTERN: &str = "${pv.metadata.name}";
 
+/// Operator defaults for keys a StorageClass may leave out (the cluster's own VPC and subnet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+}
+
 impl CfsParams {
     pub fn parse(params: &HashMap<String, String>) -> Result<CfsParams, ParamError> {
+        Self::parse_with(params, &Defaults::default())
+    }
+
+    /// Like [`CfsParams::parse`], with the operator's defaults for `vpcid` and `subnetid`.
+    pub fn parse_with(
+        params: &HashMap<String, String>,
+        defaults: &Defaults,
+    ) -> Result<CfsParams, ParamError> {
         let mut lower: HashMap<String, String> = HashMap::new();
         let (mut pvc_name, mut pvc_namespace, mut pv_name) = (None, None, None);
         for (key, value) in params {
@@ -118,10 +133,10 @@ impl CfsParams {
             Some("true") => true,
             Some(other) => return Err(invalid("subdir-share", other, "expected true or false")),
         };
-        let vpc_id = get("vpcid").ok_or(ParamError::Missing {
-            key: "vpcid",
-            why: " to create a CFS file system",
-        })?;
+        let why = " to create a CFS file system (or start the driver with --default-vpc-id and --default-subnet-id)";
+        let vpc_id = get("vpcid")
+            .or_else(|| defaults.vpc_id.clone())
+            .ok_or(ParamError::Missing { key: "vpcid", why })?;
         if !vpc_id.starts_with("vpc-") {
             return Err(invalid(
                 "vpcid",
@@ -129,10 +144,12 @@ impl CfsParams {
                 "expected a VPC ID like vpc-xxxxxxxx",
             ));
         }
-        let subnet_id = get("subnetid").ok_or(ParamError::Missing {
-            key: "subnetid",
-            why: " to create a CFS file system",
-        })?;
+        let subnet_id = get("subnetid")
+            .or_else(|| defaults.subnet_id.clone())
+            .ok_or(ParamError::Missing {
+                key: "subnetid",
+                why,
+            })?;
         if !subnet_id.starts_with("subnet-") {
             return Err(invalid(
                 "subnetid",
@@ -366,6 +383,24 @@ mod tests {
         assert_eq!(p.on_delete, OnDelete::Archive);
         assert_eq!(p.tags.len(), 2);
         assert_eq!(p.pvc_name.as_deref(), Some("data"));
+    }
+
+    #[test]
+    fn operator_defaults_fill_in_only_what_is_missing() {
+        let defaults = Defaults {
+            vpc_id: Some("vpc-default".into()),
+            subnet_id: Some("subnet-default".into()),
+        };
+        let p = CfsParams::parse_with(&HashMap::new(), &defaults).unwrap();
+        assert_eq!(
+            (p.vpc_id.as_str(), p.subnet_id.as_str()),
+            ("vpc-default", "subnet-default")
+        );
+        let given: HashMap<String, String> = [("vpcid".to_string(), "vpc-mine".to_string())].into();
+        assert_eq!(
+            CfsParams::parse_with(&given, &defaults).unwrap().vpc_id,
+            "vpc-mine"
+        );
     }
 
     #[test]

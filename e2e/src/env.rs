@@ -196,6 +196,11 @@ impl Env {
                 workdir.join("cfs-mounts").display().to_string(),
                 "--controller-dir".to_owned(),
                 workdir.join("cfs-controller").display().to_string(),
+                // The simulated cluster's network, so StorageClasses (and csi-sanity) may omit it.
+                "--default-vpc-id".to_owned(),
+                "vpc-sim00001".to_owned(),
+                "--default-subnet-id".to_owned(),
+                "subnet-sim00001".to_owned(),
             ]);
             track(workdir.join("cfs-mounts"));
             track(workdir.join("cfs-controller"));

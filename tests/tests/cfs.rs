@@ -93,10 +93,17 @@ async fn capabilities_and_required_errors() {
         code(c.controller.create_volume(block).await).0,
         Code::InvalidArgument
     );
-    let mut no_subnet = create("v", &[]);
-    no_subnet.parameters.remove("subnetid");
-    let (missing, message) = code(c.controller.create_volume(no_subnet).await);
-    assert_eq!(missing, Code::InvalidArgument);
+    // e2e serve gives the driver the simulated cluster's VPC and subnet as defaults (a StorageClass
+    // may omit them, as csi-sanity's do); a malformed one is still named.
+    let mut defaults_apply = create("v-defaults", &[]);
+    defaults_apply.parameters.clear();
+    c.controller.create_volume(defaults_apply).await.unwrap();
+    let (bad_subnet, message) = code(
+        c.controller
+            .create_volume(create("v", &[("subnetid", "net-1")]))
+            .await,
+    );
+    assert_eq!(bad_subnet, Code::InvalidArgument);
     assert!(message.contains("subnetid"), "{message}");
     let (unknown, message) = code(
         c.controller
