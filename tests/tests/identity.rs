@@ -50,8 +50,8 @@ async fn every_driver_answers_identity_and_stops_clean() {
         );
         assert_eq!(
             serves_controller,
-            driver == Driver::Cbs,
-            "{driver:?}: only csi-cbs has a controller so far"
+            matches!(driver, Driver::Cbs | Driver::Cfs),
+            "{driver:?}: csi-cbs and csi-cfs have controllers so far"
         );
 
         let probe = client
