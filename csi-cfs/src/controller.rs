@@ -493,14 +493,20 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
                 .and_then(OnDelete::parse)
                 .unwrap_or(OnDelete::Retain);
             let root = self.instance_root(&fs.file_system_id, &target).await?;
-            let mut names: Vec<String> = std::fs::read_dir(&root)
-                .map_err(io(&root, "cannot list the shared instance"))?
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| !n.starts_with(ARCHIVE_PREFIX))
-                .collect();
-            names.sort();
+            // An NFS directory read can block on a sick server: off the async runtime.
+            let names = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+                let mut names: Vec<String> = std::fs::read_dir(&root)
+                    .map_err(io(&root, "cannot list the shared instance"))?
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .filter(|n| !n.starts_with(ARCHIVE_PREFIX))
+                    .collect();
+                names.sort();
+                Ok(names)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("listing task failed: {e}")))??;
             for subdir in names {
                 let id = VolumeId::Subdir {
                     fs_id: fs.file_system_id.clone(),
