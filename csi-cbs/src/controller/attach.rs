@@ -1,0 +1,199 @@
+//! Attach and detach as a state machine read from `DescribeDisks`: act only from a settled
+//! state, wait within the caller's deadline (the retry resumes the wait), never report success
+//! before the disk is `ATTACHED` on this node, and report an attach stuck in `ATTACHING`.
+
+use std::collections::HashMap;
+
+use csi_common::cloud::ErrorKind;
+use csi_common::cloud::cbs::{CbsApi, Disk, disk_state};
+use tokio::time::Instant;
+
+use super::{ControllerService, PUBLISH_CONTEXT_DISK_ID, REISSUE_AFTER};
+use crate::error::{Error, Result};
+use crate::watcher::{Poll, Wait};
+
+impl<C: CbsApi> ControllerService<C> {
+    fn watchdog(&self, disk_id: &str, node: &str) -> Result<()> {
+        let mut since = self
+            .attaching_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let first = *since.entry(disk_id.to_owned()).or_insert_with(Instant::now);
+        let waited = first.elapsed();
+        if waited > self.config.attach_timeout {
+            tracing::error!(disk = disk_id, node, ?waited, "attach stuck in ATTACHING");
+            return Err(Error::Internal(format!(
+                "disk {disk_id} has been ATTACHING to {node} for {}s, longer than the {}s attach timeout: CBS has not completed the attach; check the disk in the CBS console",
+                waited.as_secs(),
+                self.config.attach_timeout.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn clear_watchdog(&self, disk_id: &str) {
+        self.attaching_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(disk_id);
+    }
+
+    pub(super) async fn publish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+        deadline: Instant,
+    ) -> Result<HashMap<String, String>> {
+        let mut poll = Poll::new(deadline);
+        let mut attach_sent: Option<Instant> = None;
+        loop {
+            let disk = self.existing_disk(volume_id).await?;
+            let elsewhere = disk.instance().is_some_and(|i| i != node_id);
+            match disk.disk_state.as_str() {
+                disk_state::ATTACHED | disk_state::ATTACHING if elsewhere => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "volume {volume_id} is attached to {}, not {node_id}; a CBS disk attaches to one node at a time",
+                        disk.instance_id
+                    )));
+                }
+                disk_state::ATTACHED => {
+                    self.clear_watchdog(volume_id);
+                    if let Some(sent) = attach_sent {
+                        self.attach_time.record(sent.elapsed());
+                    }
+                    return Ok(publish_context(volume_id));
+                }
+                disk_state::ATTACHING => self.watchdog(volume_id, node_id)?,
+                // Describe results lag behind AttachDisks for a moment; re-issue only after that.
+                disk_state::UNATTACHED
+                    if attach_sent.is_none_or(|t| t.elapsed() > REISSUE_AFTER) =>
+                {
+                    attach_sent = Some(Instant::now());
+                    poll = Poll::expecting(deadline, self.attach_time.get());
+                    match self
+                        .cbs
+                        .attach_disks(&[volume_id.to_owned()], node_id, Some(deadline))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.code() == Some("InvalidInstanceId.NotFound") => {
+                            return Err(Error::NotFound(format!(
+                                "node {node_id} is not a CVM instance of this region"
+                            )));
+                        }
+                        Err(e) if e.code().is_some_and(|c| c.ends_with("ZoneNotMatch")) => {
+                            return Err(Error::FailedPrecondition(format!(
+                                "volume {volume_id} is in zone {} and cannot attach to {node_id} in another zone: {e}",
+                                disk.placement.zone
+                            )));
+                        }
+                        Err(e) if e.kind() == ErrorKind::Quota => {
+                            return Err(Error::ResourceExhausted(format!(
+                                "node {node_id} cannot take more disks: {e}"
+                            )));
+                        }
+                        // Somebody else moved the disk meanwhile: the next look tells what happened.
+                        Err(e) if e.kind() == ErrorKind::Busy => {
+                            tracing::info!(error = %e, "attach raced a state change")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // DETACHING (a late unpublish), EXPANDING, or an attach just sent: wait.
+                _ => {}
+            }
+            poll.wait(volume_id, &disk.disk_state, "the attach").await?;
+        }
+    }
+
+    pub(super) async fn unpublish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+        deadline: Instant,
+    ) -> Result<()> {
+        loop {
+            let Some(disk) = self.disk(volume_id).await? else {
+                return Ok(());
+            };
+            let here = node_id.is_empty() || disk.instance() == Some(node_id);
+            match disk.disk_state.as_str() {
+                disk_state::UNATTACHED => return Ok(()),
+                _ if !here => return Ok(()),
+                disk_state::ATTACHED => {
+                    let instance = disk.instance().map(str::to_owned);
+                    match self
+                        .cbs
+                        .detach_disks(&[volume_id.to_owned()], instance.as_deref(), Some(deadline))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                        Err(e) if e.kind() == ErrorKind::Busy => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.clear_watchdog(volume_id);
+                    let sent = Instant::now();
+                    self.watcher
+                        .wait_until(
+                            volume_id,
+                            deadline,
+                            self.detach_time.get(),
+                            "the detach",
+                            |d| {
+                                Ok(
+                                    if d.disk_state == disk_state::UNATTACHED
+                                        || (!node_id.is_empty() && d.instance() != Some(node_id))
+                                    {
+                                        Wait::Done
+                                    } else {
+                                        Wait::Continue
+                                    },
+                                )
+                            },
+                        )
+                        .await?;
+                    self.detach_time.record(sent.elapsed());
+                    return Ok(());
+                }
+                // DETACHING, ATTACHING (let it finish, then detach), EXPANDING: wait for a settled state.
+                _ => {
+                    self.watcher
+                        .wait_until(
+                            volume_id,
+                            deadline,
+                            None,
+                            "a settled state before detaching",
+                            |d| {
+                                Ok(match d.disk_state.as_str() {
+                                    disk_state::ATTACHED | disk_state::UNATTACHED => Wait::Done,
+                                    _ => Wait::Continue,
+                                })
+                            },
+                        )
+                        .await?;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn wait_settled(
+        &self,
+        volume_id: &str,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<Disk> {
+        self.watcher
+            .wait_until(volume_id, deadline, None, what, |d| {
+                Ok(match d.disk_state.as_str() {
+                    disk_state::ATTACHED | disk_state::UNATTACHED => Wait::Done,
+                    _ => Wait::Continue,
+                })
+            })
+            .await
+    }
+}
+
+fn publish_context(volume_id: &str) -> HashMap<String, String> {
+    [(PUBLISH_CONTEXT_DISK_ID.to_owned(), volume_id.to_owned())].into()
+}
