@@ -796,13 +796,13 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
 }
 
 /// Unmounts the controller's instance mounts (at shutdown).
-pub fn unmount_work_dir<M: Mounter>(mounter: &M, work_dir: &Path) {
+pub fn unmount_work_dir<M: Mounter>(mounter: &M, nfs: &NfsMounter, work_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(work_dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if let Err(e) = csi_common::mount::ops::unmount_all(mounter, &path) {
+        if let Err(e) = nfs.unmount_all(mounter, &path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot unmount a controller mount");
         }
         let _ = std::fs::remove_dir(&path);

@@ -59,7 +59,11 @@ pub struct Config {
     #[arg(long, default_value = "mount")]
     pub mount_program: String,
 
-    /// Seconds a mount may take before it is killed and the call fails.
+    /// The program that unmounts (killed at the timeout; a hung one is retried lazily, `-l`).
+    #[arg(long, default_value = "umount")]
+    pub umount_program: String,
+
+    /// Seconds a mount or unmount may take before it is killed and the call fails.
     #[arg(long, default_value_t = 60)]
     pub mount_timeout_secs: u64,
 
@@ -96,22 +100,23 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
     let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
     let mut routes = Routes::new(identity.into_server());
-    let timeout = Duration::from_secs(config.mount_timeout_secs);
+    let programs = nfs::Programs {
+        mount: config.mount_program.clone(),
+        umount: config.umount_program.clone(),
+        timeout: Duration::from_secs(config.mount_timeout_secs),
+    };
     let nfs = match &config.sim_nfs_exports {
         Some(exports) => {
             tracing::warn!(exports = %exports.display(), "NFS sources resolve through the simulator's export table (test seam)");
             NfsMounter::SimExports {
                 exports: exports.clone(),
-                program: config.mount_program.clone(),
-                timeout,
+                programs,
             }
         }
-        None => NfsMounter::Kernel {
-            program: config.mount_program.clone(),
-            timeout,
-        },
+        None => NfsMounter::Kernel { programs },
     };
     let mounter = Arc::new(LinuxMounter::default());
+    let nfs_for_shutdown = nfs.clone();
     if common.mode.controller() {
         let cloud = common.cloud_client(KEY_NAMES).await?;
         let default_zone = match &config.node_zone {
@@ -148,7 +153,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     let served = serve(&common.endpoint, routes, shutdown).await;
     if common.mode.controller() {
-        controller::unmount_work_dir(mounter.as_ref(), &config.controller_dir);
+        controller::unmount_work_dir(mounter.as_ref(), &nfs_for_shutdown, &config.controller_dir);
     }
     served?;
     Ok(())

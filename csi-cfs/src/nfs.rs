@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use csi_common::mount::{MountError, run_command};
+use csi_common::mount::{CommandError, MountError, Mounter, run_command};
 
 /// Where a volume lives: the PV attributes `host`, `path`, `vers`, `fsid`, `options`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -179,16 +179,23 @@ impl NfsSource {
     }
 }
 
+/// The programs that mount and unmount, and how long they may take before they are killed.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    pub mount: String,
+    pub umount: String,
+    pub timeout: Duration,
+}
+
 /// How NFS sources get mounted on this node.
 #[derive(Debug, Clone)]
 pub enum NfsMounter {
     /// The kernel's NFS client, through `mount -t nfs`.
-    Kernel { program: String, timeout: Duration },
+    Kernel { programs: Programs },
     /// The simulator's export table (the documented seam on machines without an NFS client).
     SimExports {
         exports: PathBuf,
-        program: String,
-        timeout: Duration,
+        programs: Programs,
     },
 }
 
@@ -210,6 +217,12 @@ impl NfsMounter {
         ]
     }
 
+    fn programs(&self) -> &Programs {
+        match self {
+            NfsMounter::Kernel { programs } | NfsMounter::SimExports { programs, .. } => programs,
+        }
+    }
+
     /// Mounts `source` on `target` (an existing directory).
     pub fn mount(
         &self,
@@ -218,36 +231,61 @@ impl NfsMounter {
         flags: &[String],
         read_only: bool,
     ) -> Result<(), MountError> {
+        let Programs { mount, timeout, .. } = self.programs();
         match self {
-            NfsMounter::Kernel { program, timeout } => {
+            NfsMounter::Kernel { .. } => {
                 run_command(
-                    program,
+                    mount,
                     &Self::kernel_args(source, target, flags, read_only),
                     *timeout,
                 )?;
             }
-            NfsMounter::SimExports {
-                exports,
-                program,
-                timeout,
-            } => {
+            NfsMounter::SimExports { exports, .. } => {
                 let dir = resolve_export(exports, source)?;
                 let (dir, target) = (dir.display().to_string(), target.display().to_string());
-                run_command(
-                    program,
-                    &["--bind", dir.as_str(), target.as_str()],
-                    *timeout,
-                )?;
+                run_command(mount, &["--bind", dir.as_str(), target.as_str()], *timeout)?;
                 if read_only {
-                    run_command(
-                        program,
-                        &["-o", "remount,bind,ro", target.as_str()],
-                        *timeout,
-                    )?;
+                    run_command(mount, &["-o", "remount,bind,ro", target.as_str()], *timeout)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Unmounts the topmost mount at `path` through the `umount` program, killed at the timeout:
+    /// an unmount of an NFS mount whose server is gone can hang forever in the kernel. A hung one
+    /// is detached lazily (`umount -l`), which returns at once.
+    pub fn unmount(&self, path: &Path) -> Result<(), MountError> {
+        let Programs {
+            umount, timeout, ..
+        } = self.programs();
+        let path = path.display().to_string();
+        match run_command(umount, &[path.as_str()], *timeout) {
+            Ok(_) => Ok(()),
+            Err(CommandError::TimedOut { .. }) => {
+                tracing::warn!(path, "umount hung: detaching lazily");
+                run_command(umount, &["-l", path.as_str()], *timeout)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unmounts every mount stacked at `path` (nothing mounted is fine).
+    pub fn unmount_all<M: Mounter + ?Sized>(
+        &self,
+        mounter: &M,
+        path: &Path,
+    ) -> Result<(), MountError> {
+        for _ in 0..16 {
+            if mounter.mount_at(path)?.is_none() {
+                return Ok(());
+            }
+            self.unmount(path)?;
+        }
+        Err(MountError::TooManyMounts {
+            path: path.display().to_string(),
+        })
     }
 }
 

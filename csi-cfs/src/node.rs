@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
-use csi_common::mount::ops::{healthy_mount, remove_target, unmount_all};
+use csi_common::mount::ops::{healthy_mount, remove_target};
 use csi_common::mount::{MountInfo, Mounter, libc_errno};
 use tonic::{Request, Response, Status};
 
@@ -121,7 +121,7 @@ fn stage<M: Mounter>(
 }
 
 /// Unmounts node-wide mounts that no staging or publish bind refers to any more.
-fn collect_unused<M: Mounter>(mounter: &M, mounts_dir: &Path) -> Result<()> {
+fn collect_unused<M: Mounter>(mounter: &M, nfs: &NfsMounter, mounts_dir: &Path) -> Result<()> {
     let table = mounter.mounts()?;
     let prefix = format!("{}/", mounts_dir.display());
     for base in table.iter().filter(|m| m.mount_point.starts_with(&prefix)) {
@@ -131,7 +131,7 @@ fn collect_unused<M: Mounter>(mounter: &M, mounts_dir: &Path) -> Result<()> {
         if !used {
             let path = PathBuf::from(&base.mount_point);
             tracing::info!(mount = %path.display(), "no volume uses this file system any more: unmounting it");
-            unmount_all(mounter, &path)?;
+            nfs.unmount_all(mounter, &path)?;
             let _ = std::fs::remove_dir(&path);
         }
     }
@@ -221,8 +221,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .map_err(Error::InvalidArgument)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         self.blocking(move |m, config| {
-            unmount_all(m, &staging)?;
-            collect_unused(m, &config.mounts_dir)
+            config.nfs.unmount_all(m, &staging)?;
+            collect_unused(m, &config.nfs, &config.mounts_dir)
         })
         .await?;
         Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
@@ -273,7 +273,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                 if existing.is_read_only() == read_only {
                     return Ok(());
                 }
-                unmount_all(m, &target)?;
+                config.nfs.unmount_all(m, &target)?;
             }
             m.bind(&staging, &target, read_only, &[])?;
             Ok(())
@@ -293,8 +293,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let target =
             absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(move |m, _| {
-            unmount_all(m, &target)?;
+        self.blocking(move |m, config| {
+            config.nfs.unmount_all(m, &target)?;
             Ok(remove_target(&target)?)
         })
         .await?;

@@ -292,7 +292,8 @@ async fn a_restarted_controller_reuses_the_shared_instance() {
 async fn a_hung_mount_is_killed_at_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let hang = dir.path().join("hung-mount");
-    std::fs::write(&hang, "#!/bin/sh\nsleep 300\n").unwrap();
+    // A duration of its own, so tests running at the same time are told apart.
+    std::fs::write(&hang, "#!/bin/sh\nsleep 301\n").unwrap();
     std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let options = EnvOptions {
         driver_args: vec![
@@ -324,8 +325,50 @@ async fn a_hung_mount_is_killed_at_its_timeout() {
         .filter_map(|p| std::fs::read_to_string(p.path().join("cmdline")).ok())
         .any(|c| {
             let argv: Vec<&str> = c.split('\0').collect();
-            argv.get(1) == Some(&script.as_str()) || argv[..argv.len().min(2)] == ["sleep", "300"]
+            argv.get(1) == Some(&script.as_str()) || argv[..argv.len().min(2)] == ["sleep", "301"]
         });
     assert!(!still_running, "the hung mount process was killed");
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_unmount_is_killed_and_detached_lazily() {
+    let dir = tempfile::tempdir().unwrap();
+    let umount = dir.path().join("hung-umount");
+    // Hangs like an unmount of a dead NFS server, unless asked for a lazy detach.
+    std::fs::write(
+        &umount,
+        "#!/bin/sh\nif [ \"$1\" = \"-l\" ]; then exec umount -l \"$2\"; fi\nsleep 302\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&umount, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let options = EnvOptions {
+        driver_args: vec![
+            "--umount-program".into(),
+            umount.display().to_string(),
+            "--mount-timeout-secs".into(),
+            "2".into(),
+        ],
+        ..Default::default()
+    };
+    let mut env = Env::start(Driver::Cfs, options).await.unwrap();
+    let mut k = Kubelet::new(env.client().await.unwrap(), &env.workdir);
+    k.parameters = params(&[]);
+    let volume = up(&mut k, "pvc-hung-umount").await;
+    let start = Instant::now();
+    k.unpublish(&volume).await.unwrap();
+    k.unstage(&volume).await.unwrap();
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(20), "returned in {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "the hung umount was waited for, then killed: {elapsed:?}"
+    );
+    let left: Vec<String> = mounts_under(&env.workdir)
+        .into_iter()
+        .filter(|m| !m.contains("cfs-controller"))
+        .collect();
+    assert!(left.is_empty(), "lazily detached, nothing left: {left:?}");
+    k.delete(&volume).await.unwrap();
     env.stop().await.unwrap();
 }
