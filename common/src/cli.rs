@@ -76,6 +76,10 @@ pub struct CommonArgs {
     #[arg(long, env = "TENCENTCLOUD_CREDENTIALS_DIR")]
     pub credentials_dir: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9809); off when empty.
+    #[arg(long, env = "METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
+
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -101,6 +105,12 @@ pub enum StartupError {
     CloudEndpoint { endpoint: String, detail: String },
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("cannot serve metrics on {address}")]
+    Metrics {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CommonArgs {
@@ -136,6 +146,22 @@ impl CommonArgs {
             .region()
             .await
             .map_err(StartupError::Region)
+    }
+
+    /// The process's metrics registry, served on `--metrics-address` when one is given.
+    pub async fn start_metrics(
+        &self,
+    ) -> Result<std::sync::Arc<crate::metrics::Metrics>, StartupError> {
+        let metrics = crate::metrics::Metrics::new();
+        if let Some(address) = self.metrics_address.as_deref().filter(|a| !a.is_empty()) {
+            crate::metrics::serve_metrics(address, std::sync::Arc::clone(&metrics))
+                .await
+                .map_err(|source| StartupError::Metrics {
+                    address: address.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(metrics)
     }
 
     /// The cloud client with the credentials chain. `driver_names` go before the common names, so

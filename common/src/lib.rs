@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod cloud;
 pub mod csi;
+pub mod metrics;
 pub mod mount;
 pub mod time;

@@ -56,9 +56,14 @@ async fn secrets_never_reach_the_log_even_at_trace() {
     let routes =
         Routes::new(IdentityService::new("test.csi", "1.0", PluginCaps::default()).into_server());
     let task = tokio::spawn(async move {
-        serve(&endpoint, routes, async {
-            let _ = rx.await;
-        })
+        serve(
+            &endpoint,
+            routes,
+            async {
+                let _ = rx.await;
+            },
+            csi_common::metrics::Metrics::new(),
+        )
         .await
     });
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {

@@ -29,9 +29,14 @@ async fn start(
     let (tx, rx) = oneshot::channel::<()>();
     let endpoint = Endpoint::Unix(socket.to_owned());
     let task = tokio::spawn(async move {
-        serve(&endpoint, routes(), async {
-            let _ = rx.await;
-        })
+        serve(
+            &endpoint,
+            routes(),
+            async {
+                let _ = rx.await;
+            },
+            csi_common::metrics::Metrics::new(),
+        )
         .await
     });
     for _ in 0..100 {
@@ -72,9 +77,14 @@ async fn socket_lifecycle_stale_replaced_live_refused_removed_on_exit() {
     assert_eq!(mode & 0o777, 0o660);
 
     // A second server on the same live socket must refuse, not steal it.
-    let err = serve(&Endpoint::Unix(socket.clone()), routes(), async {})
-        .await
-        .unwrap_err();
+    let err = serve(
+        &Endpoint::Unix(socket.clone()),
+        routes(),
+        async {},
+        csi_common::metrics::Metrics::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ServeError::SocketInUse { .. }), "{err}");
     assert!(
         socket.exists(),
@@ -91,9 +101,14 @@ async fn a_regular_file_at_the_socket_path_is_never_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("csi.sock");
     std::fs::write(&path, "precious").unwrap();
-    let err = serve(&Endpoint::Unix(path.clone()), routes(), async {})
-        .await
-        .unwrap_err();
+    let err = serve(
+        &Endpoint::Unix(path.clone()),
+        routes(),
+        async {},
+        csi_common::metrics::Metrics::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ServeError::NotASocket { .. }), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
@@ -106,9 +121,14 @@ async fn tcp_endpoint_serves() {
     let (tx, rx) = oneshot::channel::<()>();
     let endpoint = Endpoint::Tcp(addr.to_string());
     let task = tokio::spawn(async move {
-        serve(&endpoint, routes(), async {
-            let _ = rx.await;
-        })
+        serve(
+            &endpoint,
+            routes(),
+            async {
+                let _ = rx.await;
+            },
+            csi_common::metrics::Metrics::new(),
+        )
         .await
     });
     let mut client = None;

@@ -90,6 +90,7 @@ pub fn plugin_caps(mode: Mode) -> PluginCaps {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
+    let metrics = common.start_metrics().await?;
     let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
     let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
     let mut routes = Routes::new(identity.into_server());
@@ -106,7 +107,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         },
     };
     if common.mode.controller() {
-        let cloud = common.cloud_client(KEY_NAMES).await?;
+        let cloud = common
+            .cloud_client(KEY_NAMES)
+            .await?
+            .with_metrics(std::sync::Arc::clone(&metrics));
         tracing::info!(region = cloud.region(), "cloud client ready");
         let controller = ControllerService::new(
             Arc::new(cloud),
@@ -135,6 +139,6 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         );
         routes = routes.add_service(node.into_server());
     }
-    serve(&common.endpoint, routes, shutdown_signal()).await?;
+    serve(&common.endpoint, routes, shutdown_signal(), metrics).await?;
     Ok(())
 }

@@ -96,6 +96,7 @@ pub fn plugin_caps(mode: Mode) -> PluginCaps {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
+    let metrics = common.start_metrics().await?;
     let shutdown = shutdown_signal();
     let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
     let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
@@ -118,7 +119,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let mounter = Arc::new(LinuxMounter::default());
     let nfs_for_shutdown = nfs.clone();
     if common.mode.controller() {
-        let cloud = common.cloud_client(KEY_NAMES).await?;
+        let cloud = common
+            .cloud_client(KEY_NAMES)
+            .await?
+            .with_metrics(std::sync::Arc::clone(&metrics));
         let default_zone = match &config.node_zone {
             Some(zone) => Some(zone.clone()),
             None => common.metadata_client()?.zone().await.ok(),
@@ -151,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         );
         routes = routes.add_service(node.into_server());
     }
-    let served = serve(&common.endpoint, routes, shutdown).await;
+    let served = serve(&common.endpoint, routes, shutdown, metrics).await;
     if common.mode.controller() {
         controller::unmount_work_dir(mounter.as_ref(), &nfs_for_shutdown, &config.controller_dir);
     }

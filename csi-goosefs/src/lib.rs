@@ -32,6 +32,7 @@ pub fn plugin_caps(_mode: Mode) -> PluginCaps {
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
+    let metrics = common.start_metrics().await?;
     let identity = IdentityService::new(
         common.driver_name_or(DRIVER_NAME),
         VERSION,
@@ -41,6 +42,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         &common.endpoint,
         Routes::new(identity.into_server()),
         shutdown_signal(),
+        metrics,
     )
     .await?;
     Ok(())

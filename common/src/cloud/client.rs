@@ -110,6 +110,7 @@ pub struct CloudClient {
     credentials: Arc<CredentialSource>,
     stats: Arc<ClientStats>,
     pacer: Arc<Pacer>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Per-action pacing with the generic cell rate algorithm: each call reserves the next slot under
@@ -157,7 +158,14 @@ impl CloudClient {
             credentials: Arc::new(credentials),
             stats: Arc::new(ClientStats::default()),
             pacer: Arc::new(Pacer::default()),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Records every call in `metrics` (by service, action and outcome; never a resource ID).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn region(&self) -> &str {
@@ -189,6 +197,42 @@ impl CloudClient {
     /// Calls `action` of `service`, retrying throttling and transient failures until `deadline`
     /// (or the configured default deadline when `None`).
     pub async fn call<Req, Resp>(
+        &self,
+        service: Service,
+        action: &str,
+        request: &Req,
+        deadline: Option<Instant>,
+    ) -> Result<Resp, CloudError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let start = Instant::now();
+        let result = self.call_retrying(service, action, request, deadline).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        let labels = [
+            ("service", service.name),
+            ("action", action),
+            ("outcome", outcome.as_str()),
+        ];
+        self.metrics.inc(
+            "cloud_api_calls_total",
+            "Cloud API calls (after retries), by service, action and outcome.",
+            &labels,
+        );
+        self.metrics.observe(
+            "cloud_api_duration_seconds",
+            "Cloud API call latency including retries, by service, action and outcome.",
+            &labels,
+            start.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    async fn call_retrying<Req, Resp>(
         &self,
         service: Service,
         action: &str,
@@ -232,6 +276,11 @@ impl CloudClient {
                     });
                 }
                 self.stats.paced.fetch_add(1, Ordering::Relaxed);
+                self.metrics.inc(
+                    "cloud_api_paced_total",
+                    "Cloud API calls that waited for their slot in the client's pacing, by service and action.",
+                    &[("service", service.name), ("action", action)],
+                );
                 tokio::time::sleep_until(at).await;
             }
             self.stats.attempts.fetch_add(1, Ordering::Relaxed);
@@ -257,6 +306,11 @@ impl CloudClient {
             };
             if error.kind() == ErrorKind::Throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                self.metrics.inc(
+                    "cloud_api_throttled_total",
+                    "Cloud API attempts refused with RequestLimitExceeded, by service and action.",
+                    &[("service", service.name), ("action", action)],
+                );
             }
             if !error.kind().is_retried_by_client() {
                 return Err(error);
@@ -277,6 +331,11 @@ impl CloudClient {
             }
             tracing::debug!(action, attempt, ?backoff, error = %error, "retrying cloud call");
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.metrics.inc(
+                "cloud_api_retries_total",
+                "Cloud API attempts retried, by service and action.",
+                &[("service", service.name), ("action", action)],
+            );
             tokio::time::sleep(backoff).await;
         }
     }

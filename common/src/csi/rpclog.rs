@@ -18,12 +18,24 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::pb;
+use crate::metrics::Metrics;
 
 pub const REDACTED: &str = "<redacted>";
 
 #[derive(Debug, Clone, Default)]
 pub struct RpcLogLayer {
     next_id: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl RpcLogLayer {
+    /// A layer that also records every call in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        RpcLogLayer {
+            next_id: Arc::default(),
+            metrics,
+        }
+    }
 }
 
 impl<S> Layer<S> for RpcLogLayer {
@@ -33,6 +45,7 @@ impl<S> Layer<S> for RpcLogLayer {
         RpcLog {
             inner,
             next_id: Arc::clone(&self.next_id),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -41,6 +54,7 @@ impl<S> Layer<S> for RpcLogLayer {
 pub struct RpcLog<S> {
     inner: S,
     next_id: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -65,6 +79,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let metrics = Arc::clone(&self.metrics);
         Box::pin(async move {
             let path = request.uri().path().to_owned();
             let method = path.rsplit('/').next().unwrap_or_default().to_owned();
@@ -89,7 +104,22 @@ where
                 let result = inner.call(request).await;
                 let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
                 if let Ok(response) = &result {
-                    log_outcome(&method, response.headers(), elapsed_ms);
+                    let code = log_outcome(&method, response.headers(), elapsed_ms);
+                    let code = format!("{code:?}");
+                    let labels = [("method", method.as_str()), ("code", code.as_str())];
+                    metrics.observe(
+                        "csi_operation_duration_seconds",
+                        "CSI call latency, by method and gRPC code.",
+                        &labels,
+                        elapsed_ms / 1000.0,
+                    );
+                    if code != "Ok" {
+                        metrics.inc(
+                            "csi_operation_errors_total",
+                            "Failed CSI calls, by method and gRPC code.",
+                            &labels,
+                        );
+                    }
                 }
                 result
             }
@@ -116,7 +146,7 @@ fn is_routine(method: &str) -> bool {
     )
 }
 
-fn log_outcome(method: &str, headers: &http::HeaderMap, elapsed_ms: f64) {
+fn log_outcome(method: &str, headers: &http::HeaderMap, elapsed_ms: f64) -> tonic::Code {
     // Errors travel as trailers-only responses with the status in the headers; success puts
     // grpc-status 0 in the trailers, so a missing header means OK.
     let code = headers
@@ -131,7 +161,7 @@ fn log_outcome(method: &str, headers: &http::HeaderMap, elapsed_ms: f64) {
         } else {
             tracing::info!(code = ?code, elapsed_ms, "rpc finished");
         }
-        return;
+        return code;
     }
     let message = headers
         .get("grpc-message")
@@ -139,6 +169,7 @@ fn log_outcome(method: &str, headers: &http::HeaderMap, elapsed_ms: f64) {
         .map(percent_decode)
         .unwrap_or_default();
     tracing::warn!(code = ?code, elapsed_ms, message = %message, "rpc failed");
+    code
 }
 
 /// gRPC percent-encodes `grpc-message`.

@@ -11,8 +11,11 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::Routes;
 use tonic::transport::Server;
 
+use std::sync::Arc;
+
 use super::endpoint::Endpoint;
 use super::rpclog::RpcLogLayer;
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -51,9 +54,10 @@ pub async fn serve(
     endpoint: &Endpoint,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
+    metrics: Arc<Metrics>,
 ) -> Result<(), ServeError> {
     let router = Server::builder()
-        .layer(RpcLogLayer::default())
+        .layer(RpcLogLayer::new(metrics))
         .add_routes(routes);
     let transport = |source| ServeError::Transport {
         endpoint: endpoint.to_string(),
