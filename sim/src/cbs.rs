@@ -111,15 +111,6 @@ impl Cbs {
         let names: Vec<&str> = self.sim.zones.iter().map(|z| z.name.as_str()).collect();
         names.join(", ")
     }
-
-    /// Runs blocking data-plane work off the async threads.
-    async fn blocking<R: Send + 'static>(
-        f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
-    ) -> std::io::Result<R> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| std::io::Error::other(format!("data-plane task failed: {e}")))?
-    }
 }
 
 impl CloudService for Cbs {
@@ -232,6 +223,36 @@ fn check_id_list(ids: &[String], field: &str, max: usize) -> Result<(), ApiError
         return Err(ApiError::invalid_value(format!(
             "{field} names {repeated} more than once."
         )));
+    }
+    Ok(())
+}
+
+/// The rules every `Describe*` by ID list shares: IDs or filters, not both; at most 100; each
+/// well formed (`<code>` otherwise, e.g. `InvalidDiskId.Malformed`).
+fn check_describe_ids(
+    ids: &[String],
+    with_filters: bool,
+    field: &str,
+    prefix: &str,
+    malformed_code: &str,
+) -> Result<(), ApiError> {
+    if !ids.is_empty() && with_filters {
+        return Err(ApiError::new(
+            "InvalidParameter",
+            format!("{field} and Filters cannot be given together."),
+        ));
+    }
+    if ids.len() > 100 {
+        return Err(ApiError::new(
+            "InvalidParameterValue.LimitExceeded",
+            format!("{field} names more than 100 resources."),
+        ));
+    }
+    if let Some(bad) = ids.iter().find(|id| !well_formed_id(id, prefix)) {
+        return Err(ApiError::new(
+            malformed_code,
+            format!("{field}: {bad:?} is not an ID like {prefix}xxxxxxxx."),
+        ));
     }
     Ok(())
 }

@@ -133,15 +133,6 @@ impl Cfs {
             id
         }
     }
-
-    /// Runs blocking data-plane work off the async threads.
-    async fn blocking<R: Send + 'static>(
-        f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
-    ) -> std::io::Result<R> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| std::io::Error::other(format!("data-plane task failed: {e}")))?
-    }
 }
 
 impl CloudService for Cfs {

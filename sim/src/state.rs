@@ -201,3 +201,12 @@ mod tests {
         );
     }
 }
+
+/// Runs blocking data-plane work (copies, `losetup`, directory walks) off the async threads.
+pub async fn run_blocking<R: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> std::io::Result<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("data-plane task failed: {e}")))?
+}

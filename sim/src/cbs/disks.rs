@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::dataplane::{copy_image, create_image, grow_image, remove_image};
 use super::model::{Disk, DiskState, DiskType, Prepaid, SnapshotState, Tag};
 use super::{
-    Cbs, Filter, check_filters, check_id_list, check_name, check_order, check_tags, decode,
-    disk_busy, disk_not_found, empty_reply, format_time, page, reply, snapshot_not_found,
-    well_formed_id,
+    Cbs, Filter, check_describe_ids, check_filters, check_id_list, check_name, check_order,
+    check_tags, decode, disk_busy, disk_not_found, empty_reply, format_time, page, reply,
+    snapshot_not_found,
 };
 use crate::api::ApiError;
 use crate::state::{random_id, unix_now};
@@ -319,7 +319,7 @@ impl Cbs {
             .map(|id| self.layout.snapshot_image(id));
         let size = plan.size;
         let made = images.clone();
-        let written = Cbs::blocking(move || {
+        let written = crate::state::run_blocking(move || {
             for (n, image) in made.iter().enumerate() {
                 let result = match &source {
                     Some(source) => {
@@ -394,9 +394,10 @@ impl Cbs {
             }
             other => {
                 let images = images.clone();
-                let _ =
-                    Cbs::blocking(move || images.iter().try_for_each(|image| remove_image(image)))
-                        .await;
+                let _ = crate::state::run_blocking(move || {
+                    images.iter().try_for_each(|image| remove_image(image))
+                })
+                .await;
                 let (disk_id_set, _) = other?;
                 reply(&CreateDisksResponse { disk_id_set })
             }
@@ -423,28 +424,13 @@ impl Cbs {
             return_bind_auto_snapshot_policy: Option<bool>,
         }
         let request: Request = decode(body)?;
-        if !request.disk_ids.is_empty() && !request.filters.is_empty() {
-            return Err(ApiError::new(
-                "InvalidParameter",
-                "DiskIds and Filters cannot be given together.",
-            ));
-        }
-        if request.disk_ids.len() > 100 {
-            return Err(ApiError::new(
-                "InvalidParameterValue.LimitExceeded",
-                "DiskIds names more than 100 disks.",
-            ));
-        }
-        if let Some(bad) = request
-            .disk_ids
-            .iter()
-            .find(|id| !well_formed_id(id, "disk-"))
-        {
-            return Err(ApiError::new(
-                "InvalidDiskId.Malformed",
-                format!("DiskIds: {bad:?} is not a disk ID (disk-xxxxxxxx)."),
-            ));
-        }
+        check_describe_ids(
+            &request.disk_ids,
+            !request.filters.is_empty(),
+            "DiskIds",
+            "disk-",
+            "InvalidDiskId.Malformed",
+        )?;
         check_filters(&request.filters, DISK_FILTERS)?;
         let descending = check_order(
             request.order.as_deref(),
@@ -548,7 +534,8 @@ impl Cbs {
             .map(|id| self.layout.disk_image(id))
             .chain(snapshots.iter().map(|id| self.layout.snapshot_image(id)))
             .collect();
-        if let Err(e) = Cbs::blocking(move || files.iter().try_for_each(|f| remove_image(f))).await
+        if let Err(e) =
+            crate::state::run_blocking(move || files.iter().try_for_each(|f| remove_image(f))).await
         {
             tracing::warn!(error = %e, "cannot remove the images of terminated disks");
         }

@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::dataplane::{copy_image, remove_image};
 use super::model::{DiskState, Pending, Snapshot, SnapshotState, Tag};
 use super::{
-    Cbs, Filter, check_filters, check_id_list, check_name, check_order, check_tags, decode,
-    disk_busy, disk_not_found, empty_reply, format_time, not_supported, page, parse_iso8601, reply,
-    snapshot_not_found, well_formed_id,
+    Cbs, Filter, check_describe_ids, check_filters, check_id_list, check_name, check_order,
+    check_tags, decode, disk_busy, disk_not_found, empty_reply, format_time, not_supported, page,
+    parse_iso8601, reply, snapshot_not_found,
 };
 use crate::api::ApiError;
 use crate::state::{random_id, unix_now, unix_now_ms};
@@ -101,7 +101,7 @@ impl Cbs {
         let source = self.layout.disk_image(id);
         let copy = self.layout.snapshot_image(&snapshot_id);
         let target = copy.clone();
-        Cbs::blocking(move || copy_image(&source, &target))
+        crate::state::run_blocking(move || copy_image(&source, &target))
             .await
             .map_err(|e| {
                 ApiError::internal(format!("the simulator cannot copy the disk image: {e}"))
@@ -138,7 +138,7 @@ impl Cbs {
             Ok(())
         });
         if let Err(e) = stored {
-            let _ = Cbs::blocking(move || remove_image(&copy)).await;
+            let _ = crate::state::run_blocking(move || remove_image(&copy)).await;
             return Err(e);
         }
         tracing::info!(snapshot = %snapshot_id, disk = id, "CBS snapshot creating");
@@ -163,28 +163,13 @@ impl Cbs {
             order_field: Option<String>,
         }
         let request: Request = decode(body)?;
-        if !request.snapshot_ids.is_empty() && !request.filters.is_empty() {
-            return Err(ApiError::new(
-                "InvalidParameter",
-                "SnapshotIds and Filters cannot be given together.",
-            ));
-        }
-        if request.snapshot_ids.len() > 100 {
-            return Err(ApiError::new(
-                "InvalidParameterValue.LimitExceeded",
-                "SnapshotIds names more than 100 snapshots.",
-            ));
-        }
-        if let Some(bad) = request
-            .snapshot_ids
-            .iter()
-            .find(|id| !well_formed_id(id, "snap-"))
-        {
-            return Err(ApiError::new(
-                "InvalidSnapshotId.Malformed",
-                format!("SnapshotIds: {bad:?} is not a snapshot ID (snap-xxxxxxxx)."),
-            ));
-        }
+        check_describe_ids(
+            &request.snapshot_ids,
+            !request.filters.is_empty(),
+            "SnapshotIds",
+            "snap-",
+            "InvalidSnapshotId.Malformed",
+        )?;
         check_filters(&request.filters, SNAPSHOT_FILTERS)?;
         let descending = check_order(
             request.order.as_deref(),
@@ -249,7 +234,8 @@ impl Cbs {
             .iter()
             .map(|id| self.layout.snapshot_image(id))
             .collect();
-        if let Err(e) = Cbs::blocking(move || files.iter().try_for_each(|f| remove_image(f))).await
+        if let Err(e) =
+            crate::state::run_blocking(move || files.iter().try_for_each(|f| remove_image(f))).await
         {
             tracing::warn!(error = %e, "cannot remove the images of deleted snapshots");
         }

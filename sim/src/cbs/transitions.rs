@@ -127,7 +127,7 @@ impl Cbs {
         let id = disk_id.to_owned();
         let device = match (disk.state, pending.target) {
             (DiskState::Attaching, DiskState::Attached) => {
-                let device = Cbs::blocking(move || {
+                let device = crate::state::run_blocking(move || {
                     let device = devices.attach(&image)?;
                     layout.publish(&instance, &id, &device)?;
                     Ok(device)
@@ -138,7 +138,7 @@ impl Cbs {
             }
             (DiskState::Detaching, DiskState::Unattached) => {
                 let device = disk.loop_device.clone();
-                Cbs::blocking(move || {
+                crate::state::run_blocking(move || {
                     layout.unpublish(&instance, &id, device.as_deref())?;
                     match &device {
                         Some(device) => devices.detach(device, &image),
@@ -152,7 +152,7 @@ impl Cbs {
             (DiskState::Expanding, _) => {
                 let size = pending.new_size.unwrap_or(disk.disk_size);
                 let device = disk.loop_device.clone();
-                Cbs::blocking(move || {
+                crate::state::run_blocking(move || {
                     super::dataplane::grow_image(&image, size)?;
                     match &device {
                         Some(device) => devices.refresh_size(device, &image),
@@ -222,7 +222,7 @@ impl Cbs {
             let layout = self.layout.clone();
             let id = disk_id.clone();
             let old = recorded.clone();
-            let result = Cbs::blocking(move || {
+            let result = crate::state::run_blocking(move || {
                 let device = if devices.backing_file(&old).as_deref() == Some(image.as_path()) {
                     old.clone()
                 } else {
@@ -274,7 +274,7 @@ impl Cbs {
             let devices = Arc::clone(&self.devices);
             let layout = self.layout.clone();
             let id = disk_id.clone();
-            let result = Cbs::blocking(move || {
+            let result = crate::state::run_blocking(move || {
                 if let Some(instance) = &instance {
                     layout.unpublish(instance, &id, Some(&device))?;
                 }

@@ -368,7 +368,7 @@ impl Cfs {
         });
         let layout = self.layout.clone();
         let dir_id = id.clone();
-        if let Err(e) = Cfs::blocking(move || layout.create_fs_dir(&dir_id)).await {
+        if let Err(e) = crate::state::run_blocking(move || layout.create_fs_dir(&dir_id)).await {
             return Err(ApiError::new(
                 "InternalError.CreateFsFailed",
                 format!("the simulator cannot create the file system's directory: {e}"),
@@ -434,7 +434,7 @@ impl Cfs {
             }
             other => {
                 let layout = self.layout.clone();
-                let _ = Cfs::blocking(move || layout.remove_fs_dir(&id)).await;
+                let _ = crate::state::run_blocking(move || layout.remove_fs_dir(&id)).await;
                 let (existing, _) = other?;
                 self.create_reply(&existing).await
             }
@@ -462,7 +462,7 @@ impl Cfs {
             return 0;
         }
         let dir = self.layout.fs_dir(&fs.file_system_id);
-        Cfs::blocking(move || Ok(super::usage(&dir).bytes))
+        crate::state::run_blocking(move || Ok(super::usage(&dir).bytes))
             .await
             .unwrap_or(0)
     }
@@ -575,7 +575,7 @@ impl Cfs {
         let layout = self.layout.clone();
         let ip = removed.mount_target.as_ref().map(|m| m.ip_address.clone());
         let dir_id = id.clone();
-        let cleaned = Cfs::blocking(move || {
+        let cleaned = crate::state::run_blocking(move || {
             if let Some(ip) = &ip {
                 layout.unpublish(ip)?;
             }
@@ -670,7 +670,7 @@ impl Cfs {
         if let Some(target) = removed {
             let layout = self.layout.clone();
             let ip = target.ip_address.clone();
-            if let Err(e) = Cfs::blocking(move || layout.unpublish(&ip)).await {
+            if let Err(e) = crate::state::run_blocking(move || layout.unpublish(&ip)).await {
                 tracing::warn!(file_system = %id, ip = %target.ip_address, error = %e,
                     "cannot remove the export of a deleted mount target; the next start removes it");
             }

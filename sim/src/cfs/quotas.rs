@@ -161,7 +161,7 @@ impl Cfs {
             super::Usage::default()
         } else {
             let dir = self.layout.fs_dir(&id);
-            Cfs::blocking(move || Ok(super::usage(&dir)))
+            crate::state::run_blocking(move || Ok(super::usage(&dir)))
                 .await
                 .unwrap_or_default()
         };

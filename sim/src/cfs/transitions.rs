@@ -91,7 +91,7 @@ impl Cfs {
         let layout = self.layout.clone();
         let fs_id = id.to_owned();
         let published = target.clone();
-        Cfs::blocking(move || {
+        crate::state::run_blocking(move || {
             layout.create_fs_dir(&fs_id)?;
             match &published {
                 Some(t) => layout.publish(&t.ip_address, &fs_id, &t.fsid),
@@ -118,7 +118,7 @@ impl Cfs {
         {
             // Deleted meanwhile: the export must not outlive it.
             let layout = self.layout.clone();
-            let _ = Cfs::blocking(move || layout.unpublish(&t.ip_address)).await;
+            let _ = crate::state::run_blocking(move || layout.unpublish(&t.ip_address)).await;
         }
         Ok(recorded)
     }
@@ -130,7 +130,7 @@ impl Cfs {
     pub async fn reconcile(&self) {
         let file_systems = self.store.read(|s| s.cfs.file_systems.clone());
         let layout = self.layout.clone();
-        let result = Cfs::blocking(move || {
+        let result = crate::state::run_blocking(move || {
             let mut exported = HashSet::new();
             for fs in &file_systems {
                 let dir = layout.fs_dir(&fs.file_system_id);
