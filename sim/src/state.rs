@@ -147,6 +147,15 @@ pub fn random_id(prefix: &str, len: usize) -> String {
     id
 }
 
+/// Runs blocking data-plane work (copies, `losetup`, directory walks) off the async threads.
+pub async fn run_blocking<R: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> std::io::Result<R> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("data-plane task failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,13 +209,4 @@ mod tests {
             "{err:#}"
         );
     }
-}
-
-/// Runs blocking data-plane work (copies, `losetup`, directory walks) off the async threads.
-pub async fn run_blocking<R: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
-) -> std::io::Result<R> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| std::io::Error::other(format!("data-plane task failed: {e}")))?
 }
