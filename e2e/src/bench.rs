@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tonic::Code;
 
-use crate::cbs::{Kubelet, mount_capability};
 use crate::env::{Driver, Env, EnvOptions};
+use crate::kubelet::{Kubelet, mount_capability};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use csi_proto::v1 as pb;
 
-use crate::cbs::{GIB, Kubelet, df_bytes, mount_capability};
 use crate::env::{Driver, Env, EnvOptions};
+use crate::kubelet::{GIB, Kubelet, df_bytes, mount_capability};
 
 /// Prints one step and how long it took.
 pub fn step(label: &str, start: Instant, detail: &str) {

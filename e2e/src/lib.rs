@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
-pub mod cbs;
 pub mod cleanup;
 pub mod client;
 pub mod demo;
 pub mod env;
+pub mod kubelet;
 pub mod process;
 
 pub use client::CsiClient;

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use csi_proto::v1 as pb;
-use e2e::cbs::{GIB, Kubelet, Volume, block_capability, df_bytes, mount_capability};
 use e2e::cleanup::{loops_under, mounts_under};
 use e2e::env::NODE_ID;
+use e2e::kubelet::{GIB, Kubelet, Volume, block_capability, df_bytes, mount_capability};
 use e2e::{Driver, Env, EnvOptions};
 use pb::volume_usage::Unit;
 use tonic::Code;

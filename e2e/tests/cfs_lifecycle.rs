@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use csi_proto::v1 as pb;
-use e2e::cbs::{Kubelet, Volume};
 use e2e::cleanup::mounts_under;
+use e2e::kubelet::{Kubelet, Volume};
 use e2e::{Driver, Env, EnvOptions};
 use pb::volume_capability::access_mode::Mode;
 

@@ -1,4 +1,4 @@
-//! A CBS volume's life as kubelet and the sidecars drive it, one CSI call per step, against a
+//! A volume's life as kubelet and the sidecars drive it, one CSI call per step, against a
 //! running [`Env`]. Shared by `e2e demo`, the e2e tests and `e2e bench cbs`.
 
 use std::collections::HashMap;
