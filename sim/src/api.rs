@@ -223,10 +223,13 @@ async fn process(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Result<Value, A
             ),
         ));
     }
-    sim.faults.check(action)?;
-    if !sim.config.latency.is_zero() {
-        tokio::time::sleep(sim.config.latency).await;
+    // Limits are judged on arrival; the answer, failed or not, comes after the delay.
+    let admitted = sim.faults.check(action);
+    let delay = sim.config.latency + sim.faults.delay(action);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
+    admitted?;
     let params: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new("InvalidParameter", format!("The body is not JSON: {e}")))?;
     if !params.is_object() {

@@ -1,4 +1,4 @@
-//! Fault injection: per-action error rates, rate limits (throttling) and stuck transitions, set by
+//! Fault injection: per-action error rates, rate limits (throttling), delays and stuck transitions, set by
 //! `--fault` at start or replaced at run time through `PUT /_sim/faults`.
 
 use std::collections::HashMap;
@@ -28,6 +28,9 @@ pub struct FaultRule {
     /// "stuck attaching" incident.
     #[serde(default)]
     pub stuck: bool,
+    /// Milliseconds the answer is held back (slow API, or a timeout when longer than the client's).
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 fn default_error_code() -> String {
@@ -37,7 +40,7 @@ fn default_error_code() -> String {
 impl std::str::FromStr for FaultRule {
     type Err = String;
 
-    /// `ACTION:key=value,...` with keys `error_rate`, `error_code`, `rate_limit`, `stuck`.
+    /// `ACTION:key=value,...` with keys `error_rate`, `error_code`, `rate_limit`, `stuck`, `delay_ms`.
     fn from_str(spec: &str) -> Result<Self, String> {
         let (action, options) = spec.split_once(':').unwrap_or((spec, ""));
         if action.is_empty() {
@@ -51,6 +54,7 @@ impl std::str::FromStr for FaultRule {
             error_code: default_error_code(),
             rate_limit: None,
             stuck: false,
+            delay_ms: 0,
         };
         for option in options.split(',').filter(|o| !o.is_empty()) {
             let (key, value) = option
@@ -65,6 +69,11 @@ impl std::str::FromStr for FaultRule {
                 "error_rate" => rule.error_rate = number()?,
                 "error_code" => rule.error_code = value.to_owned(),
                 "rate_limit" => rule.rate_limit = Some(number()?),
+                "delay_ms" => {
+                    rule.delay_ms = value.parse::<u64>().map_err(|_| {
+                        format!("fault {spec:?}: delay_ms must be a whole number of milliseconds")
+                    })?
+                }
                 "stuck" => {
                     rule.stuck = value
                         .parse::<bool>()
@@ -72,7 +81,7 @@ impl std::str::FromStr for FaultRule {
                 }
                 _ => {
                     return Err(format!(
-                        "fault {spec:?}: unknown key {key:?} (error_rate, error_code, rate_limit, stuck)"
+                        "fault {spec:?}: unknown key {key:?} (error_rate, error_code, rate_limit, stuck, delay_ms)"
                     ));
                 }
             }
@@ -140,6 +149,18 @@ impl Faults {
             .any(|r| r.stuck && r.applies_to(action))
     }
 
+    /// How long the rules in force hold back an answer to `action` (the longest applies).
+    pub fn delay(&self, action: &str) -> std::time::Duration {
+        let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = rules
+            .iter()
+            .filter(|r| r.applies_to(action))
+            .map(|r| r.delay_ms)
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_millis(ms)
+    }
+
     /// Fails the call when a rule says so. Rate limits are token buckets of one second's worth.
     pub fn check(&self, action: &str) -> Result<(), ApiError> {
         let rules = self.rules();
@@ -197,6 +218,7 @@ mod tests {
             "A:bogus=1",
             "A:error_rate",
             "A:stuck=maybe",
+            "A:delay_ms=-5",
         ] {
             assert!(bad.parse::<FaultRule>().is_err(), "{bad}");
         }
@@ -236,5 +258,19 @@ mod tests {
         assert_eq!(passed, 5, "a burst gets one second's worth of calls");
         assert_eq!(faults.check("Z").unwrap_err().code, "RequestLimitExceeded");
         assert!(faults.check("W").is_ok(), "limits are per action");
+        faults.replace(vec![
+            "*:delay_ms=50".parse().unwrap(),
+            "V:delay_ms=300".parse().unwrap(),
+        ]);
+        assert_eq!(
+            faults.delay("V").as_millis(),
+            300,
+            "the longest delay applies"
+        );
+        assert_eq!(faults.delay("U").as_millis(), 50);
+        assert!(
+            faults.check("V").is_ok(),
+            "a delay alone does not fail the call"
+        );
     }
 }

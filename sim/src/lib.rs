@@ -102,8 +102,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
 
-    /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND,stuck=true, where
-    /// ACTION is an action name or * (repeatable). `stuck=true`: the call succeeds but the
+    /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND,stuck=true,delay_ms=N,
+    /// where ACTION is an action name or * (repeatable). `delay_ms` holds the answer back. `stuck=true`: the call succeeds but the
     /// transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING snapshot, a `creating`
     /// CFS file system) does not complete while the rule is in force. Replaceable at run time with PUT /_sim/faults.
     #[arg(long = "fault")]

@@ -252,6 +252,7 @@ impl CloudClient {
         })?;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0u32;
+        let mut previous: Option<CloudError> = None;
         loop {
             attempt += 1;
             if let Some(at) = self
@@ -289,10 +290,22 @@ impl CloudClient {
             let result =
                 match tokio::time::timeout(timeout, self.attempt(service, action, &body)).await {
                     Ok(result) => result,
-                    Err(_) => Err(CloudError::Timeout {
-                        action: action.to_owned(),
-                        timeout,
-                    }),
+                    Err(_) => match previous.take() {
+                        // Cut short by the caller's deadline, not by our own attempt timeout: the
+                        // previous failure says more about why the call did not succeed in time.
+                        Some(last) if timeout < self.config.attempt_timeout => {
+                            return Err(CloudError::DeadlineExceeded {
+                                action: action.to_owned(),
+                                attempts: attempt,
+                                elapsed: start.elapsed(),
+                                last: Box::new(last),
+                            });
+                        }
+                        _ => Err(CloudError::Timeout {
+                            action: action.to_owned(),
+                            timeout,
+                        }),
+                    },
                 };
             let error = match result {
                 Ok(value) => {
@@ -336,6 +349,7 @@ impl CloudClient {
                 "Cloud API attempts retried, by service and action.",
                 &[("service", service.name), ("action", action)],
             );
+            previous = Some(error);
             tokio::time::sleep(backoff).await;
         }
     }
