@@ -1,0 +1,125 @@
+//! The object store the file system runs on: the few S3 operations it needs, as a trait, so the
+//! core is tested against an in-memory store and served over COS (or any S3 server) in production.
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+/// What a store knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The full key, including any mount prefix.
+    pub key: String,
+    pub size: u64,
+    /// The entity tag as the server sent it, without quotes.
+    pub etag: String,
+    pub last_modified: SystemTime,
+}
+
+/// One page of a ListObjectsV2 listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects directly under the prefix (all of them below it when no delimiter was given).
+    pub objects: Vec<ObjectMeta>,
+    /// With a delimiter: the "directories", each ending with the delimiter.
+    pub common_prefixes: Vec<String>,
+    /// Present when there are more results: pass it back to get the next page.
+    pub next_token: Option<String>,
+}
+
+/// A part of a multipart upload, as CompleteMultipartUpload wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based, at most 10000.
+    pub number: u32,
+    pub etag: String,
+}
+
+/// Why a store operation failed. The file system maps these to errno values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such object: {0}")]
+    NotFound(String),
+    #[error("access denied: {0}")]
+    Forbidden(String),
+    /// A precondition or argument the server refused (e.g. a part too small).
+    #[error("refused: {0}")]
+    Invalid(String),
+    /// The server or network failed; the caller may retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The operations the file system needs. Keys are full object keys (no leading slash).
+/// Implementations retry transient failures themselves; an error here is final.
+pub trait ObjectStore: Send + Sync + 'static {
+    fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<&str>,
+        max_keys: Option<u32>,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+
+    /// `Ok(None)` when the object does not exist.
+    fn head(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectMeta>, StoreError>> + Send;
+
+    /// Bytes `range` of the object (shorter at its end). When `if_match` is given and the object's
+    /// ETag differs, fails with `NotFound` (the object the caller knew is gone).
+    fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
+
+    /// Writes a whole object; returns its ETag.
+    fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Starts a multipart upload; returns its upload ID.
+    fn create_multipart(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Uploads part `number` (1-based); returns its ETag. Every part but the last is at least
+    /// 5 MiB on real servers.
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Makes the object visible; returns its ETag. Nothing is visible before this succeeds.
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Server-side copy (multipart copy for large objects is the implementation's business);
+    /// returns the new object's ETag.
+    fn copy(&self, from: &str, to: &str)
+    -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Deleting a missing key succeeds, as in S3.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
