@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cloud;
 pub mod csi;
+pub mod fusehost;
 pub mod metrics;
 pub mod mount;
 pub mod time;

@@ -65,7 +65,8 @@ pub async fn serve(
     };
     match endpoint {
         Endpoint::Unix(path) => {
-            let listener = bind_unix(path)?;
+            // kubelet and the sidecars run as root; nobody else needs to talk to a CSI driver.
+            let listener = bind_unix(path, 0o660)?;
             tracing::info!(%endpoint, "serving CSI");
             let result = router
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
@@ -100,8 +101,9 @@ pub async fn serve(
 }
 
 /// Prepares `path` and binds it: a leftover socket nobody answers on is removed; a socket that
-/// answers belongs to a live server and is left alone; any other file is never deleted.
-fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+/// answers belongs to a live server and is left alone; any other file is never deleted. The socket
+/// gets `mode`.
+pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ServeError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| ServeError::SocketDir {
             path: parent.to_owned(),
@@ -133,8 +135,7 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
         source,
     };
     let listener = UnixListener::bind(path).map_err(bind_error)?;
-    // kubelet and the sidecars run as root; nobody else needs to talk to a CSI driver.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
     Ok(listener)
 }
 

@@ -1,0 +1,19 @@
+//! The FUSE host: a long-lived process that starts, watches and stops FUSE daemons (`cos-fuse`,
+//! a GooseFS client) on behalf of a node plugin.
+//!
+//! Kubernetes kills every process of a container when the container restarts or is upgraded, so a
+//! FUSE daemon started by the node plugin would take its mount down with it. The node plugin
+//! therefore asks the host, over a local unix socket, with one structured JSON request per
+//! connection; the socket's permissions (and the peer's uid) are the authentication. The host runs
+//! only programs it was configured with (`--allow-program KIND=PATH`), as an argument vector with a
+//! clean environment; credentials travel in the request and reach the daemon on its standard input,
+//! never on a command line, in an environment or in a log. Every mount is recorded in a state
+//! directory, so a restarted host re-adopts the daemons that outlived it.
+
+mod client;
+mod protocol;
+mod server;
+
+pub use client::{HostClient, HostError};
+pub use protocol::{ErrorCode, MountRequest, MountStatus, Request, Response};
+pub use server::{HostConfig, serve};
