@@ -1,16 +1,44 @@
 //! `csi-cos`: the CSI driver for Tencent Cloud COS buckets mounted over FUSE.
 //!
-//! The crate owns what is particular to this driver (its parameters, its services); the gRPC
-//! transport, the cloud protocol and the mount layer live in `csi-common`.
+//! The crate owns what is particular to this driver: PV attributes and `additional_args`
+//! ([`params`]) and the node service ([`node`]), which asks the FUSE host (`cos-fuse host`, see
+//! `csi_common::fusehost`) to run one `cos-fuse` daemon per volume per node, outside this process.
+
+pub mod error;
+pub mod node;
+pub mod params;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
+use csi_common::fusehost::HostClient;
+use csi_common::mount::LinuxMounter;
 use tonic::service::Routes;
+
+use node::{CosPlanner, NodeConfig, NodeService};
 
 /// The name Tencent's driver registers, so existing StorageClasses and PVs keep working.
 pub const DRIVER_NAME: &str = "com.tencent.cloud.csi.cosfs";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The node flags every FUSE driver shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FuseNodeArgs {
+    /// The FUSE host's socket (`cos-fuse host --socket`): FUSE daemons run there, not in this
+    /// process, so restarting this plugin never breaks a mount.
+    #[arg(long, default_value = "/run/csi-fuse/host.sock")]
+    pub fuse_host_socket: PathBuf,
+
+    /// Where each volume is mounted once per node (the FUSE host must see the same path).
+    #[arg(
+        long,
+        default_value = "/var/lib/kubelet/plugins/com.tencent.cloud.csi.cosfs/mounts"
+    )]
+    pub mounts_dir: PathBuf,
+}
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -21,29 +49,45 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub fuse: FuseNodeArgs,
 }
 
-/// What this process really serves. Only the identity service exists so far: the controller and
-/// node services arrive with this driver's own issue, and the capabilities grow with them.
+/// What this process serves: buckets have no topology and no attach.
 pub fn plugin_caps(_mode: Mode) -> PluginCaps {
     PluginCaps::default()
+}
+
+impl FuseNodeArgs {
+    pub fn node_config(&self, common: &CommonArgs) -> NodeConfig {
+        NodeConfig {
+            node_id: common.node_id.clone().unwrap_or_default(),
+            mounts_dir: self.mounts_dir.clone(),
+            host: HostClient::new(&self.fuse_host_socket),
+        }
+    }
 }
 
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let common = &config.common;
     common.validate()?;
     let metrics = common.start_metrics().await?;
+    let shutdown = shutdown_signal();
     let identity = IdentityService::new(
         common.driver_name_or(DRIVER_NAME),
         VERSION,
         plugin_caps(common.mode),
     );
-    serve(
-        &common.endpoint,
-        Routes::new(identity.into_server()),
-        shutdown_signal(),
-        metrics,
-    )
-    .await?;
+    let mut routes = Routes::new(identity.into_server());
+    if common.mode.node() {
+        let node = NodeService::new(
+            Arc::new(LinuxMounter::default()),
+            CosPlanner,
+            config.fuse.node_config(common),
+        );
+        routes = routes.add_service(node.into_server());
+    }
+    serve(&common.endpoint, routes, shutdown, metrics).await?;
     Ok(())
 }

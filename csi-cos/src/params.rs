@@ -1,0 +1,544 @@
+//! What a COS volume is: the PV attributes of Tencent's driver (`url`, `bucket`, `path`,
+//! `additional_args`, `mounter`, `dbglevel`), the StorageClass parameters of prefix-per-PV
+//! provisioning, and the credentials in the publish secret. `additional_args` holds cosfs `-o`
+//! options: the ones our client serves are translated, every other one is refused by name. Nothing
+//! here ever reaches a shell.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(pub String);
+
+fn bad(message: impl Into<String>) -> ParamError {
+    ParamError(message.into())
+}
+
+/// The cosfs options our client serves, with how each is translated to a `cos-fuse -o` option.
+/// Anything else in `additional_args` is refused, by name.
+const OPTIONS: &[(&str, Kind)] = &[
+    ("allow_other", Kind::Flag),
+    ("ro", Kind::Flag),
+    ("uid", Kind::Number),
+    ("gid", Kind::Number),
+    ("umask", Kind::Octal),
+    ("multipart_size", Kind::Number),
+    ("parallel_count", Kind::Number),
+    ("stat_cache_expire", Kind::Number),
+    ("max_stat_cache_size", Kind::Number),
+    ("readwrite_timeout", Kind::Number),
+    ("ensure_diskfree", Kind::Number),
+    ("use_path_request_style", Kind::Flag),
+    ("max_memory_mb", Kind::Number),
+    ("read_ahead_mb", Kind::Number),
+    // Accepted for compatibility; they change nothing in our client (documented in the README).
+    ("nonempty", Kind::Ignored),
+    ("noxattr", Kind::Ignored),
+    ("dbglevel", Kind::Ignored),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Flag,
+    Number,
+    Octal,
+    Ignored,
+}
+
+/// Why some cosfs options are refused rather than ignored: they would change what users expect.
+fn refusal(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "use_cache" | "del_cache" | "check_cache_dir_exist" => {
+            "csi-cos keeps no disk cache; use csi-goosefs for a node-local cache"
+        }
+        "passwd_file" => "credentials come from the volume's secret (SecretId, SecretKey)",
+        "url" | "endpoint" => "the endpoint comes from the `url` attribute",
+        "bucket" => "the bucket comes from the `bucket` attribute",
+        _ => return None,
+    })
+}
+
+/// The parsed `additional_args`: `cos-fuse -o` options, in a stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOptions(pub BTreeMap<String, Option<String>>);
+
+impl MountOptions {
+    /// Parses cosfs-style arguments: `-oallow_other -ouid=1000,gid=1000 -o umask=022`.
+    pub fn parse(args: &str) -> Result<Self, ParamError> {
+        let mut options = BTreeMap::new();
+        let mut tokens = args.split_whitespace();
+        while let Some(token) = tokens.next() {
+            let list = match token.strip_prefix("-o") {
+                Some("") => tokens.next().ok_or_else(|| {
+                    bad("additional_args: `-o` at the end is missing its options")
+                })?,
+                Some(list) => list,
+                None => {
+                    return Err(bad(format!(
+                        "additional_args: {token:?} is not supported; only `-o name[=value]` options are (e.g. -oallow_other)"
+                    )));
+                }
+            };
+            for item in list.split(',').filter(|i| !i.is_empty()) {
+                let (name, value) = match item.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (item, None),
+                };
+                options.insert(name.to_owned(), check_option(name, value)?);
+            }
+        }
+        let options: BTreeMap<String, Option<String>> = options
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let ignored = OPTIONS
+                    .iter()
+                    .any(|(n, kind)| *n == name && *kind == Kind::Ignored);
+                (!ignored).then_some((name, value))
+            })
+            .collect();
+        Ok(MountOptions(options))
+    }
+
+    /// `-o name[=value]` pairs for `cos-fuse mount`.
+    pub fn to_args(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|(name, value)| {
+                let option = match value {
+                    Some(v) => format!("{name}={v}"),
+                    None => name.clone(),
+                };
+                ["-o".to_owned(), option]
+            })
+            .collect()
+    }
+
+    /// Lets a pod's fsGroup use the mount: files owned by `group`, group-writable, and visible
+    /// to users other than the daemon's (`allow_other`). Options the PV sets itself win.
+    pub fn grant_group(&mut self, group: &str) -> Result<(), ParamError> {
+        if group.parse::<u32>().is_err() {
+            return Err(bad(format!(
+                "volume_mount_group {group:?} is not a numeric group ID"
+            )));
+        }
+        self.0
+            .entry("gid".to_owned())
+            .or_insert_with(|| Some(group.to_owned()));
+        self.0
+            .entry("umask".to_owned())
+            .or_insert_with(|| Some("002".to_owned()));
+        self.0.entry("allow_other".to_owned()).or_insert(None);
+        Ok(())
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.0.contains_key("ro")
+    }
+}
+
+fn check_option(name: &str, value: Option<&str>) -> Result<Option<String>, ParamError> {
+    let Some((_, kind)) = OPTIONS.iter().find(|(n, _)| *n == name) else {
+        let why = refusal(name).unwrap_or("csi-cos does not serve it");
+        let known: Vec<&str> = OPTIONS.iter().map(|(n, _)| *n).collect();
+        return Err(bad(format!(
+            "additional_args: option {name:?} is not supported ({why}); supported: {}",
+            known.join(", ")
+        )));
+    };
+    match (kind, value) {
+        (Kind::Flag, None) | (Kind::Ignored, _) => Ok(value.map(str::to_owned)),
+        (Kind::Flag, Some(_)) => Err(bad(format!(
+            "additional_args: option {name:?} takes no value"
+        ))),
+        (Kind::Number, Some(v)) if v.parse::<u64>().is_ok() => Ok(Some(v.to_owned())),
+        (Kind::Octal, Some(v)) if u32::from_str_radix(v, 8).is_ok_and(|m| m <= 0o777) => {
+            Ok(Some(v.to_owned()))
+        }
+        (Kind::Number, _) => Err(bad(format!(
+            "additional_args: option {name:?} needs a whole number, as {name}=N"
+        ))),
+        (Kind::Octal, _) => Err(bad(format!(
+            "additional_args: option {name:?} needs an octal mode up to 777, as {name}=022"
+        ))),
+    }
+}
+
+/// A bucket (or a part of one) to mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosSource {
+    /// The endpoint, e.g. `http://cos.ap-guangzhou.myqcloud.com`.
+    pub url: String,
+    /// `<name>-<appid>`.
+    pub bucket: String,
+    /// The key prefix that is the volume's root, without leading or trailing slashes ("" = the
+    /// whole bucket).
+    pub prefix: String,
+    pub options: MountOptions,
+    /// `cosfs` or `goosefs-lite`: both are served by our client.
+    pub mounter: String,
+    /// The log level asked for (cosfs `dbglevel`), as a `cos-fuse --log-level`.
+    pub log_level: Option<String>,
+}
+
+fn get<'a>(map: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// A key prefix made safe: no leading/trailing slash, no empty, `.` or `..` segments.
+pub fn clean_prefix(path: &str, field: &str) -> Result<String, ParamError> {
+    let trimmed = path.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(bad(format!(
+            "{field} {path:?} must be a plain key prefix (no empty, `.` or `..` segments)"
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(bad(format!("{field} {path:?} holds control characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub fn check_url(url: &str) -> Result<String, ParamError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            bad(format!(
+                "url {url:?} must start with http:// or https:// (e.g. http://cos.ap-guangzhou.myqcloud.com)"
+            ))
+        })?;
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@'])
+        || rest.chars().any(char::is_whitespace)
+    {
+        return Err(bad(format!(
+            "url {url:?} must be a bare endpoint like http://cos.ap-guangzhou.myqcloud.com"
+        )));
+    }
+    Ok(url.to_owned())
+}
+
+pub fn check_bucket(bucket: &str) -> Result<String, ParamError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if ok {
+        Ok(bucket.to_owned())
+    } else {
+        Err(bad(format!(
+            "bucket {bucket:?} is not a bucket name (`<name>-<appid>`: lower-case letters, digits and dashes)"
+        )))
+    }
+}
+
+const LOG_LEVELS: &[(&str, &str)] = &[
+    ("crit", "error"),
+    ("err", "error"),
+    ("error", "error"),
+    ("warn", "warn"),
+    ("info", "info"),
+    ("debug", "debug"),
+    ("dbg", "debug"),
+];
+
+impl CosSource {
+    /// From a PV's `volumeAttributes` (static PVs, and the context our CreateVolume returns).
+    pub fn from_context(context: &HashMap<String, String>) -> Result<Self, ParamError> {
+        let url = check_url(get(context, "url").ok_or_else(|| {
+            bad("volume attribute `url` is required (e.g. http://cos.ap-guangzhou.myqcloud.com)")
+        })?)?;
+        let bucket = check_bucket(
+            get(context, "bucket")
+                .ok_or_else(|| bad("volume attribute `bucket` is required (`<name>-<appid>`)"))?,
+        )?;
+        let prefix = clean_prefix(get(context, "path").unwrap_or("/"), "path")?;
+        let options = MountOptions::parse(get(context, "additional_args").unwrap_or(""))?;
+        let mounter = get(context, "mounter").unwrap_or("cosfs").to_owned();
+        if mounter != "cosfs" && mounter != "goosefs-lite" {
+            return Err(bad(format!(
+                "mounter {mounter:?} is not supported (cosfs or goosefs-lite; both are served by cos-fuse)"
+            )));
+        }
+        let log_level = match get(context, "dbglevel") {
+            None => None,
+            Some(level) => Some(
+                LOG_LEVELS
+                    .iter()
+                    .find(|(name, _)| *name == level)
+                    .map(|(_, ours)| (*ours).to_owned())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "dbglevel {level:?} is not one of crit, err, warn, info, debug"
+                        ))
+                    })?,
+            ),
+        };
+        Ok(CosSource {
+            url,
+            bucket,
+            prefix,
+            options,
+            mounter,
+            log_level,
+        })
+    }
+
+    /// The `cos-fuse mount` arguments (the FUSE host appends the mount point).
+    pub fn fuse_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "mount".to_owned(),
+            "--endpoint".to_owned(),
+            self.url.clone(),
+            "--bucket".to_owned(),
+            self.bucket.clone(),
+            "--credentials-stdin".to_owned(),
+        ];
+        if !self.prefix.is_empty() {
+            args.extend(["--prefix".to_owned(), self.prefix.clone()]);
+        }
+        if let Some(level) = &self.log_level {
+            args.extend(["--log-level".to_owned(), level.clone()]);
+        }
+        args.extend(self.options.to_args());
+        args
+    }
+
+    /// Identifies the mount (not its credentials: rotating a key must not make the volume's mount
+    /// look like another one).
+    pub fn fingerprint(&self) -> String {
+        let mut digest = Sha256::new();
+        for arg in self.fuse_args() {
+            digest.update(arg.as_bytes());
+            digest.update([0]);
+        }
+        hex::encode(digest.finalize())
+    }
+}
+
+/// API keys from a secret: `SecretId`, `SecretKey` and, for temporary keys, `Token`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub secret_id: String,
+    pub secret_key: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &"<redacted>")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Keys {
+    /// Trims values: a trailing newline in a secret broke the old driver's signing.
+    pub fn from_secrets(
+        secrets: &HashMap<String, String>,
+        which: &str,
+    ) -> Result<Self, ParamError> {
+        let field = |name: &str| get(secrets, name).map(str::to_owned);
+        let (Some(secret_id), Some(secret_key)) = (field("SecretId"), field("SecretKey")) else {
+            return Err(bad(format!(
+                "the {which} secret must hold SecretId and SecretKey (keys present: {})",
+                secrets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        Ok(Keys {
+            secret_id,
+            secret_key,
+            token: field("Token").or_else(|| field("SessionToken")),
+        })
+    }
+
+    /// What the FUSE daemon reads on its standard input.
+    pub fn to_stdin(&self) -> String {
+        serde_json::json!({
+            "SecretId": self.secret_id,
+            "SecretKey": self.secret_key,
+            "Token": self.token,
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn static_pv_attributes_become_an_argument_vector() {
+        let source = CosSource::from_context(&context(&[
+            ("url", "http://cos.ap-guangzhou.myqcloud.com/"),
+            ("bucket", "data-1250000000"),
+            ("path", "/team/a/"),
+            (
+                "additional_args",
+                "-oallow_other -ouid=1000,gid=1000 -o umask=022 -oensure_diskfree=20480 -ononempty",
+            ),
+            ("dbglevel", "warn"),
+        ]))
+        .unwrap();
+        assert_eq!(source.prefix, "team/a");
+        assert_eq!(
+            source.fuse_args(),
+            [
+                "mount",
+                "--endpoint",
+                "http://cos.ap-guangzhou.myqcloud.com",
+                "--bucket",
+                "data-1250000000",
+                "--credentials-stdin",
+                "--prefix",
+                "team/a",
+                "--log-level",
+                "warn",
+                "-o",
+                "allow_other",
+                "-o",
+                "ensure_diskfree=20480",
+                "-o",
+                "gid=1000",
+                "-o",
+                "uid=1000",
+                "-o",
+                "umask=022",
+            ]
+        );
+    }
+
+    #[test]
+    fn unsupported_and_malformed_arguments_are_refused_by_name() {
+        for (args, named) in [
+            ("-ouse_cache=/tmp", "use_cache"),
+            ("-opasswd_file=/etc/passwd-cosfs", "passwd_file"),
+            ("-d", "\"-d\""),
+            ("-ouid=root", "uid"),
+            ("-oumask=999", "umask"),
+            ("-oallow_other=1", "allow_other"),
+            ("-o", "-o"),
+            ("; rm -rf /", "\";\""),
+            ("-ofoo$(id)", "foo$(id)"),
+        ] {
+            let err = MountOptions::parse(args).unwrap_err();
+            assert!(err.0.contains(named), "{args}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_attributes_name_the_attribute() {
+        let base = [
+            ("url", "http://cos.ap-guangzhou.myqcloud.com"),
+            ("bucket", "b-1250000000"),
+        ];
+        for (key, value, named) in [
+            ("url", "cos.ap-guangzhou.myqcloud.com", "url"),
+            ("url", "http://host/path", "url"),
+            ("bucket", "Bad_Bucket", "bucket"),
+            ("path", "a/../../b", "path"),
+            ("mounter", "s3fs", "mounter"),
+            ("dbglevel", "loud", "dbglevel"),
+        ] {
+            let mut ctx = context(&base);
+            ctx.insert(key.into(), value.into());
+            let err = CosSource::from_context(&ctx).unwrap_err();
+            assert!(err.0.contains(named), "{key}={value}: {err}");
+        }
+        assert!(
+            CosSource::from_context(&context(&[("bucket", "b-1")]))
+                .unwrap_err()
+                .0
+                .contains("url")
+        );
+    }
+
+    #[test]
+    fn fingerprints_follow_options_not_keys() {
+        let ctx = context(&[
+            ("url", "http://cos.ap-guangzhou.myqcloud.com"),
+            ("bucket", "b-1250000000"),
+        ]);
+        let a = CosSource::from_context(&ctx).unwrap();
+        let mut ro = ctx.clone();
+        ro.insert("additional_args".into(), "-oro".into());
+        let b = CosSource::from_context(&ro).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(b.options.read_only());
+        assert_eq!(
+            a.fingerprint(),
+            CosSource::from_context(&ctx).unwrap().fingerprint()
+        );
+    }
+
+    #[test]
+    fn a_pods_fs_group_is_granted_unless_the_pv_says_otherwise() {
+        let mut options = MountOptions::parse("-ouid=1000").unwrap();
+        options.grant_group("2000").unwrap();
+        assert_eq!(
+            options.to_args().join(" "),
+            "-o allow_other -o gid=2000 -o uid=1000 -o umask=002"
+        );
+        let mut own = MountOptions::parse("-ogid=5 -oumask=077").unwrap();
+        own.grant_group("2000").unwrap();
+        assert!(own.to_args().contains(&"gid=5".to_owned()));
+        assert!(own.to_args().contains(&"umask=077".to_owned()));
+        assert!(own.grant_group("staff").is_err());
+    }
+
+    #[test]
+    fn keys_are_trimmed_and_never_printed() {
+        let keys = Keys::from_secrets(
+            &context(&[("SecretId", "AKID\n"), ("SecretKey", " very-secret\n")]),
+            "publish",
+        )
+        .unwrap();
+        assert_eq!(keys.secret_id, "AKID");
+        assert_eq!(keys.secret_key, "very-secret");
+        assert!(!format!("{keys:?}").contains("very-secret"));
+        let err = Keys::from_secrets(&context(&[("secretid", "x")]), "publish").unwrap_err();
+        assert!(
+            err.0.contains("SecretId") && err.0.contains("secretid"),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_accepted_options_are_known(args in ".{0,80}") {
+            if let Ok(options) = MountOptions::parse(&args) {
+                for name in options.0.keys() {
+                    proptest::prop_assert!(OPTIONS.iter().any(|(n, _)| n == name));
+                }
+            }
+        }
+
+        #[test]
+        fn clean_prefixes_never_escape(path in "[a-z./]{0,30}") {
+            if let Ok(prefix) = clean_prefix(&path, "path") {
+                proptest::prop_assert!(!prefix.split('/').any(|s| s == ".." || s == "."));
+                proptest::prop_assert!(!prefix.starts_with('/') && !prefix.ends_with('/'));
+            }
+        }
+    }
+}
