@@ -253,14 +253,25 @@ pub mod control {
     use super::*;
     use crate::faults::FaultRule;
 
-    pub async fn get_stats(
-        State(sim): State<Arc<Sim>>,
-    ) -> axum::Json<BTreeMap<String, ActionStats>> {
-        axum::Json(sim.stats.snapshot())
+    /// `GET /_sim/stats`: the cloud API's counters by action, and the COS endpoint's by S3
+    /// operation under `cos`.
+    #[derive(Debug, Serialize)]
+    pub struct StatsView {
+        #[serde(flatten)]
+        pub actions: BTreeMap<String, ActionStats>,
+        pub cos: BTreeMap<String, crate::cos::OpStats>,
+    }
+
+    pub async fn get_stats(State(sim): State<Arc<Sim>>) -> axum::Json<StatsView> {
+        axum::Json(StatsView {
+            actions: sim.stats.snapshot(),
+            cos: sim.cos.stats().snapshot(),
+        })
     }
 
     pub async fn reset_stats(State(sim): State<Arc<Sim>>) -> http::StatusCode {
         sim.stats.reset();
+        sim.cos.stats().reset();
         http::StatusCode::NO_CONTENT
     }
 

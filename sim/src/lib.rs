@@ -1,22 +1,25 @@
 //! `tcloud-sim`: a Tencent Cloud simulator for running the CSI drivers without a cloud account.
 //!
 //! It speaks the real wire protocols: TencentCloud API v3 with TC3-HMAC-SHA256 signatures checked
-//! against its configured keys, and the CVM instance-metadata service for one or more simulated
-//! instances. Its data plane is real local resources, and its state survives a restart. It shares no
+//! against its configured keys, the CVM instance-metadata service for one or more simulated
+//! instances, and COS buckets over the S3 protocol (SigV4 with the same keys) on a second
+//! listener. Its data plane is real local resources, and its state survives a restart. It shares no
 //! code with the drivers, so it is an independent check of their client.
 
 pub mod api;
 pub mod cbs;
 pub mod cfs;
+pub mod cos;
 pub mod cvm;
 pub mod faults;
+pub mod keys;
 pub mod metadata;
 pub mod signature;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +31,8 @@ use clap::{ArgAction, Parser};
 
 use api::{ApiError, Services, Stats};
 use faults::{FaultRule, Faults};
-use state::{Store, unix_now};
+use keys::Keys;
+use state::Store;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -37,8 +41,21 @@ use state::{Store, unix_now};
     about = "Tencent Cloud simulator: TC3-signed API v3 and instance metadata, backed by local resources",
     after_help = "Endpoints: POST / (API v3; the service is taken from the signature's credential scope: \
 cvm, cbs, cfs), GET /latest/meta-data/... (first instance), GET /instances/<id>/latest/meta-data/..., \
-GET /_sim/stats, DELETE /_sim/stats, GET|PUT /_sim/faults, POST /_sim/cbs/stale-link \
-{DiskId, InstanceId, Target?} (unsigned test control plane).
+GET /_sim/stats, DELETE /_sim/stats, GET|PUT /_sim/faults, GET|PUT /_sim/cos-profile \
+{latency_ms, bandwidth_mbps}, POST /_sim/cbs/stale-link {DiskId, InstanceId, Target?} (unsigned \
+test control plane). GET /_sim/stats also counts COS calls, errors and body bytes per S3 operation \
+under the key `cos` (requests refused before their operation is known, such as bad signatures, \
+under `-`).
+
+COS, on its own listener (--cos-listen, printed as `cos http://ADDR` after the `listening` line): \
+the S3 protocol, path style (/bucket/key) or virtual-hosted style (Host: \
+<bucket>.cos.<region>.myqcloud.com, or <bucket>.<anything> for a served bucket), SigV4-signed \
+with the keys the API accepts (a role's temporary key with its x-amz-security-token). Buckets \
+(--cos-bucket) live under --state-dir in cos/<bucket>/: objects/<sha256 of key>.json (metadata), \
+data/<id> (bytes), uploads/<uploadId>/ (multipart uploads in progress). Fault rules apply to S3 \
+operations too, ACTION being the operation (PutObject, UploadPart, CompleteMultipartUpload, \
+GetObject, ...): an injected error answers 500 with its code, 503 for SlowDown (and rate limits), \
+403 for AccessDenied.
 
 CBS data plane, under --state-dir: disk images cbs/disks/<diskId>.img (sparse files), snapshots \
 cbs/snapshots/<snapId>.img; an attached disk is a loop device, shown to its instance as \
@@ -103,7 +120,8 @@ pub struct Args {
     pub latency_ms: u64,
 
     /// Inject faults: ACTION:error_rate=P,error_code=CODE,rate_limit=PER_SECOND,stuck=true,delay_ms=N,
-    /// where ACTION is an action name or * (repeatable). `delay_ms` holds the answer back. `stuck=true`: the call succeeds but the
+    /// where ACTION is an action name, an S3 operation name of the COS listener (PutObject,
+    /// UploadPart, ...), or * (repeatable). `delay_ms` holds the answer back. `stuck=true`: the call succeeds but the
     /// transition it starts (ATTACHING, DETACHING, EXPANDING, a CREATING snapshot, a `creating`
     /// CFS file system) does not complete while the rule is in force. Replaceable at run time with PUT /_sim/faults.
     #[arg(long = "fault")]
@@ -167,6 +185,25 @@ pub struct Args {
     /// cloud keeps its disks attached while its API restarts.
     #[arg(long)]
     pub cbs_detach_on_exit: bool,
+
+    /// Address of the COS (S3 protocol) listener; port 0 picks a free one. The chosen address is
+    /// printed on stdout as `cos http://ADDR`, right after the `listening` line.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub cos_listen: SocketAddr,
+
+    /// A COS bucket served, created if missing (repeatable).
+    #[arg(long = "cos-bucket", default_values = [cos::DEFAULT_BUCKET], value_parser = cos::parse_bucket_name)]
+    pub cos_buckets: Vec<String>,
+
+    /// Delay before the first byte of every COS response, in milliseconds. Changeable at run time
+    /// with PUT /_sim/cos-profile.
+    #[arg(long, default_value_t = 0)]
+    pub cos_latency_ms: u64,
+
+    /// Bandwidth of each COS request body and each response body, in megabits per second per
+    /// request; 0 is unlimited. Changeable at run time with PUT /_sim/cos-profile.
+    #[arg(long, default_value_t = 0.0, value_parser = cos::parse_bandwidth)]
+    pub cos_bandwidth_mbps: f64,
 
     /// More log detail: -v debug, -vv trace.
     #[arg(short, long, action = ArgAction::Count)]
@@ -272,13 +309,14 @@ pub struct SimConfig {
 #[derive(Debug)]
 pub struct Sim {
     pub config: SimConfig,
-    keys: HashMap<String, String>,
+    pub keys: Arc<Keys>,
     pub store: Arc<Store>,
     pub services: Services,
     pub faults: Arc<Faults>,
     pub stats: Stats,
     pub cbs: Arc<cbs::Cbs>,
     pub cfs: Arc<cfs::Cfs>,
+    pub cos: Arc<cos::Cos>,
 }
 
 impl Sim {
@@ -318,8 +356,8 @@ impl Sim {
             snapshot_latency: Duration::from_millis(args.cbs_snapshot_ms),
             auto_snapshot_policies: args.cbs_auto_snapshot_policies.clone(),
         };
-        let keys = read_keys(&args.keys_file)?;
         let store = Arc::new(Store::open(&args.state_dir)?);
+        let keys = Arc::new(Keys::read_file(&args.keys_file, Arc::clone(&store))?);
         let faults = Arc::new(Faults::new(args.faults.clone()));
         let layout = cbs::Layout::new(&args.state_dir).with_context(|| {
             format!(
@@ -355,6 +393,20 @@ impl Sim {
             Arc::clone(&faults),
             cfs_layout,
         ));
+        let cos_config = cos::CosConfig {
+            root: args.state_dir.join("cos"),
+            buckets: args.cos_buckets.clone(),
+            region: args.region.clone(),
+            owner_id: cfs::SIM_APP_ID.to_string(),
+            profile: cos::NetworkProfile {
+                latency_ms: args.cos_latency_ms,
+                bandwidth_mbps: args.cos_bandwidth_mbps,
+            },
+        };
+        let cos = Arc::new(
+            cos::Cos::open(cos_config, Arc::clone(&keys), Arc::clone(&faults))
+                .context("cannot open the COS buckets")?,
+        );
         let mut services = Services::default();
         services.add(Arc::new(cvm::Cvm::new(config.clone())));
         services.add(cbs.clone());
@@ -368,39 +420,15 @@ impl Sim {
             config,
             cbs,
             cfs,
+            cos,
         }))
     }
 
     /// The secret key for `secret_id`: a configured key, or a role's temporary key with its token.
     pub fn secret_key_for(&self, secret_id: &str, token: Option<&str>) -> Result<String, ApiError> {
-        if let Some(key) = self.keys.get(secret_id) {
-            return Ok(key.clone());
-        }
-        let temp = self.store.read(|s| {
-            s.temp_keys
-                .iter()
-                .find(|k| k.secret_id == secret_id)
-                .cloned()
-        });
-        let Some(temp) = temp else {
-            return Err(ApiError::new(
-                "AuthFailure.SecretIdNotFound",
-                "The SecretId is not found.",
-            ));
-        };
-        if temp.expires_at <= unix_now() {
-            return Err(ApiError::new(
-                "AuthFailure.TokenFailure",
-                "The temporary key has expired.",
-            ));
-        }
-        if token != Some(temp.token.as_str()) {
-            return Err(ApiError::new(
-                "AuthFailure.TokenFailure",
-                "X-TC-Token is missing or does not match the key.",
-            ));
-        }
-        Ok(temp.secret_key)
+        self.keys
+            .secret_key_for(secret_id, token)
+            .map_err(|refusal| refusal.to_api_error())
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -419,36 +447,13 @@ impl Sim {
                 "/_sim/faults",
                 get(api::control::get_faults).put(api::control::put_faults),
             )
+            .route(
+                "/_sim/cos-profile",
+                get(cos::control::get_profile).put(cos::control::put_profile),
+            )
             .route("/_sim/cbs/stale-link", post(cbs::control::stale_link))
             .with_state(Arc::clone(self))
     }
-}
-
-fn read_keys(path: &Path) -> anyhow::Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --keys-file {}", path.display()))?;
-    let mut keys = HashMap::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        match (fields.next(), fields.next(), fields.next()) {
-            (Some(id), Some(key), None) => keys.insert(id.to_owned(), key.to_owned()),
-            _ => anyhow::bail!(
-                "{} line {}: expected `SecretId SecretKey`",
-                path.display(),
-                number + 1
-            ),
-        };
-    }
-    anyhow::ensure!(
-        !keys.is_empty(),
-        "--keys-file {} holds no keys",
-        path.display()
-    );
-    Ok(keys)
 }
 
 /// Runs the simulator until SIGTERM or SIGINT.
@@ -465,17 +470,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let cos_listener = tokio::net::TcpListener::bind(args.cos_listen)
+        .await
+        .with_context(|| format!("cannot listen on --cos-listen {}", args.cos_listen))?;
+    let cos_addr = cos_listener.local_addr()?;
     {
         use std::io::Write;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening http://{addr}")?;
+        writeln!(stdout, "cos http://{cos_addr}")?;
         stdout.flush()?;
     }
-    tracing::info!(%addr, region = %sim.config.region, services = ?sim.services, "simulator ready");
-    let served = axum::serve(listener, sim.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed");
+    tracing::info!(%addr, %cos_addr, region = %sim.config.region, services = ?sim.services, buckets = ?sim.cos.store().names(), "simulator ready");
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let api = axum::serve(listener, sim.router())
+        .with_graceful_shutdown(until_stopped(stopped.clone()))
+        .into_future();
+    let cos = axum::serve(cos_listener, sim.cos.router())
+        .with_graceful_shutdown(until_stopped(stopped))
+        .into_future();
+    let (api, cos) = tokio::join!(api, cos);
+    let served = api
+        .context("API server failed")
+        .and(cos.context("COS server failed"));
     ticker.abort();
     cfs_ticker.abort();
     if args.cbs_detach_on_exit {

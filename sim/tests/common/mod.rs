@@ -31,6 +31,11 @@ pub const CBS: Service = Service {
     version: "2017-03-12",
 };
 
+pub const CVM: Service = Service {
+    name: "cvm",
+    version: "2017-03-12",
+};
+
 pub const CFS: Service = Service {
     name: "cfs",
     version: "2019-07-19",
@@ -175,23 +180,31 @@ impl Workdir {
             .spawn()
             .unwrap();
         let mut stdout = child.stdout.take().unwrap();
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8_lossy(&line).into_owned();
-        let Some(addr) = line.strip_prefix("listening http://") else {
+        let mut read_line = || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            String::from_utf8_lossy(&line).into_owned()
+        };
+        let first = read_line();
+        let second = read_line();
+        let addrs = first
+            .strip_prefix("listening http://")
+            .zip(second.strip_prefix("cos http://"));
+        let Some((addr, cos_addr)) = addrs else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "tcloud-sim printed {line:?}; log:\n{}",
+                "tcloud-sim printed {first:?} and {second:?}; log:\n{}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         };
         Sim {
             child: Some(child),
             addr: addr.to_owned(),
+            cos_addr: cos_addr.to_owned(),
             log: log_path,
             service,
         }
@@ -202,6 +215,8 @@ impl Workdir {
 pub struct Sim {
     child: Option<Child>,
     pub addr: String,
+    /// The COS (S3 protocol) listener.
+    pub cos_addr: String,
     pub log: PathBuf,
     service: Service,
 }
