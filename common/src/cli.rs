@@ -99,6 +99,8 @@ pub enum StartupError {
     Credentials(#[from] CredentialsError),
     #[error("--region not given and instance metadata could not tell it")]
     Region(#[source] MetadataError),
+    #[error("--node-id not given and instance metadata could not tell this instance's ID")]
+    NodeIdFromMetadata(#[source] MetadataError),
     #[error("cannot build the HTTP client")]
     Http(#[from] reqwest::Error),
     #[error("invalid --cloud-endpoint {endpoint:?}: {detail}")]

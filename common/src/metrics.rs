@@ -96,6 +96,23 @@ impl Metrics {
         histogram.sum += seconds;
     }
 
+    /// Records a controller's wait for a cloud resource to reach a state:
+    /// `cloud_wait_duration_seconds{resource, wait, outcome}`. All three are fixed words.
+    pub fn observe_cloud_wait(
+        &self,
+        resource: &'static str,
+        wait: &'static str,
+        outcome: &'static str,
+        seconds: f64,
+    ) {
+        self.observe(
+            "cloud_wait_duration_seconds",
+            "Time controllers spent waiting for cloud resources to reach a state, by wait and outcome.",
+            &[("resource", resource), ("wait", wait), ("outcome", outcome)],
+            seconds,
+        );
+    }
+
     /// The value of a counter, for tests and benchmarks.
     pub fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
         self.families()

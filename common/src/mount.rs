@@ -10,6 +10,7 @@ pub mod command;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod linux;
+pub mod metered;
 pub mod mountinfo;
 pub mod ops;
 pub mod options;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use command::{CommandError, run_command};
 pub use linux::LinuxMounter;
+pub use metered::MeteredMounter;
 pub use mountinfo::MountInfo;
 
 /// What `blkid` finds on a device.

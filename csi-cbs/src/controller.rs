@@ -197,6 +197,12 @@ fn page_limit(max_entries: i32) -> std::result::Result<u64, Status> {
 }
 
 impl<C: CbsApi> ControllerService<C> {
+    /// Records the time spent waiting on disk states in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<csi_common::metrics::Metrics>) -> Self {
+        self.watcher.metrics = metrics;
+        self
+    }
+
     pub fn new(cbs: Arc<C>, config: ControllerConfig) -> Self {
         ControllerService {
             watcher: DiskWatcher::start(Arc::clone(&cbs)),

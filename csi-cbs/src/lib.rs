@@ -21,7 +21,7 @@ use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
-use csi_common::mount::LinuxMounter;
+use csi_common::mount::{LinuxMounter, MeteredMounter};
 use tonic::service::Routes;
 
 use controller::{ControllerConfig, ControllerService};
@@ -87,7 +87,19 @@ pub fn plugin_caps(mode: Mode) -> PluginCaps {
     }
 }
 
-pub async fn run(config: Config) -> Result<(), StartupError> {
+pub async fn run(mut config: Config) -> Result<(), StartupError> {
+    // The node ID is the CVM instance ID (the controller attaches disks to it). Kubernetes cannot
+    // hand a pod its node's instance ID, so without --node-id it comes from instance metadata.
+    if config.common.mode.node() && config.common.node_id.as_deref().is_none_or(str::is_empty) {
+        let id = config
+            .common
+            .metadata_client()?
+            .instance_id()
+            .await
+            .map_err(StartupError::NodeIdFromMetadata)?;
+        tracing::info!(node_id = id, "node ID read from instance metadata");
+        config.common.node_id = Some(id);
+    }
     let common = &config.common;
     common.validate()?;
     let metrics = common.start_metrics().await?;
@@ -119,12 +131,16 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 attach_timeout: Duration::from_secs(config.attach_timeout_secs),
                 default_zone: zone.clone(),
             },
-        );
+        )
+        .with_metrics(Arc::clone(&metrics));
         routes = routes.add_service(controller.into_server());
     }
     if common.mode.node() {
         let node = NodeService::new(
-            Arc::new(LinuxMounter::default()),
+            Arc::new(MeteredMounter::new(
+                LinuxMounter::default(),
+                Arc::clone(&metrics),
+            )),
             NodeConfig {
                 node_id: common.node_id.clone().unwrap_or_default(),
                 zone: zone.unwrap_or_default(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::cloud::cbs::{CbsApi, DescribeDisksRequest, Disk, Filter, MAX_PAGE};
+use csi_common::metrics::Metrics;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -111,6 +112,8 @@ impl Learned {
 #[derive(Debug, Clone)]
 pub struct DiskWatcher {
     requests: mpsc::UnboundedSender<(Key, Reply)>,
+    /// Where time spent waiting on disk states is recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a waiter is waiting for.
@@ -127,7 +130,10 @@ impl DiskWatcher {
     pub fn start<C: CbsApi>(cbs: Arc<C>) -> DiskWatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(batch_loop(cbs, rx));
-        DiskWatcher { requests: tx }
+        DiskWatcher {
+            requests: tx,
+            metrics: Metrics::new(),
+        }
     }
 
     /// The disk's current description, or `None` when it does not exist.
@@ -157,8 +163,31 @@ impl DiskWatcher {
     }
 
     /// Polls `disk_id` until `check` says [`Wait::Done`] (returning the disk), `check` fails, or
-    /// `deadline` passes. Polls quickly at first, then less often.
+    /// `deadline` passes. Polls quickly at first, then less often. The time spent is recorded as
+    /// `cloud_wait_duration_seconds{resource="disk", wait=what, outcome}` (`what` is a fixed
+    /// phrase, so the label stays bounded).
     pub async fn wait_until(
+        &self,
+        disk_id: &str,
+        deadline: Instant,
+        expected: Option<Duration>,
+        what: &'static str,
+        check: impl FnMut(&Disk) -> Result<Wait>,
+    ) -> Result<Disk> {
+        let started = std::time::Instant::now();
+        let result = self
+            .poll_until(disk_id, deadline, expected, what, check)
+            .await;
+        self.metrics.observe_cloud_wait(
+            "disk",
+            what,
+            wait_outcome(&result),
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    async fn poll_until(
         &self,
         disk_id: &str,
         deadline: Instant,
@@ -178,6 +207,15 @@ impl DiskWatcher {
             }
             poll.wait(disk_id, &disk.disk_state, what).await?;
         }
+    }
+}
+
+/// The `outcome` label of a wait: the state was reached, the deadline passed first, or it failed.
+pub fn wait_outcome<T>(result: &Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "reached",
+        Err(Error::DeadlineExceeded(_)) => "deadline",
+        Err(_) => "error",
     }
 }
 

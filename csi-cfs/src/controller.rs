@@ -54,6 +54,7 @@ pub struct ControllerService<C, M> {
     config: ControllerConfig,
     inflight: InFlight,
     mounting: tokio::sync::Mutex<()>,
+    metrics: Arc<csi_common::metrics::Metrics>,
 }
 
 /// NFS serves file access only; every access mode is fine, block is not.
@@ -112,7 +113,14 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             config,
             inflight: InFlight::new(),
             mounting: tokio::sync::Mutex::new(()),
+            metrics: csi_common::metrics::Metrics::new(),
         }
+    }
+
+    /// Records the time spent waiting on file-system states in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<csi_common::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn into_server(self) -> pb::controller_server::ControllerServer<Self> {
@@ -159,8 +167,26 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         }
     }
 
-    /// Waits (within the deadline; the retry resumes) until the file system is `available`.
+    /// Waits (within the deadline; the retry resumes) until the file system is `available`;
+    /// the time is recorded as `cloud_wait_duration_seconds{resource="file_system"}`.
     async fn wait_available(&self, fs_id: &str, deadline: Instant) -> Result<FileSystem> {
+        let started = std::time::Instant::now();
+        let result = self.poll_available(fs_id, deadline).await;
+        let outcome = match &result {
+            Ok(_) => "reached",
+            Err(Error::DeadlineExceeded(_)) => "deadline",
+            Err(_) => "error",
+        };
+        self.metrics.observe_cloud_wait(
+            "file_system",
+            "available",
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    async fn poll_available(&self, fs_id: &str, deadline: Instant) -> Result<FileSystem> {
         let mut interval = Duration::from_millis(100);
         loop {
             let fs = self

@@ -18,7 +18,7 @@ use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
-use csi_common::mount::LinuxMounter;
+use csi_common::mount::{LinuxMounter, MeteredMounter};
 use tonic::service::Routes;
 
 use controller::{ControllerConfig, ControllerService};
@@ -116,7 +116,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         }
         None => NfsMounter::Kernel { programs },
     };
-    let mounter = Arc::new(LinuxMounter::default());
+    let mounter = Arc::new(MeteredMounter::new(
+        LinuxMounter::default(),
+        Arc::clone(&metrics),
+    ));
     let nfs_for_shutdown = nfs.clone();
     if common.mode.controller() {
         let cloud = common
@@ -141,7 +144,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                     subnet_id: config.default_subnet_id.clone(),
                 },
             },
-        );
+        )
+        .with_metrics(Arc::clone(&metrics));
         routes = routes.add_service(controller.into_server());
     }
     if common.mode.node() {

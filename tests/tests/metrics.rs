@@ -57,11 +57,28 @@ async fn a_cbs_lifecycle_shows_in_the_metrics() {
         .controller_publish_volume(pb::ControllerPublishVolumeRequest {
             volume_id: "disk-nothere1".into(),
             node_id: "ins-sim00001".into(),
-            volume_capability: Some(capability),
+            volume_capability: Some(capability.clone()),
             ..Default::default()
         })
         .await;
     assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
+    c.controller
+        .controller_publish_volume(pb::ControllerPublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            node_id: "ins-sim00001".into(),
+            volume_capability: Some(capability.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.controller
+        .controller_unpublish_volume(pb::ControllerUnpublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            node_id: "ins-sim00001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     c.controller
         .delete_volume(pb::DeleteVolumeRequest {
             volume_id: volume.volume_id.clone(),
@@ -78,6 +95,8 @@ async fn a_cbs_lifecycle_shows_in_the_metrics() {
         "cloud_api_calls_total{service=\"cbs\",action=\"CreateDisks\",outcome=\"ok\"} 1",
         "cloud_api_calls_total{service=\"cbs\",action=\"TerminateDisks\",outcome=\"ok\"} 1",
         "# TYPE cloud_api_duration_seconds histogram",
+        "cloud_wait_duration_seconds_count{resource=\"disk\",wait=\"the attach\",outcome=\"reached\"} 1",
+        "cloud_wait_duration_seconds_count{resource=\"disk\",wait=\"the detach\",outcome=\"reached\"} 1",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

@@ -38,7 +38,26 @@ impl<C: CbsApi> ControllerService<C> {
             .remove(disk_id);
     }
 
+    /// Attaches `volume_id` to `node_id` (or confirms it); the time is recorded as
+    /// `cloud_wait_duration_seconds{resource="disk", wait="the attach"}`.
     pub(super) async fn publish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+        deadline: Instant,
+    ) -> Result<HashMap<String, String>> {
+        let started = std::time::Instant::now();
+        let result = self.attach_polling(volume_id, node_id, deadline).await;
+        self.watcher.metrics.observe_cloud_wait(
+            "disk",
+            "the attach",
+            crate::watcher::wait_outcome(&result),
+            started.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    async fn attach_polling(
         &self,
         volume_id: &str,
         node_id: &str,
@@ -181,7 +200,7 @@ impl<C: CbsApi> ControllerService<C> {
         &self,
         volume_id: &str,
         deadline: Instant,
-        what: &str,
+        what: &'static str,
     ) -> Result<Disk> {
         self.watcher
             .wait_until(volume_id, deadline, None, what, |d| {
