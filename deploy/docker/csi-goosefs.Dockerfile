@@ -1,0 +1,25 @@
+# csi-goosefs and cos-fuse (the FUSE host runs `cos-fuse host` from this image). Build from the
+# repository root:
+#   docker build -f deploy/docker/csi-goosefs.Dockerfile -t REGISTRY/csi-goosefs:0.1.0 .
+# A GooseFS FUSE client program, if one is used (csi-goosefs --goosefs-fuse-program), runs in the
+# FUSE host's container: add it to this image.
+FROM rust:1.95-slim-bookworm AS build
+# libfuse3-dev, pkg-config: for a FUSE crate that links libfuse (harmless otherwise).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libfuse3-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p csi-goosefs -p cos-fuse
+
+FROM debian:bookworm-slim
+# fuse3: fusermount3 and libfuse3; ca-certificates: TLS roots; util-linux, mount: umount.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        ca-certificates fuse3 mount util-linux \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/csi-goosefs /usr/local/bin/csi-goosefs
+COPY --from=build /src/target/release/cos-fuse /usr/local/bin/cos-fuse
+# No USER: the node plugin and the FUSE host need root (/dev/fuse, mounts in kubelet's
+# directory); the controller's manifest runs it as 65532.
+ENTRYPOINT ["/usr/local/bin/csi-goosefs"]
