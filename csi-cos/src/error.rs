@@ -61,3 +61,9 @@ pub fn io(path: &std::path::Path, what: &'static str) -> impl FnOnce(std::io::Er
     let path = path.display().to_string();
     move |source| Error::Mount(MountError::Io { path, what, source })
 }
+
+impl From<ParamError> for Status {
+    fn from(error: ParamError) -> Status {
+        Error::from(error).into()
+    }
+}

@@ -4,6 +4,7 @@
 //! ([`params`]) and the node service ([`node`]), which asks the FUSE host (`cos-fuse host`, see
 //! `csi_common::fusehost`) to run one `cos-fuse` daemon per volume per node, outside this process.
 
+pub mod controller;
 pub mod error;
 pub mod node;
 pub mod params;
@@ -15,9 +16,10 @@ use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
 use csi_common::fusehost::HostClient;
-use csi_common::mount::LinuxMounter;
+use csi_common::mount::{LinuxMounter, MeteredMounter};
 use tonic::service::Routes;
 
+use controller::{ControllerConfig, ControllerService};
 use node::{CosPlanner, NodeConfig, NodeService};
 
 /// The name Tencent's driver registers, so existing StorageClasses and PVs keep working.
@@ -54,9 +56,13 @@ pub struct Config {
     pub fuse: FuseNodeArgs,
 }
 
-/// What this process serves: buckets have no topology and no attach.
-pub fn plugin_caps(_mode: Mode) -> PluginCaps {
-    PluginCaps::default()
+/// What this process serves: buckets have no topology and no attach; the controller provisions
+/// prefix-per-PV volumes.
+pub fn plugin_caps(mode: Mode) -> PluginCaps {
+    PluginCaps {
+        controller_service: mode.controller(),
+        ..PluginCaps::default()
+    }
 }
 
 impl FuseNodeArgs {
@@ -80,9 +86,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         plugin_caps(common.mode),
     );
     let mut routes = Routes::new(identity.into_server());
+    if common.mode.controller() {
+        let region = common.region.clone().unwrap_or_default();
+        let controller = ControllerService::new(ControllerConfig { region });
+        routes = routes.add_service(controller.into_server());
+    }
     if common.mode.node() {
         let node = NodeService::new(
-            Arc::new(LinuxMounter::default()),
+            Arc::new(MeteredMounter::new(
+                LinuxMounter::default(),
+                Arc::clone(&metrics),
+            )),
             CosPlanner,
             config.fuse.node_config(common),
         );

@@ -305,7 +305,11 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             .blocking(move |m| unbind_target(m, &global_for_unbind, &target))
             .await?;
         if !used {
-            let global_mounted = self.mounter.mount_at(&global).map_err(Error::from)?.is_some();
+            let global_mounted = self
+                .mounter
+                .mount_at(&global)
+                .map_err(Error::from)?
+                .is_some();
             match self.config.host.unmount(&global, remaining(deadline)).await {
                 Ok(()) => {}
                 // Nothing is mounted: there is nothing for an absent host to do.

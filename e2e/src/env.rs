@@ -68,6 +68,14 @@ pub struct Env {
     pub credentials_dir: PathBuf,
     pub sim: Proc,
     pub driver: Proc,
+    /// The API keys the simulator accepts (the driver reads them from `credentials_dir`; tests
+    /// put them in CSI secrets).
+    pub secret_id: String,
+    pub secret_key: String,
+    /// `http://127.0.0.1:PORT` of the simulator's COS (S3) endpoint.
+    pub cos_url: String,
+    /// The FUSE host (`cos-fuse host`) of the FUSE drivers.
+    pub fuse_host: Option<FuseHost>,
     driver_args: Vec<String>,
     /// Entries of the work directory this run created (all of it when it created the directory).
     created: Vec<PathBuf>,
@@ -160,6 +168,10 @@ impl Env {
         let Some(sim_url) = line.strip_prefix("listening ").map(str::to_owned) else {
             bail!("tcloud-sim printed {line:?} instead of `listening URL`");
         };
+        let line = sim.read_line(READY_TIMEOUT).await?;
+        let Some(cos_url) = line.strip_prefix("cos ").map(str::to_owned) else {
+            bail!("tcloud-sim printed {line:?} instead of `cos URL`");
+        };
 
         let mut driver_args = vec![
             "--endpoint".to_owned(),
@@ -205,6 +217,26 @@ impl Env {
             track(workdir.join("cfs-mounts"));
             track(workdir.join("cfs-controller"));
         }
+        let fuse_host = if matches!(driver_kind, Driver::Cos | Driver::Goosefs) {
+            let host = FuseHost::start(&workdir, &logs).await?;
+            track(host.state_dir.clone());
+            track(
+                host.socket
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            );
+            let mounts = track(workdir.join("fuse-mounts"));
+            driver_args.extend([
+                "--fuse-host-socket".to_owned(),
+                host.socket.display().to_string(),
+                "--mounts-dir".to_owned(),
+                mounts.display().to_string(),
+            ]);
+            Some(host)
+        } else {
+            None
+        };
         driver_args.extend(options.driver_args);
         let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
         let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;
@@ -217,6 +249,10 @@ impl Env {
             credentials_dir,
             sim,
             driver,
+            secret_id,
+            secret_key,
+            cos_url,
+            fuse_host,
             created,
             stopped: false,
         };
@@ -278,12 +314,15 @@ impl Env {
         }
         self.stopped = true;
         let driver = self.driver.stop(STOP_GRACE).await;
+        let mut statuses = vec![(self.driver.name.clone(), driver)];
+        if let Some(host) = &mut self.fuse_host {
+            statuses.push((host.proc.name.clone(), host.proc.stop(STOP_GRACE).await));
+            host.kill_daemons();
+        }
         let sim = self.sim.stop(STOP_GRACE).await;
+        statuses.push((self.sim.name.clone(), sim));
         self.remove_leftovers();
-        for (name, status) in [
-            (self.driver.name.clone(), driver),
-            (self.sim.name.clone(), sim),
-        ] {
+        for (name, status) in statuses {
             let status = status?;
             if !status.success() {
                 bail!("{name} exited with {status} on SIGTERM");
@@ -309,7 +348,15 @@ impl Drop for Env {
         if !self.stopped {
             // A failed test: the children die with their handles (kill_on_drop); wait for that
             // before unmounting, so nothing is re-created behind our back.
-            for proc in [&self.driver, &self.sim] {
+            if let Some(host) = &self.fuse_host {
+                host.kill_daemons();
+            }
+            let procs = [
+                Some(&self.driver),
+                self.fuse_host.as_ref().map(|h| &h.proc),
+                Some(&self.sim),
+            ];
+            for proc in procs.into_iter().flatten() {
                 if let Some(pid) = proc.pid() {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid as i32),
@@ -319,6 +366,98 @@ impl Drop for Env {
             }
             std::thread::sleep(Duration::from_millis(100));
             self.remove_leftovers();
+        }
+    }
+}
+
+/// The FUSE host of an environment: `cos-fuse host` with its socket and state in the work
+/// directory. Its daemons outlive it by design; the environment kills them when it stops.
+#[derive(Debug)]
+pub struct FuseHost {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl FuseHost {
+    async fn start(workdir: &Path, logs: &Path) -> anyhow::Result<FuseHost> {
+        let socket = workdir.join("fuse-host").join("host.sock");
+        let state_dir = workdir.join("fuse-state");
+        let log = logs.join("cos-fuse-host.log");
+        let proc = Self::spawn(&socket, &state_dir, &log)?;
+        let host = FuseHost {
+            proc,
+            socket,
+            state_dir,
+            log,
+        };
+        host.wait_ready().await?;
+        Ok(host)
+    }
+
+    fn spawn(socket: &Path, state_dir: &Path, log: &Path) -> anyhow::Result<Proc> {
+        let args = [
+            "host".to_owned(),
+            "--socket".to_owned(),
+            socket.display().to_string(),
+            "--state-dir".to_owned(),
+            state_dir.display().to_string(),
+        ];
+        Proc::spawn("cos-fuse host", &bin_path("cos-fuse")?, &args, log)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the FUSE host did not listen on {} within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.socket.display(),
+                    self.proc.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Kills the host with SIGKILL and starts it again; its daemons live on and are re-adopted.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill().await?;
+        self.proc = Self::spawn(
+            &self.socket,
+            &self.state_dir,
+            &self.log.with_extension("restarted.log"),
+        )?;
+        self.wait_ready().await
+    }
+
+    /// The daemons the host recorded, by PID.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("mounts")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["pid"].as_u64())
+            .filter_map(|pid| u32::try_from(pid).ok())
+            .collect()
+    }
+
+    /// SIGKILLs every recorded daemon (their mounts are then detached by the cleanup).
+    pub fn kill_daemons(&self) {
+        for pid in self.daemon_pids() {
+            if let Ok(raw) = i32::try_from(pid)
+                && raw > 1
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 }

@@ -1,0 +1,521 @@
+//! Prefix-per-PV provisioning: a StorageClass names a bucket, and each PV gets its own key prefix
+//! in it (`<path>/<pv-name>/`). CreateVolume writes the prefix's marker object, which also records
+//! what DeleteVolume must do: keep the data (`onDelete: retain`, the default) or delete exactly
+//! the keys under that prefix (`onDelete: delete`). The volume ID carries endpoint, bucket and
+//! prefix, so DeleteVolume needs nothing else: `<url>/<bucket>/<prefix>`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use csi_common::csi::reply::{controller_caps, validation};
+use csi_common::csi::{InFlight, pb};
+use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials, ObjectError};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result, required};
+use crate::node::check_capability;
+use crate::params::{CosSource, Keys, ParamError, check_bucket, check_url, clean_prefix};
+
+/// StorageClass parameters this controller reads; `csi.storage.k8s.io/*` ones (the sidecar's)
+/// are ignored, anything else is refused by name.
+const PARAMETERS: &[&str] = &[
+    "url",
+    "bucket",
+    "path",
+    "onDelete",
+    "additional_args",
+    "mounter",
+    "dbglevel",
+];
+
+/// Attributes passed through to the node as they are.
+const PASSED_TO_NODE: &[&str] = &["additional_args", "mounter", "dbglevel"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    Retain,
+    Delete,
+}
+
+/// The marker object's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Marker {
+    volume: String,
+    on_delete: OnDelete,
+}
+
+/// Endpoint, bucket and prefix of a provisioned volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeId {
+    pub url: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl VolumeId {
+    pub fn parse(id: &str) -> Option<VolumeId> {
+        let (scheme, rest) = id.split_once("://")?;
+        let mut parts = rest.splitn(3, '/');
+        let host = parts.next()?;
+        let bucket = parts.next()?;
+        let prefix = parts.next()?;
+        Some(VolumeId {
+            url: check_url(&format!("{scheme}://{host}")).ok()?,
+            bucket: check_bucket(bucket).ok()?,
+            prefix: clean_prefix(prefix, "prefix")
+                .ok()
+                .filter(|p| !p.is_empty())?,
+        })
+    }
+
+    pub fn marker_key(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+}
+
+impl std::fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.url, self.bucket, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// The SigV4 region for endpoints that do not name one.
+    pub region: String,
+}
+
+#[derive(Debug)]
+pub struct ControllerService {
+    config: ControllerConfig,
+    inflight: InFlight,
+}
+
+fn object_error(error: ObjectError) -> Error {
+    use csi_common::object::ObjectErrorKind as K;
+    let message = error.to_string();
+    match error.kind() {
+        K::NotFound => Error::NotFound(message),
+        K::Forbidden => Error::FailedPrecondition(format!(
+            "{message} (check the provisioner secret's SecretId/SecretKey and the bucket's permissions)"
+        )),
+        K::Invalid => Error::InvalidArgument(message),
+        K::Unavailable => Error::Unavailable(message),
+    }
+}
+
+fn parameter_check(parameters: &HashMap<String, String>) -> Result<()> {
+    for key in parameters.keys() {
+        if !key.starts_with("csi.storage.k8s.io/") && !PARAMETERS.contains(&key.as_str()) {
+            return Err(ParamError(format!(
+                "StorageClass parameter {key:?} is not known (known: {})",
+                PARAMETERS.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+impl ControllerService {
+    pub fn new(config: ControllerConfig) -> Self {
+        ControllerService {
+            config,
+            inflight: InFlight::new(),
+        }
+    }
+
+    pub fn into_server(self) -> pb::controller_server::ControllerServer<Self> {
+        pb::controller_server::ControllerServer::new(self)
+    }
+
+    fn client(
+        &self,
+        url: &str,
+        bucket: &str,
+        secrets: &HashMap<String, String>,
+    ) -> Result<ObjectClient> {
+        let keys = Keys::from_secrets(
+            secrets,
+            "provisioner (csi.storage.k8s.io/provisioner-secret-name)",
+        )?;
+        let mut config = ObjectConfig::new(url, bucket);
+        if !url.contains(".myqcloud.com") && !url.contains(".tencentcos.cn") {
+            config.region = self.config.region.clone();
+        }
+        ObjectClient::new(
+            config,
+            ObjectCredentials::new(&keys.secret_id, &keys.secret_key, keys.token.as_deref()),
+        )
+        .map_err(object_error)
+    }
+
+    async fn marker(&self, client: &ObjectClient, id: &VolumeId) -> Result<Option<Marker>> {
+        let key = id.marker_key();
+        if client
+            .head_object(&key)
+            .await
+            .map_err(object_error)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let body = client
+            .get_object_range(&key, 0..4096, None)
+            .await
+            .map_err(object_error)?;
+        // A marker someone else wrote (an empty `dir/` object) is a prefix we did not provision:
+        // it is kept whatever happens.
+        Ok(Some(serde_json::from_slice(&body).unwrap_or(Marker {
+            volume: String::new(),
+            on_delete: OnDelete::Retain,
+        })))
+    }
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+fn unimplemented<T>(what: &str) -> RpcResult<T> {
+    Err(Status::unimplemented(format!(
+        "{what} is not supported by csi-cos"
+    )))
+}
+
+#[tonic::async_trait]
+impl pb::controller_server::Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> RpcResult<pb::CreateVolumeResponse> {
+        let req = request.into_inner();
+        if req.name.is_empty() {
+            return Err(required("name").into());
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(required("volume_capabilities").into());
+        }
+        for capability in &req.volume_capabilities {
+            check_capability(capability)?;
+        }
+        if req.volume_content_source.is_some() {
+            return Err(Status::invalid_argument(
+                "csi-cos cannot create a volume from a snapshot or another volume",
+            ));
+        }
+        let params = &req.parameters;
+        parameter_check(params)?;
+        let get = |key: &str| params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let url = check_url(get("url").ok_or_else(|| {
+            ParamError("StorageClass parameter `url` is required (e.g. https://cos.ap-guangzhou.myqcloud.com)".into())
+        })?)?;
+        let bucket =
+            check_bucket(get("bucket").ok_or_else(|| {
+                ParamError("StorageClass parameter `bucket` is required".into())
+            })?)?;
+        let parent = clean_prefix(get("path").unwrap_or(""), "path")?;
+        let leaf = clean_prefix(&req.name, "volume name")?;
+        if leaf.contains('/') {
+            return Err(Status::invalid_argument(format!(
+                "volume name {:?} must not contain `/`",
+                req.name
+            )));
+        }
+        let on_delete = match get("onDelete").unwrap_or("retain") {
+            "retain" => OnDelete::Retain,
+            "delete" => OnDelete::Delete,
+            other => {
+                return Err(ParamError(format!(
+                    "StorageClass parameter onDelete {other:?} must be retain or delete"
+                ))
+                .into());
+            }
+        };
+        let prefix = if parent.is_empty() {
+            leaf
+        } else {
+            format!("{parent}/{leaf}")
+        };
+        let id = VolumeId {
+            url,
+            bucket,
+            prefix,
+        };
+        let mut context: HashMap<String, String> = HashMap::from([
+            ("url".to_owned(), id.url.clone()),
+            ("bucket".to_owned(), id.bucket.clone()),
+            ("path".to_owned(), format!("/{}", id.prefix)),
+        ]);
+        for key in PASSED_TO_NODE {
+            if let Some(value) = get(key) {
+                context.insert((*key).to_owned(), value.to_owned());
+            }
+        }
+        // The node must be able to mount what we hand out: check it now, not at the first pod.
+        CosSource::from_context(&context)?;
+        let _guard = self.inflight.acquire(&req.name)?;
+        let client = self.client(&id.url, &id.bucket, &req.secrets)?;
+        let wanted = Marker {
+            volume: req.name.clone(),
+            on_delete,
+        };
+        match self.marker(&client, &id).await? {
+            Some(existing) if existing == wanted => {}
+            Some(existing) => {
+                return Err(Status::already_exists(format!(
+                    "prefix {} of bucket {} already belongs to {:?} (onDelete {:?})",
+                    id.prefix, id.bucket, existing.volume, existing.on_delete
+                )));
+            }
+            None => {
+                let body = serde_json::to_vec(&wanted)
+                    .map_err(|e| Error::Internal(format!("cannot encode the marker: {e}")))?;
+                client
+                    .put_object(&id.marker_key(), Bytes::from(body))
+                    .await
+                    .map_err(object_error)?;
+                tracing::info!(volume = %id, ?on_delete, "prefix provisioned");
+            }
+        }
+        // A prefix has no size: report what was asked, so the PV shows the claim's size.
+        let capacity = req
+            .capacity_range
+            .as_ref()
+            .map(|r| {
+                if r.required_bytes > 0 {
+                    r.required_bytes
+                } else {
+                    r.limit_bytes.max(0)
+                }
+            })
+            .unwrap_or(0);
+        Ok(Response::new(pb::CreateVolumeResponse {
+            volume: Some(pb::Volume {
+                capacity_bytes: capacity,
+                volume_id: id.to_string(),
+                volume_context: context,
+                content_source: None,
+                accessible_topology: Vec::new(),
+            }),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> RpcResult<pb::DeleteVolumeResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        // An ID we never made names no volume of ours: nothing to delete.
+        let Some(id) = VolumeId::parse(&req.volume_id) else {
+            tracing::info!(
+                volume_id = req.volume_id,
+                "not a csi-cos volume ID: nothing to delete"
+            );
+            return Ok(Response::new(pb::DeleteVolumeResponse {}));
+        };
+        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let client = self.client(&id.url, &id.bucket, &req.secrets)?;
+        match self.marker(&client, &id).await? {
+            None => {}
+            Some(Marker {
+                on_delete: OnDelete::Retain,
+                ..
+            }) => {
+                tracing::info!(volume = %id, "onDelete: retain: the prefix and its data are kept");
+            }
+            Some(Marker {
+                on_delete: OnDelete::Delete,
+                ..
+            }) => {
+                // Everything under the prefix but the marker first, so a retry after a crash still
+                // finds the marker and finishes the job.
+                let marker = id.marker_key();
+                let mut deleted = 0u64;
+                loop {
+                    let page = client
+                        .list_objects_v2(&marker, None, None, Some(1000))
+                        .await
+                        .map_err(object_error)?;
+                    let keys: Vec<String> = page
+                        .objects
+                        .into_iter()
+                        .map(|o| o.key)
+                        .filter(|k| *k != marker)
+                        .collect();
+                    if keys.is_empty() {
+                        break;
+                    }
+                    let failed = client.delete_objects(&keys).await.map_err(object_error)?;
+                    if let Some((key, code)) = failed.first() {
+                        return Err(Error::Unavailable(format!(
+                            "could not delete {} of {} keys under {} (first: {key}: {code})",
+                            failed.len(),
+                            keys.len(),
+                            id.prefix
+                        ))
+                        .into());
+                    }
+                    deleted += keys.len() as u64;
+                }
+                client.delete_object(&marker).await.map_err(object_error)?;
+                tracing::info!(volume = %id, deleted, "onDelete: delete: the prefix is gone");
+            }
+        }
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<pb::ValidateVolumeCapabilitiesRequest>,
+    ) -> RpcResult<pb::ValidateVolumeCapabilitiesResponse> {
+        let req = request.into_inner();
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(required("volume_capabilities").into());
+        }
+        let id = VolumeId::parse(&req.volume_id).ok_or_else(|| {
+            Status::not_found(format!("{} is not a csi-cos volume", req.volume_id))
+        })?;
+        if !req.secrets.is_empty() {
+            let client = self.client(&id.url, &id.bucket, &req.secrets)?;
+            if self.marker(&client, &id).await?.is_none() {
+                return Err(Status::not_found(format!("volume {id} does not exist")));
+            }
+        }
+        let outcome = req
+            .volume_capabilities
+            .iter()
+            .try_for_each(check_capability)
+            .map_err(|e| e.to_string());
+        Ok(Response::new(validation(req, outcome)))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<pb::ControllerGetCapabilitiesRequest>,
+    ) -> RpcResult<pb::ControllerGetCapabilitiesResponse> {
+        use pb::controller_service_capability::rpc::Type;
+        Ok(Response::new(pb::ControllerGetCapabilitiesResponse {
+            capabilities: controller_caps(&[Type::CreateDeleteVolume]),
+        }))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _request: Request<pb::ControllerPublishVolumeRequest>,
+    ) -> RpcResult<pb::ControllerPublishVolumeResponse> {
+        unimplemented("ControllerPublishVolume")
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _request: Request<pb::ControllerUnpublishVolumeRequest>,
+    ) -> RpcResult<pb::ControllerUnpublishVolumeResponse> {
+        unimplemented("ControllerUnpublishVolume")
+    }
+
+    async fn list_volumes(
+        &self,
+        _request: Request<pb::ListVolumesRequest>,
+    ) -> RpcResult<pb::ListVolumesResponse> {
+        unimplemented("ListVolumes")
+    }
+
+    async fn get_capacity(
+        &self,
+        _request: Request<pb::GetCapacityRequest>,
+    ) -> RpcResult<pb::GetCapacityResponse> {
+        unimplemented("GetCapacity")
+    }
+
+    async fn create_snapshot(
+        &self,
+        _request: Request<pb::CreateSnapshotRequest>,
+    ) -> RpcResult<pb::CreateSnapshotResponse> {
+        unimplemented("CreateSnapshot")
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _request: Request<pb::DeleteSnapshotRequest>,
+    ) -> RpcResult<pb::DeleteSnapshotResponse> {
+        unimplemented("DeleteSnapshot")
+    }
+
+    async fn list_snapshots(
+        &self,
+        _request: Request<pb::ListSnapshotsRequest>,
+    ) -> RpcResult<pb::ListSnapshotsResponse> {
+        unimplemented("ListSnapshots")
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        _request: Request<pb::ControllerExpandVolumeRequest>,
+    ) -> RpcResult<pb::ControllerExpandVolumeResponse> {
+        unimplemented("ControllerExpandVolume")
+    }
+
+    async fn controller_get_volume(
+        &self,
+        _request: Request<pb::ControllerGetVolumeRequest>,
+    ) -> RpcResult<pb::ControllerGetVolumeResponse> {
+        unimplemented("ControllerGetVolume")
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _request: Request<pb::ControllerModifyVolumeRequest>,
+    ) -> RpcResult<pb::ControllerModifyVolumeResponse> {
+        unimplemented("ControllerModifyVolume")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_ids_round_trip_and_strangers_are_refused() {
+        let id = VolumeId {
+            url: "https://cos.ap-guangzhou.myqcloud.com".into(),
+            bucket: "data-1250000000".into(),
+            prefix: "k8s/pvc-123".into(),
+        };
+        assert_eq!(
+            id.to_string(),
+            "https://cos.ap-guangzhou.myqcloud.com/data-1250000000/k8s/pvc-123"
+        );
+        assert_eq!(VolumeId::parse(&id.to_string()), Some(id.clone()));
+        assert_eq!(id.marker_key(), "k8s/pvc-123/");
+        for stranger in [
+            "",
+            "vol-1",
+            "https://cos.x.myqcloud.com/bucket-1",
+            "https://cos.x.myqcloud.com/bucket-1/",
+            "https://cos.x.myqcloud.com/bucket-1/a/../../b",
+            "ftp://host/bucket-1/p",
+            "https://cos.x.myqcloud.com/Bad_Bucket/p",
+        ] {
+            assert_eq!(VolumeId::parse(stranger), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let params = HashMap::from([
+            ("bucket".to_owned(), "b-1".to_owned()),
+            ("csi.storage.k8s.io/pvc/name".to_owned(), "x".to_owned()),
+            ("reclaim".to_owned(), "yes".to_owned()),
+        ]);
+        let err = parameter_check(&params).unwrap_err();
+        assert!(err.to_string().contains("\"reclaim\""), "{err}");
+    }
+}
