@@ -17,20 +17,13 @@ use crate::error::{Error, Result, required};
 use crate::node::check_capability;
 use crate::params::{CosSource, Keys, ParamError, check_bucket, check_url, clean_prefix};
 
-/// StorageClass parameters this controller reads; `csi.storage.k8s.io/*` ones (the sidecar's)
-/// are ignored, anything else is refused by name.
-const PARAMETERS: &[&str] = &[
-    "url",
-    "bucket",
-    "path",
-    "onDelete",
-    "additional_args",
-    "mounter",
-    "dbglevel",
-];
+/// StorageClass parameters of the prefix itself. With the driver's node parameters, these are
+/// all a StorageClass may hold: `csi.storage.k8s.io/*` ones (the sidecar's) are ignored,
+/// anything else is refused by name.
+const PREFIX_PARAMETERS: &[&str] = &["url", "bucket", "path", "onDelete"];
 
-/// Attributes passed through to the node as they are.
-const PASSED_TO_NODE: &[&str] = &["additional_args", "mounter", "dbglevel"];
+/// csi-cos's parameters passed through to the node as volume attributes.
+pub const COS_NODE_PARAMETERS: &[&str] = &["additional_args", "mounter", "dbglevel"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +79,8 @@ impl std::fmt::Display for VolumeId {
 pub struct ControllerConfig {
     /// The SigV4 region for endpoints that do not name one.
     pub region: String,
+    /// StorageClass parameters handed to the node as volume attributes (the node checks them).
+    pub node_parameters: &'static [&'static str],
 }
 
 #[derive(Debug)]
@@ -107,12 +102,14 @@ fn object_error(error: ObjectError) -> Error {
     }
 }
 
-fn parameter_check(parameters: &HashMap<String, String>) -> Result<()> {
+fn parameter_check(parameters: &HashMap<String, String>, node: &[&str]) -> Result<()> {
     for key in parameters.keys() {
-        if !key.starts_with("csi.storage.k8s.io/") && !PARAMETERS.contains(&key.as_str()) {
+        let known = PREFIX_PARAMETERS.contains(&key.as_str()) || node.contains(&key.as_str());
+        if !key.starts_with("csi.storage.k8s.io/") && !known {
             return Err(ParamError(format!(
-                "StorageClass parameter {key:?} is not known (known: {})",
-                PARAMETERS.join(", ")
+                "StorageClass parameter {key:?} is not known (known: {}, {})",
+                PREFIX_PARAMETERS.join(", "),
+                node.join(", ")
             ))
             .into());
         }
@@ -206,7 +203,7 @@ impl pb::controller_server::Controller for ControllerService {
             ));
         }
         let params = &req.parameters;
-        parameter_check(params)?;
+        parameter_check(params, self.config.node_parameters)?;
         let get = |key: &str| params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
         let url = check_url(get("url").ok_or_else(|| {
             ParamError("StorageClass parameter `url` is required (e.g. https://cos.ap-guangzhou.myqcloud.com)".into())
@@ -248,7 +245,7 @@ impl pb::controller_server::Controller for ControllerService {
             ("bucket".to_owned(), id.bucket.clone()),
             ("path".to_owned(), format!("/{}", id.prefix)),
         ]);
-        for key in PASSED_TO_NODE {
+        for key in self.config.node_parameters {
             if let Some(value) = get(key) {
                 context.insert((*key).to_owned(), value.to_owned());
             }
@@ -515,7 +512,7 @@ mod tests {
             ("csi.storage.k8s.io/pvc/name".to_owned(), "x".to_owned()),
             ("reclaim".to_owned(), "yes".to_owned()),
         ]);
-        let err = parameter_check(&params).unwrap_err();
+        let err = parameter_check(&params, COS_NODE_PARAMETERS).unwrap_err();
         assert!(err.to_string().contains("\"reclaim\""), "{err}");
     }
 }

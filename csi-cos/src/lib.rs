@@ -34,12 +34,10 @@ pub struct FuseNodeArgs {
     #[arg(long, default_value = "/run/csi-fuse/host.sock")]
     pub fuse_host_socket: PathBuf,
 
-    /// Where each volume is mounted once per node (the FUSE host must see the same path).
-    #[arg(
-        long,
-        default_value = "/var/lib/kubelet/plugins/com.tencent.cloud.csi.cosfs/mounts"
-    )]
-    pub mounts_dir: PathBuf,
+    /// Where each volume is mounted once per node (the FUSE host must see the same path);
+    /// default `/var/lib/kubelet/plugins/<driver name>/mounts`.
+    #[arg(long)]
+    pub mounts_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -66,10 +64,15 @@ pub fn plugin_caps(mode: Mode) -> PluginCaps {
 }
 
 impl FuseNodeArgs {
-    pub fn node_config(&self, common: &CommonArgs) -> NodeConfig {
+    pub fn node_config(&self, common: &CommonArgs, driver_name: &str) -> NodeConfig {
+        let mounts_dir = self.mounts_dir.clone().unwrap_or_else(|| {
+            PathBuf::from("/var/lib/kubelet/plugins")
+                .join(driver_name)
+                .join("mounts")
+        });
         NodeConfig {
             node_id: common.node_id.clone().unwrap_or_default(),
-            mounts_dir: self.mounts_dir.clone(),
+            mounts_dir,
             host: HostClient::new(&self.fuse_host_socket),
         }
     }
@@ -80,15 +83,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     common.validate()?;
     let metrics = common.start_metrics().await?;
     let shutdown = shutdown_signal();
-    let identity = IdentityService::new(
-        common.driver_name_or(DRIVER_NAME),
-        VERSION,
-        plugin_caps(common.mode),
-    );
+    let driver_name = common.driver_name_or(DRIVER_NAME);
+    let identity = IdentityService::new(driver_name, VERSION, plugin_caps(common.mode));
     let mut routes = Routes::new(identity.into_server());
     if common.mode.controller() {
         let region = common.region.clone().unwrap_or_default();
-        let controller = ControllerService::new(ControllerConfig { region });
+        let controller = ControllerService::new(ControllerConfig {
+            region,
+            node_parameters: controller::COS_NODE_PARAMETERS,
+        });
         routes = routes.add_service(controller.into_server());
     }
     if common.mode.node() {
@@ -98,7 +101,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 Arc::clone(&metrics),
             )),
             CosPlanner,
-            config.fuse.node_config(common),
+            config.fuse.node_config(common, driver_name),
         );
         routes = routes.add_service(node.into_server());
     }

@@ -46,12 +46,12 @@ impl std::fmt::Debug for FusePlan {
 
 /// Turns a publish request's attributes and secrets into a [`FusePlan`].
 pub trait Planner: Send + Sync + std::fmt::Debug + 'static {
-    /// `mount_group` is the pod's fsGroup when kubelet passes it (VOLUME_MOUNT_GROUP).
+    /// `capability` carries the mount flags and the pod's fsGroup (VOLUME_MOUNT_GROUP).
     fn plan(
         &self,
         context: &HashMap<String, String>,
         secrets: &HashMap<String, String>,
-        mount_group: Option<&str>,
+        capability: &pb::VolumeCapability,
     ) -> Result<FusePlan>;
 }
 
@@ -64,10 +64,10 @@ impl Planner for CosPlanner {
         &self,
         context: &HashMap<String, String>,
         secrets: &HashMap<String, String>,
-        mount_group: Option<&str>,
+        capability: &pb::VolumeCapability,
     ) -> Result<FusePlan> {
         let mut source = CosSource::from_context(context)?;
-        if let Some(group) = mount_group {
+        if let Some(group) = mount_group(capability) {
             source.options.grant_group(group)?;
         }
         let keys = Keys::from_secrets(secrets, "node publish (nodePublishSecretRef)")?;
@@ -108,7 +108,7 @@ fn read_only_mode(capability: &pb::VolumeCapability) -> bool {
 }
 
 /// The pod's fsGroup, when kubelet passes it (VOLUME_MOUNT_GROUP).
-fn mount_group(capability: &pb::VolumeCapability) -> Option<&str> {
+pub fn mount_group(capability: &pb::VolumeCapability) -> Option<&str> {
     match &capability.access_type {
         Some(pb::volume_capability::AccessType::Mount(m)) if !m.volume_mount_group.is_empty() => {
             Some(m.volume_mount_group.as_str())
@@ -255,9 +255,9 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             .ok_or_else(|| required("volume_capability"))?;
         check_capability(&capability)?;
         let read_only = req.readonly || read_only_mode(&capability);
-        let plan =
-            self.planner
-                .plan(&req.volume_context, &req.secrets, mount_group(&capability))?;
+        let plan = self
+            .planner
+            .plan(&req.volume_context, &req.secrets, &capability)?;
         let volume_id = req.volume_id.clone();
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let global = self.global_path(&volume_id);

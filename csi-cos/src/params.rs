@@ -318,13 +318,18 @@ impl CosSource {
     /// Identifies the mount (not its credentials: rotating a key must not make the volume's mount
     /// look like another one).
     pub fn fingerprint(&self) -> String {
-        let mut digest = Sha256::new();
-        for arg in self.fuse_args() {
-            digest.update(arg.as_bytes());
-            digest.update([0]);
-        }
-        hex::encode(digest.finalize())
+        fingerprint(&self.fuse_args())
     }
+}
+
+/// Identifies a mount by the daemon's arguments (never its secrets).
+pub fn fingerprint(args: &[String]) -> String {
+    let mut digest = Sha256::new();
+    for arg in args {
+        digest.update(arg.as_bytes());
+        digest.update([0]);
+    }
+    hex::encode(digest.finalize())
 }
 
 /// API keys from a secret: `SecretId`, `SecretKey` and, for temporary keys, `Token`.
