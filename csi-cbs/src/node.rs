@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
-use csi_common::mount::ops::{healthy_mount, remove_target, unmount_all};
+use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target, unmount_all};
 use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter, libc_errno};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -97,8 +97,7 @@ fn stage_mount<M: Mounter>(
     staging: &Path,
     capability: &pb::VolumeCapability,
 ) -> Result<()> {
-    std::fs::create_dir_all(staging).map_err(io(staging, "cannot create the staging directory"))?;
-    if let Some(existing) = healthy_mount(mounter, staging)? {
+    if let Some(existing) = prepare_mount_point(mounter, staging)? {
         if Path::new(&existing.source) == device {
             // Already staged: a repeat must succeed. Growth is a bonus here; NodeExpandVolume is
             // where a failed online growth is reported.
@@ -346,9 +345,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                     staging.display()
                 )));
             };
-            std::fs::create_dir_all(&target)
-                .map_err(io(&target, "cannot create the target directory"))?;
-            if let Some(existing) = healthy_mount(m, &target)? {
+            if let Some(existing) = prepare_mount_point(m, &target)? {
                 if existing.source != staged.source || existing.root != staged.root {
                     return Err(Error::FailedPrecondition(format!(
                         "{} already has {} mounted, not volume {volume_id}; refusing to touch it",

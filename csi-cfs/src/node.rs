@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
-use csi_common::mount::ops::{healthy_mount, remove_target};
+use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target};
 use csi_common::mount::{MountInfo, Mounter, libc_errno};
 use tonic::{Request, Response, Status};
 
@@ -104,8 +104,7 @@ fn stage<M: Mounter>(
             source.path
         )));
     }
-    std::fs::create_dir_all(staging).map_err(io(staging, "cannot create the staging directory"))?;
-    if let Some(existing) = healthy_mount(mounter, staging)? {
+    if let Some(existing) = prepare_mount_point(mounter, staging)? {
         if within(&existing, &base) && existing.root == bind_root(&base, &source.path) {
             return Ok(());
         }
@@ -260,9 +259,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                     })?
                 }
             };
-            std::fs::create_dir_all(&target)
-                .map_err(io(&target, "cannot create the target directory"))?;
-            if let Some(existing) = healthy_mount(m, &target)? {
+            if let Some(existing) = prepare_mount_point(m, &target)? {
                 if !within(&existing, &staged) || existing.root != staged.root {
                     return Err(Error::FailedPrecondition(format!(
                         "{} already has {} mounted, not volume {volume_id}; refusing to touch it",

@@ -56,12 +56,6 @@ pub fn required(field: &str) -> Error {
     Error::InvalidArgument(format!("{field} is required"))
 }
 
-/// `io::Error` on `path` as a mount-layer error (it carries the path and the errno).
-pub fn io(path: &std::path::Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.display().to_string();
-    move |source| Error::Mount(MountError::Io { path, what, source })
-}
-
 impl From<ParamError> for Status {
     fn from(error: ParamError) -> Status {
         Error::from(error).into()

@@ -16,12 +16,12 @@ use std::time::Duration;
 use csi_common::csi::reply::{abnormal, absolute_path, answer_by, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
 use csi_common::fusehost::{HostClient, HostError, MountRequest};
-use csi_common::mount::ops::{healthy_mount, remove_target, unmount_all};
+use csi_common::mount::ops::{prepare_mount_point, remove_target, unmount_all};
 use csi_common::mount::{Mounter, libc_errno};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
-use crate::error::{Error, Result, io, required};
+use crate::error::{Error, Result, required};
 use crate::params::{CosSource, Keys};
 
 /// What the FUSE host is asked to run for a volume.
@@ -179,8 +179,7 @@ fn bind_target<M: Mounter>(
             global.display()
         ))
     })?;
-    std::fs::create_dir_all(target).map_err(io(target, "cannot create the target directory"))?;
-    if let Some(existing) = healthy_mount(mounter, target)? {
+    if let Some(existing) = prepare_mount_point(mounter, target)? {
         if existing.major_minor != base.major_minor {
             return Err(Error::FailedPrecondition(format!(
                 "{} already has {} mounted, not volume {volume_id}; refusing to touch it",

@@ -57,6 +57,8 @@ pub struct Kubelet {
     pub node_id: String,
     /// The StorageClass parameters CreateVolume gets.
     pub parameters: HashMap<String, String>,
+    /// The secret the sidecars and kubelet pass (provisioner and node-publish secret refs).
+    pub secrets: HashMap<String, String>,
 }
 
 impl Kubelet {
@@ -66,6 +68,7 @@ impl Kubelet {
             root: workdir.join("kubelet"),
             node_id: NODE_ID.to_owned(),
             parameters: HashMap::new(),
+            secrets: HashMap::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl Kubelet {
             }),
             volume_capabilities: vec![capability.clone()],
             parameters: self.parameters.clone(),
+            secrets: self.secrets.clone(),
             volume_content_source: snapshot.map(|id| pb::VolumeContentSource {
                 r#type: Some(pb::volume_content_source::Type::Snapshot(
                     pb::volume_content_source::SnapshotSource {
@@ -162,7 +166,7 @@ impl Kubelet {
             volume_capability: Some(volume.capability.clone()),
             readonly,
             volume_context: volume.volume_context.clone(),
-            ..Default::default()
+            secrets: self.secrets.clone(),
         };
         self.client.node.node_publish_volume(request).await?;
         Ok(())
@@ -202,7 +206,7 @@ impl Kubelet {
     pub async fn delete(&mut self, volume: &Volume) -> anyhow::Result<()> {
         let request = pb::DeleteVolumeRequest {
             volume_id: volume.id.clone(),
-            ..Default::default()
+            secrets: self.secrets.clone(),
         };
         self.client.controller.delete_volume(request).await?;
         Ok(())

@@ -45,6 +45,17 @@ pub fn healthy_mount<M: Mounter + ?Sized>(
     }
 }
 
+/// Makes `path` ready to be mounted on and returns the healthy mount already there, if any. A
+/// broken mount is cleared first: every stat of it fails, so its directory could not be made.
+pub fn prepare_mount_point<M: Mounter + ?Sized>(
+    mounter: &M,
+    path: &Path,
+) -> Result<Option<MountInfo>, MountError> {
+    let existing = healthy_mount(mounter, path)?;
+    std::fs::create_dir_all(path).map_err(io(path, "cannot create the mount point"))?;
+    Ok(existing)
+}
+
 /// Removes a target the driver made: an empty directory or a file, never anything else and never
 /// recursively. A missing target is fine.
 pub fn remove_target(path: &Path) -> Result<(), MountError> {

@@ -1,0 +1,196 @@
+//! The mount options the file-system core understands, their defaults and their validation.
+//! Parsing command lines is the binary's business; this module only checks typed values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The largest number of parts of one multipart upload (S3 and COS).
+pub const MAX_PARTS: u32 = 10_000;
+
+/// Options of one mount. `Default` gives the documented defaults; [`FsConfig::validate`] checks
+/// the values and normalises the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The bucket sub-path mounted as the root: `""` for the whole bucket, else `a/b/` (a leading
+    /// `/` is dropped and a trailing one added by `validate`).
+    pub prefix: String,
+    /// Owner of every file and directory (the mount is single-owner: objects have no owner).
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits of every file (default 0644) and directory (default 0755).
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Bytes of read-ahead and write buffers, all handles together (default 256 MiB).
+    pub memory_budget: u64,
+    /// How long attributes of a looked-up file or directory are trusted (also the kernel's TTL).
+    pub attr_ttl: Duration,
+    /// How long "no such file" is trusted.
+    pub negative_ttl: Duration,
+    /// How long a directory listing is trusted (GooseFS-Lite: 15 s).
+    pub list_ttl: Duration,
+    /// Entries of all cached listings together (GooseFS-Lite: 100000).
+    pub list_cache_max_entries: usize,
+    /// First part size of multipart uploads (default 8 MiB). A streamed upload doubles it every
+    /// 1000 parts; a staged one picks a size at which the file fits in 10000 parts.
+    pub part_size: u64,
+    /// Part uploads in flight, all files together (default 32, GooseFS-Lite's thread pool).
+    pub upload_concurrency: usize,
+    /// Read-ahead window at the start of a sequential read (default 1 MiB), doubled while the
+    /// reads stay sequential up to `read_ahead_max` (default 64 MiB).
+    pub read_ahead_initial: u64,
+    pub read_ahead_max: u64,
+    /// Where files being rewritten, appended or written out of order are staged.
+    pub staging_dir: PathBuf,
+    /// Bytes of all staging files together; a write past it fails with ENOSPC, and a single file
+    /// larger than it with EFBIG.
+    pub staging_max_bytes: u64,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            prefix: String::new(),
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            read_only: false,
+            memory_budget: 256 * MIB,
+            attr_ttl: Duration::from_secs(15),
+            negative_ttl: Duration::from_secs(15),
+            list_ttl: Duration::from_secs(15),
+            list_cache_max_entries: 100_000,
+            part_size: 8 * MIB,
+            upload_concurrency: 32,
+            read_ahead_initial: MIB,
+            read_ahead_max: 64 * MIB,
+            staging_dir: std::env::temp_dir(),
+            staging_max_bytes: 16 * 1024 * MIB,
+        }
+    }
+}
+
+/// A mount option with a value the file system cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("prefix {0:?}: empty, `.` or `..` path components are not allowed")]
+    Prefix(String),
+    #[error("{name} = {value:#o}: only permission bits (at most 0o7777) are allowed")]
+    Mode { name: &'static str, value: u16 },
+    #[error("memory_budget = {budget}: must be at least twice part_size ({part_size})")]
+    MemoryBudget { budget: u64, part_size: u64 },
+    #[error("part_size = {0}: must be between 1 byte and 4 GiB")]
+    PartSize(u64),
+    #[error("upload_concurrency = {0}: must be between 1 and 1024")]
+    UploadConcurrency(usize),
+    #[error(
+        "read_ahead_initial = {initial}, read_ahead_max = {max}: need 1 <= initial <= max <= 1 GiB"
+    )]
+    ReadAhead { initial: u64, max: u64 },
+}
+
+impl FsConfig {
+    /// Checks every value and returns the config with its prefix normalised (`""` or `a/b/`).
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        self.prefix = normalize_prefix(&self.prefix)?;
+        for (name, value) in [("file_mode", self.file_mode), ("dir_mode", self.dir_mode)] {
+            if value > 0o7777 {
+                return Err(ConfigError::Mode { name, value });
+            }
+        }
+        if self.part_size == 0 || self.part_size > 4 * 1024 * MIB {
+            return Err(ConfigError::PartSize(self.part_size));
+        }
+        if self.memory_budget < self.part_size.saturating_mul(2) {
+            return Err(ConfigError::MemoryBudget {
+                budget: self.memory_budget,
+                part_size: self.part_size,
+            });
+        }
+        if self.upload_concurrency == 0 || self.upload_concurrency > 1024 {
+            return Err(ConfigError::UploadConcurrency(self.upload_concurrency));
+        }
+        if self.read_ahead_initial == 0
+            || self.read_ahead_initial > self.read_ahead_max
+            || self.read_ahead_max > 1024 * MIB
+        {
+            return Err(ConfigError::ReadAhead {
+                initial: self.read_ahead_initial,
+                max: self.read_ahead_max,
+            });
+        }
+        Ok(self)
+    }
+}
+
+fn normalize_prefix(raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim_start_matches('/').trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(ConfigError::Prefix(raw.to_string()));
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_normalised() {
+        let cases = [
+            ("", Ok("")),
+            ("/", Ok("")),
+            ("a", Ok("a/")),
+            ("/a/b/", Ok("a/b/")),
+            ("a//b", Err(())),
+            ("a/../b", Err(())),
+            ("./a", Err(())),
+        ];
+        for (raw, want) in cases {
+            let got = normalize_prefix(raw).map_err(|_| ());
+            assert_eq!(got, want.map(str::to_string), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let ok = FsConfig::default();
+        assert!(ok.clone().validate().is_ok());
+        let bad = [
+            FsConfig {
+                file_mode: 0o10000,
+                ..ok.clone()
+            },
+            FsConfig {
+                part_size: 0,
+                ..ok.clone()
+            },
+            FsConfig {
+                memory_budget: ok.part_size,
+                ..ok.clone()
+            },
+            FsConfig {
+                upload_concurrency: 0,
+                ..ok.clone()
+            },
+            FsConfig {
+                read_ahead_initial: 2,
+                read_ahead_max: 1,
+                ..ok.clone()
+            },
+        ];
+        for cfg in bad {
+            assert!(cfg.clone().validate().is_err(), "{cfg:?}");
+        }
+    }
+}

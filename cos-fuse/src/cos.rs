@@ -1,0 +1,137 @@
+//! The production [`ObjectStore`]: a COS (or any S3-compatible) bucket through
+//! `csi_common::object`, which signs, retries and classifies; this adapter only converts types.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use csi_common::object::{ObjectClient, ObjectError, ObjectErrorKind};
+
+use crate::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct CosStore {
+    client: ObjectClient,
+}
+
+impl CosStore {
+    pub fn new(client: ObjectClient) -> Self {
+        CosStore { client }
+    }
+
+    pub fn client(&self) -> &ObjectClient {
+        &self.client
+    }
+}
+
+fn store_error(error: ObjectError) -> StoreError {
+    let message = error.to_string();
+    match error.kind() {
+        ObjectErrorKind::NotFound => StoreError::NotFound(message),
+        ObjectErrorKind::Forbidden => StoreError::Forbidden(message),
+        ObjectErrorKind::Invalid => StoreError::Invalid(message),
+        ObjectErrorKind::Unavailable => StoreError::Unavailable(message),
+    }
+}
+
+fn meta(m: csi_common::object::ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        key: m.key,
+        size: m.size,
+        etag: m.etag,
+        last_modified: m.last_modified,
+    }
+}
+
+impl ObjectStore for CosStore {
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        continuation: Option<&str>,
+        max_keys: Option<u32>,
+    ) -> Result<ListPage, StoreError> {
+        let page = self
+            .client
+            .list_objects_v2(prefix, delimiter, continuation, max_keys)
+            .await
+            .map_err(store_error)?;
+        Ok(ListPage {
+            objects: page.objects.into_iter().map(meta).collect(),
+            common_prefixes: page.common_prefixes,
+            next_token: page.next_token,
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        Ok(self
+            .client
+            .head_object(key)
+            .await
+            .map_err(store_error)?
+            .map(meta))
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        self.client
+            .get_object_range(key, range, if_match)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<String, StoreError> {
+        self.client.put_object(key, body).await.map_err(store_error)
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+        self.client
+            .create_multipart_upload(key)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        self.client
+            .upload_part(key, upload_id, number, body)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<String, StoreError> {
+        let parts: Vec<(u32, String)> = parts.iter().map(|p| (p.number, p.etag.clone())).collect();
+        self.client
+            .complete_multipart_upload(key, upload_id, &parts)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload(key, upload_id)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<String, StoreError> {
+        self.client.copy_object(from, to).await.map_err(store_error)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client.delete_object(key).await.map_err(store_error)
+    }
+}

@@ -1,0 +1,504 @@
+//! Open files: handles, create/open/read/write/flush/release and truncation, and what a commit
+//! changes in the table. The content itself is `fs/write.rs`'s, the read-ahead `fs/read.rs`'s.
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::namespace::split;
+use super::read::{ReadAhead, Version};
+use super::table::{Entry, Meta};
+use super::write::{WriteFile, WriteState};
+use super::{Attr, DirEntry, Fh, FileKind, Inner, Ino, Invalidation, OpenFlags};
+use crate::errno::Errno;
+use crate::store::ObjectStore;
+
+/// An open file.
+#[derive(Debug)]
+pub(crate) struct FileHandle {
+    pub(crate) ino: Ino,
+    /// The inode's write state, for handles opened for writing (and files this handle created).
+    write: Option<Arc<WriteFile>>,
+    rdwr: bool,
+    /// The object version this handle reads when the inode has no write state.
+    version: StdMutex<Option<Version>>,
+    ra: Mutex<ReadAhead>,
+}
+
+/// An open directory: the snapshot its offsets index.
+#[derive(Debug)]
+pub(crate) struct DirHandle {
+    pub(crate) ino: Ino,
+    snapshot: StdMutex<Option<Arc<Vec<DirEntry>>>>,
+}
+
+impl DirHandle {
+    pub(crate) fn new(ino: Ino) -> Self {
+        DirHandle {
+            ino,
+            snapshot: StdMutex::new(None),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Option<Arc<Vec<DirEntry>>> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_snapshot(&self, s: Arc<Vec<DirEntry>>) {
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+}
+
+impl FileHandle {
+    fn version(&self) -> Option<Version> {
+        self.version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_version(&self, v: Version) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+}
+
+impl<S: ObjectStore> Inner<S> {
+    fn register(&self, h: FileHandle) -> Fh {
+        let ino = h.ino;
+        let fh = {
+            let mut hs = self.handles();
+            let fh = hs.next;
+            hs.next += 1;
+            hs.files.insert(fh, Arc::new(h));
+            fh
+        };
+        if let Some(inode) = self.table().inodes.get_mut(&ino) {
+            inode.open += 1;
+        }
+        fh
+    }
+
+    fn handle(&self, fh: Fh) -> Result<Arc<FileHandle>, Errno> {
+        self.handles().files.get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn new_handle(
+        &self,
+        ino: Ino,
+        write: Option<Arc<WriteFile>>,
+        rdwr: bool,
+        version: Option<Version>,
+    ) -> FileHandle {
+        FileHandle {
+            ino,
+            write,
+            rdwr,
+            version: StdMutex::new(version),
+            ra: Mutex::new(ReadAhead::new(self.cfg.read_ahead_initial)),
+        }
+    }
+
+    /// The object version of file `ino`, from fresh attributes or the store.
+    async fn current_version(self: &Arc<Self>, ino: Ino) -> Result<(Version, SystemTime), Errno> {
+        let path = {
+            let t = self.table();
+            let inode = t.inodes.get(&ino).ok_or(Errno::ENOENT)?;
+            if inode.meta.kind == FileKind::Dir {
+                return Err(Errno::EISDIR);
+            }
+            if (inode.valid_until > std::time::Instant::now() || !t.is_linked(ino))
+                && let Some(etag) = &inode.meta.etag
+            {
+                return Ok((
+                    Version {
+                        key: self.key(&inode.path),
+                        etag: etag.clone(),
+                        size: inode.meta.size,
+                    },
+                    inode.meta.mtime,
+                ));
+            }
+            inode.path.clone()
+        };
+        let found = self.resolve(&path).await?.ok_or(Errno::ENOENT)?;
+        if found.meta.kind == FileKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        let meta = match found.meta.etag {
+            Some(_) => found.meta,
+            // Listings always carry ETags; this is a file without one (pending elsewhere).
+            None => {
+                let m = self
+                    .store
+                    .head(&self.key(&path))
+                    .await?
+                    .ok_or(Errno::ENOENT)?;
+                Meta {
+                    kind: FileKind::File,
+                    size: m.size,
+                    mtime: m.last_modified,
+                    etag: Some(m.etag),
+                }
+            }
+        };
+        let mut t = self.table();
+        if let Some(inode) = t.inodes.get_mut(&ino)
+            && inode.write.is_none()
+        {
+            inode.meta = meta.clone();
+            inode.valid_until = self.attr_deadline();
+        }
+        Ok((
+            Version {
+                key: self.key(&path),
+                etag: meta.etag.unwrap_or_default(),
+                size: meta.size,
+            },
+            meta.mtime,
+        ))
+    }
+
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        parent: Ino,
+        name: &str,
+        flags: OpenFlags,
+    ) -> Result<(Attr, Fh), Errno> {
+        if self.cfg.read_only {
+            return Err(Errno::EROFS);
+        }
+        let (_, path) = self.child_path(parent, name)?;
+        let _ns = self.ns.lock().await;
+        if self.resolve(&path).await?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let ws = Arc::new(WriteFile::created(self.key(&path)));
+        let meta = Meta {
+            kind: FileKind::File,
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+        };
+        let ino = {
+            let mut t = self.table();
+            let ino = t.upsert(&path, meta.clone(), self.attr_deadline());
+            if let Some(inode) = t.inodes.get_mut(&ino) {
+                inode.lookups += 1;
+                inode.write = Some(Arc::clone(&ws));
+            }
+            t.pending_new.insert(path.clone());
+            ino
+        };
+        let attr = self.attr(ino, &meta, Some(&ws));
+        let fh = self.register(self.new_handle(ino, Some(ws), flags.read_write(), None));
+        Ok((attr, fh))
+    }
+
+    pub(crate) async fn open(self: &Arc<Self>, ino: Ino, flags: OpenFlags) -> Result<Fh, Errno> {
+        let existing = {
+            let t = self.table();
+            let inode = t.inodes.get(&ino).ok_or(Errno::ENOENT)?;
+            if inode.meta.kind == FileKind::Dir {
+                return Err(Errno::EISDIR);
+            }
+            inode.write.clone()
+        };
+        if !flags.writable() {
+            let version = match existing {
+                Some(_) => None,
+                None => Some(self.current_version(ino).await?.0),
+            };
+            return Ok(self.register(self.new_handle(ino, None, false, version)));
+        }
+        if self.cfg.read_only {
+            return Err(Errno::EROFS);
+        }
+        let ws = match existing {
+            Some(w) => w,
+            None => {
+                let (v, mtime) = self.current_version(ino).await?;
+                let fresh = Arc::new(WriteFile::existing(v.key, v.size, Some(v.etag), mtime));
+                let mut t = self.table();
+                let inode = t.inodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+                // Another open may have attached one meanwhile.
+                Arc::clone(inode.write.get_or_insert(fresh))
+            }
+        };
+        if flags.truncate() {
+            let mut st = ws.lock().await;
+            let r = st.truncate(self, 0).await;
+            ws.publish(&st, true);
+            r?;
+        }
+        Ok(self.register(self.new_handle(ino, Some(ws), flags.read_write(), None)))
+    }
+
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Fh,
+        off: u64,
+        size: u32,
+    ) -> Result<Bytes, Errno> {
+        let h = self.handle(fh)?;
+        let shared = match &h.write {
+            Some(w) => Some(Arc::clone(w)),
+            None => self.table().inodes.get(&ino).and_then(|i| i.write.clone()),
+        };
+        let version = match shared {
+            Some(ws) => {
+                let st = ws.lock().await;
+                if st.failed && h.write.is_some() {
+                    return Err(Errno::EIO);
+                }
+                if let Some(data) = st.read_local(off, u64::from(size)).await? {
+                    return Ok(data);
+                }
+                st.version()
+            }
+            None => None,
+        };
+        let version = match version.or_else(|| h.version()) {
+            Some(v) => v,
+            None => {
+                let (v, _) = self.current_version(ino).await?;
+                h.set_version(v.clone());
+                v
+            }
+        };
+        let mut ra = h.ra.lock().await;
+        ra.read(self, &version, off, u64::from(size)).await
+    }
+
+    pub(crate) async fn write(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Fh,
+        off: u64,
+        data: &[u8],
+    ) -> Result<u32, Errno> {
+        let h = self.handle(fh)?;
+        let ws = h.write.clone().ok_or(Errno::EBADF)?;
+        let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
+        let mut st = ws.lock().await;
+        let r = st.write(self, off, data, h.rdwr).await;
+        ws.publish(&st, r.is_ok());
+        if st.failed {
+            let is_new = st.is_new;
+            drop(st);
+            self.after_failure(ino, &ws, is_new, true).await;
+        }
+        r.map(|()| len)
+    }
+
+    pub(crate) async fn commit_handle(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), Errno> {
+        let h = self.handle(fh)?;
+        match &h.write {
+            Some(ws) => self.commit_locked(ino, ws, true).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits `ws` (of inode `ino`) and records the result; returns the state still locked.
+    /// `wait`: see [`Inner::invalidate`].
+    pub(crate) async fn commit_locked<'a>(
+        self: &Arc<Self>,
+        ino: Ino,
+        ws: &'a Arc<WriteFile>,
+        wait: bool,
+    ) -> Result<MutexGuard<'a, WriteState>, Errno> {
+        let mut st = ws.lock().await;
+        match st.commit(self).await {
+            Ok(Some(etag)) => {
+                ws.publish(&st, false);
+                self.committed(ino, &st, etag.clone());
+                // Readers of this file in this mount read what was just written.
+                self.point_handles(
+                    ino,
+                    &Version {
+                        key: st.key.clone(),
+                        etag,
+                        size: st.size,
+                    },
+                );
+                Ok(st)
+            }
+            Ok(None) => Ok(st),
+            Err(e) => {
+                let is_new = st.is_new;
+                drop(st);
+                self.after_failure(ino, ws, is_new, wait).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records a committed object in the table and the parent's listing.
+    fn committed(&self, ino: Ino, st: &WriteState, etag: String) {
+        let meta = Meta {
+            kind: FileKind::File,
+            size: st.size,
+            mtime: SystemTime::now(),
+            etag: Some(etag),
+        };
+        let mut t = self.table();
+        let linked = t.is_linked(ino);
+        let Some(inode) = t.inodes.get_mut(&ino) else {
+            return;
+        };
+        inode.meta = meta.clone();
+        inode.valid_until = self.attr_deadline();
+        let path = inode.path.clone();
+        if linked {
+            t.pending_new.remove(&path);
+            let (dir, name) = split(&path);
+            t.listings.upsert(
+                dir,
+                name,
+                Entry {
+                    kind: FileKind::File,
+                    size: meta.size,
+                    mtime: meta.mtime,
+                    etag: meta.etag,
+                },
+            );
+            t.clear_negative(&path);
+        }
+    }
+
+    /// After a failed upload: new opens start from the store again, and a file that was never
+    /// committed disappears.
+    async fn after_failure(&self, ino: Ino, ws: &Arc<WriteFile>, is_new: bool, wait: bool) {
+        let what = {
+            let mut t = self.table();
+            let Some(inode) = t.inodes.get_mut(&ino) else {
+                return;
+            };
+            if inode.write.as_ref().is_some_and(|w| Arc::ptr_eq(w, ws)) {
+                inode.write = None;
+                inode.valid_until = std::time::Instant::now();
+            }
+            let path = inode.path.clone();
+            if !is_new {
+                Some(Invalidation::Inode(ino))
+            } else if t.is_linked(ino) {
+                t.unmap(&path);
+                let (dir, name) = split(&path);
+                t.ino_of(dir).map(|parent| Invalidation::Entry {
+                    parent,
+                    name: name.to_string(),
+                })
+            } else {
+                None
+            }
+        };
+        if let Some(what) = what {
+            self.invalidate(what, wait).await;
+        }
+    }
+
+    pub(crate) async fn release(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), Errno> {
+        let h = self.handles().files.remove(&fh).ok_or(Errno::EBADF)?;
+        let result = match &h.write {
+            Some(ws) => {
+                let r = self.commit_locked(ino, ws, true).await.map(drop);
+                let mut t = self.table();
+                if let Some(inode) = t.inodes.get_mut(&ino) {
+                    // The inode's reference and this handle's: no other writer is left.
+                    let last = Arc::strong_count(ws) <= 2;
+                    if last && r.is_ok() && inode.write.as_ref().is_some_and(|w| Arc::ptr_eq(w, ws))
+                    {
+                        inode.write = None;
+                    }
+                }
+                r
+            }
+            None => Ok(()),
+        };
+        let mut t = self.table();
+        if let Some(inode) = t.inodes.get_mut(&ino) {
+            inode.open = inode.open.saturating_sub(1);
+        }
+        drop(h);
+        t.maybe_drop(ino);
+        result
+    }
+
+    /// Sets the size of file `ino`: through the handle's content (committed at its close), or
+    /// committed at once.
+    pub(crate) async fn truncate(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Option<Fh>,
+        size: u64,
+    ) -> Result<(), Errno> {
+        let own = fh
+            .and_then(|fh| self.handle(fh).ok())
+            .and_then(|h| h.write.clone());
+        if let Some(ws) = own {
+            let mut st = ws.lock().await;
+            let r = st.truncate(self, size).await;
+            ws.publish(&st, true);
+            if st.failed {
+                let is_new = st.is_new;
+                drop(st);
+                self.after_failure(ino, &ws, is_new, true).await;
+            }
+            return r;
+        }
+        let shared = self.table().inodes.get(&ino).and_then(|i| i.write.clone());
+        let ws = match shared {
+            Some(ws) => ws,
+            None => {
+                let (v, mtime) = self.current_version(ino).await?;
+                Arc::new(WriteFile::existing(v.key, v.size, Some(v.etag), mtime))
+            }
+        };
+        {
+            let mut st = ws.lock().await;
+            let r = st.truncate(self, size).await;
+            ws.publish(&st, true);
+            r?;
+        }
+        self.commit_locked(ino, &ws, true).await.map(drop)
+    }
+
+    /// Points the open handles of `ino` at `version`.
+    fn point_handles(&self, ino: Ino, version: &Version) {
+        let handles: Vec<Arc<FileHandle>> = self
+            .handles()
+            .files
+            .values()
+            .filter(|h| h.ino == ino)
+            .cloned()
+            .collect();
+        for h in handles {
+            h.set_version(version.clone());
+        }
+    }
+
+    /// Points open handles that read a moved object at its new key and ETag.
+    /// `moves`: (old key, old ETag, new key, new ETag).
+    pub(crate) fn move_handles(&self, moves: Vec<(String, String, String, String)>) {
+        if moves.is_empty() {
+            return;
+        }
+        let handles: Vec<Arc<FileHandle>> = self.handles().files.values().cloned().collect();
+        for h in handles {
+            let mut v = h.version.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(ver) = v.as_mut()
+                && let Some((_, _, key, etag)) = moves
+                    .iter()
+                    .find(|(k, e, _, _)| *k == ver.key && *e == ver.etag)
+            {
+                ver.key = key.clone();
+                ver.etag = etag.clone();
+            }
+        }
+    }
+}

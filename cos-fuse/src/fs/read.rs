@@ -1,0 +1,235 @@
+//! Reading an object version for one open handle, with adaptive sequential read-ahead. Owns the
+//! handle's prefetched blocks and their memory reservations; it must not decide which version a
+//! handle reads (the caller passes it).
+//!
+//! A read that continues where the previous one ended (or falls in the prefetched range) is
+//! sequential: the blocks it needs are fetched if missing, and blocks ahead of it are started in
+//! parallel up to the window, which doubles on every sequential read that moves into a new block
+//! (from `read_ahead_initial` to `read_ahead_max`). Prefetch only takes memory the budget can
+//! spare; a read that jumps elsewhere drops the prefetched blocks, resets the window and fetches
+//! exactly the bytes asked for.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::Inner;
+use crate::budget::Reservation;
+use crate::errno::Errno;
+use crate::store::{ObjectStore, StoreError};
+
+/// Largest single ranged GET of a prefetch.
+const MAX_BLOCK: u64 = 8 * 1024 * 1024;
+/// How far from where a sequential scan got to a read still belongs to it.
+const NEAR: u64 = 1024 * 1024;
+
+/// The object version a handle reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub(crate) key: String,
+    pub(crate) etag: String,
+    pub(crate) size: u64,
+}
+
+type BlockResult = Option<Result<Bytes, Errno>>;
+
+#[derive(Debug)]
+struct Block {
+    start: u64,
+    end: u64,
+    rx: watch::Receiver<BlockResult>,
+    task: AbortHandle,
+    /// The block's memory, released when the block is dropped.
+    _res: Reservation,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ReadAhead {
+    version: Option<Version>,
+    blocks: VecDeque<Block>,
+    window: u64,
+    /// Where the last read ended.
+    next: Option<u64>,
+}
+
+fn read_error(e: StoreError) -> Errno {
+    match e {
+        // The version this handle opened is gone or was replaced.
+        StoreError::NotFound(_) => Errno::ESTALE,
+        other => Errno::from(other),
+    }
+}
+
+impl ReadAhead {
+    pub(crate) fn new(initial_window: u64) -> Self {
+        ReadAhead {
+            version: None,
+            blocks: VecDeque::new(),
+            window: initial_window,
+            next: None,
+        }
+    }
+
+    fn reset(&mut self, initial_window: u64) {
+        self.blocks.clear();
+        self.window = initial_window;
+    }
+
+    pub(crate) async fn read<S: ObjectStore>(
+        &mut self,
+        ctx: &Arc<Inner<S>>,
+        version: &Version,
+        off: u64,
+        len: u64,
+    ) -> Result<Bytes, Errno> {
+        let initial = ctx.cfg.read_ahead_initial;
+        if self.version.as_ref() != Some(version) {
+            self.reset(initial);
+            self.next = None;
+            self.version = Some(version.clone());
+        }
+        let end = off.saturating_add(len).min(version.size);
+        if off >= end {
+            return Ok(Bytes::new());
+        }
+        let in_blocks = match (self.blocks.front(), self.blocks.back()) {
+            (Some(f), Some(b)) => f.start <= off && off < b.end,
+            _ => false,
+        };
+        // The kernel has several reads of a sequential scan in flight, which may arrive in any
+        // order: a read near where the reads got to counts as sequential.
+        let near = match self.next {
+            Some(next) => off.saturating_add(NEAR) >= next && off <= next.saturating_add(NEAR),
+            None => off < NEAR,
+        };
+        let sequential = in_blocks || near;
+        self.next = Some(self.next.map_or(end, |n| n.max(end)));
+        let behind = self.blocks.front().is_some_and(|b| off < b.start);
+        if !sequential || behind {
+            // Random, or a straggler of the scan just behind the prefetched blocks: exactly the
+            // bytes asked for, and the blocks stay for the scan (unless random).
+            if !sequential {
+                self.reset(initial);
+            }
+            let _res = ctx.budget.acquire(end - off).await;
+            return ctx
+                .store
+                .get_range(&version.key, off..end, Some(&version.etag))
+                .await
+                .map_err(read_error);
+        }
+        // Drop what was consumed (each consumed block doubles the window).
+        while self
+            .blocks
+            .front()
+            .is_some_and(|b| b.end.saturating_add(NEAR) <= off)
+        {
+            self.blocks.pop_front();
+            self.window = self.window.saturating_mul(2).min(ctx.cfg.read_ahead_max);
+        }
+        // The bytes this read needs and no block covers yet: fetched now, waiting for memory.
+        let mut covered = self.blocks.back().map_or(off, |b| b.end);
+        if covered < end {
+            let res = ctx.budget.acquire(end - covered).await;
+            self.spawn(ctx, version, covered, end, res);
+            covered = end;
+        }
+        // Prefetch ahead when less than half the window is left, as far as the budget spares.
+        let target = end.saturating_add(self.window).min(version.size);
+        if covered.saturating_sub(end) < self.window / 2 {
+            while covered < target {
+                let n = (target - covered).min(self.window).min(MAX_BLOCK);
+                let Some(res) = ctx.budget.try_acquire_optional(n) else {
+                    break;
+                };
+                self.spawn(ctx, version, covered, covered + n, res);
+                covered += n;
+            }
+        }
+        // Assemble the answer.
+        let mut parts = Vec::new();
+        for b in self.blocks.iter() {
+            if b.end <= off || b.start >= end {
+                continue;
+            }
+            let mut rx = b.rx.clone();
+            let data = match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Err(Errno::EIO)),
+                Err(_) => Err(Errno::EIO),
+            };
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    self.reset(initial);
+                    return Err(e);
+                }
+            };
+            let from = usize::try_from(off.max(b.start) - b.start).map_err(|_| Errno::EIO)?;
+            let to = usize::try_from(end.min(b.end) - b.start).map_err(|_| Errno::EIO)?;
+            if to > data.len() {
+                // The object is shorter than the version said: it changed.
+                self.reset(initial);
+                return Err(Errno::ESTALE);
+            }
+            parts.push(data.slice(from..to));
+        }
+        // Blocks the scan is past are released now, not at the next read (the last one stays a
+        // little for stragglers).
+        while self
+            .blocks
+            .front()
+            .is_some_and(|b| b.end.saturating_add(NEAR) <= end)
+        {
+            self.blocks.pop_front();
+            self.window = self.window.saturating_mul(2).min(ctx.cfg.read_ahead_max);
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(usize::try_from(end - off).unwrap_or(0));
+                for p in parts {
+                    out.extend_from_slice(&p);
+                }
+                out.freeze()
+            }
+        })
+    }
+
+    fn spawn<S: ObjectStore>(
+        &mut self,
+        ctx: &Arc<Inner<S>>,
+        version: &Version,
+        start: u64,
+        end: u64,
+        res: Reservation,
+    ) {
+        let (tx, rx) = watch::channel(None);
+        let ctx = Arc::clone(ctx);
+        let key = version.key.clone();
+        let etag = version.etag.clone();
+        let task = tokio::spawn(async move {
+            let r = ctx
+                .store
+                .get_range(&key, start..end, Some(&etag))
+                .await
+                .map_err(read_error);
+            let _ = tx.send(Some(r));
+        });
+        self.blocks.push_back(Block {
+            start,
+            end,
+            rx,
+            task: task.abort_handle(),
+            _res: res,
+        });
+    }
+}

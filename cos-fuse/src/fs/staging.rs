@@ -1,0 +1,168 @@
+//! Staging files: unlinked local files that hold the content of a file being rewritten, appended
+//! or written out of order until it is uploaded. Owns the cap on their total size; it knows
+//! nothing of objects.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::errno::Errno;
+
+#[derive(Debug)]
+pub(crate) struct StagingPool {
+    dir: PathBuf,
+    cap: u64,
+    used: AtomicU64,
+}
+
+/// One staging file; its logical length is counted against the pool until it is dropped.
+#[derive(Debug)]
+pub(crate) struct StagingFile {
+    file: Arc<File>,
+    len: u64,
+    pool: Arc<StagingPool>,
+}
+
+impl StagingPool {
+    pub(crate) fn new(dir: PathBuf, cap: u64) -> Arc<Self> {
+        Arc::new(StagingPool {
+            dir,
+            cap,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    pub(crate) async fn create(self: &Arc<Self>) -> Result<StagingFile, Errno> {
+        let dir = self.dir.clone();
+        let file = blocking(move || tempfile::tempfile_in(dir)).await?;
+        Ok(StagingFile {
+            file: Arc::new(file),
+            len: 0,
+            pool: Arc::clone(self),
+        })
+    }
+
+    /// Counts `delta` more bytes for a file that grows to `new_len`.
+    fn grow(&self, new_len: u64, delta: u64) -> Result<(), Errno> {
+        if new_len > self.cap {
+            return Err(Errno::EFBIG);
+        }
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(delta).filter(|n| *n <= self.cap)
+            })
+            .map(|_| ())
+            .map_err(|_| Errno::ENOSPC)
+    }
+
+    fn shrink(&self, delta: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(delta))
+            });
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Errno> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Errno::from),
+        Err(_) => Err(Errno::EIO),
+    }
+}
+
+impl StagingFile {
+    fn account(&mut self, new_len: u64) -> Result<(), Errno> {
+        if new_len > self.len {
+            self.pool.grow(new_len, new_len - self.len)?;
+        } else {
+            self.pool.shrink(self.len - new_len);
+        }
+        self.len = new_len;
+        Ok(())
+    }
+
+    pub(crate) async fn write_at(&mut self, off: u64, data: Bytes) -> Result<(), Errno> {
+        let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+        let old = self.len;
+        self.account(end.max(old))?;
+        let file = Arc::clone(&self.file);
+        let r = blocking(move || file.write_all_at(&data, off)).await;
+        if r.is_err() {
+            // The bytes may be partly written; the length stays what it was.
+            let _ = self.account(old);
+        }
+        r
+    }
+
+    pub(crate) async fn set_len(&mut self, n: u64) -> Result<(), Errno> {
+        let old = self.len;
+        self.account(n)?;
+        let file = Arc::clone(&self.file);
+        let r = blocking(move || file.set_len(n)).await;
+        if r.is_err() {
+            let _ = self.account(old);
+        }
+        r
+    }
+
+    /// Bytes `[off, off+len)`, shorter at the end of the file.
+    pub(crate) async fn read_at(&self, off: u64, len: u64) -> Result<Bytes, Errno> {
+        let end = off.saturating_add(len).min(self.len);
+        if off >= end {
+            return Ok(Bytes::new());
+        }
+        let n = usize::try_from(end - off).map_err(|_| Errno::EINVAL)?;
+        let file = Arc::clone(&self.file);
+        blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, off)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+}
+
+impl Drop for StagingFile {
+    fn drop(&mut self) {
+        self.pool.shrink(self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn caps_are_enforced_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = StagingPool::new(dir.path().to_path_buf(), 10);
+        let mut a = pool.create().await.unwrap();
+        a.write_at(0, Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(a.read_at(1, 3).await.unwrap(), "ell");
+        assert_eq!(
+            a.write_at(0, Bytes::from(vec![0; 11])).await,
+            Err(Errno::EFBIG)
+        );
+        let mut b = pool.create().await.unwrap();
+        assert_eq!(b.set_len(6).await, Err(Errno::ENOSPC));
+        b.set_len(5).await.unwrap();
+        assert_eq!(pool.used(), 10);
+        a.set_len(2).await.unwrap();
+        assert_eq!(a.read_at(0, 10).await.unwrap(), "he");
+        drop(b);
+        assert_eq!(pool.used(), 2);
+        a.write_at(4, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(a.read_at(0, 10).await.unwrap(), &b"he\0\0x"[..]);
+    }
+}

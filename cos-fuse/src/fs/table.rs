@@ -1,0 +1,466 @@
+//! The inode table and the metadata caches: inode numbers by path, attributes with their expiry,
+//! negative entries and directory listings. Synchronous, behind one mutex; it must never call
+//! the store (the file-system operations do, and record what they learn here).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::write::WriteFile;
+use super::{FileKind, Ino, ROOT_INO};
+
+/// What is known of a file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) kind: FileKind,
+    pub(crate) size: u64,
+    pub(crate) mtime: SystemTime,
+    pub(crate) etag: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inode {
+    pub(crate) path: String,
+    pub(crate) meta: Meta,
+    pub(crate) valid_until: Instant,
+    /// Kernel references (lookups not yet forgotten).
+    pub(crate) lookups: u64,
+    /// Open handles.
+    pub(crate) open: u32,
+    pub(crate) write: Option<Arc<WriteFile>>,
+    /// Directories: whether a `dir/` marker object is known to exist.
+    pub(crate) has_marker: Option<bool>,
+}
+
+/// The most negative entries kept; beyond it they are all dropped.
+const MAX_NEGATIVE: usize = 100_000;
+
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub(crate) inodes: HashMap<Ino, Inode>,
+    paths: BTreeMap<String, Ino>,
+    next_ino: Ino,
+    negative: HashMap<String, Instant>,
+    pub(crate) listings: Listings,
+    /// Files created in this mount and not yet committed.
+    pub(crate) pending_new: BTreeSet<String>,
+}
+
+/// The paths strictly under directory `dir` (`""` is the root).
+pub(crate) fn under(dir: &str) -> String {
+    if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    }
+}
+
+impl Table {
+    pub(crate) fn new(root: Meta, max_list_entries: usize) -> Self {
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            ROOT_INO,
+            Inode {
+                path: String::new(),
+                meta: root,
+                valid_until: Instant::now(),
+                lookups: 1,
+                open: 0,
+                write: None,
+                has_marker: Some(true),
+            },
+        );
+        let mut paths = BTreeMap::new();
+        paths.insert(String::new(), ROOT_INO);
+        Table {
+            inodes,
+            paths,
+            next_ino: ROOT_INO + 1,
+            negative: HashMap::new(),
+            listings: Listings::new(max_list_entries),
+            pending_new: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn ino_of(&self, path: &str) -> Option<Ino> {
+        self.paths.get(path).copied()
+    }
+
+    pub(crate) fn inode_at(&self, path: &str) -> Option<&Inode> {
+        self.ino_of(path).and_then(|i| self.inodes.get(&i))
+    }
+
+    /// Whether `ino` is still reachable by its path.
+    pub(crate) fn is_linked(&self, ino: Ino) -> bool {
+        self.inodes
+            .get(&ino)
+            .is_some_and(|i| self.paths.get(&i.path) == Some(&ino))
+    }
+
+    /// Records `meta` for `path`, reusing its inode when the kind matches; returns the inode.
+    pub(crate) fn upsert(&mut self, path: &str, meta: Meta, valid_until: Instant) -> Ino {
+        self.negative.remove(path);
+        if let Some(ino) = self.ino_of(path) {
+            if let Some(inode) = self.inodes.get_mut(&ino)
+                && inode.meta.kind == meta.kind
+            {
+                // Keep the pending marker knowledge of directories.
+                inode.meta = meta;
+                inode.valid_until = valid_until;
+                return ino;
+            }
+            self.unmap(path);
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(
+            ino,
+            Inode {
+                path: path.to_string(),
+                meta,
+                valid_until,
+                lookups: 0,
+                open: 0,
+                write: None,
+                has_marker: None,
+            },
+        );
+        self.paths.insert(path.to_string(), ino);
+        ino
+    }
+
+    /// Removes `path` from the namespace; its inode lives on while referenced.
+    pub(crate) fn unmap(&mut self, path: &str) -> Option<Ino> {
+        let ino = self.paths.remove(path)?;
+        self.pending_new.remove(path);
+        self.maybe_drop(ino);
+        Some(ino)
+    }
+
+    pub(crate) fn forget(&mut self, ino: Ino, n: u64) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.lookups = inode.lookups.saturating_sub(n);
+        }
+        self.maybe_drop(ino);
+    }
+
+    /// Drops an inode nothing refers to any more.
+    pub(crate) fn maybe_drop(&mut self, ino: Ino) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        if inode.lookups > 0 || inode.open > 0 {
+            return;
+        }
+        if let Some(w) = &inode.write {
+            // Pending content keeps the inode (its handles are gone, it is being committed).
+            if Arc::strong_count(w) > 1 {
+                return;
+            }
+        }
+        let path = inode.path.clone();
+        self.inodes.remove(&ino);
+        if self.paths.get(&path) == Some(&ino) {
+            self.paths.remove(&path);
+            self.pending_new.remove(&path);
+        }
+    }
+
+    /// Moves `from` and everything under it to `to`; returns the inodes moved with their new
+    /// paths.
+    pub(crate) fn rename_subtree(&mut self, from: &str, to: &str) -> Vec<(Ino, String)> {
+        let mut moved = Vec::new();
+        let mut olds: Vec<String> = vec![from.to_string()];
+        let below = under(from);
+        olds.extend(
+            self.paths
+                .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(&below))
+                .map(|(p, _)| p.clone()),
+        );
+        for old in olds {
+            let Some(ino) = self.paths.remove(&old) else {
+                continue;
+            };
+            let new = format!("{to}{}", &old[from.len()..]);
+            if let Some(previous) = self.paths.insert(new.clone(), ino) {
+                self.maybe_drop(previous);
+            }
+            if self.pending_new.remove(&old) {
+                self.pending_new.insert(new.clone());
+            }
+            if let Some(inode) = self.inodes.get_mut(&ino) {
+                inode.path = new.clone();
+            }
+            self.negative.remove(&new);
+            moved.push((ino, new));
+        }
+        moved
+    }
+
+    /// Inodes at or under `dir` that have a write state.
+    pub(crate) fn writes_under(&self, dir: &str) -> Vec<(Ino, Arc<WriteFile>)> {
+        let below = under(dir);
+        self.paths
+            .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&below))
+            .filter_map(|(_, ino)| {
+                let w = self.inodes.get(ino)?.write.clone()?;
+                Some((*ino, w))
+            })
+            .collect()
+    }
+
+    /// Names of uncommitted new files directly in `dir`.
+    pub(crate) fn pending_in(&self, dir: &str) -> Vec<String> {
+        let below = under(dir);
+        self.pending_new
+            .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+            .take_while(|p| p.starts_with(&below))
+            .filter_map(|p| {
+                let name = &p[below.len()..];
+                (!name.contains('/')).then(|| name.to_string())
+            })
+            .collect()
+    }
+
+    /// Whether any uncommitted new file is under `dir`.
+    pub(crate) fn pending_under(&self, dir: &str) -> bool {
+        let below = under(dir);
+        self.pending_new
+            .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
+            .next()
+            .is_some_and(|p| p.starts_with(&below))
+    }
+
+    pub(crate) fn set_negative(&mut self, path: &str, until: Instant) {
+        if self.negative.len() >= MAX_NEGATIVE {
+            self.negative.clear();
+        }
+        self.negative.insert(path.to_string(), until);
+    }
+
+    pub(crate) fn is_negative(&self, path: &str, now: Instant) -> bool {
+        self.negative.get(path).is_some_and(|t| *t > now)
+    }
+
+    pub(crate) fn clear_negative(&mut self, path: &str) {
+        self.negative.remove(path);
+    }
+
+    /// Forgets negative entries at or under `dir`.
+    pub(crate) fn clear_negative_under(&mut self, dir: &str) {
+        let below = under(dir);
+        self.negative
+            .retain(|p, _| p != dir && !p.starts_with(&below));
+    }
+
+    pub(crate) fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) kind: FileKind,
+    pub(crate) size: u64,
+    pub(crate) mtime: SystemTime,
+    pub(crate) etag: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    pub(crate) entries: Arc<BTreeMap<String, Entry>>,
+    pub(crate) until: Instant,
+    /// Whether the directory's own `dir/` marker exists.
+    pub(crate) has_marker: bool,
+    generation: u64,
+}
+
+/// Complete listings of directories, with a cap on their entries together (oldest evicted).
+#[derive(Debug)]
+pub(crate) struct Listings {
+    map: HashMap<String, Listing>,
+    order: VecDeque<(String, u64)>,
+    total: usize,
+    max: usize,
+    generation: u64,
+}
+
+impl Listings {
+    fn new(max: usize) -> Self {
+        Listings {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            total: 0,
+            max,
+            generation: 0,
+        }
+    }
+
+    pub(crate) fn fresh(&self, dir: &str, now: Instant) -> Option<&Listing> {
+        self.map.get(dir).filter(|l| l.until > now)
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        dir: &str,
+        entries: Arc<BTreeMap<String, Entry>>,
+        has_marker: bool,
+        until: Instant,
+    ) {
+        self.invalidate(dir);
+        let n = entries.len();
+        if n > self.max {
+            return;
+        }
+        while self.total + n > self.max {
+            let Some((old, generation)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .map
+                .get(&old)
+                .is_some_and(|l| l.generation == generation)
+            {
+                self.invalidate(&old);
+            }
+        }
+        self.generation += 1;
+        self.order.push_back((dir.to_string(), self.generation));
+        self.total += n;
+        self.map.insert(
+            dir.to_string(),
+            Listing {
+                entries,
+                until,
+                has_marker,
+                generation: self.generation,
+            },
+        );
+    }
+
+    pub(crate) fn invalidate(&mut self, dir: &str) {
+        if let Some(l) = self.map.remove(dir) {
+            self.total = self.total.saturating_sub(l.entries.len());
+        }
+    }
+
+    /// Drops the listings of `dir` and of every directory under it.
+    pub(crate) fn invalidate_under(&mut self, dir: &str) {
+        let below = under(dir);
+        let gone: Vec<String> = self
+            .map
+            .keys()
+            .filter(|d| {
+                d.as_str() == dir || (!dir.is_empty() && d.starts_with(&below)) || dir.is_empty()
+            })
+            .cloned()
+            .collect();
+        for d in gone {
+            self.invalidate(&d);
+        }
+    }
+
+    /// Records an entry created or changed by this mount in `dir`'s listing, if cached.
+    pub(crate) fn upsert(&mut self, dir: &str, name: &str, entry: Entry) {
+        if let Some(l) = self.map.get_mut(dir) {
+            let entries = Arc::make_mut(&mut l.entries);
+            if entries.insert(name.to_string(), entry).is_none() {
+                self.total += 1;
+            }
+        }
+    }
+
+    /// Removes an entry this mount deleted from `dir`'s listing, if cached.
+    pub(crate) fn remove(&mut self, dir: &str, name: &str) {
+        if let Some(l) = self.map.get_mut(dir)
+            && Arc::make_mut(&mut l.entries).remove(name).is_some()
+        {
+            self.total -= 1;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn meta(kind: FileKind) -> Meta {
+        Meta {
+            kind,
+            size: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+        }
+    }
+
+    fn entries(n: usize) -> Arc<BTreeMap<String, Entry>> {
+        Arc::new(
+            (0..n)
+                .map(|i| {
+                    (
+                        format!("f{i}"),
+                        Entry {
+                            kind: FileKind::File,
+                            size: 0,
+                            mtime: SystemTime::UNIX_EPOCH,
+                            etag: None,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn listings_stay_under_the_entry_cap() {
+        let mut l = Listings::new(10);
+        let later = Instant::now() + Duration::from_secs(60);
+        l.insert("a", entries(4), false, later);
+        l.insert("b", entries(4), false, later);
+        l.insert("c", entries(4), false, later);
+        assert!(l.fresh("a", Instant::now()).is_none(), "oldest evicted");
+        assert!(l.fresh("c", Instant::now()).is_some());
+        assert_eq!(l.total(), 8);
+        l.insert("big", entries(11), false, later);
+        assert!(l.fresh("big", Instant::now()).is_none());
+        l.remove("b", "f0");
+        assert_eq!(l.total(), 7);
+        l.invalidate_under("");
+        assert_eq!(l.total(), 0);
+    }
+
+    #[test]
+    fn renaming_a_subtree_moves_every_inode_under_it() {
+        let mut t = Table::new(meta(FileKind::Dir), 100);
+        let now = Instant::now();
+        let d = t.upsert("d", meta(FileKind::Dir), now);
+        let f = t.upsert("d/x/f", meta(FileKind::File), now);
+        let other = t.upsert("dd", meta(FileKind::File), now);
+        for i in [d, f, other] {
+            t.inodes.get_mut(&i).unwrap().lookups = 1;
+        }
+        let moved = t.rename_subtree("d", "e/d");
+        assert_eq!(moved.len(), 2);
+        assert_eq!(t.ino_of("e/d/x/f"), Some(f));
+        assert_eq!(t.ino_of("e/d"), Some(d));
+        assert_eq!(t.ino_of("dd"), Some(other));
+        assert_eq!(t.ino_of("d"), None);
+        t.forget(f, 1);
+        t.unmap("e/d/x/f");
+        assert!(!t.inodes.contains_key(&f));
+    }
+}

@@ -1,0 +1,464 @@
+//! `cos-fuse`: mount a COS bucket (or any S3-compatible one) with FUSE, by hand like `mount-s3`,
+//! or run the FUSE host the CSI node plugins ask for mounts.
+//!
+//! ```text
+//! cos-fuse mount --endpoint https://cos.ap-guangzhou.myqcloud.com --bucket data-1250000000 \
+//!     --credentials-file ~/.passwd-cosfs -o allow_other -o uid=1000 /mnt/data
+//! cos-fuse host --socket /run/csi-fuse/host.sock --state-dir /var/lib/csi-fuse/cos
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use cos_fuse::cos::CosStore;
+use cos_fuse::fuse::MountOptions;
+use cos_fuse::{Fs, FsConfig};
+use csi_common::cli::LogFormat;
+use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cos-fuse",
+    version,
+    about = "A FUSE file system over COS buckets."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mounts a bucket (or a prefix of it) and serves it until it is unmounted.
+    Mount(MountArgs),
+    /// Runs the FUSE host: starts, watches and stops FUSE daemons for the CSI node plugins.
+    Host(HostArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MountArgs {
+    /// The COS endpoint, e.g. https://cos.ap-guangzhou.myqcloud.com (or any S3 server's URL).
+    #[arg(long)]
+    endpoint: String,
+
+    /// The bucket, `<name>-<appid>` on COS.
+    #[arg(long)]
+    bucket: String,
+
+    /// Mount only this key prefix of the bucket (`a/b`), as the mount's root.
+    #[arg(long, default_value = "")]
+    prefix: String,
+
+    /// The SigV4 region when the endpoint does not name one.
+    #[arg(long, default_value = "")]
+    region: String,
+
+    /// Read the keys from standard input: JSON `{"SecretId": .., "SecretKey": .., "Token": ..}`.
+    /// This is how the FUSE host hands them over: never on a command line.
+    #[arg(long, conflicts_with = "credentials_file")]
+    credentials_stdin: bool,
+
+    /// Read the keys from a file: the same JSON, or a cosfs/s3fs passwd line
+    /// (`[bucket:]SecretId:SecretKey`). It must not be readable by others.
+    #[arg(long)]
+    credentials_file: Option<PathBuf>,
+
+    /// Mount options, cosfs style (repeatable, or comma-separated): allow_other, ro, uid=N, gid=N,
+    /// umask=022, multipart_size=MiB, parallel_count=N, stat_cache_expire=SECONDS,
+    /// max_stat_cache_size=N, readwrite_timeout=SECONDS, ensure_diskfree=MiB,
+    /// use_path_request_style, max_memory_mb=N, read_ahead_mb=N, staging_dir=PATH,
+    /// staging_max_mb=N.
+    #[arg(short = 'o', value_delimiter = ',')]
+    options: Vec<String>,
+
+    /// error, warn, info or debug (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Where to mount.
+    mountpoint: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct HostArgs {
+    /// The socket node plugins call (0600, in a 0700 directory it creates).
+    #[arg(long, default_value = "/run/csi-fuse/host.sock")]
+    socket: PathBuf,
+
+    /// Records of the mounts (re-adopted after a restart) and the daemons' logs.
+    #[arg(long, default_value = "/var/lib/csi-fuse")]
+    state_dir: PathBuf,
+
+    /// A program the host may run, as KIND=PATH (repeatable). `cos-fuse` is this binary unless
+    /// given here; a GooseFS client is `goosefs-fuse=/path/to/program`.
+    #[arg(long = "allow-program", value_parser = parse_program)]
+    programs: Vec<(String, PathBuf)>,
+
+    /// Seconds a new daemon has to bring its mount up.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout_secs: u64,
+
+    /// Seconds an unmounted daemon has to finish its uploads and exit before it is killed
+    /// (GooseFS-Lite's goosefs.fuse.umount.timeout).
+    #[arg(long, default_value_t = 120)]
+    exit_timeout_secs: u64,
+
+    /// Serve Prometheus metrics at http://ADDRESS/metrics; off when empty.
+    #[arg(long, env = "METRICS_ADDRESS")]
+    metrics_address: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// More log detail: -v debug, -vv trace.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn parse_program(value: &str) -> Result<(String, PathBuf), String> {
+    let (kind, path) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not KIND=PATH"))?;
+    let path = PathBuf::from(path);
+    if kind.is_empty() || !path.is_absolute() {
+        return Err(format!(
+            "{value:?}: KIND must not be empty and PATH must be absolute"
+        ));
+    }
+    Ok((kind.to_owned(), path))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) => mount(args),
+        Command::Host(args) => host(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("cos-fuse: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn host(args: HostArgs) -> Result<(), String> {
+    csi_common::cli::init_logging(args.log_format, args.verbose);
+    let mut programs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    programs.insert("cos-fuse".to_owned(), me);
+    programs.extend(args.programs);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let metrics = csi_common::metrics::Metrics::new();
+        if let Some(address) = args.metrics_address.as_deref().filter(|a| !a.is_empty()) {
+            csi_common::metrics::serve_metrics(address, std::sync::Arc::clone(&metrics))
+                .await
+                .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
+        }
+        let config = csi_common::fusehost::HostConfig {
+            socket: args.socket,
+            state_dir: args.state_dir,
+            programs,
+            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
+            exit_timeout: Duration::from_secs(args.exit_timeout_secs),
+            metrics,
+        };
+        csi_common::fusehost::serve(config, csi_common::csi::shutdown_signal())
+            .await
+            .map_err(|e| csi_common::csi::error_chain(&e))
+    })
+}
+
+/// Keys as the FUSE host hands them over (JSON) or as cosfs's passwd file holds them.
+#[derive(serde::Deserialize)]
+struct Keys {
+    #[serde(rename = "SecretId")]
+    secret_id: String,
+    #[serde(rename = "SecretKey")]
+    secret_key: String,
+    #[serde(rename = "Token", default)]
+    token: Option<String>,
+}
+
+fn parse_keys(text: &str, bucket: &str) -> Result<ObjectCredentials, String> {
+    let text = text.trim();
+    let keys = if text.starts_with('{') {
+        serde_json::from_str::<Keys>(text)
+            .map_err(|e| format!("the credentials are not the expected JSON: {e}"))?
+    } else {
+        // passwd-cosfs: one `bucket:id:key` line per bucket, or a single `id:key` line.
+        let line = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .find_map(|l| {
+                let fields: Vec<&str> = l.split(':').collect();
+                match fields.as_slice() {
+                    [b, id, key] if *b == bucket => Some((*id, *key)),
+                    [id, key] => Some((*id, *key)),
+                    _ => None,
+                }
+            })
+            .ok_or_else(|| {
+                format!("no `{bucket}:SecretId:SecretKey` or `SecretId:SecretKey` line in the credentials")
+            })?;
+        Keys {
+            secret_id: line.0.to_owned(),
+            secret_key: line.1.to_owned(),
+            token: None,
+        }
+    };
+    if keys.secret_id.trim().is_empty() || keys.secret_key.trim().is_empty() {
+        return Err("the credentials hold an empty SecretId or SecretKey".into());
+    }
+    Ok(ObjectCredentials::new(
+        &keys.secret_id,
+        &keys.secret_key,
+        keys.token.as_deref(),
+    ))
+}
+
+fn read_credentials(args: &MountArgs) -> Result<ObjectCredentials, String> {
+    let text = if args.credentials_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the credentials from standard input: {e}"))?;
+        text
+    } else if let Some(path) = &args.credentials_file {
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by others: chmod 600 it",
+                path.display()
+            ));
+        }
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    } else {
+        return Err("give the keys with --credentials-file or --credentials-stdin".into());
+    };
+    parse_keys(&text, &args.bucket)
+}
+
+/// What the `-o` options set.
+#[derive(Debug, Default)]
+struct Settings {
+    fs: FsConfig,
+    allow_other: bool,
+    path_style: bool,
+    timeout: Option<Duration>,
+    ensure_diskfree: Option<u64>,
+    umask: Option<u16>,
+}
+
+fn parse_options(options: &[String]) -> Result<Settings, String> {
+    let mut s = Settings::default();
+    for option in options.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let (name, value) = match option.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (option, None),
+        };
+        let number = || -> Result<u64, String> {
+            value
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("option {name} needs a whole number, as {name}=N"))
+        };
+        let flag = || -> Result<(), String> {
+            match value {
+                None => Ok(()),
+                Some(_) => Err(format!("option {name} takes no value")),
+            }
+        };
+        let to_u32 = |n: u64| u32::try_from(n).map_err(|_| format!("option {name} is too large"));
+        match name {
+            "allow_other" => {
+                flag()?;
+                s.allow_other = true;
+            }
+            "ro" => {
+                flag()?;
+                s.fs.read_only = true;
+            }
+            "use_path_request_style" => {
+                flag()?;
+                s.path_style = true;
+            }
+            "nonempty" | "noxattr" => flag()?,
+            "uid" => s.fs.uid = to_u32(number()?)?,
+            "gid" => s.fs.gid = to_u32(number()?)?,
+            "umask" => {
+                let mask = value
+                    .and_then(|v| u16::from_str_radix(v, 8).ok())
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| "option umask needs an octal mode, as umask=022".to_owned())?;
+                s.umask = Some(mask);
+            }
+            "multipart_size" => s.fs.part_size = number()?.saturating_mul(MIB),
+            "parallel_count" => {
+                s.fs.upload_concurrency = usize::try_from(number()?).unwrap_or(usize::MAX)
+            }
+            "stat_cache_expire" => {
+                let ttl = Duration::from_secs(number()?);
+                s.fs.attr_ttl = ttl;
+                s.fs.negative_ttl = ttl;
+                s.fs.list_ttl = ttl;
+            }
+            "max_stat_cache_size" => {
+                s.fs.list_cache_max_entries = usize::try_from(number()?).unwrap_or(usize::MAX)
+            }
+            "readwrite_timeout" => s.timeout = Some(Duration::from_secs(number()?.max(1))),
+            "ensure_diskfree" => s.ensure_diskfree = Some(number()?.saturating_mul(MIB)),
+            "max_memory_mb" => s.fs.memory_budget = number()?.saturating_mul(MIB),
+            "read_ahead_mb" => s.fs.read_ahead_max = number()?.max(1).saturating_mul(MIB),
+            "staging_dir" => {
+                s.fs.staging_dir = PathBuf::from(
+                    value.ok_or_else(|| "option staging_dir needs a path".to_owned())?,
+                )
+            }
+            "staging_max_mb" => s.fs.staging_max_bytes = number()?.saturating_mul(MIB),
+            _ => return Err(format!("unknown mount option {name:?} (see --help)")),
+        }
+    }
+    if let Some(mask) = s.umask {
+        s.fs.file_mode = 0o666 & !mask;
+        s.fs.dir_mode = 0o777 & !mask;
+    }
+    s.fs.read_ahead_initial = s.fs.read_ahead_initial.min(s.fs.read_ahead_max);
+    Ok(s)
+}
+
+/// Keeps `ensure_diskfree` bytes free on the staging disk by capping the staging space.
+fn apply_diskfree(settings: &mut Settings) -> Result<(), String> {
+    let Some(keep) = settings.ensure_diskfree else {
+        return Ok(());
+    };
+    let dir = &settings.fs.staging_dir;
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+        format!(
+            "cannot inspect the staging directory {}: {e}",
+            dir.display()
+        )
+    })?;
+    let available = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    settings.fs.staging_max_bytes = settings
+        .fs
+        .staging_max_bytes
+        .min(available.saturating_sub(keep));
+    Ok(())
+}
+
+fn init_mount_logging(args: &MountArgs) {
+    let level = match args.log_level.as_str() {
+        "error" | "crit" | "err" => "error",
+        "warn" => "warn",
+        "debug" | "dbg" => "debug",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn mount(args: MountArgs) -> Result<(), String> {
+    init_mount_logging(&args);
+    let credentials = read_credentials(&args)?;
+    let mut settings = parse_options(&args.options)?;
+    settings.fs.prefix = args.prefix.clone();
+    apply_diskfree(&mut settings)?;
+    if !Path::new(&args.mountpoint).is_dir() {
+        return Err(format!(
+            "the mount point {} is not a directory",
+            args.mountpoint.display()
+        ));
+    }
+    let mut config = ObjectConfig::new(&args.endpoint, &args.bucket);
+    config.region = args.region.clone();
+    config.path_style = settings.path_style;
+    if let Some(timeout) = settings.timeout {
+        config.timeout = timeout;
+    }
+    let client = ObjectClient::new(config, credentials).map_err(|e| e.to_string())?;
+    let rt = runtime()?;
+    // Fail here, with the server's words, rather than mount something that answers EIO.
+    rt.block_on(client.head_bucket())
+        .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
+    let fs = Fs::new(CosStore::new(client), settings.fs).map_err(|e| e.to_string())?;
+    let mut options = MountOptions::new(&args.bucket, &args.prefix);
+    options.allow_other = settings.allow_other;
+    tracing::info!(
+        bucket = args.bucket,
+        prefix = args.prefix,
+        mountpoint = %args.mountpoint.display(),
+        "mounting"
+    );
+    cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, &options)
+        .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
+    tracing::info!(mountpoint = %args.mountpoint.display(), "unmounted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_as_json_or_as_a_passwd_line() {
+        let json = parse_keys(r#"{"SecretId":"AKID","SecretKey":"k","Token":"t"}"#, "b").unwrap();
+        assert_eq!(
+            (json.secret_id.as_str(), json.token.as_deref()),
+            ("AKID", Some("t"))
+        );
+        let passwd = parse_keys("other:X:Y\nb-1:AKID2:key2\n", "b-1").unwrap();
+        assert_eq!(passwd.secret_id, "AKID2");
+        assert_eq!(parse_keys("AKID3:key3", "b").unwrap().secret_key, "key3");
+        assert!(parse_keys("nothing useful", "b").is_err());
+        assert!(parse_keys(r#"{"SecretId":"","SecretKey":"k"}"#, "b").is_err());
+    }
+
+    #[test]
+    fn cosfs_options_translate_and_unknown_ones_are_refused() {
+        let s = parse_options(&[
+            "allow_other".into(),
+            "uid=1000".into(),
+            "umask=027".into(),
+            "multipart_size=16".into(),
+            "stat_cache_expire=5".into(),
+        ])
+        .unwrap();
+        assert!(s.allow_other);
+        assert_eq!(s.fs.uid, 1000);
+        assert_eq!((s.fs.file_mode, s.fs.dir_mode), (0o640, 0o750));
+        assert_eq!(s.fs.part_size, 16 * MIB);
+        assert_eq!(s.fs.list_ttl, Duration::from_secs(5));
+        for bad in ["use_cache=/tmp", "uid=x", "ro=1", "umask=999"] {
+            assert!(parse_options(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
