@@ -8,7 +8,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p csi-cos -p cos-fuse
+RUN cargo build --release --locked -p csi-cos -p cos-fuse-cli
 
 FROM debian:bookworm-slim
 # fuse3: fusermount3 and libfuse3; ca-certificates: COS's TLS roots; util-linux, mount: umount.

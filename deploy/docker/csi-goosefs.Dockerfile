@@ -10,7 +10,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p csi-goosefs -p cos-fuse
+RUN cargo build --release --locked -p csi-goosefs -p cos-fuse-cli
 
 FROM debian:bookworm-slim
 # fuse3: fusermount3 and libfuse3; ca-certificates: TLS roots; util-linux, mount: umount.

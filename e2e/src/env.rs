@@ -233,6 +233,10 @@ impl Env {
                 "--mounts-dir".to_owned(),
                 mounts.display().to_string(),
             ]);
+            if driver_kind == Driver::Goosefs {
+                let cache = track(workdir.join("goosefs-cache"));
+                driver_args.extend(["--cache-dir".to_owned(), cache.display().to_string()]);
+            }
             Some(host)
         } else {
             None

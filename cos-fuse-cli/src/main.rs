@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use cos_cache::{CacheOptions, CachedStore};
 use cos_fuse::cos::CosStore;
 use cos_fuse::fuse::MountOptions;
 use cos_fuse::{Fs, FsConfig};
@@ -76,6 +77,19 @@ struct MountArgs {
     /// staging_max_mb=N.
     #[arg(short = 'o', value_delimiter = ',')]
     options: Vec<String>,
+
+    /// Serve reads through the node's persistent block cache in this directory (csi-goosefs);
+    /// every mount of the same bucket on the node shares its blocks.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+
+    /// The most the block cache holds on disk, in bytes.
+    #[arg(long, default_value_t = 20 << 30)]
+    cache_capacity: u64,
+
+    /// A key prefix under the mount's root to warm into the cache after mounting (repeatable).
+    #[arg(long, requires = "cache_dir")]
+    preload: Vec<String>,
 
     /// error, warn, info or debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
@@ -409,16 +423,82 @@ fn mount(args: MountArgs) -> Result<(), String> {
     // Fail here, with the server's words, rather than mount something that answers EIO.
     rt.block_on(client.head_bucket())
         .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
-    let fs = Fs::new(CosStore::new(client), settings.fs).map_err(|e| e.to_string())?;
     let mut options = MountOptions::new(&args.bucket, &args.prefix);
     options.allow_other = settings.allow_other;
+    let store = CosStore::new(client);
+    match &args.cache_dir {
+        None => serve(store, settings.fs, &rt, &args, &options),
+        Some(dir) => {
+            let identity = format!("{}/{}", args.endpoint.trim_end_matches('/'), args.bucket);
+            let mut cache = CacheOptions::new(dir.clone(), identity, args.cache_capacity);
+            // One freshness setting for the file system's and the cache's metadata.
+            cache.metadata_ttl = settings.fs.attr_ttl;
+            let cached = rt
+                .block_on(CachedStore::open(store, cache))
+                .map_err(|e| format!("cannot open the block cache in {}: {e}", dir.display()))?;
+            let root = settings.fs.prefix.trim_matches('/').to_owned();
+            let prefixes: Vec<String> = args
+                .preload
+                .iter()
+                .map(|p| {
+                    let p = p.trim_matches('/');
+                    match (root.is_empty(), p.is_empty()) {
+                        (true, _) => p.to_owned(),
+                        (false, true) => format!("{root}/"),
+                        (false, false) => format!("{root}/{p}"),
+                    }
+                })
+                .collect();
+            if !prefixes.is_empty() {
+                let warming = cached.clone();
+                rt.spawn(async move { warm(warming, prefixes).await });
+            }
+            serve(cached, settings.fs, &rt, &args, &options)
+        }
+    }
+}
+
+/// Warms the cache in the background; stopping half-way leaves it consistent.
+async fn warm<S: cos_fuse::ObjectStore>(cache: CachedStore<S>, prefixes: Vec<String>) {
+    let started = std::time::Instant::now();
+    let progress = |p: cos_cache::PreloadProgress| {
+        tracing::info!(
+            objects_done = p.objects_done,
+            objects_total = p.objects_total,
+            bytes_done = p.bytes_done,
+            bytes_total = p.bytes_total,
+            "warming the cache"
+        );
+    };
+    match cache.preload(&prefixes, 8, progress).await {
+        Ok(report) => tracing::info!(
+            outcome = ?report.outcome,
+            objects = report.objects_cached,
+            bytes = report.bytes_cached,
+            fetched = report.bytes_fetched,
+            seconds = started.elapsed().as_secs_f64(),
+            "cache warm-up finished"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cache warm-up stopped"),
+    }
+}
+
+fn serve<S: cos_fuse::ObjectStore>(
+    store: S,
+    config: FsConfig,
+    rt: &tokio::runtime::Runtime,
+    args: &MountArgs,
+    options: &MountOptions,
+) -> Result<(), String> {
+    let fs = Fs::new(store, config).map_err(|e| e.to_string())?;
     tracing::info!(
         bucket = args.bucket,
         prefix = args.prefix,
         mountpoint = %args.mountpoint.display(),
+        cache = args.cache_dir.is_some(),
         "mounting"
     );
-    cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, &options)
+    cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options)
         .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
     tracing::info!(mountpoint = %args.mountpoint.display(), "unmounted");
     Ok(())
