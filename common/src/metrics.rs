@@ -113,6 +113,21 @@ impl Metrics {
         );
     }
 
+    /// Sets a value read from elsewhere (another process's counters): `kind` is `counter` or
+    /// `gauge`.
+    pub fn set(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        pairs: &[(&'static str, &str)],
+        value: u64,
+    ) {
+        let mut families = self.families();
+        families.help.entry(name).or_insert((help, kind));
+        families.counters.insert((name, labels(pairs)), value);
+    }
+
     /// The value of a counter, for tests and benchmarks.
     pub fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> u64 {
         self.families()

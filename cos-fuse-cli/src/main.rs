@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +22,11 @@ use cos_fuse::{Fs, FsConfig};
 use csi_common::cli::LogFormat;
 use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
 
+mod report;
+
 const MIB: u64 = 1024 * 1024;
+
+type CacheStatsFn = Box<dyn Fn() -> cos_cache::CacheStatsSnapshot + Send + Sync>;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +95,11 @@ struct MountArgs {
     /// A key prefix under the mount's root to warm into the cache after mounting (repeatable).
     #[arg(long, requires = "cache_dir")]
     preload: Vec<String>,
+
+    /// Write the daemon's figures (requests, bytes, memory, cache) here every few seconds, for
+    /// the FUSE host's /metrics (which sets this through the environment).
+    #[arg(long, env = "CSI_FUSE_STATS_FILE")]
+    stats_file: Option<PathBuf>,
 
     /// error, warn, info or debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
@@ -426,8 +436,9 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let mut options = MountOptions::new(&args.bucket, &args.prefix);
     options.allow_other = settings.allow_other;
     let store = CosStore::new(client);
+    let warmup = Arc::new(Mutex::new(None));
     match &args.cache_dir {
-        None => serve(store, settings.fs, &rt, &args, &options),
+        None => serve(store, settings.fs, &rt, &args, &options, None, warmup),
         Some(dir) => {
             let identity = format!("{}/{}", args.endpoint.trim_end_matches('/'), args.bucket);
             let mut cache = CacheOptions::new(dir.clone(), identity, args.cache_capacity);
@@ -451,17 +462,33 @@ fn mount(args: MountArgs) -> Result<(), String> {
                 .collect();
             if !prefixes.is_empty() {
                 let warming = cached.clone();
-                rt.spawn(async move { warm(warming, prefixes).await });
+                let progress = Arc::clone(&warmup);
+                rt.spawn(async move { warm(warming, prefixes, progress).await });
             }
-            serve(cached, settings.fs, &rt, &args, &options)
+            let for_stats = cached.clone();
+            let cache_stats: CacheStatsFn = Box::new(move || for_stats.stats());
+            serve(
+                cached,
+                settings.fs,
+                &rt,
+                &args,
+                &options,
+                Some(cache_stats),
+                warmup,
+            )
         }
     }
 }
 
 /// Warms the cache in the background; stopping half-way leaves it consistent.
-async fn warm<S: cos_fuse::ObjectStore>(cache: CachedStore<S>, prefixes: Vec<String>) {
+async fn warm<S: cos_fuse::ObjectStore>(
+    cache: CachedStore<S>,
+    prefixes: Vec<String>,
+    shown: Arc<Mutex<Option<(u64, u64)>>>,
+) {
     let started = std::time::Instant::now();
     let progress = |p: cos_cache::PreloadProgress| {
+        *shown.lock().unwrap_or_else(|e| e.into_inner()) = Some((p.bytes_done, p.bytes_total));
         tracing::info!(
             objects_done = p.objects_done,
             objects_total = p.objects_total,
@@ -489,8 +516,20 @@ fn serve<S: cos_fuse::ObjectStore>(
     rt: &tokio::runtime::Runtime,
     args: &MountArgs,
     options: &MountOptions,
+    cache_stats: Option<CacheStatsFn>,
+    warmup: Arc<Mutex<Option<(u64, u64)>>>,
 ) -> Result<(), String> {
     let fs = Fs::new(store, config).map_err(|e| e.to_string())?;
+    let reporter = args.stats_file.clone().map(|path| {
+        let for_stats = fs.clone();
+        let sources = report::Sources {
+            counters: Arc::clone(&options.counters),
+            fs: Box::new(move || for_stats.stats()),
+            cache: cache_stats,
+            warmup,
+        };
+        (sources.spawn(path.clone(), rt), path)
+    });
     tracing::info!(
         bucket = args.bucket,
         prefix = args.prefix,
@@ -498,8 +537,12 @@ fn serve<S: cos_fuse::ObjectStore>(
         cache = args.cache_dir.is_some(),
         "mounting"
     );
-    cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options)
-        .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()))?;
+    let served = cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options)
+        .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()));
+    if let Some((sources, path)) = reporter {
+        sources.write(&path);
+    }
+    served?;
     tracing::info!(mountpoint = %args.mountpoint.display(), "unmounted");
     Ok(())
 }

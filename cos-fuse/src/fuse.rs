@@ -28,7 +28,7 @@ use crate::fs::{Attr, FileKind, Fs, Invalidation, OpenFlags, SetAttr};
 use crate::store::ObjectStore;
 
 /// How the kernel mount is set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MountOptions {
     /// The mount source shown in the mount table: `cos-fuse:<bucket>/<prefix>`.
     pub fs_name: String,
@@ -42,6 +42,8 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     /// Threads reading requests from /dev/fuse (they only dispatch; default 1).
     pub threads: usize,
+    /// Where requests are counted.
+    pub counters: Arc<FuseCounters>,
 }
 
 impl MountOptions {
@@ -54,6 +56,7 @@ impl MountOptions {
             read_only: false,
             auto_unmount: false,
             threads: 1,
+            counters: Arc::default(),
         }
     }
 
@@ -144,6 +147,7 @@ pub fn mount<S: ObjectStore>(
         FuseFs {
             fs: fs.clone(),
             rt: runtime,
+            counters: Arc::clone(&options.counters),
         },
         mountpoint,
         &cfg,
@@ -168,6 +172,7 @@ pub fn mount_blocking<S: ObjectStore>(
         FuseFs {
             fs: fs.clone(),
             rt: runtime,
+            counters: Arc::clone(&options.counters),
         },
         mountpoint,
         &cfg,
@@ -194,6 +199,71 @@ fn set_invalidator<S: ObjectStore>(fs: &Fs<S>, notifier: Notifier) {
 struct FuseFs<S: ObjectStore> {
     fs: Fs<S>,
     rt: Handle,
+    counters: Arc<FuseCounters>,
+}
+
+/// What the kernel asked of the mount: requests and failures by operation, bytes moved. The
+/// operations are this adapter's fixed set, so they make bounded metric labels.
+#[derive(Debug, Default)]
+pub struct FuseCounters {
+    ops: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>>,
+    bytes_read: std::sync::atomic::AtomicU64,
+    bytes_written: std::sync::atomic::AtomicU64,
+}
+
+/// A copy of [`FuseCounters`]: `(requests, errors)` per operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FuseCountersSnapshot {
+    pub ops: std::collections::BTreeMap<&'static str, (u64, u64)>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl FuseCounters {
+    fn count(&self, op: &'static str, failed: bool) {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = ops.entry(op).or_default();
+        if failed {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
+        }
+    }
+
+    pub fn snapshot(&self) -> FuseCountersSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        FuseCountersSnapshot {
+            ops: self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            bytes_read: self.bytes_read.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+        }
+    }
+}
+
+/// One request's view of the counters: it knows its operation.
+struct Op {
+    name: &'static str,
+    counters: Arc<FuseCounters>,
+}
+
+impl Op {
+    /// Counts the failure and converts the errno for the reply.
+    fn err(&self, e: Errno) -> fuser::Errno {
+        self.counters.count(self.name, true);
+        err(e)
+    }
+
+    fn read(&self, bytes: usize) {
+        self.counters
+            .bytes_read
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn written(&self, bytes: u32) {
+        self.counters
+            .bytes_written
+            .fetch_add(u64::from(bytes), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn err(e: Errno) -> fuser::Errno {
@@ -238,12 +308,17 @@ impl<S: ObjectStore> FuseFs<S> {
         self.fs.config().attr_ttl
     }
 
-    /// Runs `f` on the runtime.
-    fn spawn<F>(&self, f: impl FnOnce(Fs<S>, Duration) -> F)
+    /// Counts request `op` and runs `f` on the runtime.
+    fn spawn<F>(&self, op: &'static str, f: impl FnOnce(Fs<S>, Duration, Op) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let fut = f(self.fs.clone(), self.ttl());
+        self.counters.count(op, false);
+        let op = Op {
+            name: op,
+            counters: Arc::clone(&self.counters),
+        };
+        let fut = f(self.fs.clone(), self.ttl(), op);
         drop(self.rt.spawn(fut));
     }
 }
@@ -251,14 +326,14 @@ impl<S: ObjectStore> FuseFs<S> {
 impl<S: ObjectStore> Filesystem for FuseFs<S> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_str().map(str::to_string);
-        self.spawn(move |fs, ttl| async move {
+        self.spawn("lookup", move |fs, ttl, c| async move {
             // A name that is not UTF-8 cannot exist.
             let Some(name) = name else {
-                return reply.error(err(Errno::ENOENT));
+                return reply.error(c.err(Errno::ENOENT));
             };
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -268,10 +343,10 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs, ttl| async move {
+        self.spawn("getattr", move |fs, ttl, c| async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -301,10 +376,10 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
             size,
             times: atime.is_some() || mtime.is_some(),
         };
-        self.spawn(move |fs, ttl| async move {
+        self.spawn("setattr", move |fs, ttl, c| async move {
             match fs.setattr(ino.0, fh.map(|f| f.0), set).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -320,10 +395,10 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyEntry,
     ) {
         let name = utf8(name);
-        self.spawn(move |fs, ttl| async move {
+        self.spawn("mknod", move |fs, ttl, c| async move {
             // Only regular files can be objects.
             if mode & libc::S_IFMT != libc::S_IFREG {
-                return reply.error(err(Errno::EPERM));
+                return reply.error(c.err(Errno::EPERM));
             }
             let r = async {
                 let (a, fh) = fs
@@ -334,7 +409,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
             };
             match r.await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -349,31 +424,31 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyEntry,
     ) {
         let name = utf8(name);
-        self.spawn(move |fs, ttl| async move {
+        self.spawn("mkdir", move |fs, ttl, c| async move {
             let r = async { fs.mkdir(parent.0, &name?).await };
             match r.await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = utf8(name);
-        self.spawn(move |fs, _| async move {
+        self.spawn("unlink", move |fs, _, c| async move {
             match async { fs.unlink(parent.0, &name?).await }.await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = utf8(name);
-        self.spawn(move |fs, _| async move {
+        self.spawn("rmdir", move |fs, _, c| async move {
             match async { fs.rmdir(parent.0, &name?).await }.await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -389,7 +464,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (utf8(name), utf8(newname));
-        self.spawn(move |fs, _| async move {
+        self.spawn("rename", move |fs, _, c| async move {
             let r = async {
                 let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
                 if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
@@ -401,16 +476,16 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
             };
             match r.await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("open", move |fs, _, c| async move {
             match fs.open(ino.0, OpenFlags(flags.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -426,10 +501,13 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("read", move |fs, _, c| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(err(e)),
+                Ok(data) => {
+                    c.read(data.len());
+                    reply.data(&data)
+                }
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -447,10 +525,13 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(move |fs, _| async move {
+        self.spawn("write", move |fs, _, c| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(err(e)),
+                Ok(n) => {
+                    c.written(n);
+                    reply.written(n)
+                }
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -463,10 +544,10 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("flush", move |fs, _, c| async move {
             match fs.flush(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -481,10 +562,10 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("release", move |fs, _, c| async move {
             match fs.release(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -497,19 +578,19 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("fsync", move |fs, _, c| async move {
             match fs.fsync(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("opendir", move |fs, _, c| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -522,7 +603,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |fs, _| async move {
+        self.spawn("readdir", move |fs, _, c| async move {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     for e in entries {
@@ -532,7 +613,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
                     }
                     reply.ok();
                 }
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }
@@ -583,7 +664,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyCreate,
     ) {
         let name = utf8(name);
-        self.spawn(move |fs, ttl| async move {
+        self.spawn("create", move |fs, ttl, c| async move {
             match async { fs.create(parent.0, &name?, OpenFlags(flags)).await }.await {
                 Ok((a, fh)) => reply.created(
                     &ttl,
@@ -592,7 +673,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
                     FileHandle(fh),
                     FopenFlags::empty(),
                 ),
-                Err(e) => reply.error(err(e)),
+                Err(e) => reply.error(c.err(e)),
             }
         });
     }

@@ -381,6 +381,8 @@ pub struct FuseHost {
     pub proc: Proc,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// `127.0.0.1:PORT` of its `/metrics`.
+    pub metrics_address: String,
     log: PathBuf,
 }
 
@@ -389,24 +391,36 @@ impl FuseHost {
         let socket = workdir.join("fuse-host").join("host.sock");
         let state_dir = workdir.join("fuse-state");
         let log = logs.join("cos-fuse-host.log");
-        let proc = Self::spawn(&socket, &state_dir, &log)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let metrics_address = format!("127.0.0.1:{port}");
+        let proc = Self::spawn(&socket, &state_dir, &metrics_address, &log)?;
         let host = FuseHost {
             proc,
             socket,
             state_dir,
+            metrics_address,
             log,
         };
         host.wait_ready().await?;
         Ok(host)
     }
 
-    fn spawn(socket: &Path, state_dir: &Path, log: &Path) -> anyhow::Result<Proc> {
+    fn spawn(
+        socket: &Path,
+        state_dir: &Path,
+        metrics_address: &str,
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
         let args = [
             "host".to_owned(),
             "--socket".to_owned(),
             socket.display().to_string(),
             "--state-dir".to_owned(),
             state_dir.display().to_string(),
+            "--metrics-address".to_owned(),
+            metrics_address.to_owned(),
         ];
         Proc::spawn("cos-fuse host", &bin_path("cos-fuse")?, &args, log)
     }
@@ -432,6 +446,7 @@ impl FuseHost {
         self.proc = Self::spawn(
             &self.socket,
             &self.state_dir,
+            &self.metrics_address,
             &self.log.with_extension("restarted.log"),
         )?;
         self.wait_ready().await
@@ -449,6 +464,17 @@ impl FuseHost {
             .filter_map(|v| v["pid"].as_u64())
             .filter_map(|pid| u32::try_from(pid).ok())
             .collect()
+    }
+
+    /// The host's `/metrics` text.
+    pub async fn scrape(&self) -> anyhow::Result<String> {
+        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        Ok(http
+            .get(format!("http://{}/metrics", self.metrics_address))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// SIGKILLs every recorded daemon (their mounts are then detached by the cleanup).

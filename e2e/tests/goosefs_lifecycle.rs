@@ -76,6 +76,14 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The value of one series in a `/metrics` text (0 when absent).
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn origin_get_bytes(env: &Env) -> u64 {
     env.sim_stats().await.unwrap()["cos"]["GetObject"]["bytes_sent"]
         .as_u64()
@@ -149,6 +157,27 @@ async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
         after_first,
         "a restarted daemon serves the dataset from the cache"
     );
+    // The FUSE host serves its daemons' figures, summed by kind, with bounded labels.
+    let host = env.fuse_host.as_ref().unwrap();
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = host.scrape().await.unwrap();
+        if value(&text, "fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for series in [
+        "fuse_operations_total{kind=\"cos-fuse\",op=\"read\"}",
+        "fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}",
+        "fuse_cache_requests_total{kind=\"cos-fuse\",result=\"hit\"}",
+        "fuse_cache_origin_bytes_total{kind=\"cos-fuse\"}",
+        "fuse_cache_capacity_bytes{kind=\"cos-fuse\"}",
+        "fuse_host_daemons_started_total{kind=\"cos-fuse\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    assert!(!text.contains("dataset-pod-a"), "no volume IDs in labels");
     k.unpublish(&a).await.unwrap();
     k.unpublish(&b).await.unwrap();
     env.stop().await.unwrap();
