@@ -299,6 +299,216 @@ pub async fn run() -> anyhow::Result<()> {
     cbs_lifecycle().await?;
     println!();
     cfs_shared().await?;
+    println!();
+    cos_bucket().await?;
+    println!();
+    goosefs_dataset().await?;
     println!("\ndemo finished");
+    Ok(())
+}
+
+use crate::env::SIM_BUCKET as BUCKET;
+
+fn rwx() -> pb::VolumeCapability {
+    use pb::volume_capability::access_mode::Mode;
+    pb::VolumeCapability {
+        access_mode: Some(pb::volume_capability::AccessMode {
+            mode: Mode::MultiNodeMultiWriter as i32,
+        }),
+        access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
+    }
+}
+
+/// A static COS PV as TKE's documentation writes them, with the simulator's keys as its secret.
+fn bucket_volume(
+    env: &Env,
+    k: &mut Kubelet,
+    id: &str,
+    pod: &str,
+    extra: &[(&str, &str)],
+) -> crate::kubelet::Volume {
+    k.secrets = [
+        ("SecretId".to_owned(), env.secret_id.clone()),
+        ("SecretKey".to_owned(), env.secret_key.clone()),
+    ]
+    .into();
+    let mut context: std::collections::HashMap<String, String> = [
+        ("url".to_owned(), env.cos_url.clone()),
+        ("bucket".to_owned(), BUCKET.to_owned()),
+    ]
+    .into();
+    context.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    k.static_volume(id, pod, rwx(), context)
+}
+
+async fn cos_bucket() -> anyhow::Result<()> {
+    println!("csi-cos: a bucket mounted by cos-fuse, which the FUSE host runs outside the plugin");
+    let start = Instant::now();
+    let mut env = Env::start(Driver::Cos, EnvOptions::default()).await?;
+    step("start simulator + FUSE host + driver", start, &env.cos_url);
+    let result = async {
+        let mut k = Kubelet::new(env.client().await?, &env.workdir);
+        let volume = bucket_volume(
+            &env,
+            &mut k,
+            "cos-static-demo",
+            "pod-a",
+            &[("path", "/team")],
+        );
+        let t = Instant::now();
+        k.publish(&volume, false).await?;
+        step(
+            "NodePublishVolume (static PV)",
+            t,
+            "bucket sim-1250000000, path /team",
+        );
+        let t = Instant::now();
+        let root = &volume.target;
+        std::fs::create_dir_all(root.join("logs"))?;
+        std::fs::write(root.join("logs/app.log"), b"started\n")?;
+        std::fs::write(root.join("data.bin"), vec![42u8; 16 << 20])?;
+        step(
+            "write 16 MiB + a log file",
+            t,
+            "multipart upload, committed at close",
+        );
+        let t = Instant::now();
+        let back = std::fs::read(root.join("data.bin"))?;
+        anyhow::ensure!(back.len() == 16 << 20 && back.iter().all(|b| *b == 42));
+        step("read it back", t, "16 MiB, byte for byte");
+        let t = Instant::now();
+        std::fs::rename(root.join("logs"), root.join("logs-2026"))?;
+        step(
+            "rename a directory",
+            t,
+            "copy + delete of every key (not atomic)",
+        );
+        let t = Instant::now();
+        env.restart_driver().await?;
+        k.client = env.client().await?;
+        std::fs::write(root.join("after-restart.txt"), b"still here\n")?;
+        let pids = env
+            .fuse_host
+            .as_ref()
+            .map(|h| h.daemon_pids())
+            .unwrap_or_default();
+        step(
+            "SIGKILL the node plugin, restart it",
+            t,
+            &format!("the mount kept serving (daemon pid {pids:?})"),
+        );
+        let t = Instant::now();
+        let condition = k.stats(&volume).await?.volume_condition.unwrap_or_default();
+        step("NodeGetVolumeStats", t, &condition.message);
+        let t = Instant::now();
+        k.unpublish(&volume).await?;
+        step("NodeUnpublishVolume", t, "unmounted, daemon stopped");
+        let mut keys: Vec<String> = env
+            .bucket()?
+            .list_objects_v2("team/", None, None, None)
+            .await?
+            .objects
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        println!("  objects in the bucket now: {keys:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    let t = Instant::now();
+    let stopped = env.stop().await;
+    result?;
+    stopped?;
+    step("stop and clean up", t, "no socket, mount or process left");
+    Ok(())
+}
+
+async fn goosefs_dataset() -> anyhow::Result<()> {
+    println!(
+        "csi-goosefs: a dataset read through the node's block cache (COS profile: 20 ms, 200 Mbit/s)"
+    );
+    let start = Instant::now();
+    let options = EnvOptions {
+        sim_args: ["--cos-latency-ms", "20", "--cos-bandwidth-mbps", "200"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..EnvOptions::default()
+    };
+    let mut env = Env::start(Driver::Goosefs, options).await?;
+    step("start simulator + FUSE host + driver", start, "");
+    let result = async {
+        let size = 32usize << 20;
+        for (key, byte) in [
+            ("datasets/train/shard-0.bin", 1u8),
+            ("datasets/val/shard-0.bin", 2),
+        ] {
+            env.bucket()?
+                .put_object(key, vec![byte; size].into())
+                .await?;
+        }
+        let mut k = Kubelet::new(env.client().await?, &env.workdir);
+        let volume = bucket_volume(
+            &env,
+            &mut k,
+            "goosefs-demo",
+            "pod-a",
+            &[("path", "/datasets"), ("preload", "val")],
+        );
+        let t = Instant::now();
+        k.publish(&volume, true).await?;
+        step("NodePublishVolume (read-only, preload val/)", t, "");
+        let read = |path: std::path::PathBuf| {
+            let t = Instant::now();
+            let bytes = std::fs::read(path)?;
+            anyhow::Ok((bytes.len(), t))
+        };
+        let (n, t) = read(volume.target.join("train/shard-0.bin"))?;
+        step(
+            "read train/ cold (32 MiB)",
+            t,
+            &format!("{n} bytes from the origin"),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let (n, t) = read(volume.target.join("val/shard-0.bin"))?;
+        step("read val/ (warmed at mount)", t, &format!("{n} bytes"));
+        let t = Instant::now();
+        for pid in env
+            .fuse_host
+            .as_ref()
+            .map(|h| h.daemon_pids())
+            .unwrap_or_default()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        k.publish(&volume, true).await?;
+        step(
+            "kill the FUSE daemon, publish again",
+            t,
+            "the next publish repairs the mount",
+        );
+        let (n, t) = read(volume.target.join("train/shard-0.bin"))?;
+        step(
+            "read train/ warm (new daemon)",
+            t,
+            &format!("{n} bytes from the node's cache"),
+        );
+        k.unpublish(&volume).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let t = Instant::now();
+    let stopped = env.stop().await;
+    result?;
+    stopped?;
+    step("stop and clean up", t, "no socket, mount or process left");
     Ok(())
 }

@@ -14,6 +14,8 @@ use crate::process::{Proc, bin_path};
 
 pub const NODE_ID: &str = "ins-sim00001";
 pub const REGION: &str = "ap-guangzhou";
+/// The bucket the simulator serves by default.
+pub const SIM_BUCKET: &str = "sim-1250000000";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -304,6 +306,14 @@ impl Env {
             .await?
             .error_for_status()?;
         Ok(())
+    }
+
+    /// The simulator's default COS bucket, through our S3 client with this run's keys.
+    pub fn bucket(&self) -> anyhow::Result<csi_common::object::ObjectClient> {
+        Ok(csi_common::object::ObjectClient::new(
+            csi_common::object::ObjectConfig::new(&self.cos_url, SIM_BUCKET),
+            csi_common::object::ObjectCredentials::new(&self.secret_id, &self.secret_key, None),
+        )?)
     }
 
     pub async fn client(&self) -> anyhow::Result<CsiClient> {

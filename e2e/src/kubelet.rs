@@ -72,6 +72,28 @@ impl Kubelet {
         }
     }
 
+    /// A PV written by hand (no CreateVolume): its ID, attributes and capability, with paths for
+    /// the pod `pod`.
+    pub fn static_volume(
+        &self,
+        id: &str,
+        pod: &str,
+        capability: pb::VolumeCapability,
+        volume_context: HashMap<String, String>,
+    ) -> Volume {
+        Volume {
+            id: id.to_owned(),
+            capability,
+            staging: self
+                .root
+                .join("plugins/kubernetes.io/csi/staging")
+                .join(pod),
+            target: self.root.join("pods").join(pod).join("mount"),
+            publish_context: HashMap::new(),
+            volume_context,
+        }
+    }
+
     pub async fn create(
         &mut self,
         name: &str,
