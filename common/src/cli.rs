@@ -166,21 +166,29 @@ impl CommonArgs {
         Ok(metrics)
     }
 
+    /// The credentials chain: `--credentials-dir`, then the environment (`driver_names` first,
+    /// then the common names), then the CVM role.
+    pub fn credential_source(
+        &self,
+        driver_names: &[KeyNames],
+    ) -> Result<CredentialSource, StartupError> {
+        let mut names = driver_names.to_vec();
+        names.extend_from_slice(COMMON_KEY_NAMES);
+        Ok(CredentialSource::discover(
+            self.credentials_dir.as_deref(),
+            &names,
+            |name| std::env::var(name).ok(),
+            self.metadata_client()?,
+        )?)
+    }
+
     /// The cloud client with the credentials chain. `driver_names` go before the common names, so
     /// a driver's old variables (`TENCENTCLOUD_CBS_API_SECRET_ID`, ...) win.
     pub async fn cloud_client(
         &self,
         driver_names: &[KeyNames],
     ) -> Result<CloudClient, StartupError> {
-        let mut names = driver_names.to_vec();
-        names.extend_from_slice(COMMON_KEY_NAMES);
-        let metadata = self.metadata_client()?;
-        let credentials = CredentialSource::discover(
-            self.credentials_dir.as_deref(),
-            &names,
-            |name| std::env::var(name).ok(),
-            metadata,
-        )?;
+        let credentials = self.credential_source(driver_names)?;
         let region = self.resolve_region().await?;
         let mut config = CloudConfig::new(&self.cloud_endpoint, &region);
         config.rate_limit_per_action = self.api_rate_limit;

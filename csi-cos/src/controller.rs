@@ -81,6 +81,11 @@ pub struct ControllerConfig {
     pub region: String,
     /// StorageClass parameters handed to the node as volume attributes (the node checks them).
     pub node_parameters: &'static [&'static str],
+    /// The endpoint and bucket of StorageClasses that name none.
+    pub default_url: Option<String>,
+    pub default_bucket: Option<String>,
+    /// Keys for requests without a provisioner secret: the controller's own credentials chain.
+    pub fallback_keys: Option<std::sync::Arc<csi_common::cloud::CredentialSource>>,
 }
 
 #[derive(Debug)]
@@ -129,12 +134,24 @@ impl ControllerService {
         pb::controller_server::ControllerServer::new(self)
     }
 
-    fn client(
+    async fn client(
         &self,
         url: &str,
         bucket: &str,
         secrets: &HashMap<String, String>,
     ) -> Result<ObjectClient> {
+        let own;
+        let secrets = match (&self.config.fallback_keys, secrets.is_empty()) {
+            (Some(source), true) => {
+                own = Keys::secrets_from(&source.get().await.map_err(|e| {
+                    Error::FailedPrecondition(format!(
+                        "no provisioner secret, and the controller's own credentials are unusable: {e}"
+                    ))
+                })?);
+                &own
+            }
+            _ => secrets,
+        };
         let keys = Keys::from_secrets(
             secrets,
             "provisioner (csi.storage.k8s.io/provisioner-secret-name)",
@@ -205,13 +222,14 @@ impl pb::controller_server::Controller for ControllerService {
         let params = &req.parameters;
         parameter_check(params, self.config.node_parameters)?;
         let get = |key: &str| params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let url = check_url(get("url").ok_or_else(|| {
+        let url = check_url(get("url").or(self.config.default_url.as_deref()).ok_or_else(|| {
             ParamError("StorageClass parameter `url` is required (e.g. https://cos.ap-guangzhou.myqcloud.com)".into())
         })?)?;
-        let bucket =
-            check_bucket(get("bucket").ok_or_else(|| {
-                ParamError("StorageClass parameter `bucket` is required".into())
-            })?)?;
+        let bucket = check_bucket(
+            get("bucket")
+                .or(self.config.default_bucket.as_deref())
+                .ok_or_else(|| ParamError("StorageClass parameter `bucket` is required".into()))?,
+        )?;
         let parent = clean_prefix(get("path").unwrap_or(""), "path")?;
         let leaf = clean_prefix(&req.name, "volume name")?;
         if leaf.contains('/') {
@@ -253,7 +271,7 @@ impl pb::controller_server::Controller for ControllerService {
         // The node must be able to mount what we hand out: check it now, not at the first pod.
         CosSource::from_context(&context)?;
         let _guard = self.inflight.acquire(&req.name)?;
-        let client = self.client(&id.url, &id.bucket, &req.secrets)?;
+        let client = self.client(&id.url, &id.bucket, &req.secrets).await?;
         let wanted = Marker {
             volume: req.name.clone(),
             on_delete,
@@ -316,7 +334,7 @@ impl pb::controller_server::Controller for ControllerService {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         };
         let _guard = self.inflight.acquire(&req.volume_id)?;
-        let client = self.client(&id.url, &id.bucket, &req.secrets)?;
+        let client = self.client(&id.url, &id.bucket, &req.secrets).await?;
         match self.marker(&client, &id).await? {
             None => {}
             Some(Marker {
@@ -381,7 +399,7 @@ impl pb::controller_server::Controller for ControllerService {
             Status::not_found(format!("{} is not a csi-cos volume", req.volume_id))
         })?;
         if !req.secrets.is_empty() {
-            let client = self.client(&id.url, &id.bucket, &req.secrets)?;
+            let client = self.client(&id.url, &id.bucket, &req.secrets).await?;
             if self.marker(&client, &id).await?.is_none() {
                 return Err(Status::not_found(format!("volume {id} does not exist")));
             }

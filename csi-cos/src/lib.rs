@@ -51,7 +51,7 @@ pub struct Config {
     pub common: CommonArgs,
 
     #[command(flatten)]
-    pub fuse: FuseNodeArgs,
+    pub fuse: FuseDriverArgs,
 }
 
 /// What this process serves: buckets have no topology and no attach; the controller provisions
@@ -63,48 +63,89 @@ pub fn plugin_caps(mode: Mode) -> PluginCaps {
     }
 }
 
-impl FuseNodeArgs {
-    pub fn node_config(&self, common: &CommonArgs, driver_name: &str) -> NodeConfig {
-        let mounts_dir = self.mounts_dir.clone().unwrap_or_else(|| {
-            PathBuf::from("/var/lib/kubelet/plugins")
-                .join(driver_name)
-                .join("mounts")
-        });
-        NodeConfig {
-            node_id: common.node_id.clone().unwrap_or_default(),
-            mounts_dir,
-            host: HostClient::new(&self.fuse_host_socket),
-        }
-    }
+/// What the FUSE drivers' processes share: the node's FUSE host and mounts directory, and the
+/// controller's defaults. Flattened into csi-cos's and csi-goosefs's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FuseDriverArgs {
+    #[command(flatten)]
+    pub node: FuseNodeArgs,
+
+    /// The endpoint of StorageClasses that name no `url` (e.g. https://cos.ap-guangzhou.myqcloud.com).
+    #[arg(long, env = "COS_DEFAULT_URL")]
+    pub default_url: Option<String>,
+
+    /// The bucket of StorageClasses that name no `bucket`.
+    #[arg(long, env = "COS_DEFAULT_BUCKET")]
+    pub default_bucket: Option<String>,
 }
 
-pub async fn run(config: Config) -> Result<(), StartupError> {
-    let common = &config.common;
+/// One FUSE driver: its default name, its StorageClass parameters for the node, its planner.
+#[derive(Debug)]
+pub struct FuseDriver<P> {
+    pub default_name: &'static str,
+    pub node_parameters: &'static [&'static str],
+    pub planner: P,
+}
+
+/// Runs a FUSE driver (csi-cos, csi-goosefs) until SIGTERM: identity, the prefix-per-PV
+/// controller and the node service, as `--mode` says. Requests without a secret use the
+/// process's own credentials chain.
+pub async fn run_fuse_driver<P: node::Planner>(
+    common: &CommonArgs,
+    args: &FuseDriverArgs,
+    driver: FuseDriver<P>,
+) -> Result<(), StartupError> {
     common.validate()?;
     let metrics = common.start_metrics().await?;
     let shutdown = shutdown_signal();
-    let driver_name = common.driver_name_or(DRIVER_NAME);
+    let driver_name = common.driver_name_or(driver.default_name);
+    let own_keys = Arc::new(common.credential_source(&[])?);
     let identity = IdentityService::new(driver_name, VERSION, plugin_caps(common.mode));
     let mut routes = Routes::new(identity.into_server());
     if common.mode.controller() {
-        let region = common.region.clone().unwrap_or_default();
         let controller = ControllerService::new(ControllerConfig {
-            region,
-            node_parameters: controller::COS_NODE_PARAMETERS,
+            region: common.region.clone().unwrap_or_default(),
+            node_parameters: driver.node_parameters,
+            default_url: args.default_url.clone(),
+            default_bucket: args.default_bucket.clone(),
+            fallback_keys: Some(Arc::clone(&own_keys)),
         });
         routes = routes.add_service(controller.into_server());
     }
     if common.mode.node() {
+        let mounts_dir = args.node.mounts_dir.clone().unwrap_or_else(|| {
+            PathBuf::from("/var/lib/kubelet/plugins")
+                .join(driver_name)
+                .join("mounts")
+        });
         let node = NodeService::new(
             Arc::new(MeteredMounter::new(
                 LinuxMounter::default(),
                 Arc::clone(&metrics),
             )),
-            CosPlanner,
-            config.fuse.node_config(common, driver_name),
+            driver.planner,
+            NodeConfig {
+                node_id: common.node_id.clone().unwrap_or_default(),
+                mounts_dir,
+                host: HostClient::new(&args.node.fuse_host_socket),
+                fallback_keys: Some(own_keys),
+            },
         );
         routes = routes.add_service(node.into_server());
     }
     serve(&common.endpoint, routes, shutdown, metrics).await?;
     Ok(())
+}
+
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    run_fuse_driver(
+        &config.common,
+        &config.fuse,
+        FuseDriver {
+            default_name: DRIVER_NAME,
+            node_parameters: controller::COS_NODE_PARAMETERS,
+            planner: CosPlanner,
+        },
+    )
+    .await
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use csi_common::cloud::CredentialSource;
 use csi_common::csi::reply::{abnormal, absolute_path, answer_by, node_caps, usage};
 use csi_common::csi::{InFlight, pb};
 use csi_common::fusehost::{HostClient, HostError, MountRequest};
@@ -87,6 +88,9 @@ pub struct NodeConfig {
     /// paths (both containers mount the kubelet directory with bidirectional propagation).
     pub mounts_dir: PathBuf,
     pub host: HostClient,
+    /// Keys for volumes whose publish request carries no secret (a PV without
+    /// nodePublishSecretRef): the node plugin's own credentials chain.
+    pub fallback_keys: Option<Arc<CredentialSource>>,
 }
 
 #[derive(Debug)]
@@ -254,9 +258,17 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             .ok_or_else(|| required("volume_capability"))?;
         check_capability(&capability)?;
         let read_only = req.readonly || read_only_mode(&capability);
+        let secrets = match (&self.config.fallback_keys, req.secrets.is_empty()) {
+            (Some(source), true) => Keys::secrets_from(&source.get().await.map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "the volume has no publish secret and the node's own credentials are unusable: {e}"
+                ))
+            })?),
+            _ => req.secrets.clone(),
+        };
         let plan = self
             .planner
-            .plan(&req.volume_context, &req.secrets, &capability)?;
+            .plan(&req.volume_context, &secrets, &capability)?;
         let volume_id = req.volume_id.clone();
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let global = self.global_path(&volume_id);

@@ -370,6 +370,19 @@ impl Keys {
         })
     }
 
+    /// The secret map for keys the process found itself (its `--credentials-dir`, environment or
+    /// CVM role), for requests that carry no secret.
+    pub fn secrets_from(credentials: &csi_common::cloud::Credentials) -> HashMap<String, String> {
+        let mut secrets = HashMap::from([
+            ("SecretId".to_owned(), credentials.secret_id.clone()),
+            ("SecretKey".to_owned(), credentials.secret_key.clone()),
+        ]);
+        if let Some(token) = &credentials.token {
+            secrets.insert("Token".to_owned(), token.clone());
+        }
+        secrets
+    }
+
     /// What the FUSE daemon reads on its standard input.
     pub fn to_stdin(&self) -> String {
         serde_json::json!({

@@ -9,15 +9,10 @@ pub mod node;
 pub mod params;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Parser;
-use csi_common::cli::{CommonArgs, Mode, StartupError};
-use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
-use csi_common::mount::{LinuxMounter, MeteredMounter};
-use csi_cos::FuseNodeArgs;
-use csi_cos::controller::{ControllerConfig, ControllerService};
-use tonic::service::Routes;
+use csi_common::cli::{CommonArgs, StartupError};
+use csi_cos::{FuseDriver, FuseDriverArgs, run_fuse_driver};
 
 use node::GooseFsPlanner;
 
@@ -36,7 +31,7 @@ pub struct Config {
     pub common: CommonArgs,
 
     #[command(flatten)]
-    pub fuse: FuseNodeArgs,
+    pub fuse: FuseDriverArgs,
 
     /// The node's block cache, shared by every dataset mounted here; it survives restarts.
     #[arg(long, default_value = "/var/cache/csi-goosefs")]
@@ -47,44 +42,18 @@ pub struct Config {
     pub cache_capacity: u64,
 }
 
-/// What this process serves: datasets have no topology and no attach; the controller provisions
-/// prefix-per-PV volumes.
-pub fn plugin_caps(mode: Mode) -> PluginCaps {
-    PluginCaps {
-        controller_service: mode.controller(),
-        ..PluginCaps::default()
-    }
-}
-
 pub async fn run(config: Config) -> Result<(), StartupError> {
-    let common = &config.common;
-    common.validate()?;
-    let metrics = common.start_metrics().await?;
-    let shutdown = shutdown_signal();
-    let driver_name = common.driver_name_or(DRIVER_NAME);
-    let identity = IdentityService::new(driver_name, VERSION, plugin_caps(common.mode));
-    let mut routes = Routes::new(identity.into_server());
-    if common.mode.controller() {
-        let controller = ControllerService::new(ControllerConfig {
-            region: common.region.clone().unwrap_or_default(),
+    run_fuse_driver(
+        &config.common,
+        &config.fuse,
+        FuseDriver {
+            default_name: DRIVER_NAME,
             node_parameters: params::NODE_PARAMETERS,
-        });
-        routes = routes.add_service(controller.into_server());
-    }
-    if common.mode.node() {
-        let node = csi_cos::node::NodeService::new(
-            Arc::new(MeteredMounter::new(
-                LinuxMounter::default(),
-                Arc::clone(&metrics),
-            )),
-            GooseFsPlanner {
+            planner: GooseFsPlanner {
                 cache_dir: config.cache_dir.clone(),
                 cache_capacity: config.cache_capacity,
             },
-            config.fuse.node_config(common, driver_name),
-        );
-        routes = routes.add_service(node.into_server());
-    }
-    serve(&common.endpoint, routes, shutdown, metrics).await?;
-    Ok(())
+        },
+    )
+    .await
 }

@@ -234,6 +234,11 @@ impl Env {
                 host.socket.display().to_string(),
                 "--mounts-dir".to_owned(),
                 mounts.display().to_string(),
+                // The simulated bucket, so StorageClasses (and csi-sanity) may omit it.
+                "--default-url".to_owned(),
+                cos_url.clone(),
+                "--default-bucket".to_owned(),
+                SIM_BUCKET.to_owned(),
             ]);
             if driver_kind == Driver::Goosefs {
                 let cache = track(workdir.join("goosefs-cache"));
