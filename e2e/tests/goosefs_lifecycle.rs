@@ -162,7 +162,11 @@ async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
     let mut text = String::new();
     for _ in 0..50 {
         text = host.scrape().await.unwrap();
-        if value(&text, "fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}") > 0 {
+        if value(
+            &text,
+            "fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}",
+        ) > 0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
