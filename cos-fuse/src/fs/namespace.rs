@@ -635,7 +635,13 @@ impl<S: ObjectStore> Inner<S> {
                 let this = Arc::clone(self);
                 let (key, etag) = (key.clone(), etag.clone());
                 tasks.spawn(async move {
-                    let r = this.store.copy(&key, &new).await;
+                    // A `dir/` marker holds nothing: write a new one rather than copy it (some S3
+                    // servers, SeaweedFS among them, answer NoSuchKey to copying a marker).
+                    let r = if key.ends_with('/') {
+                        this.store.put(&new, Bytes::new()).await
+                    } else {
+                        this.store.copy(&key, &new).await
+                    };
                     (key, etag, new, r)
                 });
             }
