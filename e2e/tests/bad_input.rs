@@ -53,7 +53,24 @@ fn malformed_endpoint() {
 
 #[test]
 fn node_mode_without_a_node_id() {
-    for binary in ["csi-cbs", "csi-cfs", "csi-cos", "csi-goosefs"] {
+    // csi-cbs asks instance metadata for its instance ID instead; here none answers.
+    let stderr = fails(
+        "csi-cbs",
+        &[
+            "--mode",
+            "node",
+            "--endpoint",
+            "unix:///tmp/never.sock",
+            "--metadata-endpoint",
+            "http://127.0.0.1:9",
+        ],
+        &[("NODE_ID", "")],
+    );
+    assert!(
+        stderr.contains("--node-id not given and instance metadata could not tell"),
+        "{stderr}"
+    );
+    for binary in ["csi-cfs", "csi-cos", "csi-goosefs"] {
         let stderr = fails(
             binary,
             &["--mode", "node", "--endpoint", "unix:///tmp/never.sock"],
