@@ -84,7 +84,8 @@ pub struct Env {
     stopped: bool,
 }
 
-fn private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes a file only its owner can read (keys, passwd files).
+pub fn private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -97,7 +98,8 @@ fn private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_token(len: usize) -> String {
+/// Random letters and digits, for fresh keys.
+pub fn random_token(len: usize) -> String {
     std::iter::repeat_with(fastrand::alphanumeric)
         .take(len)
         .collect()

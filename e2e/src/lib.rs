@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
+pub mod bench_cos;
 pub mod cleanup;
 pub mod client;
 pub mod demo;

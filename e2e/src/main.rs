@@ -57,6 +57,8 @@ enum Command {
 enum BenchDriver {
     /// Concurrent CBS volume lifecycles.
     Cbs(e2e::bench::BenchArgs),
+    /// cos-fuse against s3fs on one simulator bucket, on loopback and under a COS profile.
+    Cos(e2e::bench_cos::CosBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +88,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             driver: BenchDriver::Cbs(args),
         } => e2e::bench::run_cbs(args).await,
+        Command::Bench {
+            driver: BenchDriver::Cos(args),
+        } => e2e::bench_cos::run_cos(args).await,
         Command::Serve {
             driver,
             socket,
