@@ -92,3 +92,24 @@ impl Served {
         &self.socket
     }
 }
+
+impl Drop for Served {
+    /// A failed test drops a running `e2e serve`: stop it with SIGTERM and give it time to stop
+    /// the simulator, the driver and the FUSE host it started (a SIGKILL would orphan them).
+    fn drop(&mut self) {
+        let Some(pid) = self.proc.pid() else { return };
+        if self.proc.try_status().is_some() {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..300 {
+            if self.proc.try_status().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
