@@ -25,20 +25,20 @@ use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
 use crate::env::{private_file, random_token};
 use crate::process::{Proc, bin_path};
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 /// The simulator's default bucket.
-const BUCKET: &str = "sim-1250000000";
+pub(crate) const BUCKET: &str = "sim-1250000000";
 /// The raw client's part and range size, and how many it keeps in flight (the ceilings).
 const RAW_PART: u64 = 8 * MIB;
 const RAW_IN_FLIGHT: usize = 16;
 /// Concurrent PutObject calls that fill the listed directory.
 const PUT_WORKERS: usize = 64;
 const SMALL_FILE: usize = 4096;
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a daemon has to exit once its mount is gone.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
-const PEAK_MEMORY_TARGET_MIB: f64 = 256.0;
+pub(crate) const PEAK_MEMORY_TARGET_MIB: f64 = 256.0;
 
 #[derive(Debug, Clone, Args)]
 pub struct CosBenchArgs {
@@ -71,16 +71,16 @@ pub struct CosBenchArgs {
 
 /// The simulated network between the clients and COS.
 #[derive(Debug, Clone, Copy)]
-struct Profile {
-    name: &'static str,
-    network: Network,
-    latency_ms: u64,
+pub(crate) struct Profile {
+    pub(crate) name: &'static str,
+    pub(crate) network: Network,
+    pub(crate) latency_ms: u64,
     /// Per request; 0 is unlimited.
-    bandwidth_mbps: f64,
+    pub(crate) bandwidth_mbps: f64,
 }
 
 impl Profile {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let bandwidth = if self.bandwidth_mbps > 0.0 {
             format!("{} Mbit/s per connection", self.bandwidth_mbps)
         } else {
@@ -95,20 +95,20 @@ impl Profile {
 
 /// Which targets a profile is judged by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Network {
+pub(crate) enum Network {
     Loopback,
     Cos,
 }
 
 /// The two file systems compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Contender {
+pub(crate) enum Contender {
     CosFuse,
     S3fs,
 }
 
 impl Contender {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Contender::CosFuse => "cos-fuse",
             Contender::S3fs => "s3fs",
@@ -155,25 +155,29 @@ struct Ceilings {
 /// The simulator, the keys and the work directory of one benchmark; everything it started is
 /// stopped and removed by [`Bench::stop`] or, on error or panic, on drop.
 #[derive(Debug)]
-struct Bench {
-    workdir: PathBuf,
+pub(crate) struct Bench {
+    pub(crate) workdir: PathBuf,
     sim: Proc,
     sim_url: String,
-    cos_url: String,
+    pub(crate) cos_url: String,
     /// `SecretId:SecretKey`, mode 0600: what both mounts read.
-    passwd: PathBuf,
-    client: ObjectClient,
+    pub(crate) passwd: PathBuf,
+    pub(crate) client: ObjectClient,
     http: reqwest::Client,
-    cos_fuse: PathBuf,
-    s3fs: PathBuf,
-    step_timeout: Duration,
+    pub(crate) cos_fuse: PathBuf,
+    pub(crate) s3fs: PathBuf,
+    pub(crate) step_timeout: Duration,
     /// How the client page cache is emptied before each timed read.
-    cache_note: String,
+    pub(crate) cache_note: String,
     stopped: bool,
 }
 
 /// Runs `program args...`, killing it after `timeout`; returns its standard output.
-async fn run_command(program: &Path, args: &[&str], timeout: Duration) -> anyhow::Result<String> {
+pub(crate) async fn run_command(
+    program: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -204,7 +208,7 @@ async fn run_command(program: &Path, args: &[&str], timeout: Duration) -> anyhow
 
 /// Runs blocking file work on its own thread, failing after `timeout`. A thread stuck in a dead
 /// mount is left behind; it gets an error once the mount's daemon is killed.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     what: &str,
     timeout: Duration,
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
@@ -224,7 +228,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs `f(0..count)` on `workers` tasks; returns every result (in no particular order).
-async fn for_each_index<T, F, Fut>(count: u64, workers: usize, f: F) -> anyhow::Result<Vec<T>>
+pub(crate) async fn for_each_index<T, F, Fut>(
+    count: u64,
+    workers: usize,
+    f: F,
+) -> anyhow::Result<Vec<T>>
 where
     T: Send + 'static,
     F: Fn(u64) -> Fut + Clone + Send + 'static,
@@ -253,7 +261,7 @@ where
 }
 
 /// VmHWM of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -262,7 +270,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()
@@ -272,19 +280,19 @@ fn load_average() -> String {
 }
 
 /// Empties the kernel's page cache (needs root).
-fn drop_page_cache() -> std::io::Result<()> {
+pub(crate) fn drop_page_cache() -> std::io::Result<()> {
     nix::unistd::sync();
     std::fs::write("/proc/sys/vm/drop_caches", "3")
 }
 
-fn is_mount_point(point: &Path) -> bool {
+pub(crate) fn is_mount_point(point: &Path) -> bool {
     crate::cleanup::mounts_under(point)
         .iter()
         .any(|p| Path::new(p) == point)
 }
 
 impl Bench {
-    async fn start(args: &CosBenchArgs) -> anyhow::Result<Bench> {
+    pub(crate) async fn start(args: &CosBenchArgs) -> anyhow::Result<Bench> {
         let workdir = tempfile::Builder::new()
             .prefix("cos-bench-")
             .tempdir()?
@@ -360,7 +368,7 @@ impl Bench {
         })
     }
 
-    async fn set_profile(&self, profile: &Profile) -> anyhow::Result<()> {
+    pub(crate) async fn set_profile(&self, profile: &Profile) -> anyhow::Result<()> {
         let body = serde_json::json!({
             "latency_ms": profile.latency_ms,
             "bandwidth_mbps": profile.bandwidth_mbps,
@@ -402,7 +410,7 @@ impl Bench {
     }
 
     /// A multipart upload of `size` bytes in `RAW_PART` parts, `RAW_IN_FLIGHT` at a time.
-    async fn raw_write(&self, key: &str, size: u64) -> anyhow::Result<Duration> {
+    pub(crate) async fn raw_write(&self, key: &str, size: u64) -> anyhow::Result<Duration> {
         let part = Bytes::from(vec![0x5a_u8; RAW_PART as usize]);
         let start = Instant::now();
         let upload_id = self.client.create_multipart_upload(key).await?;
@@ -433,7 +441,7 @@ impl Bench {
     }
 
     /// Ranged GETs of `RAW_PART` bytes over the whole object, `RAW_IN_FLIGHT` at a time.
-    async fn raw_read(&self, key: &str, size: u64) -> anyhow::Result<Duration> {
+    pub(crate) async fn raw_read(&self, key: &str, size: u64) -> anyhow::Result<Duration> {
         let (client, owned_key) = (self.client.clone(), key.to_owned());
         let start = Instant::now();
         let lengths = for_each_index(size.div_ceil(RAW_PART), RAW_IN_FLIGHT, move |i| {
@@ -593,7 +601,7 @@ impl Bench {
     }
 
     /// Unmounts whatever is left, stops the simulator and removes the work directory.
-    async fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
         if self.stopped {
             return Ok(());
         }
@@ -636,11 +644,11 @@ fn blocks_of(size: u64) -> u64 {
 /// One mounted file system and its daemon (in the foreground, so it is our child). Unmounted
 /// lazily and killed on drop if [`Mount::unmount`] did not run.
 #[derive(Debug)]
-struct Mount {
-    who: Contender,
-    point: PathBuf,
-    proc: Proc,
-    mounted: bool,
+pub(crate) struct Mount {
+    pub(crate) who: Contender,
+    pub(crate) point: PathBuf,
+    pub(crate) proc: Proc,
+    pub(crate) mounted: bool,
 }
 
 impl Mount {
@@ -729,7 +737,7 @@ impl Mount {
     }
 
     /// `umount` (lazily if busy), then waits for the daemon to finish and exit.
-    async fn unmount(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn unmount(&mut self) -> anyhow::Result<()> {
         let point = self.point.display().to_string();
         let umount = Path::new("umount");
         if let Err(e) = run_command(umount, &[&point], COMMAND_TIMEOUT).await {
@@ -1171,16 +1179,14 @@ pub async fn run_cos(args: CosBenchArgs) -> anyhow::Result<()> {
         bail!("--size-mib, --objects, --files and --readers must be at least 1");
     }
     let mut bench = Bench::start(&args).await?;
-    let s3fs_version = run_command(&bench.s3fs, &["--version"], COMMAND_TIMEOUT)
-        .await
-        .with_context(|| format!("{} is needed (apt-get install s3fs)", args.s3fs.display()))?;
+    let s3fs_version = bench.s3fs_version().await?;
     println!(
         "e2e bench cos: {} MiB file, {} listed objects, {} small files; cos-fuse {} (default options) vs {}; load average {}",
         args.size_mib,
         args.objects,
         args.files,
         bench.cos_fuse.display(),
-        s3fs_version.lines().next().unwrap_or("s3fs").trim(),
+        s3fs_version,
         load_average()
     );
     println!(
@@ -1188,13 +1194,30 @@ pub async fn run_cos(args: CosBenchArgs) -> anyhow::Result<()> {
         RAW_PART / MIB,
         bench.cache_note
     );
-    let result = tokio::select! {
-        result = run_profiles(&bench, &args) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
+    let result = interruptible(run_profiles(&bench, &args)).await;
     let stopped = bench.stop().await;
     result?;
     stopped
+}
+
+/// Runs `work` until it ends or Ctrl-C (the caller then stops the bench either way).
+pub(crate) async fn interruptible(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    }
+}
+
+impl Bench {
+    /// The first line of `s3fs --version`; s3fs must be installed.
+    pub(crate) async fn s3fs_version(&self) -> anyhow::Result<String> {
+        let version = run_command(&self.s3fs, &["--version"], COMMAND_TIMEOUT)
+            .await
+            .with_context(|| format!("{} is needed (apt-get install s3fs)", self.s3fs.display()))?;
+        Ok(version.lines().next().unwrap_or("s3fs").trim().to_owned())
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_cos;
+pub mod bench_goosefs;
 pub mod cleanup;
 pub mod client;
 pub mod demo;

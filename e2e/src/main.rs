@@ -59,6 +59,8 @@ enum BenchDriver {
     Cbs(e2e::bench::BenchArgs),
     /// cos-fuse against s3fs on one simulator bucket, on loopback and under a COS profile.
     Cos(e2e::bench_cos::CosBenchArgs),
+    /// The block cache (csi-goosefs) cold and warm, against no cache and s3fs's cache.
+    Goosefs(e2e::bench_goosefs::GoosefsBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,6 +93,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             driver: BenchDriver::Cos(args),
         } => e2e::bench_cos::run_cos(args).await,
+        Command::Bench {
+            driver: BenchDriver::Goosefs(args),
+        } => e2e::bench_goosefs::run_goosefs(args).await,
         Command::Serve {
             driver,
             socket,

@@ -1,0 +1,761 @@
+//! `e2e bench goosefs`: what the node's block cache (csi-goosefs) buys, under the simulator's
+//! COS network profile. Reads one large file and many small files, cold and then warm, through
+//! (a) cos-fuse with the block cache, (b) cos-fuse without a cache (what csi-cos mounts) and
+//! (c) s3fs with its local cache (`-o use_cache`), beside (d) the ceiling: the same bytes read
+//! straight from the cache disk. Also records the cos-fuse daemon's peak memory while it warms
+//! the large file with `--preload`. Prints every figure beside the targets, each marked met or
+//! NOT met. Not a test: nothing fails on a number. Everything it starts or mounts is stopped and
+//! removed at the end, also on error, panic or Ctrl-C.
+//!
+//! Run it against release binaries:
+//! `cargo build --release -p e2e -p cos-fuse-cli -p tcloud-sim && target/release/e2e bench goosefs`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use clap::Args;
+
+use crate::bench_cos::{
+    BUCKET, Bench, Contender, CosBenchArgs, MIB, Mount, Network, PEAK_MEMORY_TARGET_MIB, Profile,
+    READY_TIMEOUT, blocking, drop_page_cache, for_each_index, interruptible, is_mount_point,
+    load_average, peak_rss_kib,
+};
+use crate::process::Proc;
+
+/// The bucket prefix every dataset lives under (the mounts' root).
+const ROOT: &str = "goosefs-bench";
+const BIG_DIR: &str = "big";
+const BIG_FILE: &str = "big/data.bin";
+const SMALL_DIR: &str = "small";
+const SMALL_SIZE: usize = 64 * 1024;
+/// Threads reading the small files (each reads whole files, one after another), like a data
+/// loader's workers.
+const SMALL_READERS: usize = 8;
+const FILL: u8 = 0x5a;
+const PUT_WORKERS: usize = 64;
+const WARM_TARGET_TIMES_COLD: f64 = 10.0;
+const WARM_TARGET_OF_CEILING: f64 = 0.6;
+
+#[derive(Debug, Clone, Args)]
+pub struct GoosefsBenchArgs {
+    /// Size of the large file, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: u64,
+    /// Number of 64 KiB files.
+    #[arg(long, default_value_t = 1000)]
+    pub files: usize,
+    /// First-byte latency of every COS request, in ms.
+    #[arg(long, default_value_t = 20)]
+    pub latency_ms: u64,
+    /// Bandwidth of each COS request, in Mbit/s.
+    #[arg(long, default_value_t = 400.0)]
+    pub bandwidth_mbps: f64,
+    /// The s3fs program (found on PATH unless a path is given).
+    #[arg(long, default_value = "s3fs")]
+    pub s3fs: PathBuf,
+    /// Longest one measured step may take, in seconds; the run fails past it.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+}
+
+/// The two datasets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dataset {
+    Big,
+    Small,
+}
+
+impl Dataset {
+    fn label(self, args: &GoosefsBenchArgs) -> String {
+        match self {
+            Dataset::Big => format!("1 file of {} MiB", args.size_mib),
+            Dataset::Small => format!("{} files of 64 KiB", args.files),
+        }
+    }
+
+    fn bytes(self, args: &GoosefsBenchArgs) -> u64 {
+        match self {
+            Dataset::Big => args.size_mib * MIB,
+            Dataset::Small => args.files as u64 * SMALL_SIZE as u64,
+        }
+    }
+}
+
+/// The mounts compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// cos-fuse with `--cache-dir`.
+    Cached,
+    /// cos-fuse without a cache.
+    Plain,
+    /// s3fs with `-o use_cache`.
+    S3fs,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Cached => "cos-fuse + block cache",
+            Kind::Plain => "cos-fuse, no cache (csi-cos)",
+            Kind::S3fs => "s3fs + use_cache",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Cached => "cached",
+            Kind::Plain => "plain",
+            Kind::S3fs => "s3fs",
+        }
+    }
+}
+
+/// Cold and warm times of one mount kind over one dataset.
+#[derive(Debug, Clone, Copy)]
+struct ColdWarm {
+    cold: Duration,
+    warm: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DatasetFigures {
+    cached: ColdWarm,
+    plain: ColdWarm,
+    s3fs: ColdWarm,
+    ceiling: Duration,
+    /// Bytes the ceiling read from the cache disk.
+    ceiling_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Preload {
+    took: Duration,
+    peak_kib: Option<u64>,
+    cached_bytes: u64,
+}
+
+fn rate(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / took.as_secs_f64().max(1e-9)
+}
+
+fn show(bytes: u64, took: Duration) -> String {
+    format!(
+        "{:.1} MiB/s ({:.2} s)",
+        rate(bytes, took),
+        took.as_secs_f64()
+    )
+}
+
+/// Reads the large file in 1 MiB reads and checks every byte.
+fn read_big(path: &Path, size: u64) -> anyhow::Result<Duration> {
+    let mut block = vec![0; MIB as usize];
+    let start = Instant::now();
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        if block[..n].iter().any(|&b| b != FILL) {
+            bail!("{} holds other bytes near offset {total}", path.display());
+        }
+        total += n as u64;
+    }
+    let took = start.elapsed();
+    if total != size {
+        bail!("read {total} bytes of {}, not {size}", path.display());
+    }
+    Ok(took)
+}
+
+/// Reads whole files, `readers` threads each taking every `readers`-th file; returns the time and
+/// the bytes read. With `expect` set, every file must be that long and hold `FILL` only.
+fn read_files(
+    files: &[PathBuf],
+    readers: usize,
+    expect: Option<usize>,
+) -> anyhow::Result<(Duration, u64)> {
+    let readers = readers.max(1);
+    let start = Instant::now();
+    let total = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..readers)
+            .map(|r| {
+                scope.spawn(move || {
+                    let mut total = 0u64;
+                    let mut buf = Vec::new();
+                    for path in files.iter().skip(r).step_by(readers) {
+                        buf.clear();
+                        std::fs::File::open(path)
+                            .and_then(|mut f| f.read_to_end(&mut buf))
+                            .with_context(|| format!("read {}", path.display()))?;
+                        if let Some(len) = expect
+                            && (buf.len() != len || buf.iter().any(|&b| b != FILL))
+                        {
+                            bail!("{} holds other bytes ({} long)", path.display(), buf.len());
+                        }
+                        total += buf.len() as u64;
+                    }
+                    anyhow::Ok(total)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for handle in handles {
+            total += handle
+                .join()
+                .map_err(|_| anyhow!("a reader thread panicked"))??;
+        }
+        anyhow::Ok(total)
+    })?;
+    Ok((start.elapsed(), total))
+}
+
+/// Every regular file under `dir`, sorted.
+fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("list {}", d.display()))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn small_paths(root: &Path, files: usize) -> Vec<PathBuf> {
+    (0..files)
+        .map(|i| root.join(SMALL_DIR).join(format!("f-{i:05}")))
+        .collect()
+}
+
+/// Sum of the sizes of the files under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    files_under(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+struct Run<'a> {
+    bench: &'a Bench,
+    args: &'a GoosefsBenchArgs,
+    timeout: Duration,
+    counter: std::cell::Cell<u32>,
+}
+
+impl Run<'_> {
+    /// Uploads both datasets (untimed).
+    async fn upload(&self) -> anyhow::Result<()> {
+        self.bench
+            .raw_write(&format!("{ROOT}/{BIG_FILE}"), self.args.size_mib * MIB)
+            .await?;
+        let client = self.bench.client.clone();
+        let body = Bytes::from(vec![FILL; SMALL_SIZE]);
+        for_each_index(self.args.files as u64, PUT_WORKERS, move |i| {
+            let (client, body) = (client.clone(), body.clone());
+            async move {
+                client
+                    .put_object(&format!("{ROOT}/{SMALL_DIR}/f-{i:05}"), body)
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Empties the page cache, then reads the dataset once through S3 (untimed) so the server
+    /// has it in memory, as a real COS would.
+    async fn prepare(&self, dataset: Dataset) -> anyhow::Result<()> {
+        let _ = drop_page_cache();
+        match dataset {
+            Dataset::Big => self
+                .bench
+                .raw_read(&format!("{ROOT}/{BIG_FILE}"), self.args.size_mib * MIB)
+                .await
+                .map(drop),
+            Dataset::Small => {
+                let client = self.bench.client.clone();
+                for_each_index(self.args.files as u64, PUT_WORKERS, move |i| {
+                    let client = client.clone();
+                    async move {
+                        client
+                            .get_object_range(
+                                &format!("{ROOT}/{SMALL_DIR}/f-{i:05}"),
+                                0..SMALL_SIZE as u64,
+                                None,
+                            )
+                            .await?;
+                        anyhow::Ok(())
+                    }
+                })
+                .await
+                .map(drop)
+            }
+        }
+    }
+
+    /// One timed read of `dataset` through the mount at `point`.
+    async fn read(&self, dataset: Dataset, point: &Path, what: &str) -> anyhow::Result<Duration> {
+        self.prepare(dataset).await?;
+        let (size, files) = (self.args.size_mib * MIB, self.args.files);
+        let point = point.to_owned();
+        match dataset {
+            Dataset::Big => {
+                blocking(what, self.timeout, move || {
+                    read_big(&point.join(BIG_FILE), size)
+                })
+                .await
+            }
+            Dataset::Small => {
+                let (took, _) = blocking(what, self.timeout, move || {
+                    read_files(&small_paths(&point, files), SMALL_READERS, Some(SMALL_SIZE))
+                })
+                .await?;
+                Ok(took)
+            }
+        }
+    }
+
+    fn fresh_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        let dir = self.bench.workdir.join(format!("{name}-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Mounts `ROOT` with `kind` (and its cache in `cache`), waits for the mount.
+    async fn mount(
+        &self,
+        kind: Kind,
+        cache: Option<&Path>,
+        preload: Option<&str>,
+    ) -> anyhow::Result<Mount> {
+        let point = self.fresh_dir(&format!("mnt-{}", kind.tag()))?;
+        let bench = self.bench;
+        let log = bench.workdir.join(format!(
+            "logs/{}.log",
+            point
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("mount")
+        ));
+        let passwd = bench.passwd.display().to_string();
+        let (who, program, mut args) = match kind {
+            Kind::Cached | Kind::Plain => (
+                Contender::CosFuse,
+                bench.cos_fuse.clone(),
+                vec![
+                    "mount".to_owned(),
+                    "--endpoint".to_owned(),
+                    bench.cos_url.clone(),
+                    "--bucket".to_owned(),
+                    BUCKET.to_owned(),
+                    "--prefix".to_owned(),
+                    ROOT.to_owned(),
+                    "--credentials-file".to_owned(),
+                    passwd,
+                    "--log-level".to_owned(),
+                    "info".to_owned(),
+                ],
+            ),
+            Kind::S3fs => {
+                let tmp = bench.workdir.join("s3fs-tmp");
+                std::fs::create_dir_all(&tmp)?;
+                let cache = cache.ok_or_else(|| anyhow!("s3fs needs a cache directory"))?;
+                (
+                    Contender::S3fs,
+                    bench.s3fs.clone(),
+                    vec![
+                        format!("{BUCKET}:/{ROOT}"),
+                        "-f".to_owned(),
+                        "-o".to_owned(),
+                        format!(
+                            "url={},use_path_request_style,sigv4,passwd_file={passwd},tmpdir={},use_cache={}",
+                            bench.cos_url,
+                            tmp.display(),
+                            cache.display()
+                        ),
+                    ],
+                )
+            }
+        };
+        if kind == Kind::Cached {
+            let cache = cache.ok_or_else(|| anyhow!("the block cache needs a directory"))?;
+            // Room for both datasets and then some: nothing is evicted.
+            let capacity =
+                2 * (self.args.size_mib * MIB + self.args.files as u64 * MIB) + 1024 * MIB;
+            args.extend([
+                "--cache-dir".to_owned(),
+                cache.display().to_string(),
+                "--cache-capacity".to_owned(),
+                capacity.to_string(),
+            ]);
+            if let Some(prefix) = preload {
+                args.extend(["--preload".to_owned(), prefix.to_owned()]);
+            }
+        }
+        // s3fs takes the mount point second; cos-fuse last. Both accept it last after options.
+        match kind {
+            Kind::S3fs => args.insert(1, point.display().to_string()),
+            Kind::Cached | Kind::Plain => args.push(point.display().to_string()),
+        }
+        let proc = Proc::spawn(who.name(), &program, &args, &log)?;
+        let mut mount = Mount {
+            who,
+            point: point.clone(),
+            proc,
+            mounted: true,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !is_mount_point(&point) {
+            if let Some(status) = mount.proc.try_status() {
+                bail!(
+                    "{} exited with {status} before mounting; its log:\n{}",
+                    kind.label(),
+                    mount.proc.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not mount within {READY_TIMEOUT:?}; its log:\n{}",
+                    kind.label(),
+                    mount.proc.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(mount)
+    }
+
+    /// Cold then warm reads of `dataset` through a fresh mount of `kind` (with a fresh cache);
+    /// returns the times and the cache directory.
+    async fn cold_warm(&self, kind: Kind, dataset: Dataset) -> anyhow::Result<(ColdWarm, PathBuf)> {
+        let cache = self.fresh_dir(&format!("cache-{}", kind.tag()))?;
+        let mut mount = self.mount(kind, Some(&cache), None).await?;
+        let what = |w: &str| format!("{} ({:?}): {w} read", kind.label(), dataset);
+        let cold = self.read(dataset, &mount.point, &what("cold")).await?;
+        let warm = self.read(dataset, &mount.point, &what("warm")).await?;
+        mount.unmount().await?;
+        Ok((ColdWarm { cold, warm }, cache))
+    }
+
+    /// The ceiling: every block file under `<cache>/blocks`, read with the same parallelism as
+    /// the dataset's reads, after the page cache is emptied.
+    async fn ceiling(&self, dataset: Dataset, cache: &Path) -> anyhow::Result<(Duration, u64)> {
+        let _ = drop_page_cache();
+        let blocks = files_under(&cache.join("blocks"))?;
+        let readers = match dataset {
+            Dataset::Big => 1,
+            Dataset::Small => SMALL_READERS,
+        };
+        blocking("reading the cache disk", self.timeout, move || {
+            read_files(&blocks, readers, None)
+        })
+        .await
+    }
+
+    async fn dataset(&self, dataset: Dataset) -> anyhow::Result<DatasetFigures> {
+        let started = Instant::now();
+        let (cached, cache) = self.cold_warm(Kind::Cached, dataset).await?;
+        let (ceiling, ceiling_bytes) = self.ceiling(dataset, &cache).await?;
+        let (plain, _) = self.cold_warm(Kind::Plain, dataset).await?;
+        let (s3fs, _) = self.cold_warm(Kind::S3fs, dataset).await?;
+        eprintln!(
+            "e2e bench goosefs: {} measured in {:.0} s",
+            dataset.label(self.args),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(DatasetFigures {
+            cached,
+            plain,
+            s3fs,
+            ceiling,
+            ceiling_bytes,
+        })
+    }
+
+    /// Mounts with `--preload big/` into an empty cache and waits for the warm-up to finish;
+    /// returns its time and the daemon's VmHWM at the end.
+    async fn preload(&self) -> anyhow::Result<Preload> {
+        let _ = drop_page_cache();
+        let cache = self.fresh_dir("cache-preload")?;
+        let size = self.args.size_mib * MIB;
+        let start = Instant::now();
+        let mut mount = self
+            .mount(Kind::Cached, Some(&cache), Some(&format!("{BIG_DIR}/")))
+            .await?;
+        let pid = mount
+            .proc
+            .pid()
+            .ok_or_else(|| anyhow!("cos-fuse has no pid"))?;
+        let mut peak = peak_rss_kib(pid);
+        let deadline = Instant::now() + self.timeout;
+        let finished = loop {
+            peak = peak_rss_kib(pid).or(peak);
+            let log = std::fs::read_to_string(&mount.proc.log).unwrap_or_default();
+            if log.contains("cache warm-up finished") {
+                break true;
+            }
+            if log.contains("cache warm-up stopped") {
+                break false;
+            }
+            if let Some(status) = mount.proc.try_status() {
+                bail!(
+                    "cos-fuse exited with {status} while warming; its log:\n{}",
+                    mount.proc.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("the warm-up did not finish within {:?}", self.timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let took = start.elapsed();
+        peak = peak_rss_kib(pid).or(peak);
+        let cached_bytes = bytes_under(&cache.join("blocks"));
+        mount.unmount().await?;
+        if !finished {
+            bail!(
+                "the warm-up stopped early; the log:\n{}",
+                mount.proc.log_tail()
+            );
+        }
+        if cached_bytes < size {
+            bail!("the warm-up left {cached_bytes} bytes in the cache, not {size}");
+        }
+        Ok(Preload {
+            took,
+            peak_kib: peak,
+            cached_bytes,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Verdict {
+    text: String,
+    met: bool,
+}
+
+fn verdicts(
+    args: &GoosefsBenchArgs,
+    figures: &[(Dataset, DatasetFigures)],
+    preload: &Preload,
+) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for (dataset, f) in figures {
+        let label = dataset.label(args);
+        let speedup = f.cached.cold.as_secs_f64() / f.cached.warm.as_secs_f64().max(1e-9);
+        out.push(Verdict {
+            text: format!(
+                "{label}: block-cache warm at least {WARM_TARGET_TIMES_COLD}x faster than cold (is {speedup:.1}x)"
+            ),
+            met: speedup >= WARM_TARGET_TIMES_COLD,
+        });
+        let of_ceiling =
+            rate(dataset.bytes(args), f.cached.warm) / rate(f.ceiling_bytes, f.ceiling).max(1e-9);
+        out.push(Verdict {
+            text: format!(
+                "{label}: block-cache warm at least {:.0}% of the cache disk's ceiling (is {:.0}%)",
+                WARM_TARGET_OF_CEILING * 100.0,
+                of_ceiling * 100.0
+            ),
+            met: of_ceiling >= WARM_TARGET_OF_CEILING,
+        });
+        let versus = f.s3fs.warm.as_secs_f64() / f.cached.warm.as_secs_f64().max(1e-9);
+        out.push(Verdict {
+            text: format!(
+                "{label}: block-cache warm faster than s3fs's cache warm (is {versus:.2}x s3fs)"
+            ),
+            met: versus > 1.0,
+        });
+    }
+    let peak = preload.peak_kib.map(|k| k as f64 / 1024.0);
+    out.push(Verdict {
+        text: format!(
+            "cos-fuse memory under {PEAK_MEMORY_TARGET_MIB} MiB while warming {} MiB (VmHWM {})",
+            args.size_mib,
+            peak.map_or_else(|| "?".to_owned(), |p| format!("{p:.1} MiB"))
+        ),
+        met: peak.is_some_and(|p| p < PEAK_MEMORY_TARGET_MIB),
+    });
+    out
+}
+
+fn report(args: &GoosefsBenchArgs, figures: &[(Dataset, DatasetFigures)], preload: &Preload) {
+    for (dataset, f) in figures {
+        let bytes = dataset.bytes(args);
+        println!("\n== {} ==", dataset.label(args));
+        println!("  {:<30} {:>26} {:>26}", "mount", "cold", "warm");
+        for (kind, cw) in [
+            (Kind::Cached, f.cached),
+            (Kind::Plain, f.plain),
+            (Kind::S3fs, f.s3fs),
+        ] {
+            println!(
+                "  {:<30} {:>26} {:>26}",
+                kind.label(),
+                show(bytes, cw.cold),
+                show(bytes, cw.warm)
+            );
+        }
+        println!(
+            "  {:<30} {:>26} {:>26}",
+            "ceiling: cache disk directly",
+            "-",
+            show(f.ceiling_bytes, f.ceiling)
+        );
+        println!(
+            "    (ceiling read {:.1} MiB of block files with {} thread(s))",
+            f.ceiling_bytes as f64 / MIB as f64,
+            match dataset {
+                Dataset::Big => 1,
+                Dataset::Small => SMALL_READERS,
+            }
+        );
+    }
+    println!(
+        "\n== warming {} MiB with --preload ==\n  took {}, {:.1} MiB cached; cos-fuse VmHWM {}",
+        args.size_mib,
+        show(args.size_mib * MIB, preload.took),
+        preload.cached_bytes as f64 / MIB as f64,
+        preload.peak_kib.map_or_else(
+            || "?".to_owned(),
+            |k| format!("{:.1} MiB", k as f64 / 1024.0)
+        )
+    );
+    let verdicts = verdicts(args, figures, preload);
+    println!("\ntargets:");
+    for v in &verdicts {
+        println!("  {:<8} {}", if v.met { "met" } else { "NOT met" }, v.text);
+    }
+    println!(
+        "targets met: {} of {}",
+        verdicts.iter().filter(|v| v.met).count(),
+        verdicts.len()
+    );
+}
+
+async fn measure(bench: &Bench, args: &GoosefsBenchArgs) -> anyhow::Result<()> {
+    let profile = Profile {
+        name: "cos",
+        network: Network::Cos,
+        latency_ms: args.latency_ms,
+        bandwidth_mbps: args.bandwidth_mbps,
+    };
+    let run = Run {
+        bench,
+        args,
+        timeout: bench.step_timeout,
+        counter: std::cell::Cell::new(0),
+    };
+    // Upload on loopback, then measure under the COS profile.
+    bench
+        .set_profile(&Profile {
+            name: "loopback",
+            network: Network::Loopback,
+            latency_ms: 0,
+            bandwidth_mbps: 0.0,
+        })
+        .await?;
+    run.upload().await?;
+    bench.set_profile(&profile).await?;
+    println!("profile {}", profile.describe());
+    let mut figures = Vec::new();
+    for dataset in [Dataset::Big, Dataset::Small] {
+        figures.push((dataset, run.dataset(dataset).await?));
+    }
+    let preload = run.preload().await?;
+    report(args, &figures, &preload);
+    println!("load average at the end: {}", load_average());
+    Ok(())
+}
+
+pub async fn run_goosefs(args: GoosefsBenchArgs) -> anyhow::Result<()> {
+    if args.size_mib == 0 || args.files == 0 {
+        bail!("--size-mib and --files must be at least 1");
+    }
+    let cos_args = CosBenchArgs {
+        size_mib: args.size_mib,
+        objects: 1,
+        files: args.files,
+        readers: 1,
+        latency_ms: args.latency_ms,
+        bandwidth_mbps: args.bandwidth_mbps,
+        s3fs: args.s3fs.clone(),
+        timeout_secs: args.timeout_secs,
+    };
+    let mut bench = Bench::start(&cos_args).await?;
+    let s3fs_version = bench.s3fs_version().await?;
+    println!(
+        "e2e bench goosefs: {} MiB file read in 1 MiB reads by 1 thread; {} x 64 KiB files read whole by {SMALL_READERS} threads; cos-fuse {} vs {}; load average {}",
+        args.size_mib,
+        args.files,
+        bench.cos_fuse.display(),
+        s3fs_version,
+        load_average()
+    );
+    println!(
+        "cold = fresh mount and empty cache; warm = a second read through the same mount; {}",
+        bench.cache_note
+    );
+    let result = interruptible(measure(&bench, &args)).await;
+    let stopped = bench.stop().await;
+    result?;
+    stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cw(cold_ms: u64, warm_ms: u64) -> ColdWarm {
+        ColdWarm {
+            cold: Duration::from_millis(cold_ms),
+            warm: Duration::from_millis(warm_ms),
+        }
+    }
+
+    #[test]
+    fn verdicts_compare_warm_with_cold_ceiling_and_s3fs() {
+        let args = GoosefsBenchArgs {
+            size_mib: 100,
+            files: 10,
+            latency_ms: 20,
+            bandwidth_mbps: 400.0,
+            s3fs: PathBuf::from("s3fs"),
+            timeout_secs: 1,
+        };
+        let f = DatasetFigures {
+            cached: cw(1000, 100),
+            plain: cw(1000, 1000),
+            s3fs: cw(2000, 101),
+            ceiling: Duration::from_millis(50),
+            ceiling_bytes: 100 * MIB,
+        };
+        let preload = Preload {
+            took: Duration::from_secs(1),
+            peak_kib: Some(255 * 1024),
+            cached_bytes: 100 * MIB,
+        };
+        let got = verdicts(&args, &[(Dataset::Big, f)], &preload);
+        let met: Vec<bool> = got.iter().map(|v| v.met).collect();
+        assert_eq!(met, [true, false, true, true], "{got:?}");
+        assert!(got[1].text.contains("50%"), "{got:?}");
+    }
+}
