@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
+use csi_common::csi::reply::{
+    VolumePath, absolute_path, check_volume_path, filesystem_usage, node_caps,
+};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target, unmount_all};
-use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter, libc_errno};
+use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -401,33 +403,19 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
         let response = blocking(&self.mounter, move |m| {
-            let meta = match std::fs::metadata(&path) {
-                Ok(meta) => meta,
-                // stat on a broken mount fails with EIO/ENOTCONN/ESTALE: that is a sick volume.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc_errno::EIO | libc_errno::ENOTCONN | libc_errno::ESTALE)
-                    ) =>
-                {
-                    return Ok(abnormal(format!(
-                        "the mount at {} is broken: {e}",
-                        path.display()
-                    )));
-                }
-                Err(_) => {
+            let (info, is_dir) = match check_volume_path(m, &path)? {
+                VolumePath::Missing => {
                     return Err(Error::NotFound(format!(
                         "volume path {} does not exist",
                         path.display()
                     )));
                 }
-            };
-            let Some(info) = m.mount_at(&path)? else {
-                return Ok(abnormal(format!("{} is not mounted", path.display())));
+                VolumePath::Unhealthy(answer) => return Ok(answer),
+                VolumePath::Mounted { info, is_dir } => (info, is_dir),
             };
             let found = device_for_serial(&devices, &volume_id);
             let device_gone = found.is_none();
-            if !meta.is_dir() {
+            if !is_dir {
                 // A published block volume: its size is all there is to report.
                 let total = match &found {
                     Some(found) => m.device_size(&found.device)?,
@@ -454,17 +442,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                     volume_condition: Some(condition),
                 });
             }
-            let stats = match m.stats(&path) {
-                Ok(stats) => stats,
-                Err(e) if e.is_broken_mount() => {
-                    return Ok(abnormal(format!(
-                        "the mount at {} is broken: {e}",
-                        path.display()
-                    )));
-                }
-                Err(e) => return Err(e.into()),
+            let usage = match filesystem_usage(m, &path)? {
+                Ok(usage) => usage,
+                Err(answer) => return Ok(answer),
             };
-            let usage = usage(&stats);
             let mount_rw = !info.options.iter().any(|o| o == "ro");
             let super_ro = info.super_options.iter().any(|o| o == "ro");
             let condition = if device_gone

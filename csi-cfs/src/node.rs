@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use csi_common::csi::reply::{abnormal, absolute_path, node_caps, usage};
+use csi_common::csi::reply::{absolute_path, filesystem_stats, node_caps};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target};
-use csi_common::mount::{MountInfo, Mounter, libc_errno};
+use csi_common::mount::{MountInfo, Mounter};
 use tonic::{Request, Response, Status};
 
 use crate::controller::check_capabilities;
@@ -309,52 +309,13 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let path =
             absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
         let mounter = Arc::clone(&self.mounter);
-        let response =
-            tokio::task::spawn_blocking(move || -> Result<pb::NodeGetVolumeStatsResponse> {
-                let broken = |e: &std::io::Error| {
-                    matches!(
-                        e.raw_os_error(),
-                        Some(libc_errno::EIO | libc_errno::ENOTCONN | libc_errno::ESTALE)
-                    )
-                };
-                match std::fs::metadata(&path) {
-                    Err(e) if broken(&e) => {
-                        return Ok(abnormal(format!(
-                            "the mount at {} is broken: {e}",
-                            path.display()
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(Error::NotFound(format!(
-                            "volume path {} does not exist",
-                            path.display()
-                        )));
-                    }
-                    Ok(_) => {}
-                }
-                if mounter.mount_at(&path)?.is_none() {
-                    return Ok(abnormal(format!("{} is not mounted", path.display())));
-                }
-                let stats = match mounter.stats(&path) {
-                    Ok(stats) => stats,
-                    Err(e) if e.is_broken_mount() => {
-                        return Ok(abnormal(format!(
-                            "the mount at {} is broken (a stale NFS handle?): {e}",
-                            path.display()
-                        )));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                Ok(pb::NodeGetVolumeStatsResponse {
-                    usage: usage(&stats),
-                    volume_condition: Some(pb::VolumeCondition {
-                        abnormal: false,
-                        message: "mounted and answering".into(),
-                    }),
-                })
+        let response = tokio::task::spawn_blocking(move || {
+            filesystem_stats(mounter.as_ref(), &path, "mounted and answering")?.ok_or_else(|| {
+                Error::NotFound(format!("volume path {} does not exist", path.display()))
             })
-            .await
-            .map_err(|e| Error::Internal(format!("stats task failed: {e}")))??;
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("stats task failed: {e}")))??;
         Ok(Response::new(response))
     }
 

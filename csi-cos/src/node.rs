@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::cloud::CredentialSource;
-use csi_common::csi::reply::{abnormal, absolute_path, answer_by, node_caps, usage};
+use csi_common::csi::reply::{abnormal, absolute_path, answer_by, filesystem_stats, node_caps};
 use csi_common::csi::{InFlight, pb};
 use csi_common::fusehost::{HostClient, HostError, MountRequest};
+use csi_common::mount::Mounter;
 use csi_common::mount::ops::{prepare_mount_point, remove_target, unmount_all};
-use csi_common::mount::{Mounter, libc_errno};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
@@ -366,51 +366,18 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             }
         }
         let mounter = Arc::clone(&self.mounter);
-        let response =
-            tokio::task::spawn_blocking(move || -> Result<pb::NodeGetVolumeStatsResponse> {
-                match std::fs::metadata(&path) {
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc_errno::EIO | libc_errno::ENOTCONN | libc_errno::ESTALE)
-                        ) =>
-                    {
-                        return Ok(abnormal(format!(
-                            "the mount at {} is broken: {e}",
-                            path.display()
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(Error::NotFound(format!(
-                            "volume path {} does not exist",
-                            path.display()
-                        )));
-                    }
-                    Ok(_) => {}
-                }
-                if mounter.mount_at(&path)?.is_none() {
-                    return Ok(abnormal(format!("{} is not mounted", path.display())));
-                }
-                let stats = match mounter.stats(&path) {
-                    Ok(stats) => stats,
-                    Err(e) if e.is_broken_mount() => {
-                        return Ok(abnormal(format!(
-                            "the mount at {} is broken: {e}",
-                            path.display()
-                        )));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                Ok(pb::NodeGetVolumeStatsResponse {
-                    usage: usage(&stats),
-                    volume_condition: Some(pb::VolumeCondition {
-                        abnormal: false,
-                        message: "mounted, and its FUSE daemon is running".into(),
-                    }),
-                })
+        let response = tokio::task::spawn_blocking(move || {
+            filesystem_stats(
+                mounter.as_ref(),
+                &path,
+                "mounted, and its FUSE daemon is running",
+            )?
+            .ok_or_else(|| {
+                Error::NotFound(format!("volume path {} does not exist", path.display()))
             })
-            .await
-            .map_err(|e| Error::Internal(format!("stats task failed: {e}")))??;
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("stats task failed: {e}")))??;
         Ok(Response::new(response))
     }
 

@@ -1,13 +1,13 @@
 //! Pieces of CSI requests and replies that every driver builds the same way: capability lists,
 //! the ValidateVolumeCapabilities answer, usage figures, deadlines and path arguments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::pb;
-use crate::mount::FsStats;
+use crate::mount::{FsStats, MountError, MountInfo, Mounter, libc_errno};
 
 /// How long a call without a `grpc-timeout` may wait on the cloud.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -96,6 +96,88 @@ pub fn abnormal(message: String) -> pb::NodeGetVolumeStatsResponse {
             abnormal: true,
             message,
         }),
+    }
+}
+
+/// What NodeGetVolumeStats finds at a volume path that should be a mount point.
+#[derive(Debug)]
+pub enum VolumePath {
+    /// Nothing is there: the answer is NOT_FOUND.
+    Missing,
+    /// The mount is broken (EIO, ENOTCONN, ESTALE) or gone: the answer is this abnormal condition.
+    Unhealthy(pb::NodeGetVolumeStatsResponse),
+    /// Mounted; `is_dir` is false for a published block device.
+    Mounted { info: MountInfo, is_dir: bool },
+}
+
+/// The checks every driver's NodeGetVolumeStats starts with: the path exists, answers a stat, and
+/// is a mount point.
+pub fn check_volume_path<M: Mounter + ?Sized>(
+    mounter: &M,
+    path: &Path,
+) -> Result<VolumePath, MountError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc_errno::EIO | libc_errno::ENOTCONN | libc_errno::ESTALE)
+            ) =>
+        {
+            return Ok(VolumePath::Unhealthy(abnormal(format!(
+                "the mount at {} is broken: {e}",
+                path.display()
+            ))));
+        }
+        Err(_) => return Ok(VolumePath::Missing),
+    };
+    match mounter.mount_at(path)? {
+        None => Ok(VolumePath::Unhealthy(abnormal(format!(
+            "{} is not mounted",
+            path.display()
+        )))),
+        Some(info) => Ok(VolumePath::Mounted {
+            info,
+            is_dir: meta.is_dir(),
+        }),
+    }
+}
+
+/// Usage of a mounted filesystem, or the abnormal answer when statvfs finds it broken.
+pub fn filesystem_usage<M: Mounter + ?Sized>(
+    mounter: &M,
+    path: &Path,
+) -> Result<Result<Vec<pb::VolumeUsage>, pb::NodeGetVolumeStatsResponse>, MountError> {
+    match mounter.stats(path) {
+        Ok(stats) => Ok(Ok(usage(&stats))),
+        Err(e) if e.is_broken_mount() => Ok(Err(abnormal(format!(
+            "the mount at {} is broken: {e}",
+            path.display()
+        )))),
+        Err(e) => Err(e),
+    }
+}
+
+/// NodeGetVolumeStats of a filesystem volume: usage with a healthy condition saying `healthy`, or
+/// an abnormal condition saying why not. `Ok(None)` when nothing is at the path (NOT_FOUND).
+pub fn filesystem_stats<M: Mounter + ?Sized>(
+    mounter: &M,
+    path: &Path,
+    healthy: &str,
+) -> Result<Option<pb::NodeGetVolumeStatsResponse>, MountError> {
+    match check_volume_path(mounter, path)? {
+        VolumePath::Missing => Ok(None),
+        VolumePath::Unhealthy(answer) => Ok(Some(answer)),
+        VolumePath::Mounted { .. } => Ok(Some(match filesystem_usage(mounter, path)? {
+            Ok(usage) => pb::NodeGetVolumeStatsResponse {
+                usage,
+                volume_condition: Some(pb::VolumeCondition {
+                    abnormal: false,
+                    message: healthy.to_owned(),
+                }),
+            },
+            Err(answer) => answer,
+        })),
     }
 }
 
