@@ -21,6 +21,9 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
 use tokio::runtime::Handle;
 
 use crate::errno::Errno;
@@ -206,12 +209,20 @@ struct FuseFs<S: ObjectStore> {
 /// operations are this adapter's fixed set, so they make bounded metric labels.
 #[derive(Debug, Default)]
 pub struct FuseCounters {
-    ops: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>>,
-    bytes_read: std::sync::atomic::AtomicU64,
-    bytes_written: std::sync::atomic::AtomicU64,
+    /// `(requests, errors)` per entry of [`OPS`]: atomics, so counting never takes a lock on the
+    /// request path.
+    ops: [(AtomicU64, AtomicU64); OPS.len()],
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
 }
 
-/// A copy of [`FuseCounters`]: `(requests, errors)` per operation.
+/// The operations the adapter counts (every request it dispatches).
+const OPS: [&str; 17] = [
+    "lookup", "getattr", "setattr", "mknod", "mkdir", "unlink", "rmdir", "rename", "open", "read",
+    "write", "flush", "release", "fsync", "opendir", "readdir", "create",
+];
+
+/// A copy of [`FuseCounters`]: `(requests, errors)` per operation that was asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FuseCountersSnapshot {
     pub ops: std::collections::BTreeMap<&'static str, (u64, u64)>,
@@ -221,19 +232,22 @@ pub struct FuseCountersSnapshot {
 
 impl FuseCounters {
     fn count(&self, op: &'static str, failed: bool) {
-        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = ops.entry(op).or_default();
-        if failed {
-            entry.1 += 1;
-        } else {
-            entry.0 += 1;
-        }
+        let Some(i) = OPS.iter().position(|o| *o == op) else {
+            debug_assert!(false, "FUSE operation {op} is missing from OPS");
+            return;
+        };
+        let (ok, errors) = &self.ops[i];
+        if failed { errors } else { ok }.fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> FuseCountersSnapshot {
-        use std::sync::atomic::Ordering::Relaxed;
         FuseCountersSnapshot {
-            ops: self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            ops: OPS
+                .iter()
+                .zip(&self.ops)
+                .map(|(op, (ok, errors))| (*op, (ok.load(Relaxed), errors.load(Relaxed))))
+                .filter(|(_, (ok, errors))| ok + errors > 0)
+                .collect(),
             bytes_read: self.bytes_read.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
         }
@@ -254,15 +268,13 @@ impl Op {
     }
 
     fn read(&self, bytes: usize) {
-        self.counters
-            .bytes_read
-            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters.bytes_read.fetch_add(bytes as u64, Relaxed);
     }
 
     fn written(&self, bytes: u32) {
         self.counters
             .bytes_written
-            .fetch_add(u64::from(bytes), std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(u64::from(bytes), Relaxed);
     }
 }
 
