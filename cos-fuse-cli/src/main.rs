@@ -161,7 +161,22 @@ fn parse_program(value: &str) -> Result<(String, PathBuf), String> {
     Ok((kind.to_owned(), path))
 }
 
+/// glibc gives threads arenas of their own and keeps what is freed in each: the 2-8 MiB buffers
+/// of ranges and parts, filled on one thread and freed on another, left every arena holding its
+/// high-water mark (a 1 GiB write under the COS profile peaked at ~230 MiB with a 128 MiB
+/// budget; with one arena, ~160 MiB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only tunes the allocator; it runs first in main, before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    one_malloc_arena();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Mount(args) => mount(args),

@@ -24,7 +24,8 @@ pub struct FsConfig {
     pub dir_mode: u16,
     /// Refuse every change with EROFS.
     pub read_only: bool,
-    /// Bytes of read-ahead and write buffers, all handles together (default 256 MiB).
+    /// Bytes of read-ahead and write buffers, all handles together (default 128 MiB: with the
+    /// allocator's and the transport's own buffers on top, the daemon stays under 256 MiB).
     pub memory_budget: u64,
     /// How long attributes of a looked-up file or directory are trusted (also the kernel's TTL).
     pub attr_ttl: Duration,
@@ -59,7 +60,7 @@ impl Default for FsConfig {
             file_mode: 0o644,
             dir_mode: 0o755,
             read_only: false,
-            memory_budget: 256 * MIB,
+            memory_budget: 128 * MIB,
             attr_ttl: Duration::from_secs(15),
             negative_ttl: Duration::from_secs(15),
             list_ttl: Duration::from_secs(15),

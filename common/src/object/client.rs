@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
@@ -359,7 +359,7 @@ impl ObjectClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?;
+        let body = collect_body(response).await.map_err(transport)?;
         if (200..300).contains(&status) || call.accept.contains(&status) {
             if call.error_in_200 && status == 200 && xml::parse_error(&body).is_some() {
                 return Err(self.service_error(call, status, &headers, &body));
@@ -406,6 +406,32 @@ impl ObjectClient {
             request_id,
         }
     }
+}
+
+/// Most bytes preallocated for a body from its `Content-Length` (a longer body still arrives whole).
+const MAX_PREALLOCATED: u64 = 64 * 1024 * 1024;
+
+/// The body, gathered into one buffer sized from `Content-Length` as it arrives: a ranged GET
+/// holds its range once, not its chunks and then a copy of them.
+async fn collect_body(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let expected = response.content_length().unwrap_or(0).min(MAX_PREALLOCATED);
+    let Some(first) = response.chunk().await? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = response.chunk().await? else {
+        return Ok(first);
+    };
+    let capacity = usize::try_from(expected)
+        .unwrap_or(0)
+        .max(first.len() + second.len());
+    let mut body = BytesMut::with_capacity(capacity);
+    body.extend_from_slice(&first);
+    body.extend_from_slice(&second);
+    drop((first, second));
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]

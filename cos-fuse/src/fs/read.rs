@@ -3,11 +3,14 @@
 //! handle reads (the caller passes it).
 //!
 //! A read that continues where the previous one ended (or falls in the prefetched range) is
-//! sequential: the blocks it needs are fetched if missing, and blocks ahead of it are started in
-//! parallel up to the window, which doubles on every sequential read that moves into a new block
-//! (from `read_ahead_initial` to `read_ahead_max`). Prefetch only takes memory the budget can
-//! spare; a read that jumps elsewhere drops the prefetched blocks, resets the window and fetches
-//! exactly the bytes asked for.
+//! sequential: the blocks it needs are fetched if missing, and the window ahead of it is kept
+//! full of ranged GETs running in parallel (a new one starts each time the scan moves a block's
+//! length on). The window doubles on every block the scan consumes (from `read_ahead_initial` to
+//! `read_ahead_max`) and is cut into up to [`PARALLEL`] blocks: against a store that caps each
+//! connection's bandwidth, the number of requests in flight sets the speed, so the blocks are
+//! small enough that a modest window keeps many running. Prefetch only takes memory the budget
+//! can spare; a read that jumps elsewhere drops the prefetched blocks, resets the window and
+//! fetches exactly the bytes asked for.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,7 +25,12 @@ use crate::errno::Errno;
 use crate::store::{ObjectStore, StoreError};
 
 /// Largest single ranged GET of a prefetch.
-const MAX_BLOCK: u64 = 8 * 1024 * 1024;
+const MAX_BLOCK: u64 = 2 * 1024 * 1024;
+/// A full window is split into this many ranged GETs (of at most [`MAX_BLOCK`]), so a scan
+/// keeps that many requests in flight: per-connection bandwidth, not the window, is the limit.
+const PARALLEL: u64 = 32;
+/// Smallest ranged GET of a prefetch: below it, a request's latency costs more than its bytes.
+const MIN_BLOCK: u64 = 512 * 1024;
 /// How far from where a sequential scan got to a read still belongs to it.
 const NEAR: u64 = 1024 * 1024;
 
@@ -143,17 +151,19 @@ impl ReadAhead {
             self.spawn(ctx, version, covered, end, res);
             covered = end;
         }
-        // Prefetch ahead when less than half the window is left, as far as the budget spares.
+        // Keep the window ahead of the read full, as far as the budget spares: a GET starts as
+        // soon as the scan moves a block's length past the last one.
         let target = end.saturating_add(self.window).min(version.size);
-        if covered.saturating_sub(end) < self.window / 2 {
-            while covered < target {
-                let n = (target - covered).min(self.window).min(MAX_BLOCK);
-                let Some(res) = ctx.budget.try_acquire_optional(n) else {
-                    break;
-                };
-                self.spawn(ctx, version, covered, covered + n, res);
-                covered += n;
-            }
+        let block = (self.window / PARALLEL).clamp(MIN_BLOCK, MAX_BLOCK);
+        while target.saturating_sub(covered) >= block.min(version.size - covered)
+            && covered < target
+        {
+            let n = block.min(version.size - covered);
+            let Some(res) = ctx.budget.try_acquire_optional(n) else {
+                break;
+            };
+            self.spawn(ctx, version, covered, covered + n, res);
+            covered += n;
         }
         // Assemble the answer.
         let mut parts = Vec::new();

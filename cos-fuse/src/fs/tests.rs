@@ -604,7 +604,13 @@ fn concurrent_out_of_order_reads_of_one_handle_keep_the_read_ahead() {
         }
         h.fs.release(ino, fh).await.unwrap();
         let st = h.store.stats();
-        assert!(st.count(Op::Get) < 24, "{} GETs", st.count(Op::Get));
+        // Reset to random reads, each 128 KiB read would be a GET of its own (192).
+        let reads = data.len() as u64 / chunk;
+        assert!(
+            st.count(Op::Get) < reads / 3,
+            "{} GETs for {reads} reads",
+            st.count(Op::Get)
+        );
         assert!(st.bytes_read <= data.len() as u64 + 8 * MIB);
     });
 }

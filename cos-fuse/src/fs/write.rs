@@ -146,6 +146,14 @@ impl Multipart {
         Ok(())
     }
 
+    /// Waits for one running part upload to end; false when none was running.
+    async fn reap_one(&mut self) -> Result<bool, StoreError> {
+        match self.tasks.join_next().await {
+            Some(r) => self.collect(r).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Waits for every running part upload.
     async fn drain(&mut self) -> Result<(), StoreError> {
         while let Some(r) = self.tasks.join_next().await {
@@ -360,14 +368,16 @@ impl WriteState {
             let room = limit.saturating_sub(st.buf.len() as u64).max(1);
             let take = usize::try_from(room).unwrap_or(usize::MAX).min(rest.len());
             let mut res = ctx.budget.try_acquire_optional(take as u64);
-            if res.is_none() {
-                // Let this file's own uploads finish and free their buffers first.
-                if let Some(m) = &mut st.mpu
-                    && m.drain().await.is_err()
-                {
-                    return Err(self.fail(ctx).await);
+            // Wait for this file's own uploads to free their buffers, one at a time so the
+            // others keep the connection pipeline full.
+            while res.is_none()
+                && let Some(m) = &mut st.mpu
+            {
+                match m.reap_one().await {
+                    Ok(true) => res = ctx.budget.try_acquire_optional(take as u64),
+                    Ok(false) => break,
+                    Err(_) => return Err(self.fail(ctx).await),
                 }
-                res = ctx.budget.try_acquire_optional(take as u64);
             }
             let Some(res) = res else {
                 // The budget is held elsewhere: continue in a staging file, not in memory.
@@ -384,6 +394,11 @@ impl WriteState {
                 None => st.res = Some(res),
             }
             let (now, later) = rest.split_at(take);
+            if st.buf.is_empty() {
+                // The whole part at once: growing it by doubling would copy it again and again.
+                st.buf
+                    .reserve(usize::try_from(limit).unwrap_or(usize::MAX).max(take));
+            }
             st.buf.extend_from_slice(now);
             rest = later;
             self.size += take as u64;

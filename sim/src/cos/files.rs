@@ -88,6 +88,9 @@ pub(super) async fn blocking<R: Send + 'static>(
         })?
 }
 
+/// Bytes gathered before each write to a data file.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
 /// Streams `body` into a new file at `path`; its size and MD5.
 pub(super) async fn write_body<B>(
     path: &Path,
@@ -101,9 +104,12 @@ where
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
     let context = || format!("cannot write {}", path.display());
-    let mut file = tokio::fs::File::create(path)
+    let file = tokio::fs::File::create(path)
         .await
         .map_err(CosError::io(context()))?;
+    // A paced body arrives in small frames; each unbuffered write would be its own trip to the
+    // blocking pool.
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut md5 = Md5::new();
     let mut size = 0u64;
     let mut body = std::pin::pin!(body);
