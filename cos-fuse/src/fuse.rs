@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, MountOption, Notifier, OpenFlags as FuseOpenFlags, RenameFlags, ReplyAttr,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags as FuseOpenFlags, RenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
@@ -336,6 +336,15 @@ impl<S: ObjectStore> FuseFs<S> {
 }
 
 impl<S: ObjectStore> Filesystem for FuseFs<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Without it the kernel serialises lookups and readdirs of a directory on its lock:
+        // eight threads opening files of one directory would wait for each other's HEADs.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
+            tracing::info!(?missing, "the kernel runs lookups of a directory one at a time");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_str().map(str::to_string);
         self.spawn("lookup", move |fs, ttl, c| async move {

@@ -35,6 +35,8 @@ pub(crate) struct Inode {
 
 /// The most negative entries kept; beyond it they are all dropped.
 const MAX_NEGATIVE: usize = 100_000;
+/// The most inodes the kernel forgot that are kept for their still valid attributes.
+const MAX_IDLE: usize = 100_000;
 
 #[derive(Debug)]
 pub(crate) struct Table {
@@ -42,6 +44,10 @@ pub(crate) struct Table {
     paths: BTreeMap<String, Ino>,
     next_ino: Ino,
     negative: HashMap<String, Instant>,
+    /// Clean inodes the kernel forgot while their attributes were still valid, oldest first:
+    /// kept until then, so a lookup after the kernel dropped its dentries (memory pressure,
+    /// `drop_caches`) costs no round trip. Entries may be stale; [`Table::sweep`] checks.
+    idle: VecDeque<(Instant, Ino)>,
     pub(crate) listings: Listings,
     /// Files created in this mount and not yet committed.
     pub(crate) pending_new: BTreeSet<String>,
@@ -78,6 +84,7 @@ impl Table {
             paths,
             next_ino: ROOT_INO + 1,
             negative: HashMap::new(),
+            idle: VecDeque::new(),
             listings: Listings::new(max_list_entries),
             pending_new: BTreeSet::new(),
         }
@@ -145,7 +152,8 @@ impl Table {
         self.maybe_drop(ino);
     }
 
-    /// Drops an inode nothing refers to any more.
+    /// Drops an inode nothing refers to any more, or keeps it idle while its attributes are
+    /// valid.
     pub(crate) fn maybe_drop(&mut self, ino: Ino) {
         if ino == ROOT_INO {
             return;
@@ -162,11 +170,43 @@ impl Table {
                 return;
             }
         }
-        let path = inode.path.clone();
-        self.inodes.remove(&ino);
-        if self.paths.get(&path) == Some(&ino) {
-            self.paths.remove(&path);
-            self.pending_new.remove(&path);
+        let now = Instant::now();
+        if inode.write.is_none()
+            && inode.valid_until > now
+            && self.paths.get(&inode.path) == Some(&ino)
+        {
+            self.idle.push_back((inode.valid_until, ino));
+        } else {
+            self.remove_unused(ino);
+        }
+        self.sweep(now);
+    }
+
+    /// Drops idle inodes whose attributes expired (and the oldest beyond [`MAX_IDLE`]), unless
+    /// they were looked up again meanwhile.
+    fn sweep(&mut self, now: Instant) {
+        while let Some(&(until, ino)) = self.idle.front() {
+            if until > now && self.idle.len() <= MAX_IDLE {
+                break;
+            }
+            self.idle.pop_front();
+            let unused = self
+                .inodes
+                .get(&ino)
+                .is_some_and(|i| i.lookups == 0 && i.open == 0 && i.write.is_none());
+            if unused {
+                self.remove_unused(ino);
+            }
+        }
+    }
+
+    fn remove_unused(&mut self, ino: Ino) {
+        let Some(inode) = self.inodes.remove(&ino) else {
+            return;
+        };
+        if self.paths.get(&inode.path) == Some(&ino) {
+            self.paths.remove(&inode.path);
+            self.pending_new.remove(&inode.path);
         }
     }
 

@@ -412,6 +412,38 @@ fn listings_paginate_and_a_directory_wins_over_a_file_of_its_name() {
 }
 
 #[test]
+fn a_forgotten_inode_answers_lookups_until_its_attributes_expire() {
+    run(async {
+        let store = MemStore::new();
+        store.insert("d/f", &b"abc"[..]);
+        let h = Harness::new(store, |c| c.attr_ttl = Duration::from_millis(400));
+        let dir = h.ino("d").await.unwrap();
+        let ino = h.ino("d/f").await.unwrap();
+        let round_trips = |h: &Harness| {
+            let st = h.store.stats();
+            st.count(Op::Head) + st.count(Op::List)
+        };
+        // The kernel dropped its dentry (memory pressure, drop_caches) and looks up again.
+        h.fs.forget(ino, 1);
+        let before = round_trips(&h);
+        let again = h.fs.lookup(dir, "f").await.unwrap();
+        assert_eq!((again.ino, again.size), (ino, 3));
+        assert_eq!(round_trips(&h), before, "no round trip while valid");
+        // Once they expire, the store is asked and a change there shows.
+        h.fs.forget(ino, 1);
+        h.store.insert("d/f", &b"abcd"[..]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(h.fs.lookup(dir, "f").await.unwrap().size, 4);
+        assert!(round_trips(&h) > before);
+        // An unlinked file's idle inode does not come back.
+        let ino = h.ino("d/f").await.unwrap();
+        h.fs.forget(ino, 1);
+        h.fs.unlink(dir, "f").await.unwrap();
+        assert_eq!(h.fs.lookup(dir, "f").await.err(), Some(Errno::ENOENT));
+    });
+}
+
+#[test]
 fn own_changes_show_at_once_despite_caches() {
     run(async {
         let h = Harness::new(MemStore::new(), |_| {});
