@@ -54,6 +54,13 @@ pub struct CosBenchArgs {
     /// Parallel readers of the file, each reading its own contiguous share.
     #[arg(long, default_value_t = 4)]
     pub readers: usize,
+    #[command(flatten)]
+    pub shared: SharedBenchArgs,
+}
+
+/// What `e2e bench cos` and `e2e bench goosefs` share: the COS profile, s3fs, the step limit.
+#[derive(Debug, Clone, Args)]
+pub struct SharedBenchArgs {
     /// First-byte latency of every COS request in the COS profile, in ms.
     #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
@@ -361,8 +368,8 @@ impl Bench {
             client,
             http,
             cos_fuse,
-            s3fs: args.s3fs.clone(),
-            step_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+            s3fs: args.shared.s3fs.clone(),
+            step_timeout: Duration::from_secs(args.shared.timeout_secs.max(1)),
             cache_note,
             stopped: false,
         })
@@ -1138,8 +1145,8 @@ async fn run_profiles(bench: &Bench, args: &CosBenchArgs) -> anyhow::Result<()> 
         Profile {
             name: "cos",
             network: Network::Cos,
-            latency_ms: args.latency_ms,
-            bandwidth_mbps: args.bandwidth_mbps,
+            latency_ms: args.shared.latency_ms,
+            bandwidth_mbps: args.shared.bandwidth_mbps,
         },
     ];
     let pattern = Arc::new(Pattern::new());

@@ -20,8 +20,8 @@ use clap::Args;
 
 use crate::bench_cos::{
     BUCKET, Bench, Contender, CosBenchArgs, MIB, Mount, Network, PEAK_MEMORY_TARGET_MIB, Profile,
-    READY_TIMEOUT, blocking, drop_page_cache, for_each_index, interruptible, is_mount_point,
-    load_average, peak_rss_kib,
+    READY_TIMEOUT, SharedBenchArgs, blocking, drop_page_cache, for_each_index, interruptible,
+    is_mount_point, load_average, peak_rss_kib,
 };
 use crate::process::Proc;
 
@@ -47,18 +47,8 @@ pub struct GoosefsBenchArgs {
     /// Number of 64 KiB files.
     #[arg(long, default_value_t = 1000)]
     pub files: usize,
-    /// First-byte latency of every COS request, in ms.
-    #[arg(long, default_value_t = 20)]
-    pub latency_ms: u64,
-    /// Bandwidth of each COS request, in Mbit/s.
-    #[arg(long, default_value_t = 400.0)]
-    pub bandwidth_mbps: f64,
-    /// The s3fs program (found on PATH unless a path is given).
-    #[arg(long, default_value = "s3fs")]
-    pub s3fs: PathBuf,
-    /// Longest one measured step may take, in seconds; the run fails past it.
-    #[arg(long, default_value_t = 900)]
-    pub timeout_secs: u64,
+    #[command(flatten)]
+    pub shared: SharedBenchArgs,
 }
 
 /// The two datasets.
@@ -655,8 +645,8 @@ async fn measure(bench: &Bench, args: &GoosefsBenchArgs) -> anyhow::Result<()> {
     let profile = Profile {
         name: "cos",
         network: Network::Cos,
-        latency_ms: args.latency_ms,
-        bandwidth_mbps: args.bandwidth_mbps,
+        latency_ms: args.shared.latency_ms,
+        bandwidth_mbps: args.shared.bandwidth_mbps,
     };
     let run = Run {
         bench,
@@ -695,10 +685,7 @@ pub async fn run_goosefs(args: GoosefsBenchArgs) -> anyhow::Result<()> {
         objects: 1,
         files: args.files,
         readers: 1,
-        latency_ms: args.latency_ms,
-        bandwidth_mbps: args.bandwidth_mbps,
-        s3fs: args.s3fs.clone(),
-        timeout_secs: args.timeout_secs,
+        shared: args.shared.clone(),
     };
     let mut bench = Bench::start(&cos_args).await?;
     let s3fs_version = bench.s3fs_version().await?;
@@ -736,10 +723,12 @@ mod tests {
         let args = GoosefsBenchArgs {
             size_mib: 100,
             files: 10,
-            latency_ms: 20,
-            bandwidth_mbps: 400.0,
-            s3fs: PathBuf::from("s3fs"),
-            timeout_secs: 1,
+            shared: SharedBenchArgs {
+                latency_ms: 20,
+                bandwidth_mbps: 400.0,
+                s3fs: PathBuf::from("s3fs"),
+                timeout_secs: 1,
+            },
         };
         let f = DatasetFigures {
             cached: cw(1000, 100),

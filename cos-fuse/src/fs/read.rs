@@ -155,10 +155,13 @@ impl ReadAhead {
         // soon as the scan moves a block's length past the last one.
         let target = end.saturating_add(self.window).min(version.size);
         let block = (self.window / PARALLEL).clamp(MIN_BLOCK, MAX_BLOCK);
-        while target.saturating_sub(covered) >= block.min(version.size - covered)
-            && covered < target
-        {
+        while covered < target {
+            // Whole blocks only (the object's last one may be short): a partial one waits
+            // until the scan has moved on far enough.
             let n = block.min(version.size - covered);
+            if target - covered < n {
+                break;
+            }
             let Some(res) = ctx.budget.try_acquire_optional(n) else {
                 break;
             };
