@@ -250,4 +250,8 @@ impl<S: ObjectStore> ObjectStore for CachedStore<S> {
         self.forget(key, r.is_ok()).await;
         r
     }
+
+    fn read_unit(&self) -> Option<u64> {
+        Some(self.shared.opts.block_size)
+    }
 }

@@ -37,6 +37,8 @@ pub struct MemStats {
     pub bytes_written: u64,
     /// The most GETs that were running at once.
     pub max_concurrent_gets: u64,
+    /// The ranges GETs asked for, in order.
+    pub get_ranges: Vec<Range<u64>>,
 }
 
 impl MemStats {
@@ -73,6 +75,7 @@ struct State {
     latency: HashMap<Op, Duration>,
     max_page: u32,
     min_part_size: u64,
+    read_unit: Option<u64>,
 }
 
 /// The in-memory store. Clones share the same objects.
@@ -121,6 +124,11 @@ impl MemStore {
     /// Caps the keys of one list page below 1000 (forces pagination in tests).
     pub fn set_max_page(&self, n: u32) {
         self.lock().max_page = n.clamp(1, 1000);
+    }
+
+    /// What `read_unit` answers, to stand in for a block cache.
+    pub fn set_read_unit(&self, unit: Option<u64>) {
+        self.lock().read_unit = unit;
     }
 
     /// Smallest part (but the last) that `complete_multipart` accepts.
@@ -327,6 +335,7 @@ impl ObjectStore for MemStore {
             s.stats.max_concurrent_gets = s.stats.max_concurrent_gets.max(running);
         }
         let _running = GetGuard(self);
+        self.lock().stats.get_ranges.push(range.clone());
         self.enter(Op::Get, key).await?;
         let mut s = self.lock();
         let obj = s
@@ -493,6 +502,10 @@ impl ObjectStore for MemStore {
         self.enter(Op::Delete, key).await?;
         self.lock().objects.remove(key);
         Ok(())
+    }
+
+    fn read_unit(&self) -> Option<u64> {
+        self.lock().read_unit
     }
 }
 

@@ -122,4 +122,11 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Deleting a missing key succeeds, as in S3.
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The unit ranged reads are best cut in, such as a block cache's block: read-ahead then
+    /// asks for whole, aligned units, so no unit is fetched for two requests and none is
+    /// stitched together from several. `None` (the default): every range is as good as another.
+    fn read_unit(&self) -> Option<u64> {
+        None
+    }
 }

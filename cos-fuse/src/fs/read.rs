@@ -10,7 +10,8 @@
 //! connection's bandwidth, the number of requests in flight sets the speed, so the blocks are
 //! small enough that a modest window keeps many running. Prefetch only takes memory the budget
 //! can spare; a read that jumps elsewhere drops the prefetched blocks, resets the window and
-//! fetches exactly the bytes asked for.
+//! fetches exactly the bytes asked for. A store with a read unit (a block cache) gets blocks of
+//! whole, aligned units.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -145,16 +146,29 @@ impl ReadAhead {
             self.window = self.window.saturating_mul(2).min(ctx.cfg.read_ahead_max);
         }
         // The bytes this read needs and no block covers yet: fetched now, waiting for memory.
+        // With a read unit, up to the end of the unit holding `end`, so the blocks after it
+        // are aligned to units.
+        let unit = ctx.store.read_unit().filter(|&u| u > 0);
         let mut covered = self.blocks.back().map_or(off, |b| b.end);
         if covered < end {
-            let res = ctx.budget.acquire(end - covered).await;
-            self.spawn(ctx, version, covered, end, res);
-            covered = end;
+            let to = unit
+                .map_or(end, |u| end.div_ceil(u).saturating_mul(u))
+                .min(version.size);
+            let res = ctx.budget.acquire(to - covered).await;
+            self.spawn(ctx, version, covered, to, res);
+            covered = to;
         }
         // Keep the window ahead of the read full, as far as the budget spares: a GET starts as
         // soon as the scan moves a block's length past the last one.
         let target = end.saturating_add(self.window).min(version.size);
         let block = (self.window / PARALLEL).clamp(MIN_BLOCK, MAX_BLOCK);
+        let block = match unit {
+            // A unit per block (the store answers it without stitching), unless units are so
+            // small that a request's latency would cost more than its bytes.
+            Some(u) if u >= MIN_BLOCK => u,
+            Some(u) => (block / u).max(1).saturating_mul(u),
+            None => block,
+        };
         while covered < target {
             // Whole blocks only (the object's last one may be short): a partial one waits
             // until the scan has moved on far enough.

@@ -263,6 +263,38 @@ fn staging_is_capped() {
 }
 
 #[test]
+fn read_ahead_asks_a_store_with_a_read_unit_for_whole_aligned_units() {
+    run(async {
+        // Not a multiple of the unit, so the last GET is the short tail.
+        let data = bytes((20 * MIB + 300 * KIB) as usize, 5);
+        let store = MemStore::new();
+        store.insert("big", data.clone());
+        store.set_read_unit(Some(MIB));
+        let h = Harness::new(store, |c| c.memory_budget = 64 * MIB);
+        assert_eq!(h.get("big").await.unwrap(), data);
+        let ranges = h.store.stats().get_ranges;
+        let size = data.len() as u64;
+        for r in &ranges {
+            assert!(
+                r.start % MIB == 0 && (r.end == r.start + MIB || r.end == size),
+                "GET {r:?} is not one aligned unit (of {ranges:?})"
+            );
+        }
+        assert_eq!(h.store.stats().bytes_read, size, "every byte fetched once");
+
+        // Without a unit, blocks follow the first read, not unit boundaries.
+        h.store.set_read_unit(None);
+        h.store.reset_stats();
+        assert_eq!(h.get("big").await.unwrap(), data);
+        let ranges = h.store.stats().get_ranges;
+        assert!(
+            ranges.iter().any(|r| r.start % MIB != 0),
+            "all GETs on unit boundaries anyway: {ranges:?}"
+        );
+    });
+}
+
+#[test]
 fn sequential_reads_prefetch_in_parallel_and_random_reads_fetch_only_what_is_asked() {
     run(async {
         let data = bytes((40 * MIB) as usize, 3);
