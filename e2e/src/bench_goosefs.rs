@@ -118,6 +118,8 @@ struct DatasetFigures {
     ceiling: Duration,
     /// Bytes the ceiling read from the cache disk.
     ceiling_bytes: u64,
+    /// Threads of the ceiling's best read.
+    ceiling_readers: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -453,25 +455,30 @@ impl Run<'_> {
         Ok((ColdWarm { cold, warm }, cache))
     }
 
-    /// The ceiling: every block file under `<cache>/blocks`, read with the same parallelism as
-    /// the dataset's reads, after the page cache is emptied.
-    async fn ceiling(&self, dataset: Dataset, cache: &Path) -> anyhow::Result<(Duration, u64)> {
-        let _ = drop_page_cache();
+    /// The ceiling: every block file under `<cache>/blocks`, read after the page cache is
+    /// emptied, by one thread and by `SMALL_READERS`; the faster read counts (a mount may read
+    /// the disk in parallel even for one reader). Returns its time, bytes and threads.
+    async fn ceiling(&self, cache: &Path) -> anyhow::Result<(Duration, u64, usize)> {
         let blocks = files_under(&cache.join("blocks"))?;
-        let readers = match dataset {
-            Dataset::Big => 1,
-            Dataset::Small => SMALL_READERS,
-        };
-        blocking("reading the cache disk", self.timeout, move || {
-            read_files(&blocks, readers, None)
-        })
-        .await
+        let mut best: Option<(Duration, u64, usize)> = None;
+        for readers in [1, SMALL_READERS] {
+            let _ = drop_page_cache();
+            let blocks = blocks.clone();
+            let (took, bytes) = blocking("reading the cache disk", self.timeout, move || {
+                read_files(&blocks, readers, None)
+            })
+            .await?;
+            if best.is_none_or(|(t, _, _)| took < t) {
+                best = Some((took, bytes, readers));
+            }
+        }
+        best.ok_or_else(|| anyhow!("no ceiling read"))
     }
 
     async fn dataset(&self, dataset: Dataset) -> anyhow::Result<DatasetFigures> {
         let started = Instant::now();
         let (cached, cache) = self.cold_warm(Kind::Cached, dataset).await?;
-        let (ceiling, ceiling_bytes) = self.ceiling(dataset, &cache).await?;
+        let (ceiling, ceiling_bytes, ceiling_readers) = self.ceiling(&cache).await?;
         let (plain, _) = self.cold_warm(Kind::Plain, dataset).await?;
         let (s3fs, _) = self.cold_warm(Kind::S3fs, dataset).await?;
         eprintln!(
@@ -485,6 +492,7 @@ impl Run<'_> {
             s3fs,
             ceiling,
             ceiling_bytes,
+            ceiling_readers,
         })
     }
 
@@ -620,12 +628,9 @@ fn report(args: &GoosefsBenchArgs, figures: &[(Dataset, DatasetFigures)], preloa
             show(f.ceiling_bytes, f.ceiling)
         );
         println!(
-            "    (ceiling read {:.1} MiB of block files with {} thread(s))",
+            "    (ceiling read {:.1} MiB of block files, best with {} thread(s))",
             f.ceiling_bytes as f64 / MIB as f64,
-            match dataset {
-                Dataset::Big => 1,
-                Dataset::Small => SMALL_READERS,
-            }
+            f.ceiling_readers
         );
     }
     println!(
@@ -757,6 +762,7 @@ mod tests {
             s3fs: cw(2000, 101),
             ceiling: Duration::from_millis(50),
             ceiling_bytes: 100 * MIB,
+            ceiling_readers: 1,
         };
         let preload = Preload {
             took: Duration::from_secs(1),
