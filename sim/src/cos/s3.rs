@@ -275,7 +275,7 @@ impl S3 for CosS3 {
             file.seek(SeekFrom::Start(start))
                 .map_err(CosError::io(format!("cannot seek in {:?}", meta.key)))?;
         }
-        let body = FileBody::new(tokio::fs::File::from_std(file), len);
+        let body = FileBody::new(file, len);
         Ok(S3Response::new(dto::GetObjectOutput {
             body: Some(dto::StreamingBlob::from(s3s::Body::http_body(body))),
             accept_ranges: Some("bytes".into()),
