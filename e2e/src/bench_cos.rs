@@ -150,6 +150,10 @@ impl Figures {
     }
 }
 
+/// Tries of each read workload (sequential, parallel readers), for the ceiling and for every
+/// contender alike; the fastest counts.
+const READ_TRIES: usize = 2;
+
 /// The raw client's best under one profile.
 #[derive(Debug, Clone, Default)]
 struct Ceilings {
@@ -496,7 +500,7 @@ impl Bench {
         for _ in 0..2 {
             write = write.min(self.raw_write(&blob, size).await?);
         }
-        for _ in 0..2 {
+        for _ in 0..READ_TRIES {
             read = read.min(self.raw_read(&blob, size).await?);
         }
         let many = format!("{prefix}many/");
@@ -564,20 +568,29 @@ impl Bench {
             );
         }
 
-        self.cold_client_warm_server(&key, size).await?;
-        let (path, p) = (file.clone(), Arc::clone(pattern));
-        figures.read = blocking(&step("sequential read"), timeout, move || {
-            read_pattern(&path, 0..blocks_of(size), &p)
-        })
-        .await?;
+        // Reads: the best of `READ_TRIES`, as for the ceiling (the VM is noisy).
+        figures.read = Duration::MAX;
+        for _ in 0..READ_TRIES {
+            self.cold_client_warm_server(&key, size).await?;
+            let (path, p) = (file.clone(), Arc::clone(pattern));
+            let took = blocking(&step("sequential read"), timeout, move || {
+                read_pattern(&path, 0..blocks_of(size), &p)
+            })
+            .await?;
+            figures.read = figures.read.min(took);
+        }
         figures.peak_after.push(("read", hwm()));
 
-        self.cold_client_warm_server(&key, size).await?;
-        let (path, p, readers) = (file.clone(), Arc::clone(pattern), args.readers);
-        figures.parallel_read = blocking(&step("parallel readers"), timeout, move || {
-            read_in_parallel(&path, blocks_of(size), readers, &p)
-        })
-        .await?;
+        figures.parallel_read = Duration::MAX;
+        for _ in 0..READ_TRIES {
+            self.cold_client_warm_server(&key, size).await?;
+            let (path, p, readers) = (file.clone(), Arc::clone(pattern), args.readers);
+            let took = blocking(&step("parallel readers"), timeout, move || {
+                read_in_parallel(&path, blocks_of(size), readers, &p)
+            })
+            .await?;
+            figures.parallel_read = figures.parallel_read.min(took);
+        }
         figures.peak_after.push(("readers", hwm()));
 
         let (dir, objects) = (point.join("many"), args.objects);
@@ -1197,7 +1210,7 @@ pub async fn run_cos(args: CosBenchArgs) -> anyhow::Result<()> {
         load_average()
     );
     println!(
-        "ceilings: our object client on the same server and profile ({RAW_IN_FLIGHT} x {} MiB parts or ranges in flight; ListObjectsV2 pages of 1000 in sequence; one PutObject per small file in sequence); {}",
+        "ceilings: our object client on the same server and profile ({RAW_IN_FLIGHT} x {} MiB parts or ranges in flight; ListObjectsV2 pages of 1000 in sequence; one PutObject per small file in sequence); reads: the best of {READ_TRIES} tries, for the ceiling and each contender alike; {}",
         RAW_PART / MIB,
         bench.cache_note
     );
