@@ -333,9 +333,9 @@ impl ObjectStore for MemStore {
             s.running_gets += 1;
             let running = s.running_gets;
             s.stats.max_concurrent_gets = s.stats.max_concurrent_gets.max(running);
+            s.stats.get_ranges.push(range.clone());
         }
         let _running = GetGuard(self);
-        self.lock().stats.get_ranges.push(range.clone());
         self.enter(Op::Get, key).await?;
         let mut s = self.lock();
         let obj = s

@@ -154,6 +154,19 @@ impl Figures {
 /// contender alike; the fastest counts.
 const READ_TRIES: usize = 2;
 
+/// The fastest of `tries` runs of `step`.
+async fn best_of<F, Fut>(tries: usize, mut step: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
+{
+    let mut best = Duration::MAX;
+    for _ in 0..tries.max(1) {
+        best = best.min(step().await?);
+    }
+    Ok(best)
+}
+
 /// The raw client's best under one profile.
 #[derive(Debug, Clone, Default)]
 struct Ceilings {
@@ -495,14 +508,8 @@ impl Bench {
         let blob = format!("{prefix}blob");
         let size = args.size_mib * MIB;
         // The best of two tries: the ceiling is what the server can do.
-        let mut write = Duration::MAX;
-        let mut read = Duration::MAX;
-        for _ in 0..2 {
-            write = write.min(self.raw_write(&blob, size).await?);
-        }
-        for _ in 0..READ_TRIES {
-            read = read.min(self.raw_read(&blob, size).await?);
-        }
+        let write = best_of(2, || self.raw_write(&blob, size)).await?;
+        let read = best_of(READ_TRIES, || self.raw_read(&blob, size)).await?;
         let many = format!("{prefix}many/");
         self.put_many(&many, args.objects).await?;
         let mut list = Duration::MAX;
@@ -569,28 +576,26 @@ impl Bench {
         }
 
         // Reads: the best of `READ_TRIES`, as for the ceiling (the VM is noisy).
-        figures.read = Duration::MAX;
-        for _ in 0..READ_TRIES {
+        figures.read = best_of(READ_TRIES, || async {
             self.cold_client_warm_server(&key, size).await?;
             let (path, p) = (file.clone(), Arc::clone(pattern));
-            let took = blocking(&step("sequential read"), timeout, move || {
+            blocking(&step("sequential read"), timeout, move || {
                 read_pattern(&path, 0..blocks_of(size), &p)
             })
-            .await?;
-            figures.read = figures.read.min(took);
-        }
+            .await
+        })
+        .await?;
         figures.peak_after.push(("read", hwm()));
 
-        figures.parallel_read = Duration::MAX;
-        for _ in 0..READ_TRIES {
+        figures.parallel_read = best_of(READ_TRIES, || async {
             self.cold_client_warm_server(&key, size).await?;
             let (path, p, readers) = (file.clone(), Arc::clone(pattern), args.readers);
-            let took = blocking(&step("parallel readers"), timeout, move || {
+            blocking(&step("parallel readers"), timeout, move || {
                 read_in_parallel(&path, blocks_of(size), readers, &p)
             })
-            .await?;
-            figures.parallel_read = figures.parallel_read.min(took);
-        }
+            .await
+        })
+        .await?;
         figures.peak_after.push(("readers", hwm()));
 
         let (dir, objects) = (point.join("many"), args.objects);

@@ -145,7 +145,6 @@ fn show(bytes: u64, took: Duration) -> String {
     )
 }
 
-/// Reads the large file in 1 MiB reads and checks every byte.
 /// Whether `buf` holds `FILL` only. Compared a page at a time with `==` (memcmp, vectorised): a
 /// byte loop with an early exit is not vectorised, and on two cores its CPU would come out of
 /// every contender's read rate.
@@ -155,6 +154,7 @@ fn all_fill(buf: &[u8]) -> bool {
         .all(|c| PAGE.get(..c.len()) == Some(c))
 }
 
+/// Reads the large file in 1 MiB reads and checks every byte.
 fn read_big(path: &Path, size: u64) -> anyhow::Result<Duration> {
     let mut block = vec![0; MIB as usize];
     let start = Instant::now();
