@@ -131,6 +131,18 @@ pub struct SetAttr {
     pub times: bool,
 }
 
+/// What an `fallocate(2)` asks of a byte range of an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocate {
+    /// Reserve the range: the file grows to cover it unless `keep_size`. An object has no
+    /// space to reserve, so nothing else changes.
+    Reserve { keep_size: bool },
+    /// Zero the part of the range inside the file; the size stays.
+    PunchHole,
+    /// Zero the range; the file grows to cover it unless `keep_size`.
+    ZeroRange { keep_size: bool },
+}
+
 /// One directory entry; `offset` is what the next `readdir` passes to continue after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -360,6 +372,19 @@ impl<S: ObjectStore> Fs<S> {
     /// Returns the bytes written (all of them, or an error).
     pub async fn write(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         self.inner.write(ino, fh, offset, data).await
+    }
+
+    /// `fallocate(2)` through a handle opened for writing: the content changes as for writes,
+    /// committed at close.
+    pub async fn fallocate(
+        &self,
+        ino: Ino,
+        fh: Fh,
+        offset: u64,
+        len: u64,
+        how: Allocate,
+    ) -> Result<(), Errno> {
+        self.inner.allocate(ino, fh, offset, len, how).await
     }
 
     /// Commits the file (called on every close of a descriptor).

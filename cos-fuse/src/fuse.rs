@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::runtime::Handle;
 
 use crate::errno::Errno;
-use crate::fs::{Attr, FileKind, Fs, Invalidation, OpenFlags, SetAttr};
+use crate::fs::{Allocate, Attr, FileKind, Fs, Invalidation, OpenFlags, SetAttr};
 use crate::store::ObjectStore;
 
 /// How the kernel mount is set up.
@@ -335,6 +335,22 @@ impl<S: ObjectStore> FuseFs<S> {
     }
 }
 
+/// The `fallocate(2)` modes the file system serves.
+fn allocate_mode(mode: i32) -> Option<Allocate> {
+    const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
+    const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | KEEP_SIZE;
+    const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE;
+    const ZERO_RANGE_KEEP_SIZE: i32 = ZERO_RANGE | KEEP_SIZE;
+    match mode {
+        0 => Some(Allocate::Reserve { keep_size: false }),
+        KEEP_SIZE => Some(Allocate::Reserve { keep_size: true }),
+        PUNCH_HOLE => Some(Allocate::PunchHole),
+        ZERO_RANGE => Some(Allocate::ZeroRange { keep_size: false }),
+        ZERO_RANGE_KEEP_SIZE => Some(Allocate::ZeroRange { keep_size: true }),
+        _ => None,
+    }
+}
+
 impl<S: ObjectStore> Filesystem for FuseFs<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Without it the kernel serialises lookups and readdirs of a directory on its lock:
@@ -594,6 +610,28 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         });
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn("fallocate", move |fs, _, c| async move {
+            // Collapsing or inserting a range would rewrite the whole object: not offered.
+            let Some(how) = allocate_mode(mode) else {
+                return reply.error(c.err(Errno::ENOTSUP));
+            };
+            match fs.fallocate(ino.0, fh.0, offset, length, how).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(c.err(e)),
+            }
+        });
+    }
+
     fn fsync(
         &self,
         _req: &Request,
@@ -706,6 +744,37 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fallocate_modes_that_would_move_bytes_are_refused() {
+        use libc::{FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE};
+        use libc::{FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+        let cases = [
+            (0, Some(Allocate::Reserve { keep_size: false })),
+            (
+                FALLOC_FL_KEEP_SIZE,
+                Some(Allocate::Reserve { keep_size: true }),
+            ),
+            (
+                FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                Some(Allocate::PunchHole),
+            ),
+            (FALLOC_FL_PUNCH_HOLE, None),
+            (
+                FALLOC_FL_ZERO_RANGE,
+                Some(Allocate::ZeroRange { keep_size: false }),
+            ),
+            (
+                FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                Some(Allocate::ZeroRange { keep_size: true }),
+            ),
+            (FALLOC_FL_COLLAPSE_RANGE, None),
+            (FALLOC_FL_INSERT_RANGE, None),
+        ];
+        for (mode, want) in cases {
+            assert_eq!(allocate_mode(mode), want, "mode {mode:#x}");
+        }
+    }
 
     #[test]
     fn options_become_mount_options() {

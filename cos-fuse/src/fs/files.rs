@@ -11,7 +11,7 @@ use super::namespace::split;
 use super::read::{ReadAhead, Version};
 use super::table::{Entry, Meta};
 use super::write::{WriteFile, WriteState};
-use super::{Attr, DirEntry, Fh, FileKind, Inner, Ino, Invalidation, OpenFlags};
+use super::{Allocate, Attr, DirEntry, Fh, FileKind, Inner, Ino, Invalidation, OpenFlags};
 use crate::errno::Errno;
 use crate::store::ObjectStore;
 
@@ -287,13 +287,47 @@ impl<S: ObjectStore> Inner<S> {
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
         let mut st = ws.lock().await;
         let r = st.write(self, off, data, h.rdwr).await;
-        ws.publish(&st, r.is_ok());
+        let touched = r.is_ok();
+        self.settle(ino, &ws, st, touched).await;
+        r.map(|()| len)
+    }
+
+    /// `fallocate` of `len` bytes at `off` through handle `fh`.
+    pub(crate) async fn allocate(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: Fh,
+        off: u64,
+        len: u64,
+        how: Allocate,
+    ) -> Result<(), Errno> {
+        let h = self.handle(fh)?;
+        let ws = h.write.clone().ok_or(Errno::EBADF)?;
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
+        let mut st = ws.lock().await;
+        let r = st.allocate(self, off, end, how).await;
+        self.settle(ino, &ws, st, true).await;
+        r
+    }
+
+    /// After a change to the content of `ws`: the new size for `getattr` (and the mtime if
+    /// `touched`), and the clean-up if an upload failed.
+    async fn settle(
+        &self,
+        ino: Ino,
+        ws: &Arc<WriteFile>,
+        st: MutexGuard<'_, WriteState>,
+        touched: bool,
+    ) {
+        ws.publish(&st, touched);
         if st.failed {
             let is_new = st.is_new;
             drop(st);
-            self.after_failure(ino, &ws, is_new, true).await;
+            self.after_failure(ino, ws, is_new, true).await;
         }
-        r.map(|()| len)
     }
 
     pub(crate) async fn commit_handle(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), Errno> {
@@ -443,12 +477,7 @@ impl<S: ObjectStore> Inner<S> {
         if let Some(ws) = own {
             let mut st = ws.lock().await;
             let r = st.truncate(self, size).await;
-            ws.publish(&st, true);
-            if st.failed {
-                let is_new = st.is_new;
-                drop(st);
-                self.after_failure(ino, &ws, is_new, true).await;
-            }
+            self.settle(ino, &ws, st, true).await;
             return r;
         }
         let shared = self.table().inodes.get(&ino).and_then(|i| i.write.clone());

@@ -703,6 +703,57 @@ fn a_read_write_handle_reads_its_own_writes() {
     });
 }
 
+#[test]
+fn fallocate_reserves_zeroes_and_grows_as_asked() {
+    run(async {
+        let h = Harness::new(MemStore::new(), |_| {});
+        let mut want = bytes(100, 1);
+        h.put("f", &want, 100).await.unwrap();
+        let ino = h.ino("f").await.unwrap();
+        let r = h.fs.open(ino, rdonly()).await.unwrap();
+        assert_eq!(
+            h.fs.fallocate(ino, r, 0, 10, Allocate::PunchHole).await,
+            Err(Errno::EBADF),
+            "a read-only handle"
+        );
+        h.fs.release(ino, r).await.unwrap();
+        let fh = h.fs.open(ino, wronly()).await.unwrap();
+        let steps = [
+            (
+                0,
+                0,
+                Allocate::Reserve { keep_size: false },
+                Err(Errno::EINVAL),
+            ),
+            (50, 500, Allocate::Reserve { keep_size: true }, Ok(100)),
+            (10, 10, Allocate::PunchHole, Ok(100)),
+            (90, 110, Allocate::ZeroRange { keep_size: true }, Ok(100)),
+            (95, 55, Allocate::ZeroRange { keep_size: false }, Ok(150)),
+            (200, 100, Allocate::Reserve { keep_size: false }, Ok(300)),
+            (0, 20, Allocate::Reserve { keep_size: false }, Ok(300)),
+        ];
+        for (off, len, how, expect) in steps {
+            let got = h.fs.fallocate(ino, fh, off, len, how).await;
+            let (start, end) = (off as usize, (off + len) as usize);
+            match how {
+                Allocate::Reserve { .. } => {}
+                Allocate::PunchHole | Allocate::ZeroRange { .. } => {
+                    let end = end.min(want.len());
+                    want[start.min(end)..end].fill(0);
+                }
+            }
+            assert_eq!(got, expect.map(drop), "{how:?} of {len} at {off}");
+            if let Ok(n) = expect {
+                want.resize(n as usize, 0);
+            }
+            let size = h.fs.getattr(ino).await.unwrap().size;
+            assert_eq!(size, want.len() as u64, "{how:?} of {len} at {off}");
+        }
+        h.fs.release(ino, fh).await.unwrap();
+        assert_eq!(h.store.object("f").unwrap(), want);
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property test against a reference model.
 

@@ -23,9 +23,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::Inner;
 use super::read::Version;
 use super::staging::StagingFile;
+use super::{Allocate, Inner};
 use crate::budget::Reservation;
 use crate::config::MAX_PARTS;
 use crate::errno::Errno;
@@ -39,6 +39,8 @@ const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
 /// GETs of one download running at once.
 const DOWNLOAD_PARALLEL: usize = 4;
+/// Zeroes of an `fallocate` are written this many at a time.
+const ZERO_CHUNK: u64 = 1024 * 1024;
 
 /// The write state of one inode, shared by its write handles.
 #[derive(Debug)]
@@ -559,6 +561,43 @@ impl WriteState {
         sg.file.set_len(n - sg.base).await?;
         self.size = n;
         self.dirty = true;
+        Ok(())
+    }
+
+    /// `fallocate` of `[off, end)`: zeroes what `how` zeroes inside the file, then grows the
+    /// file to `end` unless told to keep its size.
+    pub(crate) async fn allocate<S: ObjectStore>(
+        &mut self,
+        ctx: &Arc<Inner<S>>,
+        off: u64,
+        end: u64,
+        how: Allocate,
+    ) -> Result<(), Errno> {
+        if self.failed {
+            return Err(Errno::EIO);
+        }
+        if end > MAX_OBJECT_SIZE {
+            return Err(Errno::EFBIG);
+        }
+        let (zero, keep_size) = match how {
+            Allocate::Reserve { keep_size } => (false, keep_size),
+            Allocate::PunchHole => (true, true),
+            Allocate::ZeroRange { keep_size } => (true, keep_size),
+        };
+        let zero_to = end.min(self.size);
+        if zero && off < zero_to {
+            let zeros = vec![0u8; usize::try_from((zero_to - off).min(ZERO_CHUNK)).unwrap_or(0)];
+            let mut at = off;
+            while at < zero_to {
+                let n = usize::try_from(zero_to - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+                // As a write through a read-write handle: into the staging file.
+                self.write(ctx, at, &zeros[..n], true).await?;
+                at += n as u64;
+            }
+        }
+        if !keep_size && end > self.size {
+            self.truncate(ctx, end).await?;
+        }
         Ok(())
     }
 
