@@ -217,10 +217,55 @@ pub struct FuseCounters {
 }
 
 /// The operations the adapter counts (every request it dispatches).
-const OPS: [&str; 17] = [
-    "lookup", "getattr", "setattr", "mknod", "mkdir", "unlink", "rmdir", "rename", "open", "read",
-    "write", "flush", "release", "fsync", "opendir", "readdir", "create",
+const OPS: [&str; 18] = [
+    "lookup",
+    "getattr",
+    "setattr",
+    "mknod",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+    "open",
+    "read",
+    "write",
+    "flush",
+    "release",
+    "fallocate",
+    "fsync",
+    "opendir",
+    "readdir",
+    "create",
 ];
+
+/// The index of `name` in [`OPS`]. Called through [`op!`] at compile time, so dispatching an
+/// operation that is not counted fails the build instead of a request.
+#[allow(clippy::panic)] // Only ever evaluated by the compiler.
+const fn op_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < OPS.len() {
+        let (a, b) = (OPS[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut k = 0;
+            while k < a.len() && a[k] == b[k] {
+                k += 1;
+            }
+            if k == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("a FUSE operation is missing from OPS")
+}
+
+/// The [`OPS`] index of a counted operation, checked at compile time.
+macro_rules! op {
+    ($name:literal) => {{
+        const INDEX: usize = op_index($name);
+        INDEX
+    }};
+}
 
 /// A copy of [`FuseCounters`]: `(requests, errors)` per operation that was asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,13 +276,11 @@ pub struct FuseCountersSnapshot {
 }
 
 impl FuseCounters {
-    fn count(&self, op: &'static str, failed: bool) {
-        let Some(i) = OPS.iter().position(|o| *o == op) else {
-            debug_assert!(false, "FUSE operation {op} is missing from OPS");
-            return;
-        };
-        let (ok, errors) = &self.ops[i];
-        if failed { errors } else { ok }.fetch_add(1, Relaxed);
+    /// Counts a request (or its failure) of operation `OPS[op]`.
+    fn count(&self, op: usize, failed: bool) {
+        if let Some((ok, errors)) = self.ops.get(op) {
+            if failed { errors } else { ok }.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn snapshot(&self) -> FuseCountersSnapshot {
@@ -254,16 +297,16 @@ impl FuseCounters {
     }
 }
 
-/// One request's view of the counters: it knows its operation.
+/// One request's view of the counters: it knows its operation (an index into [`OPS`]).
 struct Op {
-    name: &'static str,
+    index: usize,
     counters: Arc<FuseCounters>,
 }
 
 impl Op {
     /// Counts the failure and converts the errno for the reply.
     fn err(&self, e: Errno) -> fuser::Errno {
-        self.counters.count(self.name, true);
+        self.counters.count(self.index, true);
         err(e)
     }
 
@@ -320,14 +363,14 @@ impl<S: ObjectStore> FuseFs<S> {
         self.fs.config().attr_ttl
     }
 
-    /// Counts request `op` and runs `f` on the runtime.
-    fn spawn<F>(&self, op: &'static str, f: impl FnOnce(Fs<S>, Duration, Op) -> F)
+    /// Counts request `OPS[op]` (an index from [`op!`]) and runs `f` on the runtime.
+    fn spawn<F>(&self, op: usize, f: impl FnOnce(Fs<S>, Duration, Op) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.counters.count(op, false);
         let op = Op {
-            name: op,
+            index: op,
             counters: Arc::clone(&self.counters),
         };
         let fut = f(self.fs.clone(), self.ttl(), op);
@@ -366,7 +409,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_str().map(str::to_string);
-        self.spawn("lookup", move |fs, ttl, c| async move {
+        self.spawn(op!("lookup"), move |fs, ttl, c| async move {
             // A name that is not UTF-8 cannot exist.
             let Some(name) = name else {
                 return reply.error(c.err(Errno::ENOENT));
@@ -383,7 +426,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn("getattr", move |fs, ttl, c| async move {
+        self.spawn(op!("getattr"), move |fs, ttl, c| async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(c.err(e)),
@@ -416,7 +459,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
             size,
             times: atime.is_some() || mtime.is_some(),
         };
-        self.spawn("setattr", move |fs, ttl, c| async move {
+        self.spawn(op!("setattr"), move |fs, ttl, c| async move {
             match fs.setattr(ino.0, fh.map(|f| f.0), set).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(c.err(e)),
@@ -435,7 +478,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyEntry,
     ) {
         let name = utf8(name);
-        self.spawn("mknod", move |fs, ttl, c| async move {
+        self.spawn(op!("mknod"), move |fs, ttl, c| async move {
             // Only regular files can be objects.
             if mode & libc::S_IFMT != libc::S_IFREG {
                 return reply.error(c.err(Errno::EPERM));
@@ -464,7 +507,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyEntry,
     ) {
         let name = utf8(name);
-        self.spawn("mkdir", move |fs, ttl, c| async move {
+        self.spawn(op!("mkdir"), move |fs, ttl, c| async move {
             let r = async { fs.mkdir(parent.0, &name?).await };
             match r.await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
@@ -475,7 +518,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = utf8(name);
-        self.spawn("unlink", move |fs, _, c| async move {
+        self.spawn(op!("unlink"), move |fs, _, c| async move {
             match async { fs.unlink(parent.0, &name?).await }.await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(c.err(e)),
@@ -485,7 +528,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = utf8(name);
-        self.spawn("rmdir", move |fs, _, c| async move {
+        self.spawn(op!("rmdir"), move |fs, _, c| async move {
             match async { fs.rmdir(parent.0, &name?).await }.await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(c.err(e)),
@@ -504,7 +547,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (utf8(name), utf8(newname));
-        self.spawn("rename", move |fs, _, c| async move {
+        self.spawn(op!("rename"), move |fs, _, c| async move {
             let r = async {
                 let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
                 if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
@@ -522,7 +565,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        self.spawn("open", move |fs, _, c| async move {
+        self.spawn(op!("open"), move |fs, _, c| async move {
             match fs.open(ino.0, OpenFlags(flags.0)).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(c.err(e)),
@@ -541,7 +584,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn("read", move |fs, _, c| async move {
+        self.spawn(op!("read"), move |fs, _, c| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(data) => {
                     c.read(data.len());
@@ -565,7 +608,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn("write", move |fs, _, c| async move {
+        self.spawn(op!("write"), move |fs, _, c| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
                 Ok(n) => {
                     c.written(n);
@@ -584,7 +627,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn("flush", move |fs, _, c| async move {
+        self.spawn(op!("flush"), move |fs, _, c| async move {
             match fs.flush(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(c.err(e)),
@@ -602,7 +645,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn("release", move |fs, _, c| async move {
+        self.spawn(op!("release"), move |fs, _, c| async move {
             match fs.release(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(c.err(e)),
@@ -620,7 +663,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.spawn("fallocate", move |fs, _, c| async move {
+        self.spawn(op!("fallocate"), move |fs, _, c| async move {
             // Collapsing or inserting a range would rewrite the whole object: not offered.
             let Some(how) = allocate_mode(mode) else {
                 return reply.error(c.err(Errno::ENOTSUP));
@@ -640,7 +683,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn("fsync", move |fs, _, c| async move {
+        self.spawn(op!("fsync"), move |fs, _, c| async move {
             match fs.fsync(ino.0, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(c.err(e)),
@@ -649,7 +692,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        self.spawn("opendir", move |fs, _, c| async move {
+        self.spawn(op!("opendir"), move |fs, _, c| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(c.err(e)),
@@ -665,7 +708,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn("readdir", move |fs, _, c| async move {
+        self.spawn(op!("readdir"), move |fs, _, c| async move {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     for e in entries {
@@ -726,7 +769,7 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
         reply: ReplyCreate,
     ) {
         let name = utf8(name);
-        self.spawn("create", move |fs, ttl, c| async move {
+        self.spawn(op!("create"), move |fs, ttl, c| async move {
             match async { fs.create(parent.0, &name?, OpenFlags(flags)).await }.await {
                 Ok((a, fh)) => reply.created(
                     &ttl,

@@ -4,7 +4,9 @@
 //!   renamed, appended, truncated and removed through the kernel, then checked with our
 //!   `ObjectClient` against SeaweedFS;
 //! - s3fs-fuse (Debian's `s3fs`, unmodified) mounted over the simulator's COS endpoint: `ls`, a
-//!   20 MiB file, mkdir, mv and rm -r through the kernel, checked with `ObjectClient`.
+//!   20 MiB file, mkdir, mv and rm -r through the kernel, checked with `ObjectClient`;
+//! - an fsx-style exercise of one file through a `cos-fuse` mount of the simulator, with the
+//!   bucket's object checked after every close.
 //!
 //! Both need root (FUSE mounts) and fail, naming the missing tool, when `weed` or `s3fs` is not
 //! installed. A guard unmounts (`umount`, then `umount -l`) and stops every process a test
@@ -599,10 +601,21 @@ async fn start_seaweedfs(rig: &mut Rig) -> String {
 
 /// Mounts SeaweedFS's bucket with `cos-fuse mount`, caches off; returns the mount point.
 async fn mount_cos_fuse(rig: &mut Rig, endpoint: &str) -> PathBuf {
+    mount_cos_fuse_on(rig, endpoint, WEED_BUCKET, (WEED_ID, WEED_KEY)).await
+}
+
+/// Mounts `bucket` with `cos-fuse mount` and keys `(id, key)`, caches off; returns the mount
+/// point.
+async fn mount_cos_fuse_on(
+    rig: &mut Rig,
+    endpoint: &str,
+    bucket: &str,
+    (id, key): (&str, &str),
+) -> PathBuf {
     let credentials = rig.path("credentials.json");
     private_file(
         &credentials,
-        &serde_json::json!({"SecretId": WEED_ID, "SecretKey": WEED_KEY}).to_string(),
+        &serde_json::json!({"SecretId": id, "SecretKey": key}).to_string(),
     );
     let root = rig.dir("mnt");
     let staging = rig.dir("staging");
@@ -611,12 +624,12 @@ async fn mount_cos_fuse(rig: &mut Rig, endpoint: &str) -> PathBuf {
         "--endpoint".to_owned(),
         endpoint.to_owned(),
         "--bucket".to_owned(),
-        WEED_BUCKET.to_owned(),
+        bucket.to_owned(),
         "--credentials-file".to_owned(),
         credentials.display().to_string(),
         "-o".to_owned(),
         "use_path_request_style".to_owned(),
-        // No caching: every answer below comes from SeaweedFS, not from what cos-fuse remembers.
+        // No caching: every answer below comes from the server, not from what cos-fuse remembers.
         "-o".to_owned(),
         "stat_cache_expire=0".to_owned(),
         "-o".to_owned(),
@@ -989,5 +1002,142 @@ async fn s3fs_mounts_the_simulators_bucket() {
         );
     }
 
+    rig.finish();
+}
+
+// ---- an fsx in miniature, through the kernel ----
+
+/// The exercise's file stays about this size; a read or write moves at most `EXERCISE_OP`.
+const EXERCISE_FILE: u64 = 1 << 20;
+const EXERCISE_OP: usize = 64 * 1024;
+
+/// One file driven through the kernel by a seeded random sequence of positioned writes and
+/// reads, truncations, fallocate(2) calls, fsyncs and close-reopens (as fsx does). Every read
+/// and the size after every step are checked against a model; after every close, the object
+/// in the bucket is.
+async fn exercise(root: &Path, bucket: &ObjectClient, key: &str, seed: u64, steps: usize) {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    use std::os::unix::fs::FileExt;
+    const KEEP_SIZE: FallocateFlags = FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    const PUNCH_HOLE: FallocateFlags = FallocateFlags::FALLOC_FL_PUNCH_HOLE;
+    const ZERO_RANGE: FallocateFlags = FallocateFlags::FALLOC_FL_ZERO_RANGE;
+    let path = root.join(key);
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut model: Vec<u8> = Vec::new();
+    let mut done: Vec<String> = Vec::new();
+    let recent = |done: &[String]| done[done.len().saturating_sub(8)..].join("; ");
+    let mut file = open();
+    for _ in 0..steps {
+        let off = rng.u64(0..EXERCISE_FILE);
+        let len = rng.usize(1..=EXERCISE_OP);
+        let (start, end) = (off as usize, off as usize + len);
+        let step = match rng.u8(0..100) {
+            0..35 => {
+                let data = random_bytes(len, rng.u64(..));
+                file.write_all_at(&data, off).unwrap();
+                model.resize(model.len().max(end), 0);
+                model[start..end].copy_from_slice(&data);
+                format!("write {len} at {off}")
+            }
+            35..70 => {
+                // Mostly inside the file, sometimes across its end.
+                let off = rng.u64(0..=model.len() as u64);
+                let mut buf = vec![0; len];
+                let mut got = 0;
+                while got < len {
+                    match file.read_at(&mut buf[got..], off + got as u64).unwrap() {
+                        0 => break,
+                        n => got += n,
+                    }
+                }
+                let from = (off as usize).min(model.len());
+                let want = &model[from..(from + len).min(model.len())];
+                assert!(
+                    buf[..got] == *want,
+                    "seed {seed}: read {len} at {off} gave {got} bytes unlike the model's {} after: {}",
+                    want.len(),
+                    recent(&done)
+                );
+                format!("read {len} at {off}")
+            }
+            70..78 => {
+                file.set_len(off).unwrap();
+                model.resize(start, 0);
+                format!("truncate to {off}")
+            }
+            78..86 => {
+                let modes = [
+                    FallocateFlags::empty(),
+                    KEEP_SIZE,
+                    PUNCH_HOLE | KEEP_SIZE,
+                    ZERO_RANGE,
+                    ZERO_RANGE | KEEP_SIZE,
+                ];
+                let mode = modes[rng.usize(0..modes.len())];
+                fallocate(&file, mode, off as i64, len as i64).unwrap_or_else(|e| {
+                    panic!("seed {seed}: fallocate {mode:?} {len} at {off}: {e}")
+                });
+                if mode.intersects(PUNCH_HOLE | ZERO_RANGE) {
+                    let to = end.min(model.len());
+                    model[start.min(to)..to].fill(0);
+                }
+                if !mode.contains(KEEP_SIZE) {
+                    model.resize(model.len().max(end), 0);
+                }
+                format!("fallocate {mode:?} {len} at {off}")
+            }
+            86..92 => {
+                file.sync_all().unwrap();
+                "fsync".to_owned()
+            }
+            _ => {
+                // close(2) commits: its error is the upload's.
+                nix::unistd::close(file).unwrap_or_else(|e| panic!("seed {seed}: close: {e}"));
+                let stored = fetch(bucket, key).await;
+                assert!(
+                    stored == model,
+                    "seed {seed}: the object holds {} bytes unlike the model's {} after: {}",
+                    stored.len(),
+                    model.len(),
+                    recent(&done)
+                );
+                file = open();
+                "close, reopen".to_owned()
+            }
+        };
+        done.push(step);
+        let size = file.metadata().unwrap().len();
+        assert_eq!(
+            size,
+            model.len() as u64,
+            "seed {seed}: the size after: {}",
+            recent(&done)
+        );
+    }
+    nix::unistd::close(file).unwrap_or_else(|e| panic!("seed {seed}: close: {e}"));
+    assert!(
+        fetch(bucket, key).await == model,
+        "seed {seed}: the object after the last close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cos_fuse_passes_a_random_file_exercise_checked_against_the_bucket() {
+    let mut rig = Rig::new("compat-exercise");
+    let endpoint = start_simulator(&mut rig).await;
+    let bucket = client(&endpoint, SIM_BUCKET, SIM_ID, SIM_KEY);
+    let root = mount_cos_fuse_on(&mut rig, &endpoint, SIM_BUCKET, (SIM_ID, SIM_KEY)).await;
+    for seed in 1..=3 {
+        exercise(&root, &bucket, &format!("exercise-{seed}"), seed, 300).await;
+    }
     rig.finish();
 }
