@@ -457,7 +457,7 @@ impl Bench {
             .await
     }
 
-    /// A multipart upload of `size` bytes in parts of `part` bytes, `in_flight` at a time.
+    /// A multipart upload of `size` bytes in parts of `part_size` bytes, `in_flight` at a time.
     async fn raw_write_shaped(
         &self,
         key: &str,
