@@ -19,7 +19,7 @@ use fuser::{
     BackgroundSession, Config, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags as FuseOpenFlags,
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -217,7 +217,7 @@ pub struct FuseCounters {
 }
 
 /// The operations the adapter counts (every request it dispatches).
-const OPS: [&str; 18] = [
+const OPS: [&str; 20] = [
     "lookup",
     "getattr",
     "setattr",
@@ -236,6 +236,8 @@ const OPS: [&str; 18] = [
     "opendir",
     "readdir",
     "create",
+    "symlink",
+    "link",
 ];
 
 /// The index of `name` in [`OPS`]. Called through [`op!`] at compile time, so dispatching an
@@ -361,6 +363,13 @@ fn file_attr(a: &Attr) -> FileAttr {
 impl<S: ObjectStore> FuseFs<S> {
     fn ttl(&self) -> Duration {
         self.fs.config().attr_ttl
+    }
+
+    /// Counts request `OPS[op]` (an index from [`op!`]) as failed with `e`, for the reply.
+    fn refuse(&self, op: usize, e: Errno) -> fuser::Errno {
+        self.counters.count(op, false);
+        self.counters.count(op, true);
+        err(e)
     }
 
     /// Counts request `OPS[op]` (an index from [`op!`]) and runs `f` on the runtime.
@@ -673,6 +682,80 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
                 Err(e) => reply.error(c.err(e)),
             }
         });
+    }
+
+    // Links and extended attributes are not offered (see the README's table). The kernel
+    // remembers an ENOSYS for xattrs and copy_file_range and stops asking (and copies by read
+    // and write); links are refused each time, counted, without fuser's warning per call.
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refuse(op!("symlink"), Errno::EPERM));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.refuse(op!("link"), Errno::EPERM));
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn fsync(

@@ -1141,3 +1141,28 @@ async fn cos_fuse_passes_a_random_file_exercise_checked_against_the_bucket() {
     }
     rig.finish();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cos_fuse_refuses_links_and_copies_files_without_warnings() {
+    let mut rig = Rig::new("compat-refusals");
+    let endpoint = start_simulator(&mut rig).await;
+    let bucket = client(&endpoint, SIM_BUCKET, SIM_ID, SIM_KEY);
+    let root = mount_cos_fuse_on(&mut rig, &endpoint, SIM_BUCKET, (SIM_ID, SIM_KEY)).await;
+    // Writing asks for `security.capability` (an xattr); copying tries copy_file_range first.
+    std::fs::write(root.join("a"), b"hello").unwrap();
+    std::fs::copy(root.join("a"), root.join("b")).unwrap();
+    assert_eq!(fetch(&bucket, "b").await, b"hello");
+    let eperm = Some(nix::errno::Errno::EPERM as i32);
+    let symlink = std::os::unix::fs::symlink("a", root.join("s")).unwrap_err();
+    assert_eq!(symlink.raw_os_error(), eperm, "symlink: {symlink}");
+    let link = std::fs::hard_link(root.join("a"), root.join("h")).unwrap_err();
+    assert_eq!(link.raw_os_error(), eperm, "link: {link}");
+    assert_eq!(names(&root), ["a", "b"]);
+    assert_eq!(keys(&bucket, "").await, ["a", "b"]);
+    let log = std::fs::read_to_string(rig.path("cos-fuse.log")).unwrap();
+    assert!(
+        !log.contains("Not Implemented"),
+        "fuser warned of an operation cos-fuse answers itself:\n{log}"
+    );
+    rig.finish();
+}
