@@ -40,7 +40,7 @@ const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
 /// GETs of one download running at once.
 const DOWNLOAD_PARALLEL: usize = 4;
 /// Zeroes of an `fallocate` are written this many at a time.
-const ZERO_CHUNK: u64 = 1024 * 1024;
+const ZERO_CHUNK: usize = 1024 * 1024;
 
 /// The write state of one inode, shared by its write handles.
 #[derive(Debug)]
@@ -586,10 +586,10 @@ impl WriteState {
         };
         let zero_to = end.min(self.size);
         if zero && off < zero_to {
-            let zeros = vec![0u8; usize::try_from((zero_to - off).min(ZERO_CHUNK)).unwrap_or(0)];
+            let zeros = vec![0u8; ZERO_CHUNK];
             let mut at = off;
             while at < zero_to {
-                let n = usize::try_from(zero_to - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+                let n = usize::try_from(zero_to - at).map_or(ZERO_CHUNK, |n| n.min(ZERO_CHUNK));
                 // As a write through a read-write handle: into the staging file.
                 self.write(ctx, at, &zeros[..n], true).await?;
                 at += n as u64;
