@@ -78,8 +78,8 @@ struct MountArgs {
     /// Mount options, cosfs style (repeatable, or comma-separated): allow_other, ro, uid=N, gid=N,
     /// umask=022, multipart_size=MiB, parallel_count=N, stat_cache_expire=SECONDS,
     /// max_stat_cache_size=N, readwrite_timeout=SECONDS, ensure_diskfree=MiB,
-    /// use_path_request_style, max_memory_mb=N, read_ahead_mb=N, staging_dir=PATH,
-    /// staging_max_mb=N.
+    /// use_path_request_style, max_memory_mb=N, read_ahead_mb=N, kernel_read_ahead_kb=N,
+    /// staging_dir=PATH, staging_max_mb=N.
     #[arg(short = 'o', value_delimiter = ',')]
     options: Vec<String>,
 
@@ -370,6 +370,7 @@ fn parse_options(options: &[String]) -> Result<Settings, String> {
             "ensure_diskfree" => s.ensure_diskfree = Some(number()?.saturating_mul(MIB)),
             "max_memory_mb" => s.fs.memory_budget = number()?.saturating_mul(MIB),
             "read_ahead_mb" => s.fs.read_ahead_max = number()?.max(1).saturating_mul(MIB),
+            "kernel_read_ahead_kb" => s.fs.kernel_read_ahead = number()?.saturating_mul(1024),
             "staging_dir" => {
                 s.fs.staging_dir = PathBuf::from(
                     value.ok_or_else(|| "option staging_dir needs a path".to_owned())?,

@@ -44,6 +44,12 @@ pub struct FsConfig {
     /// reads stay sequential up to `read_ahead_max` (default 64 MiB).
     pub read_ahead_initial: u64,
     pub read_ahead_max: u64,
+    /// How far ahead the kernel reads a file being scanned, as the mount's `read_ahead_kb`
+    /// (default 1 MiB; 0 keeps the kernel's 128 KiB). The kernel then asks for up to 1 MiB per
+    /// request instead of 128 KiB: a quarter of the round trips through the daemon. A scan's
+    /// reads arrive out of order within a few of these, so reads that near where a scan got to
+    /// still belong to it.
+    pub kernel_read_ahead: u64,
     /// Where files being rewritten, appended or written out of order are staged.
     pub staging_dir: PathBuf,
     /// Bytes of all staging files together; a write past it fails with ENOSPC, and a single file
@@ -69,6 +75,7 @@ impl Default for FsConfig {
             upload_concurrency: 32,
             read_ahead_initial: MIB,
             read_ahead_max: 64 * MIB,
+            kernel_read_ahead: MIB,
             staging_dir: std::env::temp_dir(),
             staging_max_bytes: 16 * 1024 * MIB,
         }
@@ -92,6 +99,8 @@ pub enum ConfigError {
         "read_ahead_initial = {initial}, read_ahead_max = {max}: need 1 <= initial <= max <= 1 GiB"
     )]
     ReadAhead { initial: u64, max: u64 },
+    #[error("kernel_read_ahead = {0}: must be a whole number of KiB, at most 16 MiB")]
+    KernelReadAhead(u64),
 }
 
 impl FsConfig {
@@ -123,6 +132,9 @@ impl FsConfig {
                 initial: self.read_ahead_initial,
                 max: self.read_ahead_max,
             });
+        }
+        if !self.kernel_read_ahead.is_multiple_of(1024) || self.kernel_read_ahead > 16 * MIB {
+            return Err(ConfigError::KernelReadAhead(self.kernel_read_ahead));
         }
         Ok(self)
     }
@@ -187,6 +199,14 @@ mod tests {
             FsConfig {
                 read_ahead_initial: 2,
                 read_ahead_max: 1,
+                ..ok.clone()
+            },
+            FsConfig {
+                kernel_read_ahead: 1000,
+                ..ok.clone()
+            },
+            FsConfig {
+                kernel_read_ahead: 32 * MIB,
                 ..ok.clone()
             },
         ];

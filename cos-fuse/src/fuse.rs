@@ -156,6 +156,7 @@ pub fn mount<S: ObjectStore>(
         &cfg,
     )?;
     set_invalidator(&fs, session.notifier());
+    raise_kernel_read_ahead(mountpoint, fs.config().kernel_read_ahead);
     Ok(MountHandle {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
@@ -181,7 +182,52 @@ pub fn mount_blocking<S: ObjectStore>(
         &cfg,
     )?;
     set_invalidator(&fs, session.notifier());
+    raise_kernel_read_ahead(mountpoint, fs.config().kernel_read_ahead);
     session.run()
+}
+
+/// Sets the new mount's kernel read-ahead (`/sys/class/bdi/<dev>/read_ahead_kb`) to `bytes`,
+/// from a thread of its own, once the kernel has taken the answer to its INIT request: that
+/// answer caps the read-ahead at the 128 KiB the kernel offered, undoing anything set before.
+/// The thread's `stat` of the mount's root waits for exactly that. It takes root (the CSI node
+/// plugin runs as root) and a writable `/sys`; without them the mount keeps the kernel's default
+/// and says so once.
+fn raise_kernel_read_ahead(mountpoint: &Path, bytes: u64) {
+    if bytes == 0 {
+        return;
+    }
+    let mountpoint = mountpoint.to_path_buf();
+    let set = move || {
+        use std::os::unix::fs::MetadataExt;
+        let dev = match std::fs::metadata(&mountpoint) {
+            Ok(m) => m.dev(),
+            Err(e) => {
+                tracing::debug!(error = %e, "the mount ended before its read-ahead was set");
+                return;
+            }
+        };
+        let path = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        let kb = bytes / 1024;
+        match std::fs::write(&path, kb.to_string()) {
+            Ok(()) => tracing::debug!(path, kb, "kernel read-ahead set"),
+            Err(e) => tracing::info!(
+                path,
+                error = %e,
+                "the kernel keeps its own read-ahead on this mount: sequential reads take more \
+                 round trips"
+            ),
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("read-ahead".to_owned())
+        .spawn(set)
+    {
+        tracing::info!(error = %e, "cannot start the thread that sets the kernel read-ahead");
+    }
 }
 
 fn set_invalidator<S: ObjectStore>(fs: &Fs<S>, notifier: Notifier) {

@@ -93,6 +93,26 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The kernel read-ahead of the mount at `dir`, once it is `want` KiB (the mount sets it from a
+/// thread of its own), or what it still is after 5 s.
+fn kernel_read_ahead_kb(dir: &Path, want: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(dir).unwrap().dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let kb: u64 = fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        if kb == want || Instant::now() > deadline {
+            return kb;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -115,6 +135,8 @@ fn posix_operations_through_the_kernel() {
         line.contains(" - fuse.cos-fuse cos-fuse:bucket-1250000000/pv "),
         "{line}"
     );
+    // Raised from the kernel's 128 KiB, after the INIT answer that would cap it again.
+    assert_eq!(kernel_read_ahead_kb(&m.dir, 1024), 1024);
 
     // A 20 MiB file, streamed in parts, read back through the kernel.
     let big = data(20 * MIB, 1);

@@ -33,6 +33,7 @@ const OPTIONS: &[(&str, Kind)] = &[
     ("use_path_request_style", Kind::Flag),
     ("max_memory_mb", Kind::Number),
     ("read_ahead_mb", Kind::Number),
+    ("kernel_read_ahead_kb", Kind::Number),
     // Accepted for compatibility; they change nothing in our client (documented in the README).
     ("nonempty", Kind::Ignored),
     ("noxattr", Kind::Ignored),

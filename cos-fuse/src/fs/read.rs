@@ -32,8 +32,17 @@ const MAX_BLOCK: u64 = 2 * 1024 * 1024;
 const PARALLEL: u64 = 32;
 /// Smallest ranged GET of a prefetch: below it, a request's latency costs more than its bytes.
 const MIN_BLOCK: u64 = 512 * 1024;
-/// How far from where a sequential scan got to a read still belongs to it.
+/// How far from where a sequential scan got to a read still belongs to it, at least; and how
+/// far behind the scan consumed blocks stay for its stragglers.
 const NEAR: u64 = 1024 * 1024;
+
+/// The kernel has several reads of a scan in flight, up to its read-ahead (and the reader's own
+/// read) apart, and they reach us in any order: reads this near where the scan got to are part
+/// of it, and blocks stay this long behind it. (With a 1 MiB kernel read-ahead, 1 MiB of slack
+/// sent the scan's stragglers to the store, one GET each.)
+fn slack(kernel_read_ahead: u64) -> u64 {
+    kernel_read_ahead.saturating_mul(4).max(NEAR)
+}
 
 /// The object version a handle reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +110,7 @@ impl ReadAhead {
         len: u64,
     ) -> Result<Bytes, Errno> {
         let initial = ctx.cfg.read_ahead_initial;
+        let slack = slack(ctx.cfg.kernel_read_ahead);
         if self.version.as_ref() != Some(version) {
             self.reset(initial);
             self.next = None;
@@ -117,11 +127,15 @@ impl ReadAhead {
         // The kernel has several reads of a sequential scan in flight, which may arrive in any
         // order: a read near where the reads got to counts as sequential.
         let near = match self.next {
-            Some(next) => off.saturating_add(NEAR) >= next && off <= next.saturating_add(NEAR),
-            None => off < NEAR,
+            Some(next) => off.saturating_add(slack) >= next && off <= next.saturating_add(slack),
+            None => off < slack,
         };
         let sequential = in_blocks || near;
-        self.next = Some(self.next.map_or(end, |n| n.max(end)));
+        // A scan got as far as its furthest read; a random read may start a new one.
+        self.next = match self.next {
+            Some(n) if sequential => Some(n.max(end)),
+            _ => Some(end),
+        };
         let behind = self.blocks.front().is_some_and(|b| off < b.start);
         if !sequential || behind {
             // Random, or a straggler of the scan just behind the prefetched blocks: exactly the
@@ -140,7 +154,7 @@ impl ReadAhead {
         while self
             .blocks
             .front()
-            .is_some_and(|b| b.end.saturating_add(NEAR) <= off)
+            .is_some_and(|b| b.end.saturating_add(slack) <= off)
         {
             self.blocks.pop_front();
             self.window = self.window.saturating_mul(2).min(ctx.cfg.read_ahead_max);
@@ -170,9 +184,15 @@ impl ReadAhead {
             None => block,
         };
         while covered < target {
-            // Whole blocks only (the object's last one may be short): a partial one waits
-            // until the scan has moved on far enough.
-            let n = block.min(version.size - covered);
+            // Blocks end on multiples of their length, so an aligned read of the kernel's finds
+            // its bytes in one block, with no stitching (a remainder under half a block joins
+            // the next one). Whole blocks only (the object's last one may be short): a partial
+            // one waits until the scan has moved on far enough.
+            let mut stop = (covered / block).saturating_add(1).saturating_mul(block);
+            if stop - covered < block / 2 {
+                stop = stop.saturating_add(block);
+            }
+            let n = (stop - covered).min(version.size - covered);
             if target - covered < n {
                 break;
             }
@@ -214,7 +234,7 @@ impl ReadAhead {
         while self
             .blocks
             .front()
-            .is_some_and(|b| b.end.saturating_add(NEAR) <= end)
+            .is_some_and(|b| b.end.saturating_add(slack) <= end)
         {
             self.blocks.pop_front();
             self.window = self.window.saturating_mul(2).min(ctx.cfg.read_ahead_max);
