@@ -40,8 +40,8 @@ pub struct FsConfig {
     pub part_size: u64,
     /// Part uploads in flight, all files together (default 32, GooseFS-Lite's thread pool).
     pub upload_concurrency: usize,
-    /// Read-ahead window at the start of a sequential read (default 1 MiB), doubled while the
-    /// reads stay sequential up to `read_ahead_max` (default 64 MiB).
+    /// Read-ahead window at the start of a sequential read (default 1 MiB), grown 4-fold for every
+    /// block the read passes, up to `read_ahead_max` (default 64 MiB).
     pub read_ahead_initial: u64,
     pub read_ahead_max: u64,
     /// How far ahead the kernel reads a file being scanned, as the mount's `read_ahead_kb`

@@ -640,6 +640,35 @@ fn rewriting_bytes_already_streamed_is_einval_but_the_tail_can_change() {
 }
 
 #[test]
+fn the_read_ahead_window_grows_as_soon_as_the_scan_passes_a_block() {
+    run(async {
+        let data = bytes((64 * MIB) as usize, 4);
+        let h = Harness::new(MemStore::new(), |c| c.memory_budget = 128 * MIB);
+        h.store.insert("f", data.clone());
+        let ino = h.ino("f").await.unwrap();
+        let fh = h.fs.open(ino, rdonly()).await.unwrap();
+        for off in (0..2 * MIB).step_by((128 * KIB) as usize) {
+            let got = h.fs.read(ino, fh, off, (128 * KIB) as u32).await.unwrap();
+            assert_eq!(&got[..], &data[off as usize..(off + 128 * KIB) as usize]);
+        }
+        // Not only once the blocks are released, 4 MiB behind the scan: by then a scan that
+        // started with a 1 MiB window would have read 5 MiB at the pace of two GETs. (The GETs
+        // run in tasks of their own: given a moment to start.)
+        let furthest = || h.store.stats().get_ranges.iter().map(|r| r.end).max();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while furthest() < Some(32 * MIB) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            furthest() >= Some(32 * MIB),
+            "2 MiB into the scan, read-ahead reaches {:?}",
+            furthest()
+        );
+        h.fs.release(ino, fh).await.unwrap();
+    });
+}
+
+#[test]
 fn concurrent_out_of_order_reads_of_one_handle_keep_the_read_ahead() {
     // The kernel's default read-ahead, and the 1 MiB one the mount sets: 1 MiB reads four at a
     // time sent the late ones to the store, one GET each, with 1 MiB of slack.
