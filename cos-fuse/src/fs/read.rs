@@ -5,13 +5,13 @@
 //! A read that continues where the previous one ended (or falls in the prefetched range) is
 //! sequential: the blocks it needs are fetched if missing, and the window ahead of it is kept
 //! full of ranged GETs running in parallel (a new one starts each time the scan moves a block's
-//! length on). The window grows [`GROWTH`]-fold on every block the scan passes (from `read_ahead_initial` to
-//! `read_ahead_max`) and is cut into up to [`PARALLEL`] blocks: against a store that caps each
-//! connection's bandwidth, the number of requests in flight sets the speed, so the blocks are
-//! small enough that a modest window keeps many running. Prefetch only takes memory the budget
-//! can spare; a read that jumps elsewhere drops the prefetched blocks, resets the window and
-//! fetches exactly the bytes asked for. A store with a read unit (a block cache) gets blocks of
-//! whole, aligned units.
+//! length on). The window grows [`GROWTH`]-fold on every block the scan passes (from
+//! `read_ahead_initial` to `read_ahead_max`) and is cut into up to [`PARALLEL`] blocks: against a
+//! store that caps each connection's bandwidth, the number of requests in flight sets the speed,
+//! so the blocks are small enough that a modest window keeps many running. Blocks end on
+//! multiples of their length. Prefetch only takes memory the budget can spare; a read that jumps
+//! elsewhere drops the prefetched blocks, resets the window and fetches exactly the bytes asked
+//! for. A store with a read unit (a block cache) gets blocks of whole, aligned units.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
