@@ -1130,12 +1130,19 @@ async fn exercise(root: &Path, bucket: &ObjectClient, key: &str, seed: u64, step
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cos_fuse_passes_a_random_file_exercise_checked_against_the_bucket() {
-    let mut rig = Rig::new("compat-exercise");
+/// A rig named `name` with the simulator's bucket mounted by `cos-fuse`: the rig, a client of
+/// the bucket, and the mount point.
+async fn cos_fuse_on_the_simulator(name: &str) -> (Rig, ObjectClient, PathBuf) {
+    let mut rig = Rig::new(name);
     let endpoint = start_simulator(&mut rig).await;
     let bucket = client(&endpoint, SIM_BUCKET, SIM_ID, SIM_KEY);
     let root = mount_cos_fuse_on(&mut rig, &endpoint, SIM_BUCKET, (SIM_ID, SIM_KEY)).await;
+    (rig, bucket, root)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cos_fuse_passes_a_random_file_exercise_checked_against_the_bucket() {
+    let (rig, bucket, root) = cos_fuse_on_the_simulator("compat-exercise").await;
     for seed in 1..=3 {
         exercise(&root, &bucket, &format!("exercise-{seed}"), seed, 300).await;
     }
@@ -1144,10 +1151,7 @@ async fn cos_fuse_passes_a_random_file_exercise_checked_against_the_bucket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cos_fuse_refuses_links_and_copies_files_without_warnings() {
-    let mut rig = Rig::new("compat-refusals");
-    let endpoint = start_simulator(&mut rig).await;
-    let bucket = client(&endpoint, SIM_BUCKET, SIM_ID, SIM_KEY);
-    let root = mount_cos_fuse_on(&mut rig, &endpoint, SIM_BUCKET, (SIM_ID, SIM_KEY)).await;
+    let (rig, bucket, root) = cos_fuse_on_the_simulator("compat-refusals").await;
     // Writing asks for `security.capability` (an xattr); copying tries copy_file_range first.
     std::fs::write(root.join("a"), b"hello").unwrap();
     std::fs::copy(root.join("a"), root.join("b")).unwrap();

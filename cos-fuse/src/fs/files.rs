@@ -287,8 +287,7 @@ impl<S: ObjectStore> Inner<S> {
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
         let mut st = ws.lock().await;
         let r = st.write(self, off, data, h.rdwr).await;
-        let touched = r.is_ok();
-        self.settle(ino, &ws, st, touched).await;
+        self.settle(ino, &ws, st, r.is_ok()).await;
         r.map(|()| len)
     }
 
