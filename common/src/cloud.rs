@@ -12,6 +12,8 @@ pub mod client;
 pub mod credentials;
 pub mod cvm;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod metadata;
 pub mod signing;
 
@@ -33,9 +35,55 @@ pub fn client_token(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// A resource name the cloud accepts (at most `max` bytes) for a CSI name of any length (CSI
+/// names are idempotency keys of up to 128 bytes). A name that fits is kept as it is, so resources
+/// made before this rule are still found by name; a longer one becomes its first bytes, `-`, and
+/// 16 hex digits of its SHA-256, the same every time. The caller keeps the whole name findable
+/// (a tag) and compares it when a shortened name is found.
+pub fn short_name(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    use sha2::{Digest, Sha256};
+    const HASH_HEX: usize = 16;
+    if name.len() <= max {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut keep = max.saturating_sub(HASH_HEX + 1);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let digest = Sha256::digest(name.as_bytes());
+    std::borrow::Cow::Owned(format!(
+        "{}-{}",
+        &name[..keep],
+        &hex::encode(digest)[..HASH_HEX]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_keep_what_fits_and_hash_the_rest() {
+        assert_eq!(short_name("pvc-1234", 60), "pvc-1234");
+        let sixty = "a".repeat(60);
+        assert_eq!(short_name(&sixty, 60), sixty.as_str());
+        let long = format!("{}x", "a".repeat(127));
+        let short = short_name(&long, 60);
+        assert_eq!(short.len(), 60);
+        assert!(short.starts_with(&"a".repeat(43)), "{short}");
+        assert_eq!(short, short_name(&long, 60), "the same every time");
+        let other = format!("{}y", "a".repeat(127));
+        assert_ne!(
+            short,
+            short_name(&other, 60),
+            "names differing at the end differ"
+        );
+        // Multi-byte characters are never cut in half.
+        let wide = "卷".repeat(40);
+        let short = short_name(&wide, 60);
+        assert!(short.len() <= 60, "{short}");
+        assert!(short.starts_with("卷"));
+    }
 
     #[test]
     fn client_token_is_stable_and_separates_parts() {

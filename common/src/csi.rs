@@ -1,60 +1,29 @@
 //! The CSI side shared by all drivers: the gRPC server bootstrap, one logging layer for every RPC,
-//! in-flight guards, the identity service, and helpers to build `tonic::Status` values.
+//! in-flight guards, the identity service, the one error type and its code map ([`error`]), the
+//! request rules ([`request`]), and helpers to build replies ([`reply`]).
 //!
 //! This module owns transport concerns only; it must not know any driver's storage.
 
 pub mod client;
 pub mod endpoint;
+pub mod error;
 pub mod identity;
 pub mod inflight;
 pub mod reply;
+pub mod request;
 pub mod rpclog;
 pub mod server;
 
 pub use client::connect_unix;
 pub use csi_proto::v1 as pb;
 pub use endpoint::{Endpoint, EndpointError};
+pub use error::{CsiError, CsiResult, cloud_code, host_code, io, mount_code, required};
 pub use identity::{IdentityService, PluginCaps};
 pub use inflight::{InFlight, InFlightGuard};
 pub use server::{ServeError, serve, shutdown_signal};
 
 use std::error::Error as StdError;
 use std::time::Duration;
-
-/// The gRPC code for a cloud error: each kind, and a call that ran out of its deadline.
-pub fn cloud_code(error: &crate::cloud::CloudError) -> tonic::Code {
-    use crate::cloud::ErrorKind;
-    if error.is_deadline() {
-        return tonic::Code::DeadlineExceeded;
-    }
-    match error.kind() {
-        ErrorKind::NotFound => tonic::Code::NotFound,
-        ErrorKind::AlreadyExists => tonic::Code::AlreadyExists,
-        ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-        ErrorKind::Throttled | ErrorKind::Busy | ErrorKind::Unavailable => tonic::Code::Unavailable,
-        ErrorKind::Auth => tonic::Code::PermissionDenied,
-        ErrorKind::Quota => tonic::Code::ResourceExhausted,
-        ErrorKind::Other => tonic::Code::Internal,
-    }
-}
-
-/// The gRPC code for a mount-layer error.
-pub fn mount_code(error: &crate::mount::MountError) -> tonic::Code {
-    use crate::mount::{CommandError, MountError};
-    match error {
-        MountError::UnsupportedFs(_) => tonic::Code::InvalidArgument,
-        MountError::NotBlank { .. } => tonic::Code::FailedPrecondition,
-        // Online ext4 growth without CAP_SYS_RESOURCE: growth at the next staging works.
-        MountError::ResizeNotPermitted { .. } => tonic::Code::Unavailable,
-        // A hung mount or tool, killed at its timeout: the call may be retried.
-        MountError::Command(CommandError::TimedOut { .. }) => tonic::Code::DeadlineExceeded,
-        MountError::Command(_)
-        | MountError::Io { .. }
-        | MountError::Mount { .. }
-        | MountError::Unmount { .. }
-        | MountError::TooManyMounts { .. } => tonic::Code::Internal,
-    }
-}
 
 /// A status whose message carries the error and its whole cause chain, `a: b: c`.
 pub fn status_with_chain(code: tonic::Code, error: &(dyn StdError + 'static)) -> tonic::Status {

@@ -9,18 +9,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use csi_common::cloud::ErrorKind;
 use csi_common::cloud::cbs::{
     self, CbsApi, CreateDisksRequest, CreateSnapshotRequest, DescribeDisksRequest,
     DescribeSnapshotsRequest, Disk, DiskChargePrepaid, Filter, MAX_PAGE, Placement, disk_state,
 };
-use csi_common::cloud::{ErrorKind, client_token};
 use csi_common::csi::reply::{answer_by, controller_caps, validation};
+use csi_common::csi::request::{self, Capacity, Page, Supported, is_mount};
 use csi_common::csi::{InFlight, pb};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, required};
-use crate::params::{CbsParams, GIB, size_gib};
+use crate::params::{CbsParams, GIB, MutableParams, size_gib};
 use crate::topology::{Zones, requirement_zones, topology_for};
 use crate::watcher::{DiskWatcher, Learned, Wait};
 
@@ -29,6 +30,10 @@ const REISSUE_AFTER: Duration = Duration::from_secs(5);
 pub const PUBLISH_CONTEXT_DISK_ID: &str = "diskId";
 
 mod attach;
+mod create;
+mod snapshots;
+
+use create::{TAG_SNAPSHOT_NAME, TAG_VOLUME_NAME, Terminated, cloud_name};
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -52,6 +57,8 @@ pub struct ControllerService<C> {
     attach_time: Learned,
     detach_time: Learned,
     resize_time: Learned,
+    /// Disks this controller terminated: a ClientToken answering one of them is stale.
+    terminated: Terminated,
 }
 
 /// CBS disk IDs look like `disk-xxxxxxxx`; anything else cannot exist, so no cloud call is made.
@@ -67,51 +74,17 @@ fn is_snapshot_id(id: &str) -> bool {
     })
 }
 
-/// Block disks attach to one node at a time: every single-node mode is fine, multi-node modes are
-/// not; mount volumes need a filesystem we can make.
+/// What a CBS disk supports: one node at a time, block or a file system we can make.
+pub const SUPPORTED: Supported = Supported {
+    storage: "a CBS disk",
+    block: true,
+    multi_node: false,
+    fs_types: &["ext4", "ext3", "xfs"],
+};
+
+/// Every capability must be one a CBS disk supports.
 pub fn check_capabilities(capabilities: &[pb::VolumeCapability]) -> Result<()> {
-    use pb::volume_capability::access_mode::Mode;
-    for capability in capabilities {
-        let mode = capability
-            .access_mode
-            .as_ref()
-            .map(|m| Mode::try_from(m.mode).unwrap_or(Mode::Unknown))
-            .unwrap_or(Mode::Unknown);
-        match mode {
-            Mode::SingleNodeWriter
-            | Mode::SingleNodeReaderOnly
-            | Mode::SingleNodeSingleWriter
-            | Mode::SingleNodeMultiWriter => {}
-            Mode::Unknown => {
-                return Err(Error::InvalidArgument(
-                    "volume capability access_mode is required".into(),
-                ));
-            }
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "access mode {} is not supported: a CBS disk attaches to one node at a time",
-                    other.as_str_name()
-                )));
-            }
-        }
-        match &capability.access_type {
-            Some(pb::volume_capability::AccessType::Mount(mount)) => {
-                if !matches!(mount.fs_type.as_str(), "" | "ext4" | "ext3" | "xfs") {
-                    return Err(Error::InvalidArgument(format!(
-                        "fs_type {:?} is not supported (ext4, ext3, xfs)",
-                        mount.fs_type
-                    )));
-                }
-            }
-            Some(pb::volume_capability::AccessType::Block(_)) => {}
-            None => {
-                return Err(Error::InvalidArgument(
-                    "volume capability access_type is required".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
+    request::check_capabilities(capabilities, &SUPPORTED)
 }
 
 fn timestamp(create_time: &str) -> prost_types::Timestamp {
@@ -141,61 +114,6 @@ fn volume_proto(disk: &Disk, content_source: Option<pb::VolumeContentSource>) ->
     }
 }
 
-/// `(required_bytes, limit_bytes)` of a capacity range; negative values are invalid.
-fn capacity_bytes(range: &pb::CapacityRange) -> Result<(u64, u64)> {
-    match (
-        u64::try_from(range.required_bytes),
-        u64::try_from(range.limit_bytes),
-    ) {
-        (Ok(required), Ok(limit)) => Ok((required, limit)),
-        _ => Err(Error::InvalidArgument(
-            "capacity_range must not be negative".into(),
-        )),
-    }
-}
-
-/// A page of `total` items starting at `offset`, with `len` on it: ABORTED when the token points
-/// past the end, else the token of the next page (empty when this is the last).
-fn next_token(
-    offset: u64,
-    len: usize,
-    total: u64,
-    what: &str,
-) -> std::result::Result<String, Status> {
-    if offset > 0 && offset >= total && len == 0 {
-        return Err(Status::aborted(format!(
-            "starting_token {offset} is past the end ({total} {what})"
-        )));
-    }
-    let next = offset + len as u64;
-    Ok(if next < total {
-        next.to_string()
-    } else {
-        String::new()
-    })
-}
-
-/// Offset pagination tokens: the token is the next offset. A token we did not issue is ABORTED,
-/// as the spec asks.
-fn parse_token(token: &str) -> std::result::Result<u64, Status> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    token.parse().map_err(|_| {
-        Status::aborted(format!(
-            "starting_token {token:?} was not issued by this plugin"
-        ))
-    })
-}
-
-fn page_limit(max_entries: i32) -> std::result::Result<u64, Status> {
-    match max_entries {
-        0 => Ok(MAX_PAGE),
-        n if n < 0 => Err(Status::invalid_argument("max_entries must not be negative")),
-        n => Ok((n as u64).min(MAX_PAGE)),
-    }
-}
-
 impl<C: CbsApi> ControllerService<C> {
     /// Records the time spent waiting on disk states in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<csi_common::metrics::Metrics>) -> Self {
@@ -214,6 +132,7 @@ impl<C: CbsApi> ControllerService<C> {
             attach_time: Learned::default(),
             detach_time: Learned::default(),
             resize_time: Learned::default(),
+            terminated: Terminated::default(),
         }
     }
 
@@ -232,35 +151,6 @@ impl<C: CbsApi> ControllerService<C> {
         self.disk(volume_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("volume {volume_id} does not exist")))
-    }
-
-    async fn disk_by_name(&self, name: &str) -> Result<Option<Disk>> {
-        let mut disks = self.watcher.by_name(name).await?;
-        match disks.len() {
-            0 | 1 => Ok(disks.pop()),
-            n => Err(Error::Internal(format!(
-                "{n} disks are named {name}; delete the extra ones so the volume is unambiguous"
-            ))),
-        }
-    }
-
-    async fn snapshot_by(
-        &self,
-        filter: Option<Filter>,
-        id: Option<&str>,
-        deadline: Instant,
-    ) -> Result<Option<cbs::Snapshot>> {
-        let request = DescribeSnapshotsRequest {
-            snapshot_ids: id.map(|i| vec![i.to_owned()]).unwrap_or_default(),
-            filters: filter.into_iter().collect(),
-            limit: Some(MAX_PAGE),
-            ..Default::default()
-        };
-        match self.cbs.describe_snapshots(&request, Some(deadline)).await {
-            Ok(response) => Ok(response.snapshot_set.into_iter().next()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// The zone for a new disk: `diskZone`, else the topology's preferred then requisite zones,
@@ -351,13 +241,6 @@ fn status_of(disk: &Disk) -> (Vec<String>, pb::VolumeCondition) {
     (nodes, condition)
 }
 
-fn is_mount(capability: Option<&pb::VolumeCapability>) -> bool {
-    !matches!(
-        capability.and_then(|c| c.access_type.as_ref()),
-        Some(pb::volume_capability::AccessType::Block(_))
-    )
-}
-
 fn controller_capabilities() -> Vec<pb::ControllerServiceCapability> {
     use pb::controller_service_capability::rpc::Type;
     controller_caps(&[
@@ -385,16 +268,14 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
     ) -> RpcResult<pb::CreateVolumeResponse> {
         let deadline = answer_by(&request);
         let req = request.into_inner();
-        if req.name.is_empty() {
-            return Err(required("name").into());
-        }
-        if req.volume_capabilities.is_empty() {
-            return Err(required("volume_capabilities").into());
-        }
+        request::require(&req.name, "name")?;
         check_capabilities(&req.volume_capabilities)?;
-        let params = CbsParams::parse(&req.parameters).map_err(Error::from)?;
-        let range = req.capacity_range.unwrap_or_default();
-        let (required_bytes, limit_bytes) = capacity_bytes(&range)?;
+        let mut params = CbsParams::parse(&req.parameters)?;
+        MutableParams::parse(&req.mutable_parameters)?.apply(&mut params)?;
+        let Capacity {
+            required: required_bytes,
+            limit: limit_bytes,
+        } = Capacity::parse(req.capacity_range.as_ref())?;
         let mut gib =
             size_gib(&params.disk_type, required_bytes, limit_bytes).map_err(Error::from)?;
         let snapshot_id = match req
@@ -451,7 +332,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 {
                     gib = snapshot.disk_size;
                 } else {
-                    return Err(Error::Size(crate::params::SizeError::LimitTooSmall {
+                    return Err(Error::from(crate::params::SizeError::LimitTooSmall {
                         disk_type: params.disk_type.clone(),
                         required: snapshot.disk_size.saturating_mul(GIB),
                         rounded_gib: gib,
@@ -469,6 +350,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 deadline,
             )
             .await?;
+        let (disk_name, name_tag) = cloud_name(&req.name, TAG_VOLUME_NAME);
         let create = CreateDisksRequest {
             placement: Placement {
                 zone,
@@ -482,33 +364,16 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 renew_flag: params.renew_flag.clone(),
             }),
             disk_size: gib,
-            disk_name: Some(req.name.clone()),
+            disk_name: Some(disk_name),
             disk_count: 1,
             snapshot_id: snapshot_id.clone(),
             encrypt: params.encrypt.then(|| "ENCRYPT".to_owned()),
             throughput_performance: params.throughput_mbps,
-            tags: params.tags.clone(),
-            client_token: Some(client_token(&[&self.config.driver_name, &req.name])),
+            tags: params.tags.iter().cloned().chain(name_tag).collect(),
+            client_token: None,
         };
-        let ids = self
-            .cbs
-            .create_disks(&create, Some(deadline))
-            .await
-            .map_err(Error::from)?;
-        let disk_id = ids
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Internal("CreateDisks returned no disk ID".into()))?;
-        // Answer from the request: a describe now would cost a call and could lag behind anyway.
-        let disk = Disk {
-            disk_id: disk_id.clone(),
-            disk_name: req.name.clone(),
-            disk_state: disk_state::UNATTACHED.to_owned(),
-            disk_size: gib,
-            disk_type: create.disk_type.clone(),
-            placement: create.placement.clone(),
-            ..Disk::default()
-        };
+        let disk = self.create_disk(&req.name, create, deadline).await?;
+        let disk_id = disk.disk_id.clone();
         if let Some(policy) = &params.auto_snapshot_policy
             && let Err(e) = self
                 .cbs
@@ -541,8 +406,12 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .terminate_disks(std::slice::from_ref(&volume_id), Some(deadline))
             .await
         {
-            Ok(()) => Ok(Response::new(pb::DeleteVolumeResponse {})),
+            Ok(()) => {
+                self.terminated.record(&volume_id);
+                Ok(Response::new(pb::DeleteVolumeResponse {}))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.terminated.record(&volume_id);
                 Ok(Response::new(pb::DeleteVolumeResponse {}))
             }
             Err(e) if e.code().is_some_and(|c| c.ends_with(".Attached")) => {
@@ -616,11 +485,10 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
     ) -> RpcResult<pb::ListVolumesResponse> {
         let deadline = answer_by(&request);
         let req = request.into_inner();
-        let offset = parse_token(&req.starting_token)?;
-        let limit = page_limit(req.max_entries)?;
+        let page = Page::parse(&req.starting_token, req.max_entries, MAX_PAGE)?;
         let describe = DescribeDisksRequest {
-            offset: Some(offset),
-            limit: Some(limit),
+            offset: Some(page.offset),
+            limit: Some(page.limit),
             ..Default::default()
         };
         let response = self
@@ -628,12 +496,8 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .describe_disks(&describe, Some(deadline))
             .await
             .map_err(Error::from)?;
-        let next_token = next_token(
-            offset,
-            response.disk_set.len(),
-            response.total_count,
-            "volumes",
-        )?;
+        let next_token =
+            page.next_token(response.disk_set.len(), response.total_count, "volumes")?;
         let entries = response
             .disk_set
             .iter()
@@ -678,22 +542,10 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
     ) -> RpcResult<pb::CreateSnapshotResponse> {
         let deadline = answer_by(&request);
         let req = request.into_inner();
-        if req.name.is_empty() {
-            return Err(required("name").into());
-        }
-        if req.source_volume_id.is_empty() {
-            return Err(required("source_volume_id").into());
-        }
+        request::require(&req.name, "name")?;
+        request::require(&req.source_volume_id, "source_volume_id")?;
         let _guard = self.inflight.acquire(&format!("snapshot/{}", req.name))?;
-        if let Some(existing) = self
-            .snapshot_by(
-                Some(Filter::new("snapshot-name", &req.name)),
-                None,
-                deadline,
-            )
-            .await?
-            && existing.snapshot_name == req.name
-        {
+        if let Some(existing) = self.snapshot_by_name(&req.name, deadline).await? {
             if existing.disk_id != req.source_volume_id {
                 return Err(Error::AlreadyExists(format!(
                     "snapshot {} exists as {} of volume {}, not {}",
@@ -706,10 +558,11 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             }));
         }
         let disk = self.existing_disk(&req.source_volume_id).await?;
+        let (snapshot_name, name_tag) = cloud_name(&req.name, TAG_SNAPSHOT_NAME);
         let create = CreateSnapshotRequest {
             disk_id: disk.disk_id.clone(),
-            snapshot_name: Some(req.name.clone()),
-            tags: Vec::new(),
+            snapshot_name: Some(snapshot_name.clone()),
+            tags: name_tag.into_iter().collect(),
         };
         let snapshot_id = self
             .cbs
@@ -721,7 +574,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .await?
             .unwrap_or(cbs::Snapshot {
                 snapshot_id,
-                snapshot_name: req.name,
+                snapshot_name,
                 snapshot_state: cbs::snapshot_state::CREATING.into(),
                 percent: 0,
                 disk_id: disk.disk_id,
@@ -746,17 +599,9 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             return Ok(Response::new(pb::DeleteSnapshotResponse {}));
         }
         let _guard = self.inflight.acquire(&snapshot_id)?;
-        match self
-            .cbs
-            .delete_snapshots(&[snapshot_id], Some(deadline))
-            .await
-        {
-            Ok(()) => Ok(Response::new(pb::DeleteSnapshotResponse {})),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Ok(Response::new(pb::DeleteSnapshotResponse {}))
-            }
-            Err(e) => Err(Error::from(e).into()),
-        }
+        self.delete_snapshot_when_deletable(&snapshot_id, deadline)
+            .await?;
+        Ok(Response::new(pb::DeleteSnapshotResponse {}))
     }
 
     async fn list_snapshots(
@@ -785,11 +630,10 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 next_token: String::new(),
             }));
         }
-        let offset = parse_token(&req.starting_token)?;
-        let limit = page_limit(req.max_entries)?;
+        let page = Page::parse(&req.starting_token, req.max_entries, MAX_PAGE)?;
         let mut describe = DescribeSnapshotsRequest {
-            offset: Some(offset),
-            limit: Some(limit),
+            offset: Some(page.offset),
+            limit: Some(page.limit),
             ..Default::default()
         };
         if !req.source_volume_id.is_empty() {
@@ -805,8 +649,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .describe_snapshots(&describe, Some(deadline))
             .await
             .map_err(Error::from)?;
-        let next_token = next_token(
-            offset,
+        let next_token = page.next_token(
             response.snapshot_set.len(),
             response.total_count,
             "snapshots",
@@ -829,7 +672,10 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         let range = req
             .capacity_range
             .ok_or_else(|| required("capacity_range"))?;
-        let (required_bytes, limit_bytes) = capacity_bytes(&range)?;
+        let Capacity {
+            required: required_bytes,
+            limit: limit_bytes,
+        } = Capacity::parse(Some(&range))?;
         let node_expansion_required = is_mount(req.volume_capability.as_ref());
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let disk = self.existing_disk(&req.volume_id).await?;
@@ -908,38 +754,10 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let mut disk_type = None;
-        let mut throughput = None;
-        for (key, value) in &req.mutable_parameters {
-            match key.to_ascii_lowercase().as_str() {
-                "disktype" | "type" => {
-                    let upper = value.trim().to_ascii_uppercase();
-                    if crate::params::min_size_gib(&upper).is_none() {
-                        return Err(Error::InvalidArgument(format!(
-                            "mutable parameter diskType={value:?} is not a CBS disk type"
-                        ))
-                        .into());
-                    }
-                    disk_type = Some(upper);
-                }
-                "throughputperformance" => {
-                    throughput = Some(
-                        value
-                            .trim()
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|t| *t <= crate::params::MAX_THROUGHPUT_MBPS)
-                            .ok_or_else(|| Error::InvalidArgument(format!("mutable parameter throughputperformance={value:?} must be MB/s from 0 to 650")))?,
-                    );
-                }
-                _ => {
-                    return Err(Error::InvalidArgument(format!(
-                        "mutable parameter {key:?} cannot be changed in place (diskType, throughputperformance)"
-                    ))
-                    .into());
-                }
-            }
-        }
+        let MutableParams {
+            disk_type,
+            throughput_mbps: throughput,
+        } = MutableParams::parse(&req.mutable_parameters)?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let disk = self.existing_disk(&req.volume_id).await?;
         if let Some(disk_type) = disk_type.filter(|t| *t != disk.disk_type) {
@@ -1006,14 +824,5 @@ mod tests {
             assert!(!is_disk_id(bad), "{bad}");
         }
         assert!(is_snapshot_id("snap-1x"));
-        assert_eq!(parse_token("").unwrap(), 0);
-        assert_eq!(parse_token("40").unwrap(), 40);
-        assert_eq!(parse_token("abc").unwrap_err().code(), tonic::Code::Aborted);
-        assert_eq!(page_limit(0).unwrap(), MAX_PAGE);
-        assert_eq!(page_limit(500).unwrap(), MAX_PAGE);
-        assert_eq!(
-            page_limit(-1).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
     }
 }

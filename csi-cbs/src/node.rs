@@ -9,12 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_common::csi::reply::{
-    VolumePath, absolute_path, check_volume_path, filesystem_usage, node_caps,
-};
-use csi_common::csi::{InFlight, pb};
+use csi_common::csi::reply::{VolumePath, check_volume_path, filesystem_usage, node_caps};
+use csi_common::csi::request::{read_only, target_path, volume_path};
+use csi_common::csi::{InFlight, io, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target, unmount_all};
-use csi_common::mount::{DeviceContent, FormatParams, MountError, Mounter};
+use csi_common::mount::{DeviceContent, FormatParams, Mounter};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -79,19 +78,6 @@ fn mount_volume(capability: &pb::VolumeCapability) -> Option<&pb::volume_capabil
     }
 }
 
-fn is_read_only_mode(capability: &pb::VolumeCapability) -> bool {
-    use pb::volume_capability::access_mode::Mode;
-    capability
-        .access_mode
-        .as_ref()
-        .is_some_and(|m| m.mode == Mode::SingleNodeReaderOnly as i32)
-}
-
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.display().to_string();
-    move |source| Error::Mount(MountError::Io { path, what, source })
-}
-
 /// Stages a filesystem volume: format only a blank device, mount, grow when the device is larger.
 fn stage_mount<M: Mounter>(
     mounter: &M,
@@ -152,7 +138,7 @@ fn stage_mount<M: Mounter>(
         // A restored snapshot has the same UUID as its source, which may be mounted here too.
         options.push("nouuid".into());
     }
-    if is_read_only_mode(capability) && !options.iter().any(|o| o == "ro") {
+    if read_only(false, capability) && !options.iter().any(|o| o == "ro") {
         options.push("ro".into());
     }
     mounter.mount(device, staging, &fs_type, &options)?;
@@ -262,8 +248,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
-            .map_err(Error::InvalidArgument)?;
+        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -292,8 +277,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
-            .map_err(Error::InvalidArgument)?;
+        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
         blocking(&self.mounter, move |m| {
@@ -316,15 +300,13 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
-            .map_err(Error::InvalidArgument)?;
-        let target =
-            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
+        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
+        let target = target_path(&req.target_path, "target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
-        let read_only = req.readonly || is_read_only_mode(&capability);
+        let read_only = read_only(req.readonly, &capability);
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
         blocking(&self.mounter, move |m| {
@@ -379,8 +361,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target =
-            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
+        let target = target_path(&req.target_path, "target_path")?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         blocking(&self.mounter, move |m| {
             unmount_all(m, &target)?;
@@ -398,8 +379,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path =
-            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
+        let path = volume_path(&req.volume_path, "volume_path")?;
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
         let response = blocking(&self.mounter, move |m| {
@@ -487,8 +467,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path =
-            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
+        let path = volume_path(&req.volume_path, "volume_path")?;
         // The capability is optional here; a published block volume is a file, not a directory.
         let block = match req.volume_capability.as_ref() {
             Some(capability) => is_block(capability),

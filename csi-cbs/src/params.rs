@@ -29,6 +29,10 @@ pub enum ParamError {
         "unknown StorageClass parameter {0:?}; accepted: diskType, diskZone, diskChargeType, diskChargeTypePrepaidPeriod, diskChargePrepaidRenewFlag, project, encrypt, disktags, throughputperformance, cdcid, aspid"
     )]
     Unknown(String),
+    #[error(
+        "mutable parameter {0:?} cannot be changed in place; accepted: diskType, throughputperformance"
+    )]
+    NotMutable(String),
     #[error("parameter {key} is given twice (as {first:?} and {second:?})")]
     Duplicate {
         key: &'static str,
@@ -332,6 +336,74 @@ impl CbsParams {
             cdc_id: get(Key::CdcId).map(str::to_owned),
             auto_snapshot_policy: get(Key::AutoSnapshotPolicy).map(str::to_owned),
         })
+    }
+}
+
+/// The parameters of a VolumeAttributesClass (`mutable_parameters`): what ModifyVolume changes in
+/// place, and what CreateVolume applies over the StorageClass's parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MutableParams {
+    pub disk_type: Option<String>,
+    pub throughput_mbps: Option<u64>,
+}
+
+impl MutableParams {
+    /// Keys are case-insensitive, as the StorageClass's are; anything else cannot change in place.
+    pub fn parse(params: &HashMap<String, String>) -> Result<MutableParams, ParamError> {
+        let mut mutable = MutableParams::default();
+        for (key, value) in params {
+            match key.to_ascii_lowercase().as_str() {
+                "disktype" | "type" => {
+                    let upper = value.trim().to_ascii_uppercase();
+                    if min_size_gib(&upper).is_none() {
+                        return Err(invalid(
+                            Key::DiskType,
+                            value,
+                            "not a CBS disk type (mutable parameter)",
+                        ));
+                    }
+                    mutable.disk_type = Some(upper);
+                }
+                "throughputperformance" => {
+                    let mbps = value
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|t| *t <= MAX_THROUGHPUT_MBPS)
+                        .ok_or_else(|| {
+                            invalid(
+                                Key::Throughput,
+                                value,
+                                format!("expected MB/s from 0 to {MAX_THROUGHPUT_MBPS} (mutable parameter)"),
+                            )
+                        })?;
+                    mutable.throughput_mbps = Some(mbps);
+                }
+                _ => return Err(ParamError::NotMutable(key.clone())),
+            }
+        }
+        Ok(mutable)
+    }
+
+    /// The StorageClass's parameters with these applied on top, checked together.
+    pub fn apply(&self, params: &mut CbsParams) -> Result<(), ParamError> {
+        if let Some(disk_type) = &self.disk_type {
+            params.disk_type = disk_type.clone();
+        }
+        if let Some(mbps) = self.throughput_mbps {
+            params.throughput_mbps = Some(mbps).filter(|t| *t > 0);
+        }
+        if params.throughput_mbps.is_some()
+            && params.disk_type != "CLOUD_HSSD"
+            && params.disk_type != "CLOUD_TSSD"
+        {
+            return Err(invalid(
+                Key::Throughput,
+                &params.throughput_mbps.unwrap_or_default().to_string(),
+                "extra throughput needs diskType CLOUD_HSSD or CLOUD_TSSD",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -77,7 +77,7 @@ impl Poll {
     pub async fn wait(&mut self, disk_id: &str, state: &str, what: &str) -> Result<()> {
         if Instant::now() + self.next >= self.deadline {
             return Err(Error::DeadlineExceeded(format!(
-                "disk {disk_id} is still {state} while waiting for {what}; the next call resumes the wait"
+                "{disk_id} is still {state} while waiting for {what}; the next call resumes the wait"
             )));
         }
         tokio::time::sleep(self.next).await;

@@ -1395,16 +1395,20 @@ async fn expand_of_a_block_volume_reports_capacity_without_growing() {
 #[tokio::test]
 async fn expand_rejects_malformed_requests() {
     let node = Fixture::new();
-    for (name, volume_id, path) in [
-        ("missing volume_id", "", "/x"),
-        ("missing path", VOL, ""),
-        ("relative path", VOL, "x/y"),
-    ] {
+    for (name, volume_id, path) in [("missing volume_id", "", "/x"), ("missing path", VOL, "")] {
         let err = node
             .expand(volume_id, Path::new(path), None)
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+    }
+    // No volume is ever mounted at a relative path: NOT_FOUND, as csi-sanity expects.
+    for volume_id in [VOL, "some-volume-id"] {
+        let err = node
+            .expand(volume_id, Path::new("some/path"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{volume_id}: {err:?}");
     }
 }
 
@@ -1418,9 +1422,17 @@ async fn stats_of_a_missing_path_is_not_found() {
     node.attach("vdb", VOL, GIB, DeviceContent::Blank);
     let err = node.stats(VOL, &node.target("never")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    for (name, volume_id, path) in [("missing volume_id", "", "/x"), ("relative path", VOL, "x")] {
+    for (name, volume_id, path) in [("missing volume_id", "", "/x"), ("missing path", VOL, "")] {
         let err = node.stats(volume_id, Path::new(path)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+    }
+    // A relative path holds no volume, known or not: NOT_FOUND, never resolved.
+    for volume_id in [VOL, "some-volume-id"] {
+        let err = node
+            .stats(volume_id, Path::new("some/path"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{volume_id}: {err:?}");
     }
 }
 

@@ -14,8 +14,9 @@ use csi_common::cloud::cfs::{
     CfsApi, CreateFileSystemRequest, DescribeFileSystemsRequest, FileSystem, MountTarget,
     ResourceTag, life_cycle,
 };
-use csi_common::cloud::{ErrorKind, client_token};
+use csi_common::cloud::{ErrorKind, client_token, short_name};
 use csi_common::csi::reply::{answer_by, controller_caps, validation};
+use csi_common::csi::request::{self, Capacity, Page, Supported};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::healthy_mount;
@@ -24,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, io, required};
 use crate::nfs::{NfsMounter, NfsSource};
+use crate::owners::{self, Owner, RECORDS_DIR, Records};
 use crate::params::{CfsParams, OnDelete, VolumeId, expand_pattern};
 
 /// Tag keys: Tencent reserves keys starting with `tencent`, `qcloud` and `project`.
@@ -32,6 +34,12 @@ pub const TAG_SHARED: &str = "k8s-csi/shared-instance";
 pub const TAG_ON_DELETE: &str = "k8s-csi/on-delete";
 /// Archived subdirectories start with this; they are not volumes any more.
 pub const ARCHIVE_PREFIX: &str = "archived-";
+/// The whole CSI name of a file system whose FsName had to be shortened.
+pub const TAG_VOLUME_NAME: &str = "k8s-csi/volume-name";
+/// The size a whole file system was asked with, so a repeated create can be compared.
+pub const TAG_CAPACITY: &str = "k8s-csi/capacity-bytes";
+/// CFS file system names hold at most this many bytes.
+pub const MAX_FS_NAME: usize = 64;
 const GIB: u64 = 1 << 30;
 const PAGE: u64 = 100;
 
@@ -57,29 +65,17 @@ pub struct ControllerService<C, M> {
     metrics: Arc<csi_common::metrics::Metrics>,
 }
 
-/// NFS serves file access only; every access mode is fine, block is not.
+/// NFS serves file access only: every access mode, any file system type asked, never block.
+pub const SUPPORTED: Supported = Supported {
+    storage: "a CFS file system",
+    block: false,
+    multi_node: true,
+    fs_types: &[],
+};
+
+/// Every capability must be one a CFS file system supports.
 pub fn check_capabilities(capabilities: &[pb::VolumeCapability]) -> Result<()> {
-    for capability in capabilities {
-        match &capability.access_type {
-            Some(pb::volume_capability::AccessType::Mount(_)) => {}
-            Some(pb::volume_capability::AccessType::Block(_)) => {
-                return Err(Error::InvalidArgument(
-                    "block volumes are not supported: CFS is a file system".into(),
-                ));
-            }
-            None => {
-                return Err(Error::InvalidArgument(
-                    "volume capability access_type is required".into(),
-                ));
-            }
-        }
-        if capability.access_mode.as_ref().is_none_or(|m| m.mode == 0) {
-            return Err(Error::InvalidArgument(
-                "volume capability access_mode is required".into(),
-            ));
-        }
-    }
-    Ok(())
+    request::check_capabilities(capabilities, &SUPPORTED)
 }
 
 /// The group that owns a shared-instance volume's files, for its CFS group quota.
@@ -336,6 +332,8 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         Ok(root)
     }
 
+    /// A whole file system per volume: found again by its name (and, for a shortened name, the
+    /// whole name in its tag), compared with the request, else created with a ClientToken.
     async fn create_whole(
         &self,
         name: &str,
@@ -343,27 +341,62 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         capacity: u64,
         deadline: Instant,
     ) -> Result<pb::Volume> {
-        let mut tags = params.tags.clone();
-        tags.push(ResourceTag {
-            tag_key: TAG_DRIVER.into(),
-            tag_value: self.config.driver_name.clone(),
-        });
-        let request = CreateFileSystemRequest {
-            zone: self.zone(params)?,
-            net_interface: "VPC".into(),
-            p_group_id: params.pgroup_id.clone(),
-            protocol: "NFS".into(),
-            storage_type: params.storage_type.clone(),
-            vpc_id: params.vpc_id.clone(),
-            subnet_id: params.subnet_id.clone(),
-            fs_name: Some(name.to_owned()),
-            resource_tags: tags,
-            client_token: Some(client_token(&[&self.config.driver_name, name])),
+        let fs_name = short_name(name, MAX_FS_NAME).into_owned();
+        let shortened = fs_name != name;
+        let existing = self
+            .all_file_systems(deadline)
+            .await?
+            .into_iter()
+            .find(|f| {
+                f.fs_name == fs_name
+                    && f.tag(TAG_DRIVER) == Some(self.config.driver_name.as_str())
+                    && f.tag(TAG_SHARED).is_none()
+                    && (!shortened || f.tag(TAG_VOLUME_NAME) == Some(name))
+            });
+        let fs_id = match existing {
+            Some(fs) => {
+                let asked = fs.tag(TAG_CAPACITY).and_then(|c| c.parse::<u64>().ok());
+                if let Some(asked) = asked.filter(|asked| *asked != capacity) {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name} exists as file system {} of {asked} bytes, not {capacity}",
+                        fs.file_system_id
+                    )));
+                }
+                fs.file_system_id
+            }
+            None => {
+                let mut tags = params.tags.clone();
+                tags.push(ResourceTag {
+                    tag_key: TAG_DRIVER.into(),
+                    tag_value: self.config.driver_name.clone(),
+                });
+                tags.push(ResourceTag {
+                    tag_key: TAG_CAPACITY.into(),
+                    tag_value: capacity.to_string(),
+                });
+                if shortened {
+                    tags.push(ResourceTag {
+                        tag_key: TAG_VOLUME_NAME.into(),
+                        tag_value: name.to_owned(),
+                    });
+                }
+                let request = CreateFileSystemRequest {
+                    zone: self.zone(params)?,
+                    net_interface: "VPC".into(),
+                    p_group_id: params.pgroup_id.clone(),
+                    protocol: "NFS".into(),
+                    storage_type: params.storage_type.clone(),
+                    vpc_id: params.vpc_id.clone(),
+                    subnet_id: params.subnet_id.clone(),
+                    fs_name: Some(fs_name),
+                    resource_tags: tags,
+                    client_token: Some(client_token(&[&self.config.driver_name, name])),
+                };
+                self.cfs
+                    .create_file_system(&request, Some(deadline))
+                    .await?
+            }
         };
-        let fs_id = self
-            .cfs
-            .create_file_system(&request, Some(deadline))
-            .await?;
         self.wait_available(&fs_id, deadline).await?;
         let target = self.mount_target(&fs_id, deadline).await?;
         Ok(pb::Volume {
@@ -392,6 +425,12 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         .map_err(|reason| {
             Error::InvalidArgument(format!("subdir-pattern {:?}: {reason}", params.pattern))
         })?;
+        if subdir == RECORDS_DIR {
+            return Err(Error::InvalidArgument(format!(
+                "subdir-pattern {:?} gives {subdir}, which holds the owner records",
+                params.pattern
+            )));
+        }
         let fs = self.shared_instance(params, deadline).await?;
         let target = self.mount_target(&fs.file_system_id, deadline).await?;
         let volume_id = VolumeId::Subdir {
@@ -400,9 +439,28 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             subdir: subdir.clone(),
         };
         let gid = quota_gid(&volume_id.to_string());
+        // Two claims whose patterns give one directory are decided one at a time.
+        let _subdir_guard = self
+            .inflight
+            .acquire(&format!("{}/{subdir}", fs.file_system_id))?;
         let root = self.instance_root(&fs.file_system_id, &target).await?;
         let dir = root.join(&subdir);
+        let (leaf, owner) = (
+            subdir.clone(),
+            Owner {
+                volume: name.to_owned(),
+                capacity_bytes: capacity,
+                released: false,
+            },
+        );
         tokio::task::spawn_blocking(move || -> Result<()> {
+            let records = Records::new(&root);
+            owners::claim(
+                &leaf,
+                records.read(&leaf)?.as_ref(),
+                &owner.volume,
+                capacity,
+            )?;
             match std::fs::symlink_metadata(&dir) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
@@ -420,7 +478,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             })?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2777))
                 .map_err(io(&dir, "cannot set the subdirectory's mode"))?;
-            Ok(())
+            records.write(&leaf, &owner)
         })
         .await
         .map_err(|e| Error::Internal(format!("subdirectory task failed: {e}")))??;
@@ -457,9 +515,6 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         subdir: &str,
         deadline: Instant,
     ) -> Result<()> {
-        if on_delete == OnDelete::Retain {
-            return Ok(());
-        }
         if self.file_system(fs_id, deadline).await?.is_none() {
             return Ok(());
         }
@@ -470,9 +525,15 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             "{ARCHIVE_PREFIX}{subdir}-{}",
             csi_common::time::unix_now()
         ));
+        let leaf = subdir.to_owned();
         tokio::task::spawn_blocking(move || -> Result<()> {
+            let records = Records::new(&root);
+            // The data first, the record after: a retry after a crash finds the record and
+            // finishes the job.
             match std::fs::symlink_metadata(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return records.remove(&leaf);
+                }
                 Err(e) => return Err(io(&dir, "cannot inspect the subdirectory")(e)),
                 Ok(meta) if !meta.is_dir() => {
                     return Err(Error::FailedPrecondition(format!(
@@ -483,12 +544,28 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
                 Ok(_) => {}
             }
             match on_delete {
-                OnDelete::Archive => std::fs::rename(&dir, &archived)
-                    .map_err(io(&dir, "cannot archive the subdirectory")),
+                OnDelete::Archive => {
+                    std::fs::rename(&dir, &archived)
+                        .map_err(io(&dir, "cannot archive the subdirectory"))?;
+                    records.remove(&leaf)
+                }
                 // Exactly this leaf; remove_dir_all never follows symlinks out of it.
-                OnDelete::Delete => std::fs::remove_dir_all(&dir)
-                    .map_err(io(&dir, "cannot delete the subdirectory")),
-                OnDelete::Retain => Ok(()),
+                OnDelete::Delete => {
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(io(&dir, "cannot delete the subdirectory"))?;
+                    records.remove(&leaf)
+                }
+                // The data stays; the record says no volume holds it any more.
+                OnDelete::Retain => match records.read(&leaf)? {
+                    Some(owner) if !owner.released => records.write(
+                        &leaf,
+                        &Owner {
+                            released: true,
+                            ..owner
+                        },
+                    ),
+                    _ => Ok(()),
+                },
             }
         })
         .await
@@ -521,12 +598,17 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             let root = self.instance_root(&fs.file_system_id, &target).await?;
             // An NFS directory read can block on a sick server: off the async runtime.
             let names = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+                let records: std::collections::BTreeMap<String, Owner> =
+                    Records::new(&root).all()?.into_iter().collect();
+                // Directories older than owner records have none and are listed as before;
+                // released ones (deleted, data retained) are not volumes any more.
                 let mut names: Vec<String> = std::fs::read_dir(&root)
                     .map_err(io(&root, "cannot list the shared instance"))?
                     .flatten()
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                    .filter(|n| !n.starts_with(ARCHIVE_PREFIX))
+                    .filter(|n| !n.starts_with(ARCHIVE_PREFIX) && n != RECORDS_DIR)
+                    .filter(|n| records.get(n).is_none_or(|owner| !owner.released))
                     .collect();
                 names.sort();
                 Ok(names)
@@ -571,12 +653,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
     ) -> RpcResult<pb::CreateVolumeResponse> {
         let deadline = answer_by(&request);
         let req = request.into_inner();
-        if req.name.is_empty() {
-            return Err(required("name").into());
-        }
-        if req.volume_capabilities.is_empty() {
-            return Err(required("volume_capabilities").into());
-        }
+        request::require(&req.name, "name")?;
         check_capabilities(&req.volume_capabilities)?;
         if req.volume_content_source.is_some() {
             return Err(Error::InvalidArgument(
@@ -586,14 +663,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         }
         let params =
             CfsParams::parse_with(&req.parameters, &self.config.defaults).map_err(Error::from)?;
-        let range = req.capacity_range.unwrap_or_default();
-        let capacity = u64::try_from(range.required_bytes)
-            .map_err(|_| Error::InvalidArgument("capacity_range must not be negative".into()))?;
-        if range.limit_bytes < 0
-            || (range.limit_bytes > 0 && range.limit_bytes < range.required_bytes)
-        {
-            return Err(Status::out_of_range("limit_bytes is below required_bytes"));
-        }
+        let capacity = Capacity::parse(req.capacity_range.as_ref())?.nominal();
         let _guard = self.inflight.acquire(&req.name)?;
         let volume = if params.shared {
             self.create_subdir(&req.name, &params, capacity, deadline)
@@ -683,44 +753,16 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
     ) -> RpcResult<pb::ListVolumesResponse> {
         let deadline = answer_by(&request);
         let req = request.into_inner();
-        let offset: usize = if req.starting_token.is_empty() {
-            0
-        } else {
-            req.starting_token.parse().map_err(|_| {
-                Status::aborted(format!(
-                    "starting_token {:?} was not issued by this plugin",
-                    req.starting_token
-                ))
-            })?
-        };
-        if req.max_entries < 0 {
-            return Err(Status::invalid_argument("max_entries must not be negative"));
-        }
+        let page = Page::parse(&req.starting_token, req.max_entries, u64::MAX)?;
         let volumes = self.all_volumes(deadline).await?;
-        if offset > volumes.len() {
-            return Err(Status::aborted(format!(
-                "starting_token {offset} is past the end ({} volumes)",
-                volumes.len()
-            )));
-        }
-        let limit = if req.max_entries == 0 {
-            volumes.len()
-        } else {
-            req.max_entries as usize
-        };
-        let end = (offset + limit).min(volumes.len());
-        let entries = volumes[offset..end]
+        let (volumes, next_token) = page.of(&volumes, "volumes")?;
+        let entries = volumes
             .iter()
             .map(|v| pb::list_volumes_response::Entry {
                 volume: Some(v.clone()),
                 status: None,
             })
             .collect();
-        let next_token = if end < volumes.len() {
-            end.to_string()
-        } else {
-            String::new()
-        };
         Ok(Response::new(pb::ListVolumesResponse {
             entries,
             next_token,
@@ -784,8 +826,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         let range = req
             .capacity_range
             .ok_or_else(|| required("capacity_range"))?;
-        let capacity = u64::try_from(range.required_bytes)
-            .map_err(|_| Error::InvalidArgument("capacity_range must not be negative".into()))?;
+        let capacity = Capacity::parse(Some(&range))?.nominal();
         let id = VolumeId::parse(&req.volume_id)
             .ok_or_else(|| Error::NotFound(format!("volume {} does not exist", req.volume_id)))?;
         let _guard = self.inflight.acquire(&req.volume_id)?;

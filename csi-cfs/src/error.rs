@@ -1,63 +1,20 @@
-//! The driver's one error type, and its one exhaustive mapping to gRPC status codes.
+//! csi-cfs answers with the shared [`CsiError`] and its one code map; its parameter errors convert
+//! into it here.
 
-use csi_common::cloud::CloudError;
-use csi_common::csi::{cloud_code, error_chain, mount_code};
-use csi_common::mount::MountError;
-use tonic::{Code, Status};
+pub use csi_common::csi::{CsiError as Error, io, required};
 
 use crate::params::ParamError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Cloud(#[from] CloudError),
-    #[error(transparent)]
-    Param(#[from] ParamError),
-    #[error(transparent)]
-    Mount(#[from] MountError),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// A transitional state or transient failure: the caller should retry.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    DeadlineExceeded(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Status {
-        let code = match &error {
-            Error::Cloud(e) => cloud_code(e),
-            Error::Param(_) => Code::InvalidArgument,
-            Error::Mount(e) => mount_code(e),
-            Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::Internal(_) => Code::Internal,
-        };
-        Status::new(code, error_chain(&error))
+impl From<ParamError> for Error {
+    fn from(error: ParamError) -> Error {
+        Error::InvalidArgument(error.to_string())
     }
 }
 
-pub fn required(field: &str) -> Error {
-    Error::InvalidArgument(format!("{field} is required"))
-}
-
-/// `io::Error` on `path` as a mount-layer error (it carries the path and the errno).
-pub fn io(path: &std::path::Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.display().to_string();
-    move |source| Error::Mount(MountError::Io { path, what, source })
+impl From<ParamError> for tonic::Status {
+    fn from(error: ParamError) -> tonic::Status {
+        Error::from(error).into()
+    }
 }

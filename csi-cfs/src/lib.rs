@@ -2,12 +2,14 @@
 //! volume, or a subdirectory per volume on a shared file system (`subdir-share: "true"`).
 //!
 //! The crate owns what is particular to CFS: parameters and volume IDs ([`params`]), NFS sources
-//! and mounting ([`nfs`]), the controller ([`controller`]) and node ([`node`]) services.
+//! and mounting ([`nfs`]), the controller ([`controller`]) and node ([`node`]) services, and the
+//! owner records of shared-instance subdirectories ([`owners`]).
 
 pub mod controller;
 pub mod error;
 pub mod nfs;
 pub mod node;
+pub mod owners;
 pub mod params;
 
 use std::path::PathBuf;

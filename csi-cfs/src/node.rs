@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use csi_common::csi::reply::{absolute_path, filesystem_stats, node_caps};
+use csi_common::csi::reply::{filesystem_stats, node_caps};
+use csi_common::csi::request::{read_only, target_path, volume_path};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target};
 use csi_common::mount::{MountInfo, Mounter};
@@ -41,13 +42,6 @@ fn mount_flags(capability: &pb::VolumeCapability) -> Vec<String> {
         Some(pb::volume_capability::AccessType::Mount(m)) => m.mount_flags.clone(),
         _ => Vec::new(),
     }
-}
-
-fn read_only_mode(capability: &pb::VolumeCapability) -> bool {
-    use pb::volume_capability::access_mode::Mode;
-    capability.access_mode.as_ref().is_some_and(|m| {
-        m.mode == Mode::SingleNodeReaderOnly as i32 || m.mode == Mode::MultiNodeReaderOnly as i32
-    })
 }
 
 /// The root a bind of `sub` inside the mount `base` shows in mountinfo.
@@ -194,8 +188,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
-            .map_err(Error::InvalidArgument)?;
+        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -216,8 +209,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
-            .map_err(Error::InvalidArgument)?;
+        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         self.blocking(move |m, config| {
             config.nfs.unmount_all(m, &staging)?;
@@ -235,15 +227,13 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = absolute_path(&req.staging_target_path, "staging_target_path")
-            .map_err(Error::InvalidArgument)?;
-        let target =
-            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
+        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
+        let target = target_path(&req.target_path, "target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
-        let read_only = req.readonly || read_only_mode(&capability);
+        let read_only = read_only(req.readonly, &capability);
         let flags = mount_flags(&capability);
         let source = source_of(&req.volume_context)?;
         let volume_id = req.volume_id.clone();
@@ -287,8 +277,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target =
-            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
+        let target = target_path(&req.target_path, "target_path")?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         self.blocking(move |m, config| {
             config.nfs.unmount_all(m, &target)?;
@@ -306,8 +295,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path =
-            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
+        let path = volume_path(&req.volume_path, "volume_path")?;
         let mounter = Arc::clone(&self.mounter);
         let response = tokio::task::spawn_blocking(move || {
             filesystem_stats(mounter.as_ref(), &path, "mounted and answering")?.ok_or_else(|| {

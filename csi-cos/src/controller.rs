@@ -8,13 +8,14 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use csi_common::csi::reply::{controller_caps, validation};
+use csi_common::csi::request::{self, Capacity};
 use csi_common::csi::{InFlight, pb};
 use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials, ObjectError};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, required};
-use crate::node::check_capability;
+use crate::node::SUPPORTED;
 use crate::params::{CosSource, Keys, ParamError, check_bucket, check_url, clean_prefix};
 
 /// StorageClass parameters of the prefix itself. With the driver's node parameters, these are
@@ -38,6 +39,19 @@ pub enum OnDelete {
 struct Marker {
     volume: String,
     on_delete: OnDelete,
+    /// The size the volume was asked with; markers written before sizes were kept have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capacity_bytes: Option<u64>,
+}
+
+impl Marker {
+    /// Whether an existing marker answers a create of `wanted`: the same volume and policy, and
+    /// the same size when the marker recorded one.
+    fn answers(&self, wanted: &Marker) -> bool {
+        self.volume == wanted.volume
+            && self.on_delete == wanted.on_delete
+            && (self.capacity_bytes.is_none() || self.capacity_bytes == wanted.capacity_bytes)
+    }
 }
 
 /// Endpoint, bucket and prefix of a provisioned volume.
@@ -186,6 +200,7 @@ impl ControllerService {
         Ok(Some(serde_json::from_slice(&body).unwrap_or(Marker {
             volume: String::new(),
             on_delete: OnDelete::Retain,
+            capacity_bytes: None,
         })))
     }
 }
@@ -208,12 +223,7 @@ impl pb::controller_server::Controller for ControllerService {
         if req.name.is_empty() {
             return Err(required("name").into());
         }
-        if req.volume_capabilities.is_empty() {
-            return Err(required("volume_capabilities").into());
-        }
-        for capability in &req.volume_capabilities {
-            check_capability(capability)?;
-        }
+        request::check_capabilities(&req.volume_capabilities, &SUPPORTED)?;
         if req.volume_content_source.is_some() {
             return Err(Status::invalid_argument(
                 "csi-cos cannot create a volume from a snapshot or another volume",
@@ -270,18 +280,27 @@ impl pb::controller_server::Controller for ControllerService {
         }
         // The node must be able to mount what we hand out: check it now, not at the first pod.
         CosSource::from_context(&context)?;
+        // A prefix has no size: report what was asked, so the PV shows the claim's size.
+        let capacity = Capacity::parse(req.capacity_range.as_ref())?.nominal();
         let _guard = self.inflight.acquire(&req.name)?;
         let client = self.client(&id.url, &id.bucket, &req.secrets).await?;
         let wanted = Marker {
             volume: req.name.clone(),
             on_delete,
+            capacity_bytes: Some(capacity),
         };
         match self.marker(&client, &id).await? {
-            Some(existing) if existing == wanted => {}
+            Some(existing) if existing.answers(&wanted) => {}
             Some(existing) => {
                 return Err(Status::already_exists(format!(
-                    "prefix {} of bucket {} already belongs to {:?} (onDelete {:?})",
-                    id.prefix, id.bucket, existing.volume, existing.on_delete
+                    "prefix {} of bucket {} already belongs to {:?} (onDelete {:?}, {} bytes)",
+                    id.prefix,
+                    id.bucket,
+                    existing.volume,
+                    existing.on_delete,
+                    existing
+                        .capacity_bytes
+                        .map_or("no size".to_owned(), |c| c.to_string())
                 )));
             }
             None => {
@@ -294,21 +313,9 @@ impl pb::controller_server::Controller for ControllerService {
                 tracing::info!(volume = %id, ?on_delete, "prefix provisioned");
             }
         }
-        // A prefix has no size: report what was asked, so the PV shows the claim's size.
-        let capacity = req
-            .capacity_range
-            .as_ref()
-            .map(|r| {
-                if r.required_bytes > 0 {
-                    r.required_bytes
-                } else {
-                    r.limit_bytes.max(0)
-                }
-            })
-            .unwrap_or(0);
         Ok(Response::new(pb::CreateVolumeResponse {
             volume: Some(pb::Volume {
-                capacity_bytes: capacity,
+                capacity_bytes: capacity as i64,
                 volume_id: id.to_string(),
                 volume_context: context,
                 content_source: None,
@@ -404,10 +411,7 @@ impl pb::controller_server::Controller for ControllerService {
                 return Err(Status::not_found(format!("volume {id} does not exist")));
             }
         }
-        let outcome = req
-            .volume_capabilities
-            .iter()
-            .try_for_each(check_capability)
+        let outcome = request::check_capabilities(&req.volume_capabilities, &SUPPORTED)
             .map_err(|e| e.to_string());
         Ok(Response::new(validation(req, outcome)))
     }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::cloud::CredentialSource;
-use csi_common::csi::reply::{abnormal, absolute_path, answer_by, filesystem_stats, node_caps};
+use csi_common::csi::reply::{abnormal, answer_by, filesystem_stats, node_caps};
+use csi_common::csi::request::{Supported, check_capability, read_only, target_path, volume_path};
 use csi_common::csi::{InFlight, pb};
 use csi_common::fusehost::{HostClient, HostError, MountRequest};
 use csi_common::mount::Mounter;
@@ -104,13 +105,6 @@ pub struct NodeService<M, P> {
 /// How long a status question to the host may take in NodeGetVolumeStats.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn read_only_mode(capability: &pb::VolumeCapability) -> bool {
-    use pb::volume_capability::access_mode::Mode;
-    capability.access_mode.as_ref().is_some_and(|m| {
-        m.mode == Mode::SingleNodeReaderOnly as i32 || m.mode == Mode::MultiNodeReaderOnly as i32
-    })
-}
-
 /// The pod's fsGroup, when kubelet passes it (VOLUME_MOUNT_GROUP).
 pub fn mount_group(capability: &pb::VolumeCapability) -> Option<&str> {
     match &capability.access_type {
@@ -122,21 +116,12 @@ pub fn mount_group(capability: &pb::VolumeCapability) -> Option<&str> {
 }
 
 /// FUSE volumes are file systems in every access mode; never raw blocks.
-pub fn check_capability(capability: &pb::VolumeCapability) -> Result<()> {
-    match &capability.access_type {
-        Some(pb::volume_capability::AccessType::Mount(_)) => {}
-        Some(pb::volume_capability::AccessType::Block(_)) => {
-            return Err(Error::InvalidArgument(
-                "block access is not supported: a bucket is a file system".into(),
-            ));
-        }
-        None => return Err(required("volume_capability.access_type")),
-    }
-    if capability.access_mode.is_none() {
-        return Err(required("volume_capability.access_mode"));
-    }
-    Ok(())
-}
+pub const SUPPORTED: Supported = Supported {
+    storage: "a bucket",
+    block: false,
+    multi_node: true,
+    fs_types: &[],
+};
 
 impl<M: Mounter + 'static, P: Planner> NodeService<M, P> {
     pub fn new(mounter: Arc<M>, planner: P, config: NodeConfig) -> Self {
@@ -251,13 +236,12 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target =
-            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
+        let target = target_path(&req.target_path, "target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
-        check_capability(&capability)?;
-        let read_only = req.readonly || read_only_mode(&capability);
+        check_capability(&capability, &SUPPORTED)?;
+        let read_only = read_only(req.readonly, &capability);
         let secrets = match (&self.config.fallback_keys, req.secrets.is_empty()) {
             (Some(source), true) => Keys::secrets_from(&source.get().await.map_err(|e| {
                 Error::FailedPrecondition(format!(
@@ -307,8 +291,7 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target =
-            absolute_path(&req.target_path, "target_path").map_err(Error::InvalidArgument)?;
+        let target = target_path(&req.target_path, "target_path")?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let global = self.global_path(&req.volume_id);
         let global_for_unbind = global.clone();
@@ -340,8 +323,7 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let path =
-            absolute_path(&req.volume_path, "volume_path").map_err(Error::InvalidArgument)?;
+        let path = volume_path(&req.volume_path, "volume_path")?;
         let global = self.global_path(&req.volume_id);
         // The host knows whether the daemon lives; a dead one is the usual FUSE failure.
         match self.config.host.status(&global, STATUS_TIMEOUT).await {

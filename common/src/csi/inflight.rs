@@ -21,14 +21,13 @@ impl InFlight {
     }
 
     /// Marks `volume_id` busy until the guard drops, or fails with ABORTED naming the volume.
-    #[allow(clippy::result_large_err)]
-    pub fn acquire(&self, volume_id: &str) -> Result<InFlightGuard, tonic::Status> {
+    pub fn acquire(&self, volume_id: &str) -> Result<InFlightGuard, super::CsiError> {
         let mut keys = self
             .keys
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !keys.insert(volume_id.to_owned()) {
-            return Err(tonic::Status::aborted(format!(
+            return Err(super::CsiError::Aborted(format!(
                 "an operation on volume {volume_id} is already in progress"
             )));
         }
@@ -65,7 +64,7 @@ mod tests {
         let guard = inflight.acquire("disk-1").unwrap();
         let err = inflight.acquire("disk-1").unwrap_err();
         assert_eq!(err.code(), tonic::Code::Aborted);
-        assert!(err.message().contains("disk-1"));
+        assert!(err.to_string().contains("disk-1"));
         let _other = inflight.acquire("disk-2").unwrap();
         drop(guard);
         assert!(!inflight.is_busy("disk-1"));

@@ -1,7 +1,7 @@
 //! Pieces of CSI requests and replies that every driver builds the same way: capability lists,
 //! the ValidateVolumeCapabilities answer, usage figures, deadlines and path arguments.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -179,16 +179,4 @@ pub fn filesystem_stats<M: Mounter + ?Sized>(
             Err(answer) => answer,
         })),
     }
-}
-
-/// A path argument: present and absolute.
-pub fn absolute_path(value: &str, field: &str) -> Result<PathBuf, String> {
-    if value.is_empty() {
-        return Err(format!("{field} is required"));
-    }
-    let path = PathBuf::from(value);
-    if !path.is_absolute() {
-        return Err(format!("{field} {value:?} must be an absolute path"));
-    }
-    Ok(path)
 }
