@@ -302,17 +302,7 @@ impl CbsParams {
         let throughput_mbps = match get(Key::Throughput) {
             None => None,
             Some(v) => {
-                let mbps = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|t| *t <= MAX_THROUGHPUT_MBPS)
-                    .ok_or_else(|| {
-                        invalid(
-                            Key::Throughput,
-                            v,
-                            format!("expected MB/s from 0 to {MAX_THROUGHPUT_MBPS}"),
-                        )
-                    })?;
+                let mbps = parse_throughput(v)?;
                 if disk_type != "CLOUD_HSSD" && disk_type != "CLOUD_TSSD" && mbps > 0 {
                     return Err(invalid(
                         Key::Throughput,
@@ -337,6 +327,21 @@ impl CbsParams {
             auto_snapshot_policy: get(Key::AutoSnapshotPolicy).map(str::to_owned),
         })
     }
+}
+
+/// Extra throughput in MB/s, at most [`MAX_THROUGHPUT_MBPS`].
+fn parse_throughput(value: &str) -> Result<u64, ParamError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|t| *t <= MAX_THROUGHPUT_MBPS)
+        .ok_or_else(|| {
+            invalid(
+                Key::Throughput,
+                value,
+                format!("expected MB/s from 0 to {MAX_THROUGHPUT_MBPS}"),
+            )
+        })
 }
 
 /// The parameters of a VolumeAttributesClass (`mutable_parameters`): what ModifyVolume changes in
@@ -365,19 +370,7 @@ impl MutableParams {
                     mutable.disk_type = Some(upper);
                 }
                 "throughputperformance" => {
-                    let mbps = value
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|t| *t <= MAX_THROUGHPUT_MBPS)
-                        .ok_or_else(|| {
-                            invalid(
-                                Key::Throughput,
-                                value,
-                                format!("expected MB/s from 0 to {MAX_THROUGHPUT_MBPS} (mutable parameter)"),
-                            )
-                        })?;
-                    mutable.throughput_mbps = Some(mbps);
+                    mutable.throughput_mbps = Some(parse_throughput(value.trim())?);
                 }
                 _ => return Err(ParamError::NotMutable(key.clone())),
             }

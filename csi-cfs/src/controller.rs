@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result, io, required};
 use crate::nfs::{NfsMounter, NfsSource};
 use crate::owners::{self, Owner, RECORDS_DIR, Records};
-use crate::params::{CfsParams, OnDelete, VolumeId, expand_pattern};
+use crate::params::{CfsParams, OnDelete, VolumeId, expand_pattern, owner_digest};
 
 /// Tag keys: Tencent reserves keys starting with `tencent`, `qcloud` and `project`.
 pub const TAG_DRIVER: &str = "k8s-csi/driver";
@@ -99,6 +99,28 @@ fn volume_context(target: &MountTarget, vers: u8, path: &str) -> HashMap<String,
         context.insert("fsid".into(), target.fsid.clone());
     }
     context
+}
+
+/// A CreateCfsFileSystem request for a StorageClass's parameters.
+fn create_request(
+    params: &CfsParams,
+    zone: String,
+    fs_name: String,
+    resource_tags: Vec<ResourceTag>,
+    client_token: String,
+) -> CreateFileSystemRequest {
+    CreateFileSystemRequest {
+        zone,
+        net_interface: "VPC".into(),
+        p_group_id: params.pgroup_id.clone(),
+        protocol: "NFS".into(),
+        storage_type: params.storage_type.clone(),
+        vpc_id: params.vpc_id.clone(),
+        subnet_id: params.subnet_id.clone(),
+        fs_name: Some(fs_name),
+        resource_tags,
+        client_token: Some(client_token),
+    }
 }
 
 impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
@@ -279,18 +301,13 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
                         tag_value: params.on_delete.as_str().into(),
                     },
                 ]);
-                let request = CreateFileSystemRequest {
+                let request = create_request(
+                    params,
                     zone,
-                    net_interface: "VPC".into(),
-                    p_group_id: params.pgroup_id.clone(),
-                    protocol: "NFS".into(),
-                    storage_type: params.storage_type.clone(),
-                    vpc_id: params.vpc_id.clone(),
-                    subnet_id: params.subnet_id.clone(),
-                    fs_name: Some(format!("csi-shared-{}", &key[..12])),
-                    resource_tags: tags,
-                    client_token: Some(key.clone()),
-                };
+                    format!("csi-shared-{}", &key[..12]),
+                    tags,
+                    key.clone(),
+                );
                 tracing::info!(key = %&key[..12], "creating the shared CFS instance of this StorageClass");
                 self.cfs
                     .create_file_system(&request, Some(deadline))
@@ -380,18 +397,13 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
                         tag_value: name.to_owned(),
                     });
                 }
-                let request = CreateFileSystemRequest {
-                    zone: self.zone(params)?,
-                    net_interface: "VPC".into(),
-                    p_group_id: params.pgroup_id.clone(),
-                    protocol: "NFS".into(),
-                    storage_type: params.storage_type.clone(),
-                    vpc_id: params.vpc_id.clone(),
-                    subnet_id: params.subnet_id.clone(),
-                    fs_name: Some(fs_name),
-                    resource_tags: tags,
-                    client_token: Some(client_token(&[&self.config.driver_name, name])),
-                };
+                let request = create_request(
+                    params,
+                    self.zone(params)?,
+                    fs_name,
+                    tags,
+                    client_token(&[&self.config.driver_name, name]),
+                );
                 self.cfs
                     .create_file_system(&request, Some(deadline))
                     .await?
@@ -437,6 +449,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             fs_id: fs.file_system_id.clone(),
             on_delete: params.on_delete,
             subdir: subdir.clone(),
+            owner: Some(owner_digest(name)),
         };
         let gid = quota_gid(&volume_id.to_string());
         // Two claims whose patterns give one directory are decided one at a time.
@@ -513,6 +526,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         fs_id: &str,
         on_delete: OnDelete,
         subdir: &str,
+        owner: Option<&str>,
         deadline: Instant,
     ) -> Result<()> {
         if self.file_system(fs_id, deadline).await?.is_none() {
@@ -525,9 +539,17 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             "{ARCHIVE_PREFIX}{subdir}-{}",
             csi_common::time::unix_now()
         ));
-        let leaf = subdir.to_owned();
+        let (leaf, owner) = (subdir.to_owned(), owner.map(str::to_owned));
         tokio::task::spawn_blocking(move || -> Result<()> {
             let records = Records::new(&root);
+            // The directory went to another volume after this one was deleted (a late retry of
+            // this delete): this volume is gone already, and the other's data is not ours.
+            if let (Some(owner), Some(record)) = (&owner, records.read(&leaf)?)
+                && owner_digest(&record.volume) != *owner
+            {
+                tracing::info!(subdir = %leaf, holder = %record.volume, "the directory belongs to another volume now: nothing to delete");
+                return Ok(());
+            }
             // The data first, the record after: a retry after a crash finds the record and
             // finishes the job.
             match std::fs::symlink_metadata(&dir) {
@@ -597,29 +619,35 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
                 .unwrap_or(OnDelete::Retain);
             let root = self.instance_root(&fs.file_system_id, &target).await?;
             // An NFS directory read can block on a sick server: off the async runtime.
-            let names = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-                let records: std::collections::BTreeMap<String, Owner> =
-                    Records::new(&root).all()?.into_iter().collect();
-                // Directories older than owner records have none and are listed as before;
-                // released ones (deleted, data retained) are not volumes any more.
-                let mut names: Vec<String> = std::fs::read_dir(&root)
-                    .map_err(io(&root, "cannot list the shared instance"))?
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                    .filter(|n| !n.starts_with(ARCHIVE_PREFIX) && n != RECORDS_DIR)
-                    .filter(|n| records.get(n).is_none_or(|owner| !owner.released))
-                    .collect();
-                names.sort();
-                Ok(names)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("listing task failed: {e}")))??;
-            for subdir in names {
+            let names =
+                tokio::task::spawn_blocking(move || -> Result<Vec<(String, Option<String>)>> {
+                    let records: std::collections::BTreeMap<String, Owner> =
+                        Records::new(&root).all()?.into_iter().collect();
+                    // Directories older than owner records have none and are listed as before;
+                    // released ones (deleted, data retained) are not volumes any more.
+                    let mut names: Vec<(String, Option<String>)> = std::fs::read_dir(&root)
+                        .map_err(io(&root, "cannot list the shared instance"))?
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                        .filter(|n| !n.starts_with(ARCHIVE_PREFIX) && n != RECORDS_DIR)
+                        .filter_map(|n| match records.get(&n) {
+                            Some(owner) if owner.released => None,
+                            Some(owner) => Some((n, Some(owner_digest(&owner.volume)))),
+                            None => Some((n, None)),
+                        })
+                        .collect();
+                    names.sort();
+                    Ok(names)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("listing task failed: {e}")))??;
+            for (subdir, owner) in names {
                 let id = VolumeId::Subdir {
                     fs_id: fs.file_system_id.clone(),
                     on_delete,
                     subdir: subdir.clone(),
+                    owner,
                 };
                 volumes.push(pb::Volume {
                     volume_id: id.to_string(),
@@ -703,8 +731,9 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
                 fs_id,
                 on_delete,
                 subdir,
+                owner,
             } => {
-                self.delete_subdir(&fs_id, on_delete, &subdir, deadline)
+                self.delete_subdir(&fs_id, on_delete, &subdir, owner.as_deref(), deadline)
                     .await?
             }
         }

@@ -279,7 +279,13 @@ pub fn expand_pattern(
 }
 
 /// The volume ID: a whole file system (`cfs-xxxxxxxx`), or a subdirectory of a shared one with its
-/// delete policy (`cfs-xxxxxxxx/<policy>/<subdir>`). Everything DeleteVolume needs is in it.
+/// delete policy and owner (`cfs-xxxxxxxx/<policy>/<subdir>/<owner>`). Everything DeleteVolume
+/// needs is in it.
+///
+/// Two claims whose patterns give one directory (one after the other, when the first was retained)
+/// would otherwise share an ID, and a late retry of the first's DeleteVolume would act on the
+/// second. The owner, a digest of the volume's CSI name, tells them apart against the directory's
+/// owner record. IDs made before owners were recorded have none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeId {
     FileSystem(String),
@@ -287,7 +293,16 @@ pub enum VolumeId {
         fs_id: String,
         on_delete: OnDelete,
         subdir: String,
+        owner: Option<String>,
     },
+}
+
+/// Hex digits of an owner digest in a volume ID.
+const OWNER_HEX: usize = 16;
+
+/// The owner part of a subdirectory volume's ID: a digest of its CSI name.
+pub fn owner_digest(volume_name: &str) -> String {
+    csi_common::cloud::client_token(&[volume_name])[..OWNER_HEX].to_owned()
 }
 
 impl VolumeId {
@@ -296,17 +311,29 @@ impl VolumeId {
             fs.strip_prefix("cfs-")
                 .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
         };
-        let mut parts = id.splitn(3, '/');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(fs), None, None) if valid_fs(fs) => Some(VolumeId::FileSystem(fs.to_owned())),
-            (Some(fs), Some(policy), Some(subdir)) if valid_fs(fs) => {
+        let valid_owner = |owner: &str| {
+            owner.len() == OWNER_HEX
+                && owner
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let mut parts = id.splitn(4, '/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(fs), None, None, None) if valid_fs(fs) => {
+                Some(VolumeId::FileSystem(fs.to_owned()))
+            }
+            (Some(fs), Some(policy), Some(subdir), owner) if valid_fs(fs) => {
                 let on_delete = OnDelete::parse(policy)?;
+                if owner.is_some_and(|o| !valid_owner(o)) {
+                    return None;
+                }
                 // Only IDs this driver could have made: one safe segment.
                 let safe = expand_pattern(subdir, subdir, None, None).ok()?;
                 (safe == subdir).then(|| VolumeId::Subdir {
                     fs_id: fs.to_owned(),
                     on_delete,
                     subdir: subdir.to_owned(),
+                    owner: owner.map(str::to_owned),
                 })
             }
             _ => None,
@@ -328,7 +355,14 @@ impl std::fmt::Display for VolumeId {
                 fs_id,
                 on_delete,
                 subdir,
+                owner: None,
             } => write!(f, "{fs_id}/{}/{subdir}", on_delete.as_str()),
+            VolumeId::Subdir {
+                fs_id,
+                on_delete,
+                subdir,
+                owner: Some(owner),
+            } => write!(f, "{fs_id}/{}/{subdir}/{owner}", on_delete.as_str()),
         }
     }
 }
@@ -485,6 +519,7 @@ mod tests {
             "cfs-abc123/retain/pvc-1",
             "cfs-abc123/archive/ns-data",
             "cfs-x/delete/a.b_c",
+            "cfs-x/delete/a.b_c/0123456789abcdef",
         ] {
             assert_eq!(VolumeId::parse(id).unwrap().to_string(), id);
         }
@@ -497,6 +532,9 @@ mod tests {
             "cfs-a/shred/x",
             "cfs-a/delete/",
             "cfs-a/retain",
+            "cfs-a/retain/x/0123",
+            "cfs-a/retain/x/0123456789ABCDEF",
+            "cfs-a/retain/x/0123456789abcdef/y",
         ] {
             assert_eq!(VolumeId::parse(bad), None, "{bad}");
         }

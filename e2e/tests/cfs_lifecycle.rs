@@ -53,6 +53,11 @@ async fn down(k: &mut Kubelet, volume: &Volume) {
 }
 
 /// Every file below `root`, relative.
+/// The subdirectory of a shared-instance volume ID, `<fs>/<policy>/<subdir>/<owner>`.
+fn subdir_of(volume_id: &str) -> &str {
+    volume_id.split('/').nth(2).unwrap()
+}
+
 /// A path of the simulator's CFS state that is not an instance's content: not under `fs/`, and not
 /// inside an export link (which shows the instance, owner records included).
 fn outside_the_instances(path: &str) -> bool {
@@ -158,7 +163,7 @@ async fn shared_instance_volumes_are_isolated_and_each_policy_does_exactly_what_
         down(k, a).await;
         down(k, b).await;
         let after = files(&root);
-        let a_dir = a.id.rsplit('/').next().unwrap().to_owned();
+        let a_dir = subdir_of(&a.id).to_owned();
         match *policy {
             "retain" => {
                 assert_eq!(before, after, "retain keeps every file");
@@ -182,7 +187,7 @@ async fn shared_instance_volumes_are_isolated_and_each_policy_does_exactly_what_
                 assert!(!root.join(&a_dir).exists());
                 assert!(root.exists(), "never the instance itself");
                 let gone: Vec<_> = before.iter().filter(|f| !after.contains(f)).collect();
-                let b_dir = b.id.rsplit('/').next().unwrap();
+                let b_dir = subdir_of(&b.id);
                 assert!(
                     gone.iter().all(|f| f.starts_with(&a_dir)
                         || f.starts_with(b_dir)
@@ -225,7 +230,7 @@ async fn escaping_patterns_are_neutralised_and_nothing_outside_the_root_is_touch
             .await
             .unwrap();
         assert!(
-            volume.id.ends_with(&format!("/{expected}")),
+            subdir_of(&volume.id) == expected,
             "{pattern} -> {}",
             volume.id
         );
