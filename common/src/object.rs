@@ -5,6 +5,9 @@
 //! whose [`ObjectErrorKind`] each caller maps to its own errors. It never logs a credential, and no
 //! URL it builds carries one.
 //!
+//! Code that works on a bucket holds it through the [`BucketApi`] and [`Buckets`] seams, so tests
+//! can give it the in-memory `fake::FakeBuckets` (feature `fake`) instead.
+//!
 //! # Why a small client of our own rather than an S3 crate
 //!
 //! `aws-sdk-s3` is far too heavy for our 2-core CI. The sans-IO `rusty-s3` (0.11) was the other
@@ -34,10 +37,13 @@
 //! normalises it away): such keys are refused with [`ObjectErrorKind::Invalid`] before anything is
 //! sent, except by the bulk deletes, which name keys in an XML body.
 
+mod bucket;
 mod bulk;
 mod client;
 mod config;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 mod operations;
 pub mod sigv4;
 mod xml;
@@ -47,6 +53,7 @@ mod test_server;
 
 use std::time::SystemTime;
 
+pub use bucket::{BucketApi, Buckets, ListParams, RemoteBuckets};
 pub use client::ObjectClient;
 pub use config::{
     DEFAULT_COPY_PART_SIZE, DEFAULT_MULTIPART_COPY_THRESHOLD, DEFAULT_REGION, ObjectConfig,

@@ -3,6 +3,9 @@
 //! what DeleteVolume must do: keep the data (`onDelete: retain`, the default) or delete exactly
 //! the keys under that prefix (`onDelete: delete`). The volume ID carries endpoint, bucket and
 //! prefix, so DeleteVolume needs nothing else: `<url>/<bucket>/<prefix>`.
+//!
+//! Buckets are opened per request through the [`Buckets`] seam (the real object client in
+//! production, `csi_common::object::fake::FakeBuckets` in tests); this module sends nothing itself.
 
 use std::collections::HashMap;
 
@@ -10,7 +13,9 @@ use bytes::Bytes;
 use csi_common::csi::reply::{controller_caps, validation};
 use csi_common::csi::request::{self, Capacity};
 use csi_common::csi::{InFlight, pb};
-use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials, ObjectError};
+use csi_common::object::{
+    BucketApi, Buckets, ListParams, ObjectConfig, ObjectCredentials, ObjectError, RemoteBuckets,
+};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
@@ -102,10 +107,12 @@ pub struct ControllerConfig {
     pub fallback_keys: Option<std::sync::Arc<csi_common::cloud::CredentialSource>>,
 }
 
+/// The prefix-per-PV controller, opening buckets through `B`.
 #[derive(Debug)]
-pub struct ControllerService {
+pub struct ControllerService<B = RemoteBuckets> {
     config: ControllerConfig,
     inflight: InFlight,
+    buckets: B,
 }
 
 fn object_error(error: ObjectError) -> Error {
@@ -137,10 +144,18 @@ fn parameter_check(parameters: &HashMap<String, String>, node: &[&str]) -> Resul
 }
 
 impl ControllerService {
+    /// The production controller: real buckets over the network.
     pub fn new(config: ControllerConfig) -> Self {
+        ControllerService::with_buckets(RemoteBuckets, config)
+    }
+}
+
+impl<B: Buckets> ControllerService<B> {
+    pub fn with_buckets(buckets: B, config: ControllerConfig) -> Self {
         ControllerService {
             config,
             inflight: InFlight::new(),
+            buckets,
         }
     }
 
@@ -153,7 +168,7 @@ impl ControllerService {
         url: &str,
         bucket: &str,
         secrets: &HashMap<String, String>,
-    ) -> Result<ObjectClient> {
+    ) -> Result<B::Bucket> {
         let own;
         let secrets = match (&self.config.fallback_keys, secrets.is_empty()) {
             (Some(source), true) => {
@@ -174,14 +189,15 @@ impl ControllerService {
         if !url.contains(".myqcloud.com") && !url.contains(".tencentcos.cn") {
             config.region = self.config.region.clone();
         }
-        ObjectClient::new(
-            config,
-            ObjectCredentials::new(&keys.secret_id, &keys.secret_key, keys.token.as_deref()),
-        )
-        .map_err(object_error)
+        self.buckets
+            .open(
+                config,
+                ObjectCredentials::new(&keys.secret_id, &keys.secret_key, keys.token.as_deref()),
+            )
+            .map_err(object_error)
     }
 
-    async fn marker(&self, client: &ObjectClient, id: &VolumeId) -> Result<Option<Marker>> {
+    async fn marker(&self, client: &B::Bucket, id: &VolumeId) -> Result<Option<Marker>> {
         let key = id.marker_key();
         if client
             .head_object(&key)
@@ -214,7 +230,7 @@ fn unimplemented<T>(what: &str) -> RpcResult<T> {
 }
 
 #[tonic::async_trait]
-impl pb::controller_server::Controller for ControllerService {
+impl<B: Buckets> pb::controller_server::Controller for ControllerService<B> {
     async fn create_volume(
         &self,
         request: Request<pb::CreateVolumeRequest>,
@@ -283,6 +299,8 @@ impl pb::controller_server::Controller for ControllerService {
         // A prefix has no size: report what was asked, so the PV shows the claim's size.
         let capacity = Capacity::parse(req.capacity_range.as_ref())?.nominal();
         let _guard = self.inflight.acquire(&req.name)?;
+        // A delete of the same volume (its ID) does not run alongside.
+        let _volume_guard = self.inflight.acquire(&id.to_string())?;
         let client = self.client(&id.url, &id.bucket, &req.secrets).await?;
         let wanted = Marker {
             volume: req.name.clone(),
@@ -358,9 +376,13 @@ impl pb::controller_server::Controller for ControllerService {
                 // finds the marker and finishes the job.
                 let marker = id.marker_key();
                 let mut deleted = 0u64;
+                let mut last_round: Vec<String> = Vec::new();
                 loop {
                     let page = client
-                        .list_objects_v2(&marker, None, None, Some(1000))
+                        .list_objects_v2(ListParams {
+                            max_keys: Some(1000),
+                            ..ListParams::prefix(&marker)
+                        })
                         .await
                         .map_err(object_error)?;
                     let keys: Vec<String> = page
@@ -371,6 +393,17 @@ impl pb::controller_server::Controller for ControllerService {
                         .collect();
                     if keys.is_empty() {
                         break;
+                    }
+                    // A bucket that still lists what it said it deleted would keep this loop
+                    // (and the volume's guard) forever: give up, and let the retry resume.
+                    if keys == last_round {
+                        return Err(Error::Unavailable(format!(
+                            "the bucket still lists {} keys under {} after deleting them (first: {}); retry later",
+                            keys.len(),
+                            id.prefix,
+                            keys[0]
+                        ))
+                        .into());
                     }
                     let failed = client.delete_objects(&keys).await.map_err(object_error)?;
                     if let Some((key, code)) = failed.first() {
@@ -383,6 +416,7 @@ impl pb::controller_server::Controller for ControllerService {
                         .into());
                     }
                     deleted += keys.len() as u64;
+                    last_round = keys;
                 }
                 client.delete_object(&marker).await.map_err(object_error)?;
                 tracing::info!(volume = %id, deleted, "onDelete: delete: the prefix is gone");
