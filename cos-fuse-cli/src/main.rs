@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cos_cache::{CacheOptions, CachedStore};
+use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
 use cos_fuse::cos::CosStore;
 use cos_fuse::fuse::MountOptions;
 use cos_fuse::{Fs, FsConfig};
 use csi_common::cli::LogFormat;
-use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
 
 mod report;
 
@@ -213,7 +213,7 @@ fn host(args: HostArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
         }
-        let config = csi_common::fusehost::HostConfig {
+        let config = fuse_host::HostConfig {
             socket: args.socket,
             state_dir: args.state_dir,
             programs,
@@ -221,7 +221,7 @@ fn host(args: HostArgs) -> Result<(), String> {
             exit_timeout: Duration::from_secs(args.exit_timeout_secs),
             metrics,
         };
-        csi_common::fusehost::serve(config, csi_common::csi::shutdown_signal())
+        fuse_host::serve(config, csi_common::csi::shutdown_signal())
             .await
             .map_err(|e| csi_common::csi::error_chain(&e))
     })

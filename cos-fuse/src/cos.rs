@@ -1,10 +1,10 @@
 //! The production [`ObjectStore`]: a COS (or any S3-compatible) bucket through
-//! `csi_common::object`, which signs, retries and classifies; this adapter only converts types.
+//! `cos_client`, which signs, retries and classifies; this adapter only converts types.
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use csi_common::object::{ObjectClient, ObjectError, ObjectErrorKind};
+use cos_client::{ObjectClient, ObjectError, ObjectErrorKind};
 
 use crate::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
 
@@ -33,7 +33,7 @@ fn store_error(error: ObjectError) -> StoreError {
     }
 }
 
-fn meta(m: csi_common::object::ObjectMeta) -> ObjectMeta {
+fn meta(m: cos_client::ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         key: m.key,
         size: m.size,

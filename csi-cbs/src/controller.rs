@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use csi_common::cloud::ErrorKind;
-use csi_common::cloud::cbs::{
-    self, CbsApi, CreateDisksRequest, CreateSnapshotRequest, DescribeDisksRequest,
-    DescribeSnapshotsRequest, Disk, DiskChargePrepaid, Filter, MAX_PAGE, Placement, disk_state,
-};
 use csi_common::csi::reply::{answer_by, controller_caps, validation};
 use csi_common::csi::request::{self, Capacity, Page, Supported, is_mount};
 use csi_common::csi::{InFlight, pb};
+use tcloud::ErrorKind;
+use tcloud::cbs::{
+    self, CbsApi, CreateDisksRequest, CreateSnapshotRequest, DescribeDisksRequest,
+    DescribeSnapshotsRequest, Disk, DiskChargePrepaid, Filter, MAX_PAGE, Placement, disk_state,
+};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -88,8 +88,7 @@ pub fn check_capabilities(capabilities: &[pb::VolumeCapability]) -> Result<()> {
 }
 
 fn timestamp(create_time: &str) -> prost_types::Timestamp {
-    let seconds =
-        csi_common::time::parse_api_time(create_time).unwrap_or_else(csi_common::time::unix_now);
+    let seconds = tcloud::time::parse_api_time(create_time).unwrap_or_else(tcloud::time::unix_now);
     prost_types::Timestamp { seconds, nanos: 0 }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The crate owns what is particular to CBS: its StorageClass parameters ([`params`]), the
 //! controller ([`controller`]) and node ([`node`]) services, device lookup by serial ([`device`]),
-//! zones ([`topology`]). The gRPC transport, the cloud protocol and the mount layer live in
-//! `csi-common`.
+//! zones ([`topology`]). The gRPC transport and the mount layer live in `csi-common`, the cloud
+//! protocol in `tcloud`.
 
 pub mod controller;
 pub mod device;
@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
-use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
 use csi_common::mount::{LinuxMounter, MeteredMounter};
+use tcloud::credentials::KeyNames;
 use tonic::service::Routes;
 
 use controller::{ControllerConfig, ControllerService};

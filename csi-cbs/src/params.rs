@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use csi_common::cloud::cbs::Tag;
+use tcloud::cbs::Tag;
 
 pub const GIB: u64 = 1 << 30;
 /// CBS sizes are multiples of this many GiB.

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use csi_common::cloud::cbs::CbsApi;
-use csi_common::cloud::cvm::ZoneInfo;
 use csi_common::csi::pb;
+use tcloud::cbs::CbsApi;
+use tcloud::cvm::ZoneInfo;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};

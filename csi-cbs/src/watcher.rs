@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_common::cloud::cbs::{CbsApi, DescribeDisksRequest, Disk, Filter, MAX_PAGE};
 use csi_common::metrics::Metrics;
+use tcloud::cbs::{CbsApi, DescribeDisksRequest, Disk, Filter, MAX_PAGE};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 

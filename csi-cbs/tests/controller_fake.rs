@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_cbs::controller::{ControllerConfig, ControllerService};
-use csi_common::cloud::fake::{CbsOp, FakeCbs};
 use csi_common::csi::pb;
 use csi_common::csi::pb::controller_server::Controller;
 use pb::volume_capability::access_mode::Mode;
+use tcloud::fake::{CbsOp, FakeCbs};
 use tonic::{Code, Request};
 
 const GIB: i64 = 1 << 30;

@@ -10,16 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_common::cloud::cfs::{
-    CfsApi, CreateFileSystemRequest, DescribeFileSystemsRequest, FileSystem, MountTarget,
-    ResourceTag, life_cycle,
-};
-use csi_common::cloud::{ErrorKind, client_token, short_name};
 use csi_common::csi::reply::{answer_by, controller_caps, validation};
 use csi_common::csi::request::{self, Capacity, Page, Supported};
 use csi_common::csi::{InFlight, pb};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::healthy_mount;
+use tcloud::cfs::{
+    CfsApi, CreateFileSystemRequest, DescribeFileSystemsRequest, FileSystem, MountTarget,
+    ResourceTag, life_cycle,
+};
+use tcloud::{ErrorKind, client_token, short_name};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -537,7 +537,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         let dir = root.join(subdir);
         let archived = root.join(format!(
             "{ARCHIVE_PREFIX}{subdir}-{}",
-            csi_common::time::unix_now()
+            tcloud::time::unix_now()
         ));
         let (leaf, owner) = (subdir.to_owned(), owner.map(str::to_owned));
         tokio::task::spawn_blocking(move || -> Result<()> {

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
-use csi_common::cloud::credentials::KeyNames;
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
 use csi_common::mount::{LinuxMounter, MeteredMounter};
+use tcloud::credentials::KeyNames;
 use tonic::service::Routes;
 
 use controller::{ControllerConfig, ControllerService};

@@ -174,7 +174,7 @@ impl NfsSource {
             .collect();
         format!(
             "{host}-{}",
-            &csi_common::cloud::client_token(&[&root.device(), &options])[..12]
+            &tcloud::client_token(&[&root.device(), &options])[..12]
         )
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use csi_common::cloud::cfs::ResourceTag;
+use tcloud::cfs::ResourceTag;
 
 /// What happens to a shared-instance volume's subdirectory when the volume is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,7 +302,7 @@ const OWNER_HEX: usize = 16;
 
 /// The owner part of a subdirectory volume's ID: a digest of its CSI name.
 pub fn owner_digest(volume_name: &str) -> String {
-    csi_common::cloud::client_token(&[volume_name])[..OWNER_HEX].to_owned()
+    tcloud::client_token(&[volume_name])[..OWNER_HEX].to_owned()
 }
 
 impl VolumeId {

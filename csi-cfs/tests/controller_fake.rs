@@ -24,16 +24,16 @@ use csi_cfs::controller::{
 };
 use csi_cfs::nfs::{NfsMounter, Programs};
 use csi_cfs::params::Defaults;
-use csi_common::cloud::cfs::{
-    CfsApi, CreateFileSystemRequest, DescribeFileSystemsRequest, DescribeFileSystemsResponse,
-    MountTarget, ResourceTag,
-};
-use csi_common::cloud::fake::{CfsOp, FakeCfs, FakeFileSystem};
-use csi_common::cloud::{CloudError, short_name};
 use csi_common::csi::pb;
 use csi_common::csi::pb::controller_server::Controller;
 use csi_common::mount::LinuxMounter;
 use pb::volume_capability::access_mode::Mode;
+use tcloud::cfs::{
+    CfsApi, CreateFileSystemRequest, DescribeFileSystemsRequest, DescribeFileSystemsResponse,
+    MountTarget, ResourceTag,
+};
+use tcloud::fake::{CfsOp, FakeCfs, FakeFileSystem};
+use tcloud::{CloudError, short_name};
 use tokio::time::Instant;
 use tonic::{Code, Request, Status};
 

@@ -5,17 +5,17 @@
 //! prefix, so DeleteVolume needs nothing else: `<url>/<bucket>/<prefix>`.
 //!
 //! Buckets are opened per request through the [`Buckets`] seam (the real object client in
-//! production, `csi_common::object::fake::FakeBuckets` in tests); this module sends nothing itself.
+//! production, `cos_client::fake::FakeBuckets` in tests); this module sends nothing itself.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use cos_client::{
+    BucketApi, Buckets, ListParams, ObjectConfig, ObjectCredentials, ObjectError, RemoteBuckets,
+};
 use csi_common::csi::reply::{controller_caps, validation};
 use csi_common::csi::request::{self, Capacity};
 use csi_common::csi::{InFlight, pb};
-use csi_common::object::{
-    BucketApi, Buckets, ListParams, ObjectConfig, ObjectCredentials, ObjectError, RemoteBuckets,
-};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
@@ -104,7 +104,7 @@ pub struct ControllerConfig {
     pub default_url: Option<String>,
     pub default_bucket: Option<String>,
     /// Keys for requests without a provisioner secret: the controller's own credentials chain.
-    pub fallback_keys: Option<std::sync::Arc<csi_common::cloud::CredentialSource>>,
+    pub fallback_keys: Option<std::sync::Arc<tcloud::CredentialSource>>,
 }
 
 /// The prefix-per-PV controller, opening buckets through `B`.
@@ -116,7 +116,7 @@ pub struct ControllerService<B = RemoteBuckets> {
 }
 
 fn object_error(error: ObjectError) -> Error {
-    use csi_common::object::ObjectErrorKind as K;
+    use cos_client::ObjectErrorKind as K;
     let message = error.to_string();
     match error.kind() {
         K::NotFound => Error::NotFound(message),

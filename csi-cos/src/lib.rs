@@ -2,7 +2,7 @@
 //!
 //! The crate owns what is particular to this driver: PV attributes and `additional_args`
 //! ([`params`]) and the node service ([`node`]), which asks the FUSE host (`cos-fuse host`, see
-//! `csi_common::fusehost`) to run one `cos-fuse` daemon per volume per node, outside this process.
+//! `fuse_host`) to run one `cos-fuse` daemon per volume per node, outside this process.
 
 pub mod controller;
 pub mod error;
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use clap::Parser;
 use csi_common::cli::{CommonArgs, Mode, StartupError};
 use csi_common::csi::{IdentityService, PluginCaps, serve, shutdown_signal};
-use csi_common::fusehost::HostClient;
 use csi_common::mount::{LinuxMounter, MeteredMounter};
+use fuse_host::HostClient;
 use tonic::service::Routes;
 
 use controller::{ControllerConfig, ControllerService};

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use csi_common::cloud::CredentialSource;
 use csi_common::csi::reply::{abnormal, answer_by, filesystem_stats, node_caps};
 use csi_common::csi::request::{Supported, check_capability, read_only, target_path, volume_path};
 use csi_common::csi::{InFlight, pb};
-use csi_common::fusehost::{HostClient, HostError, MountRequest};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::{prepare_mount_point, remove_target, unmount_all};
+use fuse_host::{HostClient, HostError, MountRequest};
 use sha2::{Digest, Sha256};
+use tcloud::CredentialSource;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, required};

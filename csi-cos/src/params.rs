@@ -373,7 +373,7 @@ impl Keys {
 
     /// The secret map for keys the process found itself (its `--credentials-dir`, environment or
     /// CVM role), for requests that carry no secret.
-    pub fn secrets_from(credentials: &csi_common::cloud::Credentials) -> HashMap<String, String> {
+    pub fn secrets_from(credentials: &tcloud::Credentials) -> HashMap<String, String> {
         let mut secrets = HashMap::from([
             ("SecretId".to_owned(), credentials.secret_id.clone()),
             ("SecretKey".to_owned(), credentials.secret_key.clone()),

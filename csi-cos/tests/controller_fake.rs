@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cos_client::ObjectCredentials;
+use cos_client::ObjectErrorKind;
+use cos_client::fake::{BucketOp, FakeBuckets};
 use csi_common::csi::pb;
 use csi_common::csi::pb::controller_server::Controller;
-use csi_common::object::ObjectCredentials;
-use csi_common::object::ObjectErrorKind;
-use csi_common::object::fake::{BucketOp, FakeBuckets};
 use csi_cos::controller::{COS_NODE_PARAMETERS, ControllerConfig, ControllerService};
 use pb::volume_capability::access_mode::Mode;
 use tonic::{Code, Request};

@@ -242,11 +242,11 @@ const SEQUENTIAL_RUNS: usize = 5;
 /// Sends AttachDisks (to `ATTACHED`) or DetachDisks (to `UNATTACHED`) for every disk at once and
 /// polls them all back to back; returns each disk's time from the start to its end state.
 async fn transition(
-    client: &csi_common::cloud::CloudClient,
+    client: &tcloud::CloudClient,
     ids: &[String],
     target: &'static str,
 ) -> anyhow::Result<Vec<Duration>> {
-    use csi_common::cloud::cbs::{CbsApi, DescribeDisksRequest, disk_state};
+    use tcloud::cbs::{CbsApi, DescribeDisksRequest, disk_state};
     let start = Instant::now();
     let sent = futures_join(ids.iter().map(|id| {
         let client = client.clone();
@@ -283,9 +283,9 @@ async fn transition(
 /// Measures the floors with our cloud client against this run's simulator, before the driver's
 /// lifecycles start: the median of several tries each.
 async fn measure_floors(args: &BenchArgs, env: &Env, concurrency: usize) -> anyhow::Result<Floors> {
-    use csi_common::cloud::cbs::{CbsApi, CreateDisksRequest, Placement, disk_state};
-    use csi_common::cloud::{CloudClient, CloudConfig, CredentialSource, MetadataClient};
-    let names = csi_common::cloud::credentials::COMMON_KEY_NAMES;
+    use tcloud::cbs::{CbsApi, CreateDisksRequest, Placement, disk_state};
+    use tcloud::{CloudClient, CloudConfig, CredentialSource, MetadataClient};
+    let names = tcloud::credentials::COMMON_KEY_NAMES;
     let metadata = MetadataClient::new(&env.sim_url)?;
     let credentials =
         CredentialSource::discover(Some(&env.credentials_dir), names, |_| None, metadata)?;

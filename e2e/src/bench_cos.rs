@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
-use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
+use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
 
 use crate::env::{private_file, random_token};
 use crate::process::{Proc, bin_path};
@@ -389,7 +389,7 @@ impl Bench {
             config,
             ObjectCredentials::new(&secret_id, &secret_key, None),
         )?;
-        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        let http = tcloud::client::http_client(Duration::from_secs(10))?;
         let cache_note = match drop_page_cache() {
             Ok(()) => "page cache dropped (echo 3 > /proc/sys/vm/drop_caches) before each timed read, then the server's copy re-read through S3 so the server reads from memory as a real COS would".to_owned(),
             Err(e) => format!("page cache NOT dropped ({e}); the reads still reach the daemons: neither asks the kernel to keep a file's pages across opens"),

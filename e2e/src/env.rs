@@ -296,7 +296,7 @@ impl Env {
 
     /// The simulator's per-action call and error counts (`GET /_sim/stats`).
     pub async fn sim_stats(&self) -> anyhow::Result<serde_json::Value> {
-        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        let http = tcloud::client::http_client(Duration::from_secs(10))?;
         Ok(http
             .get(format!("{}/_sim/stats", self.sim_url))
             .send()
@@ -307,7 +307,7 @@ impl Env {
 
     /// Zeroes the simulator's counters (`DELETE /_sim/stats`).
     pub async fn reset_sim_stats(&self) -> anyhow::Result<()> {
-        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        let http = tcloud::client::http_client(Duration::from_secs(10))?;
         http.delete(format!("{}/_sim/stats", self.sim_url))
             .send()
             .await?
@@ -316,10 +316,10 @@ impl Env {
     }
 
     /// The simulator's default COS bucket, through our S3 client with this run's keys.
-    pub fn bucket(&self) -> anyhow::Result<csi_common::object::ObjectClient> {
-        Ok(csi_common::object::ObjectClient::new(
-            csi_common::object::ObjectConfig::new(&self.cos_url, SIM_BUCKET),
-            csi_common::object::ObjectCredentials::new(&self.secret_id, &self.secret_key, None),
+    pub fn bucket(&self) -> anyhow::Result<cos_client::ObjectClient> {
+        Ok(cos_client::ObjectClient::new(
+            cos_client::ObjectConfig::new(&self.cos_url, SIM_BUCKET),
+            cos_client::ObjectCredentials::new(&self.secret_id, &self.secret_key, None),
         )?)
     }
 
@@ -485,7 +485,7 @@ impl FuseHost {
 
     /// The host's `/metrics` text.
     pub async fn scrape(&self) -> anyhow::Result<String> {
-        let http = csi_common::cloud::client::http_client(Duration::from_secs(10))?;
+        let http = tcloud::client::http_client(Duration::from_secs(10))?;
         Ok(http
             .get(format!("http://{}/metrics", self.metrics_address))
             .send()

@@ -718,7 +718,7 @@ async fn concurrent_lifecycles_survive_cloud_faults() {
     }
 
     // The project's reqwest has no default TLS provider; this client installs one.
-    let http = csi_common::cloud::client::http_client(Duration::from_secs(10)).unwrap();
+    let http = tcloud::client::http_client(Duration::from_secs(10)).unwrap();
     let stats: serde_json::Value = http
         .get(format!("{}/_sim/stats", env.sim_url))
         .send()

@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use csi_common::cloud::cvm::{CVM, DescribeInstancesRequest};
-use csi_common::cloud::signing::{SignInput, authorization};
-use csi_common::cloud::{
+use e2e::process::{Proc, bin_path};
+use tcloud::cvm::{CVM, DescribeInstancesRequest};
+use tcloud::signing::{SignInput, authorization};
+use tcloud::{
     CloudClient, CloudConfig, CloudError, CredentialSource, Credentials, ErrorKind, MetadataClient,
 };
-use e2e::process::{Proc, bin_path};
 use tokio::time::Instant;
 
 const ID: &str = "AKIDsimtest0001";
@@ -183,7 +183,7 @@ async fn signed_calls_succeed_and_bad_requests_get_the_real_codes() {
     assert_eq!(err.code(), Some("AuthFailure.SecretIdNotFound"));
 
     // A signature made ten minutes ago, otherwise perfect.
-    let stale = csi_common::time::unix_now() - 600;
+    let stale = tcloud::time::unix_now() - 600;
     let body = sim
         .raw(&signed_headers(&sim, "DescribeZones", "{}", stale), "{}")
         .await;
@@ -191,7 +191,7 @@ async fn signed_calls_succeed_and_bad_requests_get_the_real_codes() {
     assert!(body["Response"]["RequestId"].is_string());
 
     // Each required header, left out in turn.
-    let now = csi_common::time::unix_now();
+    let now = tcloud::time::unix_now();
     for skip in [
         "X-TC-Action",
         "X-TC-Version",
@@ -421,7 +421,8 @@ async fn role_credentials_from_metadata_sign_calls_and_survive_a_restart() {
 #[tokio::test]
 async fn the_official_python_sdk_talks_to_the_simulator() {
     let sim = Sim::start(&[]).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/sdk_against_sim.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../csi-conformance/python/sdk_against_sim.py");
     let output = tokio::process::Command::new("python3")
         .arg(&script)
         .args([&host_of(&sim.url), ID, KEY, REGION])

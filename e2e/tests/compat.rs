@@ -45,9 +45,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use csi_common::object::{
-    ObjectClient, ObjectConfig, ObjectCredentials, ObjectErrorKind, ObjectMeta,
-};
+use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials, ObjectErrorKind, ObjectMeta};
 use e2e::bin_path;
 use e2e::cleanup::mounts_under;
 use e2e::process::Proc;

@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
+use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
 use csi_proto::v1 as pb;
 use e2e::cleanup::mounts_under;
 use e2e::kubelet::{Kubelet, Volume};

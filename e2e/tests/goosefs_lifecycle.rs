@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use csi_common::object::{ObjectClient, ObjectConfig, ObjectCredentials};
+use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
 use csi_proto::v1 as pb;
 use e2e::kubelet::{Kubelet, Volume};
 use e2e::{Driver, Env, EnvOptions};

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use csi_common::cloud::ErrorKind;
-use csi_common::cloud::cbs::{CbsApi, Disk, disk_state};
+use tcloud::ErrorKind;
+use tcloud::cbs::{CbsApi, Disk, disk_state};
 use tokio::time::Instant;
 
 use super::{ControllerService, PUBLISH_CONTEXT_DISK_ID, REISSUE_AFTER};

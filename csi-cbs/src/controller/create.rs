@@ -15,8 +15,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use csi_common::cloud::cbs::{CbsApi, CreateDisksRequest, Disk, Tag};
-use csi_common::cloud::{client_token, short_name};
+use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk, Tag};
+use tcloud::{client_token, short_name};
 use tokio::time::Instant;
 
 use super::ControllerService;

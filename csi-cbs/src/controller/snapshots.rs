@@ -5,8 +5,8 @@
 //! for the snapshot to become deletable, then deletes it; a deadline that passes first is
 //! DEADLINE_EXCEEDED, and the CO's retry resumes the wait.
 
-use csi_common::cloud::ErrorKind;
-use csi_common::cloud::cbs::{self, CbsApi, DescribeSnapshotsRequest, Filter, MAX_PAGE};
+use tcloud::ErrorKind;
+use tcloud::cbs::{self, CbsApi, DescribeSnapshotsRequest, Filter, MAX_PAGE};
 use tokio::time::Instant;
 
 use super::ControllerService;
