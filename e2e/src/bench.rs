@@ -1,514 +1,175 @@
-//! `e2e bench cbs`: concurrent CBS lifecycles against the simulator with a realistic latency
-//! profile. Prints, per RPC, p50/p99 latency beside the simulator's own floor for that RPC, cloud
-//! API calls per volume at concurrency 1 and N, throttling seen by the client and by the CSI
-//! caller, and the driver's peak resident memory. Not a test: nothing here fails on a number.
+//! The benchmarks behind `e2e bench cbs|cos|goosefs`. They are built on the harness (they start
+//! the simulator, the drivers and the FUSE daemons through it); nothing in the harness may use
+//! them. Not tests: they print figures beside their targets, and nothing fails on a number.
 //!
-//! The floor of an RPC is what the simulator itself imposes on the cloud work the RPC must do:
-//! API latency L per necessary call plus the state transition, and for attach/detach the queueing
-//! that the per-action rate limit R forces on the k-th of N simultaneous calls, (k - R) / R seconds.
+//! This root holds what the benchmarks share and nothing specific to one: the flags `cos` and
+//! `goosefs` have in common ([`SharedBenchArgs`]), the step limits, and the helpers that run a
+//! command or blocking file work with a deadline, fan work out to tasks, and read a process's
+//! peak memory and the machine's load. It must not use its submodules. [`cbs`], [`cos`] and
+//! [`goosefs`] are the three benchmarks; `bucket` (the simulator bucket), `raw` (our object
+//! client driving it directly) and `mount` (one FUSE mount and its daemon) are what `cos` and
+//! `goosefs` share.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+pub mod cbs;
+pub mod cos;
+pub mod goosefs;
 
+mod bucket;
+mod mount;
+mod raw;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use tonic::Code;
 
-use crate::env::{Driver, Env, EnvOptions};
-use crate::kubelet::{Kubelet, mount_capability};
+const MIB: u64 = 1024 * 1024;
+/// How long a started process has to announce itself or mount.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a helper command (`umount`, `s3fs --version`) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// cos-fuse's peak resident memory must stay under this, in MiB, with default options.
+const PEAK_MEMORY_TARGET_MIB: f64 = 256.0;
 
+/// What `e2e bench cos` and `e2e bench goosefs` share: the COS profile, s3fs, the step limit.
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Concurrent lifecycles in the second run (the first run has one).
-    #[arg(long, default_value_t = 50)]
-    pub concurrency: usize,
-    /// Simulated API latency per call, in ms.
-    #[arg(long, default_value_t = 30)]
+pub struct SharedBenchArgs {
+    /// First-byte latency of every COS request in the COS profile, in ms.
+    #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
-    /// Simulated ATTACHING time, in ms.
-    #[arg(long, default_value_t = 1000)]
-    pub attach_ms: u64,
-    /// Simulated DETACHING time, in ms.
-    #[arg(long, default_value_t = 600)]
-    pub detach_ms: u64,
-    /// Per-action rate limit of AttachDisks and DetachDisks, calls per second.
-    #[arg(long, default_value_t = 20.0)]
-    pub attach_rate_limit: f64,
+    /// Bandwidth of each COS request (each request and response body) in the COS profile,
+    /// in Mbit/s.
+    #[arg(long, default_value_t = 400.0)]
+    pub bandwidth_mbps: f64,
+    /// The s3fs program (found on PATH unless a path is given).
+    #[arg(long, default_value = "s3fs")]
+    pub s3fs: PathBuf,
+    /// Longest one measured step may take, in seconds; the run fails past it.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
 }
 
-const RPCS: [&str; 8] = [
-    "CreateVolume",
-    "ControllerPublishVolume",
-    "NodeStageVolume",
-    "NodePublishVolume",
-    "NodeUnpublishVolume",
-    "NodeUnstageVolume",
-    "ControllerUnpublishVolume",
-    "DeleteVolume",
-];
-
-#[derive(Debug, Default)]
-struct Run {
-    latencies: BTreeMap<&'static str, Vec<Duration>>,
-    /// CSI calls that failed, by RPC and code (each is retried until it succeeds).
-    errors: BTreeMap<(String, String), u64>,
-    api_calls: u64,
-    throttled_in_cloud: u64,
-    peak_rss_kib: u64,
-    wall: Duration,
-    floors: Floors,
+/// Runs `program args...`, killing it after `timeout`; returns its standard output.
+async fn run_command(program: &Path, args: &[&str], timeout: Duration) -> anyhow::Result<String> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    // On timeout the future, and with it the child, is dropped: kill_on_drop kills it.
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "{} {args:?} took longer than {timeout:?}",
+                program.display()
+            )
+        })??;
+    if !output.status.success() {
+        bail!(
+            "{} {args:?} failed with {}: {}",
+            program.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Spread {
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Spread {
-    fn at(self, quantile: f64) -> Duration {
-        if quantile >= 0.99 { self.p99 } else { self.p50 }
+/// Runs blocking file work on its own thread, failing after `timeout`. A thread stuck in a dead
+/// mount is left behind; it gets an error once the mount's daemon is killed.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-io".to_owned())
+        .spawn(move || {
+            let _ = done.send(work());
+        })
+        .context("cannot start a thread")?;
+    match tokio::time::timeout(timeout, result).await {
+        Ok(Ok(result)) => result.with_context(|| what.to_owned()),
+        Ok(Err(_)) => bail!("{what}: the worker thread panicked"),
+        Err(_) => bail!("{what} took longer than {timeout:?}"),
     }
 }
 
-/// What the simulator itself needs, measured in this run by an ideal client: one API call's round
-/// trip (L), and AttachDisks/DetachDisks until a back-to-back describe sees the end state.
-#[derive(Debug, Default, Clone, Copy)]
-struct Floors {
-    api_call: Duration,
-    /// CreateDisks and TerminateDisks, as many sent at once as the run has lifecycles: they also
-    /// pay the simulator's durable (serialized) state write.
-    create_call: Spread,
-    terminate_call: Spread,
-    /// AttachDisks/DetachDisks of that many disks at once, until a describe sees the end state.
-    attach: Spread,
-    detach: Spread,
-}
-
-/// Retries one CSI step the way the sidecars do, recording every attempt's outcome.
-async fn step<T, F, Fut>(
-    name: &'static str,
-    run: &tokio::sync::Mutex<Run>,
-    mut call: F,
-) -> anyhow::Result<T>
+/// Runs `f(0..count)` on `workers` tasks; returns every result (in no particular order).
+async fn for_each_index<T, F, Fut>(count: u64, workers: usize, f: F) -> anyhow::Result<Vec<T>>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send,
 {
-    for _ in 0..60 {
-        let start = Instant::now();
-        match call().await {
-            Ok(value) => {
-                run.lock()
-                    .await
-                    .latencies
-                    .entry(name)
-                    .or_default()
-                    .push(start.elapsed());
-                return Ok(value);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let (next, f) = (Arc::clone(&next), f.clone());
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= count {
+                    return anyhow::Ok(out);
+                }
+                out.push(f(index).await?);
             }
-            Err(e) => {
-                let code = e
-                    .downcast_ref::<tonic::Status>()
-                    .map(|s| s.code())
-                    .unwrap_or(Code::Unknown);
-                *run.lock()
-                    .await
-                    .errors
-                    .entry((name.to_owned(), format!("{code:?}")))
-                    .or_default() += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        });
     }
-    anyhow::bail!("{name} kept failing")
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined.context("a worker task failed")??);
+    }
+    Ok(all)
 }
 
-async fn lifecycle(k: Kubelet, index: usize, run: &tokio::sync::Mutex<Run>) -> anyhow::Result<()> {
-    let name = format!("pvc-bench-{index}");
-    let name = &name;
-    let mut volume = step("CreateVolume", run, || {
-        let mut k = k.clone();
-        async move { k.create(name, 10, mount_capability("ext4"), None).await }
-    })
-    .await?;
-    volume.publish_context = step("ControllerPublishVolume", run, || {
-        let (mut k, mut v) = (k.clone(), volume.clone());
-        async move {
-            k.attach(&mut v).await?;
-            Ok(v.publish_context)
-        }
-    })
-    .await?;
-    let v = &volume;
-    step("NodeStageVolume", run, || {
-        let mut k = k.clone();
-        async move { k.stage(v).await }
-    })
-    .await?;
-    step("NodePublishVolume", run, || {
-        let mut k = k.clone();
-        async move { k.publish(v, false).await }
-    })
-    .await?;
-    step("NodeUnpublishVolume", run, || {
-        let mut k = k.clone();
-        async move { k.unpublish(v).await }
-    })
-    .await?;
-    step("NodeUnstageVolume", run, || {
-        let mut k = k.clone();
-        async move { k.unstage(v).await }
-    })
-    .await?;
-    step("ControllerUnpublishVolume", run, || {
-        let mut k = k.clone();
-        async move { k.detach(v).await }
-    })
-    .await?;
-    step("DeleteVolume", run, || {
-        let mut k = k.clone();
-        async move { k.delete(v).await }
-    })
-    .await
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
+/// VmHWM of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+        .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
-async fn one_run(args: &BenchArgs, concurrency: usize) -> anyhow::Result<Run> {
-    let sim_args = vec![
-        format!("--latency-ms={}", args.latency_ms),
-        format!("--cbs-attach-ms={}", args.attach_ms),
-        format!("--cbs-detach-ms={}", args.detach_ms),
-        format!("--fault=AttachDisks:rate_limit={}", args.attach_rate_limit),
-        format!("--fault=DetachDisks:rate_limit={}", args.attach_rate_limit),
-        // Room for every lifecycle's disk on the one simulated node (CBS's default is 20).
-        format!("--cbs-max-attach={}", concurrency.max(20) + 1),
-    ];
-    let mut env = Env::start(
-        Driver::Cbs,
-        EnvOptions {
-            sim_args,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let floors = measure_floors(args, &env, concurrency).await?;
-    env.reset_sim_stats().await?;
-    let run = tokio::sync::Mutex::new(Run::default());
-    let kubelet = Kubelet::new(env.client().await?, &env.workdir);
-    let start = Instant::now();
-    let results = if concurrency == 1 {
-        // Sequential lifecycles: one at a time, several times, so the figures are steady-state.
-        let mut results = Vec::new();
-        for i in 0..SEQUENTIAL_RUNS {
-            results.push(lifecycle(kubelet.clone(), i, &run).await);
-        }
-        results
-    } else {
-        futures_join((0..concurrency).map(|i| lifecycle(kubelet.clone(), i, &run))).await
-    };
-    let wall = start.elapsed();
-    let stats = env.sim_stats().await?;
-    let pid = env.driver.pid().unwrap_or(0);
-    let rss = peak_rss_kib(pid);
-    env.stop().await?;
-    for result in results {
-        result?;
-    }
-    let mut run = run.into_inner();
-    run.wall = wall;
-    run.floors = floors;
-    run.peak_rss_kib = rss;
-    if let Some(actions) = stats.as_object() {
-        for value in actions.values() {
-            run.api_calls += value["calls"].as_u64().unwrap_or(0);
-            run.throttled_in_cloud += value["errors"]["RequestLimitExceeded"]
-                .as_u64()
-                .unwrap_or(0);
-        }
-    }
-    Ok(run)
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-const SEQUENTIAL_RUNS: usize = 5;
-
-/// Sends AttachDisks (to `ATTACHED`) or DetachDisks (to `UNATTACHED`) for every disk at once and
-/// polls them all back to back; returns each disk's time from the start to its end state.
-async fn transition(
-    client: &tcloud::CloudClient,
-    ids: &[String],
-    target: &'static str,
-) -> anyhow::Result<Vec<Duration>> {
-    use tcloud::cbs::{CbsApi, DescribeDisksRequest, disk_state};
-    let start = Instant::now();
-    let sent = futures_join(ids.iter().map(|id| {
-        let client = client.clone();
-        let id = vec![id.clone()];
-        async move {
-            if target == disk_state::ATTACHED {
-                client.attach_disks(&id, crate::env::NODE_ID, None).await
-            } else {
-                client.detach_disks(&id, None, None).await
-            }
-        }
-    }))
-    .await;
-    for result in sent {
-        result?;
-    }
-    let mut pending: Vec<String> = ids.to_vec();
-    let mut done = Vec::new();
-    while !pending.is_empty() {
-        let request = DescribeDisksRequest {
-            disk_ids: pending.clone(),
-            limit: Some(100),
-            ..Default::default()
-        };
-        let found = client.describe_disks(&request, None).await?;
-        for disk in found.disk_set.iter().filter(|d| d.disk_state == target) {
-            done.push(start.elapsed());
-            pending.retain(|id| *id != disk.disk_id);
-        }
-    }
-    Ok(done)
+/// Empties the kernel's page cache (needs root).
+fn drop_page_cache() -> std::io::Result<()> {
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
 }
 
-/// Measures the floors with our cloud client against this run's simulator, before the driver's
-/// lifecycles start: the median of several tries each.
-async fn measure_floors(args: &BenchArgs, env: &Env, concurrency: usize) -> anyhow::Result<Floors> {
-    use tcloud::cbs::{CbsApi, CreateDisksRequest, Placement, disk_state};
-    use tcloud::{CloudClient, CloudConfig, CredentialSource, MetadataClient};
-    let names = tcloud::credentials::COMMON_KEY_NAMES;
-    let metadata = MetadataClient::new(&env.sim_url)?;
-    let credentials =
-        CredentialSource::discover(Some(&env.credentials_dir), names, |_| None, metadata)?;
-    let client = CloudClient::new(
-        CloudConfig::new(&env.sim_url, crate::env::REGION),
-        credentials,
-    )?;
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let p50_p99 = |mut v: Vec<Duration>| {
-        v.sort();
-        Spread {
-            p50: percentile(&v, 0.5),
-            p99: percentile(&v, 0.99),
-        }
-    };
-    let mut calls = Vec::new();
-    for _ in 0..9 {
-        let start = Instant::now();
-        client.describe_zones(None).await?;
-        calls.push(start.elapsed());
-    }
-    let create = CreateDisksRequest {
-        placement: Placement {
-            zone: "ap-guangzhou-3".into(),
-            ..Default::default()
-        },
-        disk_type: "CLOUD_PREMIUM".into(),
-        disk_charge_type: "POSTPAID_BY_HOUR".into(),
-        disk_size: 10,
-        disk_count: 1,
-        disk_name: Some("bench-floor".into()),
-        ..Default::default()
-    };
-    // As many creates at once as the run has lifecycles, then as many terminates: what the
-    // simulator needs for that load (it serializes its durable state writes).
-    let created = futures_join((0..concurrency).map(|i| {
-        let client = client.clone();
-        let request = CreateDisksRequest {
-            disk_name: Some(format!("bench-floor-{i}")),
-            ..create.clone()
-        };
-        async move {
-            let start = Instant::now();
-            let ids = client.create_disks(&request, None).await?;
-            anyhow::Ok((start.elapsed(), ids))
-        }
-    }))
-    .await;
-    let (mut creates, mut created_ids) = (Vec::new(), Vec::new());
-    for result in created {
-        let (took, ids) = result?;
-        creates.push(took);
-        created_ids.extend(ids);
-    }
-    let terminated = futures_join(created_ids.into_iter().map(|id| {
-        let client = client.clone();
-        async move {
-            let start = Instant::now();
-            client.terminate_disks(&[id], None).await?;
-            anyhow::Ok(start.elapsed())
-        }
-    }))
-    .await;
-    let terminates = terminated.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    // Attach and detach as many disks at once as the run has lifecycles, paced at the
-    // simulator's own limit, while one back-to-back describe of them all notes when each arrives.
-    let ideal = {
-        let mut config = CloudConfig::new(&env.sim_url, crate::env::REGION);
-        config.rate_limit_per_action = args.attach_rate_limit;
-        let metadata = MetadataClient::new(&env.sim_url)?;
-        let credentials =
-            CredentialSource::discover(Some(&env.credentials_dir), names, |_| None, metadata)?;
-        CloudClient::new(config, credentials)?
-    };
-    let rounds = if concurrency == 1 { 3 } else { 1 };
-    let (mut attaches, mut detaches) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let mut ids = Vec::new();
-        for i in 0..concurrency {
-            let request = CreateDisksRequest {
-                disk_name: Some(format!("bench-floor-attach-{round}-{i}")),
-                ..create.clone()
-            };
-            ids.extend(ideal.create_disks(&request, None).await?);
-        }
-        attaches.extend(transition(&ideal, &ids, disk_state::ATTACHED).await?);
-        detaches.extend(transition(&ideal, &ids, disk_state::UNATTACHED).await?);
-        ideal.terminate_disks(&ids, None).await?;
-    }
-    Ok(Floors {
-        api_call: median(calls),
-        create_call: p50_p99(creates),
-        terminate_call: p50_p99(terminates),
-        attach: p50_p99(attaches),
-        detach: p50_p99(detaches),
-    })
-}
-
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// The simulator's floor for `rpc` for the `rank`-th of `n` simultaneous callers.
-/// The floor of `rpc` at `quantile` for `n` simultaneous callers.
-fn floor(floors: Floors, rpc: &str, quantile: f64) -> Option<Duration> {
-    let l = floors.api_call;
-    match rpc {
-        // A look by name (idempotency needs it), then the create.
-        "CreateVolume" => Some(l + floors.create_call.at(quantile)),
-        // A look at the current state (idempotency needs it), then the ideal attach or detach.
-        "ControllerPublishVolume" => Some(l + floors.attach.at(quantile)),
-        "ControllerUnpublishVolume" => Some(l + floors.detach.at(quantile)),
-        "DeleteVolume" => Some(floors.terminate_call.at(quantile)),
-        _ => None,
-    }
-}
-
-fn print_run(n: usize, run: &Run) {
-    let lifecycles = if n == 1 { SEQUENTIAL_RUNS } else { n };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "\nconcurrency {n}: {lifecycles} lifecycles in {:.2} s; measured floors: API call {:.1} ms, create {:.1} ms, terminate {:.1} ms, ideal attach {:.1} ms, ideal detach {:.1} ms",
-        run.wall.as_secs_f64(),
-        ms(run.floors.api_call),
-        ms(run.floors.create_call.p50),
-        ms(run.floors.terminate_call.p50),
-        ms(run.floors.attach.p50),
-        ms(run.floors.detach.p50)
-    );
-    println!(
-        "  {:<27} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8}",
-        "RPC", "p50 ms", "p99 ms", "floor50", "floor99", "p50/fl", "target"
-    );
-    for rpc in RPCS {
-        let mut samples = run.latencies.get(rpc).cloned().unwrap_or_default();
-        samples.sort();
-        let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
-        match (floor(run.floors, rpc, 0.5), floor(run.floors, rpc, 0.99)) {
-            (Some(f50), Some(f99)) => println!(
-                "  {:<27} {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>7.2}x {:>8}",
-                rpc,
-                ms(p50),
-                ms(p99),
-                ms(f50),
-                ms(f99),
-                ms(p50) / ms(f50),
-                "<=1.15x"
-            ),
-            _ => println!(
-                "  {:<27} {:>9.1} {:>9.1} {:>10} {:>10} {:>8} {:>8}",
-                rpc,
-                ms(p50),
-                ms(p99),
-                "-",
-                "-",
-                "node",
-                "-"
-            ),
-        }
-    }
-    let csi_throttled: u64 = run
-        .errors
+/// Whether `point` is itself a mount point (not merely a directory under one).
+fn is_mount_point(point: &Path) -> bool {
+    crate::cleanup::mounts_under(point)
         .iter()
-        .filter(|((_, code), _)| code == "Unavailable")
-        .map(|(_, n)| n)
-        .sum();
-    println!(
-        "  cloud API calls per volume: {:.1}; throttled in the cloud client: {}; errors reaching the CSI caller: {:?} (UNAVAILABLE: {csi_throttled}, target 0)",
-        run.api_calls as f64 / lifecycles as f64,
-        run.throttled_in_cloud,
-        run.errors
-    );
-    println!(
-        "  driver peak resident memory (controller+node in one process): {:.1} MiB (target < 30 MiB)",
-        run.peak_rss_kib as f64 / 1024.0
-    );
+        .any(|p| Path::new(p) == point)
 }
 
-pub async fn run_cbs(args: BenchArgs) -> anyhow::Result<()> {
-    println!(
-        "e2e bench cbs: latency {} ms per API call, ATTACHING {} ms, DETACHING {} ms, AttachDisks/DetachDisks limited to {}/s",
-        args.latency_ms, args.attach_ms, args.detach_ms, args.attach_rate_limit
-    );
-    let single = one_run(&args, 1).await?;
-    print_run(1, &single);
-    let many = one_run(&args, args.concurrency).await?;
-    print_run(args.concurrency, &many);
-    println!(
-        "\nAPI calls per volume: {:.1} at 1, {:.1} at {} (target: no more at {} than at 1)",
-        single.api_calls as f64 / SEQUENTIAL_RUNS as f64,
-        many.api_calls as f64 / args.concurrency as f64,
-        args.concurrency,
-        args.concurrency
-    );
-    Ok(())
+/// Runs `work` until it ends or Ctrl-C (the caller then stops the bench either way).
+async fn interruptible(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    }
 }

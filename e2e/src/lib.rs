@@ -1,12 +1,13 @@
 //! The end-to-end harness: starts the simulator and real driver binaries, talks CSI to them over
 //! their socket the way kubelet and the sidecars do, and cleans up every process, mount, loop
 //! device and file it made, even when a test fails.
+//!
+//! The benchmarks (`e2e bench`) live in [`bench`], built on the harness; nothing in the harness
+//! (`env`, `kubelet`, `process`, `client`, `cleanup`, `demo`) may use them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
-pub mod bench_cos;
-pub mod bench_goosefs;
 pub mod cleanup;
 pub mod client;
 pub mod demo;

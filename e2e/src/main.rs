@@ -56,11 +56,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum BenchDriver {
     /// Concurrent CBS volume lifecycles.
-    Cbs(e2e::bench::BenchArgs),
+    Cbs(e2e::bench::cbs::CbsBenchArgs),
     /// cos-fuse against s3fs on one simulator bucket, on loopback and under a COS profile.
-    Cos(e2e::bench_cos::CosBenchArgs),
+    Cos(e2e::bench::cos::CosBenchArgs),
     /// The block cache (csi-goosefs) cold and warm, against no cache and s3fs's cache.
-    Goosefs(e2e::bench_goosefs::GoosefsBenchArgs),
+    Goosefs(e2e::bench::goosefs::GoosefsBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,13 +89,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => e2e::demo::run().await,
         Command::Bench {
             driver: BenchDriver::Cbs(args),
-        } => e2e::bench::run_cbs(args).await,
+        } => e2e::bench::cbs::run_cbs(args).await,
         Command::Bench {
             driver: BenchDriver::Cos(args),
-        } => e2e::bench_cos::run_cos(args).await,
+        } => e2e::bench::cos::run_cos(args).await,
         Command::Bench {
             driver: BenchDriver::Goosefs(args),
-        } => e2e::bench_goosefs::run_goosefs(args).await,
+        } => e2e::bench::goosefs::run_goosefs(args).await,
         Command::Serve {
             driver,
             socket,

@@ -5,7 +5,8 @@
 //! straight from the cache disk. Also records the cos-fuse daemon's peak memory while it warms
 //! the large file with `--preload`. Prints every figure beside the targets, each marked met or
 //! NOT met. Not a test: nothing fails on a number. Everything it starts or mounts is stopped and
-//! removed at the end, also on error, panic or Ctrl-C.
+//! removed at the end, also on error, panic or Ctrl-C. It shares the simulator bucket, the raw
+//! client and the mounts with `e2e bench cos`, but nothing of that benchmark itself.
 //!
 //! Run it against release binaries:
 //! `cargo build --release -p e2e -p cos-fuse-cli -p tcloud-sim && target/release/e2e bench goosefs`.
@@ -18,10 +19,11 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 
-use crate::bench_cos::{
-    BUCKET, Bench, Contender, CosBenchArgs, MIB, Mount, Network, PEAK_MEMORY_TARGET_MIB, Profile,
-    READY_TIMEOUT, SharedBenchArgs, blocking, drop_page_cache, for_each_index, interruptible,
-    is_mount_point, load_average, peak_rss_kib,
+use crate::bench::bucket::{BUCKET, Bench, Network, Profile};
+use crate::bench::mount::{Contender, Mount};
+use crate::bench::{
+    MIB, PEAK_MEMORY_TARGET_MIB, READY_TIMEOUT, SharedBenchArgs, blocking, drop_page_cache,
+    for_each_index, interruptible, is_mount_point, load_average, peak_rss_kib,
 };
 use crate::process::Proc;
 
@@ -715,14 +717,7 @@ pub async fn run_goosefs(args: GoosefsBenchArgs) -> anyhow::Result<()> {
     if args.size_mib == 0 || args.files == 0 {
         bail!("--size-mib and --files must be at least 1");
     }
-    let cos_args = CosBenchArgs {
-        size_mib: args.size_mib,
-        objects: 1,
-        files: args.files,
-        readers: 1,
-        shared: args.shared.clone(),
-    };
-    let mut bench = Bench::start(&cos_args).await?;
+    let mut bench = Bench::start(&args.shared).await?;
     let s3fs_version = bench.s3fs_version().await?;
     println!(
         "e2e bench goosefs: {} MiB file read in 1 MiB reads by 1 thread; {} x 64 KiB files read whole by {SMALL_READERS} threads; cos-fuse {} vs {}; load average {}",
