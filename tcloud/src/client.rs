@@ -8,14 +8,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::credentials::CredentialSource;
-use super::error::{CloudError, ErrorKind};
-use super::signing::{self, SignInput};
+use crate::credentials::CredentialSource;
+use crate::error::{CloudError, ErrorKind};
+pub use crate::https::http_client;
+use crate::signing::{self, SignInput};
 use crate::time::unix_now;
 
 pub const DEFAULT_ENDPOINT: &str = "https://{service}.tencentcloudapi.com";
 const CONTENT_TYPE: &str = "application/json";
-const USER_AGENT: &str = concat!("tencentcloud-csi-rs/", env!("CARGO_PKG_VERSION"));
 
 /// One API product: its short name (the credential scope) and API version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,17 +137,6 @@ impl Pacer {
         let allowed = tat.checked_sub(tolerance).unwrap_or(now);
         (allowed > now).then_some(allowed)
     }
-}
-
-/// A reqwest client with rustls on the ring provider.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    // Installing the process default provider fails harmlessly when it is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(USER_AGENT)
-        .build()
 }
 
 impl CloudClient {

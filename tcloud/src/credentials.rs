@@ -1,52 +1,20 @@
 //! Where API keys come from: the environment, a mounted secret directory, or the CVM role.
 //!
 //! Values are trimmed (a trailing newline in a Kubernetes secret broke the old driver's signing).
-//! Nothing here ever formats a key or token: `Debug` shows only the first characters of the
-//! SecretId, and errors name files and variables, never their contents.
+//! Nothing here ever formats a key or token: the [`Credentials`] they yield (defined in `keys`, and
+//! re-exported here) show only the first characters of the SecretId in `Debug`, and errors name
+//! files and variables, never their contents.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use super::metadata::{MetadataClient, MetadataError};
+pub use crate::keys::Credentials;
+use crate::metadata::{MetadataClient, MetadataError};
 use crate::time::unix_now;
 
 /// Refresh role credentials when they have less than this many seconds left.
 const ROLE_REFRESH_MARGIN_SECS: i64 = 300;
-
-/// One set of API keys.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub secret_id: String,
-    pub secret_key: String,
-    /// Session token of temporary keys, sent as `X-TC-Token`.
-    pub token: Option<String>,
-    /// Unix time when temporary keys expire.
-    pub expires_at: Option<i64>,
-}
-
-impl Credentials {
-    pub fn new(secret_id: &str, secret_key: &str) -> Self {
-        Credentials {
-            secret_id: secret_id.trim().to_owned(),
-            secret_key: secret_key.trim().to_owned(),
-            token: None,
-            expires_at: None,
-        }
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: String = self.secret_id.chars().take(4).collect();
-        f.debug_struct("Credentials")
-            .field("secret_id", &format_args!("{shown}***"))
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -431,14 +399,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("holds no key pair"), "{err}");
-    }
-
-    #[test]
-    fn debug_never_shows_keys() {
-        let mut c = Credentials::new("AKIDsecretid", "topsecretkey");
-        c.token = Some("topsecrettoken".into());
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("topsecret"), "{shown}");
-        assert!(!shown.contains("AKIDsecretid"), "{shown}");
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::credentials::CredentialsError;
+
 /// What a caller can do about an error. Every cloud error code maps to exactly one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -118,7 +120,7 @@ pub enum CloudError {
     Credentials {
         action: String,
         #[source]
-        source: super::CredentialsError,
+        source: CredentialsError,
     },
 }
 

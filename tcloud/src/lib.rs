@@ -14,6 +14,8 @@ pub mod cvm;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod https;
+mod keys;
 pub mod metadata;
 pub mod signing;
 pub mod time;

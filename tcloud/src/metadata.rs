@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::credentials::Credentials;
+use crate::https::http_client;
+use crate::keys::Credentials;
 
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://metadata.tencentyun.com";
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -46,7 +47,7 @@ impl MetadataClient {
     pub fn new(base: &str) -> Result<Self, reqwest::Error> {
         Ok(MetadataClient {
             base: base.trim_end_matches('/').to_owned(),
-            http: super::client::http_client(TIMEOUT)?,
+            http: http_client(TIMEOUT)?,
         })
     }
 
