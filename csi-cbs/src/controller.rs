@@ -3,37 +3,46 @@
 //! Every RPC validates its request first, takes an in-flight guard on the volume (or snapshot
 //! name), and is idempotent through the cloud itself: creates are found again by name and carry a
 //! `ClientToken`; attach and detach are a state machine read from `DescribeDisks`, waited on within
-//! the caller's deadline and resumed by the retry. No local state.
+//! the caller's deadline and resumed by the retry. No persistent local state: what the service
+//! keeps in memory (the stuck-attach watchdog, learned wait times, the disks it terminated) is
+//! rebuilt after a restart.
+//!
+//! This file holds the service, its configuration, the `Controller` trait impl and the volume
+//! lifecycle (create, delete, publish, validate). The other RPCs are one-line delegations to
+//! inherent methods in the children: `snapshots` (CreateSnapshot, DeleteSnapshot,
+//! ListSnapshots), `modify` (ControllerExpandVolume, ControllerModifyVolume) and `listing`
+//! (ListVolumes, ControllerGetVolume); `attach` holds the publish state machine, `create` finds
+//! and creates a volume's disk, `names` gives CSI names their cloud names. Children use the
+//! service and the ID and proto helpers here; this file imports from no child but the leaf
+//! `names`, so the files form a DAG.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use csi_common::csi::reply::{answer_by, controller_caps, validation};
-use csi_common::csi::request::{self, Capacity, Page, Supported, is_mount};
+use csi_common::csi::request::{self, Capacity, Supported};
 use csi_common::csi::{InFlight, pb};
 use tcloud::ErrorKind;
-use tcloud::cbs::{
-    self, CbsApi, CreateDisksRequest, CreateSnapshotRequest, DescribeDisksRequest,
-    DescribeSnapshotsRequest, Disk, DiskChargePrepaid, Filter, MAX_PAGE, Placement, disk_state,
-};
+use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk, DiskChargePrepaid, Placement};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, required};
 use crate::params::{CbsParams, GIB, MutableParams, size_gib};
 use crate::topology::{Zones, requirement_zones, topology_for};
-use crate::watcher::{DiskWatcher, Learned, Wait};
+use crate::watcher::{DiskWatcher, Learned};
 
-/// An attach request that left the disk UNATTACHED this long is sent again.
-const REISSUE_AFTER: Duration = Duration::from_secs(5);
 pub const PUBLISH_CONTEXT_DISK_ID: &str = "diskId";
 
 mod attach;
 mod create;
+mod listing;
+mod modify;
+mod names;
 mod snapshots;
 
-use create::{TAG_SNAPSHOT_NAME, TAG_VOLUME_NAME, Terminated, cloud_name};
+use names::{TAG_VOLUME_NAME, cloud_name};
 
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -61,6 +70,31 @@ pub struct ControllerService<C> {
     terminated: Terminated,
 }
 
+/// Terminated disk IDs remembered; past this the set starts again (a stale answer is then found
+/// by `create::VISIBLE_WITHIN` instead).
+const TERMINATED_KEPT: usize = 4096;
+
+/// IDs of disks this controller terminated, to tell a token's stale answer at once.
+#[derive(Debug, Default)]
+struct Terminated(std::sync::Mutex<HashSet<String>>);
+
+impl Terminated {
+    fn record(&self, disk_id: &str) {
+        let mut ids = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.len() >= TERMINATED_KEPT {
+            ids.clear();
+        }
+        ids.insert(disk_id.to_owned());
+    }
+
+    fn contains(&self, disk_id: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(disk_id)
+    }
+}
+
 /// CBS disk IDs look like `disk-xxxxxxxx`; anything else cannot exist, so no cloud call is made.
 pub fn is_disk_id(id: &str) -> bool {
     id.strip_prefix("disk-").is_some_and(|rest| {
@@ -85,22 +119,6 @@ pub const SUPPORTED: Supported = Supported {
 /// Every capability must be one a CBS disk supports.
 pub fn check_capabilities(capabilities: &[pb::VolumeCapability]) -> Result<()> {
     request::check_capabilities(capabilities, &SUPPORTED)
-}
-
-fn timestamp(create_time: &str) -> prost_types::Timestamp {
-    let seconds = tcloud::time::parse_api_time(create_time).unwrap_or_else(tcloud::time::unix_now);
-    prost_types::Timestamp { seconds, nanos: 0 }
-}
-
-fn snapshot_proto(snapshot: &cbs::Snapshot) -> pb::Snapshot {
-    pb::Snapshot {
-        size_bytes: (snapshot.disk_size.saturating_mul(GIB)) as i64,
-        snapshot_id: snapshot.snapshot_id.clone(),
-        source_volume_id: snapshot.disk_id.clone(),
-        creation_time: Some(timestamp(&snapshot.create_time)),
-        ready_to_use: snapshot.is_ready(),
-        group_snapshot_id: String::new(),
-    }
 }
 
 fn volume_proto(disk: &Disk, content_source: Option<pb::VolumeContentSource>) -> pb::Volume {
@@ -224,20 +242,6 @@ impl<C: CbsApi> ControllerService<C> {
             )))
         }
     }
-}
-
-fn status_of(disk: &Disk) -> (Vec<String>, pb::VolumeCondition) {
-    let nodes = match disk.disk_state.as_str() {
-        disk_state::ATTACHED | disk_state::DETACHING | disk_state::EXPANDING => {
-            disk.instance().map(str::to_owned).into_iter().collect()
-        }
-        _ => Vec::new(),
-    };
-    let condition = pb::VolumeCondition {
-        abnormal: false,
-        message: format!("disk is {}", disk.disk_state),
-    };
-    (nodes, condition)
 }
 
 fn controller_capabilities() -> Vec<pb::ControllerServiceCapability> {
@@ -482,39 +486,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> RpcResult<pb::ListVolumesResponse> {
-        let deadline = answer_by(&request);
-        let req = request.into_inner();
-        let page = Page::parse(&req.starting_token, req.max_entries, MAX_PAGE)?;
-        let describe = DescribeDisksRequest {
-            offset: Some(page.offset),
-            limit: Some(page.limit),
-            ..Default::default()
-        };
-        let response = self
-            .cbs
-            .describe_disks(&describe, Some(deadline))
-            .await
-            .map_err(Error::from)?;
-        let next_token =
-            page.next_token(response.disk_set.len(), response.total_count, "volumes")?;
-        let entries = response
-            .disk_set
-            .iter()
-            .map(|disk| {
-                let (published_node_ids, volume_condition) = status_of(disk);
-                pb::list_volumes_response::Entry {
-                    volume: Some(volume_proto(disk, None)),
-                    status: Some(pb::list_volumes_response::VolumeStatus {
-                        published_node_ids,
-                        volume_condition: Some(volume_condition),
-                    }),
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::ListVolumesResponse {
-            entries,
-            next_token,
-        }))
+        self.list_volume_page(request).await
     }
 
     async fn get_capacity(
@@ -539,239 +511,42 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         &self,
         request: Request<pb::CreateSnapshotRequest>,
     ) -> RpcResult<pb::CreateSnapshotResponse> {
-        let deadline = answer_by(&request);
-        let req = request.into_inner();
-        request::require(&req.name, "name")?;
-        request::require(&req.source_volume_id, "source_volume_id")?;
-        let _guard = self.inflight.acquire(&format!("snapshot/{}", req.name))?;
-        if let Some(existing) = self.snapshot_by_name(&req.name, deadline).await? {
-            if existing.disk_id != req.source_volume_id {
-                return Err(Error::AlreadyExists(format!(
-                    "snapshot {} exists as {} of volume {}, not {}",
-                    req.name, existing.snapshot_id, existing.disk_id, req.source_volume_id
-                ))
-                .into());
-            }
-            return Ok(Response::new(pb::CreateSnapshotResponse {
-                snapshot: Some(snapshot_proto(&existing)),
-            }));
-        }
-        let disk = self.existing_disk(&req.source_volume_id).await?;
-        let (snapshot_name, name_tag) = cloud_name(&req.name, TAG_SNAPSHOT_NAME);
-        let create = CreateSnapshotRequest {
-            disk_id: disk.disk_id.clone(),
-            snapshot_name: Some(snapshot_name.clone()),
-            tags: name_tag.into_iter().collect(),
-        };
-        let snapshot_id = self
-            .cbs
-            .create_snapshot(&create, Some(deadline))
-            .await
-            .map_err(Error::from)?;
-        let snapshot = self
-            .snapshot_by(None, Some(&snapshot_id), deadline)
-            .await?
-            .unwrap_or(cbs::Snapshot {
-                snapshot_id,
-                snapshot_name,
-                snapshot_state: cbs::snapshot_state::CREATING.into(),
-                percent: 0,
-                disk_id: disk.disk_id,
-                disk_size: disk.disk_size,
-                create_time: String::new(),
-            });
-        Ok(Response::new(pb::CreateSnapshotResponse {
-            snapshot: Some(snapshot_proto(&snapshot)),
-        }))
+        self.take_snapshot(request).await
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<pb::DeleteSnapshotRequest>,
     ) -> RpcResult<pb::DeleteSnapshotResponse> {
-        let deadline = answer_by(&request);
-        let snapshot_id = request.into_inner().snapshot_id;
-        if snapshot_id.is_empty() {
-            return Err(required("snapshot_id").into());
-        }
-        if !is_snapshot_id(&snapshot_id) {
-            return Ok(Response::new(pb::DeleteSnapshotResponse {}));
-        }
-        let _guard = self.inflight.acquire(&snapshot_id)?;
-        self.delete_snapshot_when_deletable(&snapshot_id, deadline)
-            .await?;
-        Ok(Response::new(pb::DeleteSnapshotResponse {}))
+        self.remove_snapshot(request).await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<pb::ListSnapshotsRequest>,
     ) -> RpcResult<pb::ListSnapshotsResponse> {
-        let deadline = answer_by(&request);
-        let req = request.into_inner();
-        let to_entry = |s: &cbs::Snapshot| pb::list_snapshots_response::Entry {
-            snapshot: Some(snapshot_proto(s)),
-        };
-        if !req.snapshot_id.is_empty() {
-            let found = if is_snapshot_id(&req.snapshot_id) {
-                self.snapshot_by(None, Some(&req.snapshot_id), deadline)
-                    .await?
-            } else {
-                None
-            };
-            let entries = found
-                .filter(|s| req.source_volume_id.is_empty() || s.disk_id == req.source_volume_id)
-                .iter()
-                .map(to_entry)
-                .collect();
-            return Ok(Response::new(pb::ListSnapshotsResponse {
-                entries,
-                next_token: String::new(),
-            }));
-        }
-        let page = Page::parse(&req.starting_token, req.max_entries, MAX_PAGE)?;
-        let mut describe = DescribeSnapshotsRequest {
-            offset: Some(page.offset),
-            limit: Some(page.limit),
-            ..Default::default()
-        };
-        if !req.source_volume_id.is_empty() {
-            if !is_disk_id(&req.source_volume_id) {
-                return Ok(Response::new(pb::ListSnapshotsResponse::default()));
-            }
-            describe
-                .filters
-                .push(Filter::new("disk-id", &req.source_volume_id));
-        }
-        let response = self
-            .cbs
-            .describe_snapshots(&describe, Some(deadline))
-            .await
-            .map_err(Error::from)?;
-        let next_token = page.next_token(
-            response.snapshot_set.len(),
-            response.total_count,
-            "snapshots",
-        )?;
-        Ok(Response::new(pb::ListSnapshotsResponse {
-            entries: response.snapshot_set.iter().map(to_entry).collect(),
-            next_token,
-        }))
+        self.list_snapshot_page(request).await
     }
 
     async fn controller_expand_volume(
         &self,
         request: Request<pb::ControllerExpandVolumeRequest>,
     ) -> RpcResult<pb::ControllerExpandVolumeResponse> {
-        let deadline = answer_by(&request);
-        let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let range = req
-            .capacity_range
-            .ok_or_else(|| required("capacity_range"))?;
-        let Capacity {
-            required: required_bytes,
-            limit: limit_bytes,
-        } = Capacity::parse(Some(&range))?;
-        let node_expansion_required = is_mount(req.volume_capability.as_ref());
-        let _guard = self.inflight.acquire(&req.volume_id)?;
-        let disk = self.existing_disk(&req.volume_id).await?;
-        let gib = size_gib(&disk.disk_type, required_bytes, limit_bytes).map_err(Error::from)?;
-        let done = |disk: &Disk| pb::ControllerExpandVolumeResponse {
-            capacity_bytes: disk.disk_size.saturating_mul(GIB) as i64,
-            node_expansion_required,
-        };
-        if disk.disk_size >= gib && disk.disk_state != disk_state::EXPANDING {
-            return Ok(Response::new(done(&disk)));
-        }
-        if disk.disk_size < gib {
-            let disk = self
-                .wait_settled(&req.volume_id, deadline, "a settled state before resizing")
-                .await?;
-            if disk.disk_size < gib {
-                match self
-                    .cbs
-                    .resize_disk(&req.volume_id, gib, Some(deadline))
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::Busy => {}
-                    Err(e) => return Err(Error::from(e).into()),
-                }
-            }
-        }
-        let sent = Instant::now();
-        let disk = self
-            .watcher
-            .wait_until(
-                &req.volume_id,
-                deadline,
-                self.resize_time.get(),
-                "the resize",
-                |d| {
-                    Ok(
-                        if d.disk_state != disk_state::EXPANDING && d.disk_size >= gib {
-                            Wait::Done
-                        } else {
-                            Wait::Continue
-                        },
-                    )
-                },
-            )
-            .await?;
-        self.resize_time.record(sent.elapsed());
-        Ok(Response::new(done(&disk)))
+        self.expand_disk(request).await
     }
 
     async fn controller_get_volume(
         &self,
         request: Request<pb::ControllerGetVolumeRequest>,
     ) -> RpcResult<pb::ControllerGetVolumeResponse> {
-        let volume_id = request.into_inner().volume_id;
-        if volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let disk = self.existing_disk(&volume_id).await?;
-        let (published_node_ids, volume_condition) = status_of(&disk);
-        Ok(Response::new(pb::ControllerGetVolumeResponse {
-            volume: Some(volume_proto(&disk, None)),
-            status: Some(pb::controller_get_volume_response::VolumeStatus {
-                published_node_ids,
-                volume_condition: Some(volume_condition),
-            }),
-        }))
+        self.volume_status(request).await
     }
 
     async fn controller_modify_volume(
         &self,
         request: Request<pb::ControllerModifyVolumeRequest>,
     ) -> RpcResult<pb::ControllerModifyVolumeResponse> {
-        let deadline = answer_by(&request);
-        let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let MutableParams {
-            disk_type,
-            throughput_mbps: throughput,
-        } = MutableParams::parse(&req.mutable_parameters)?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
-        let disk = self.existing_disk(&req.volume_id).await?;
-        if let Some(disk_type) = disk_type.filter(|t| *t != disk.disk_type) {
-            self.cbs
-                .modify_disk_type(&req.volume_id, &disk_type, Some(deadline))
-                .await
-                .map_err(Error::from)?;
-        }
-        if let Some(mbps) = throughput.filter(|t| *t != disk.throughput_performance) {
-            self.cbs
-                .modify_disk_extra_performance(&req.volume_id, mbps, Some(deadline))
-                .await
-                .map_err(Error::from)?;
-        }
-        Ok(Response::new(pb::ControllerModifyVolumeResponse {}))
+        self.modify_disk(request).await
     }
 }
 
@@ -823,5 +598,17 @@ mod tests {
             assert!(!is_disk_id(bad), "{bad}");
         }
         assert!(is_snapshot_id("snap-1x"));
+    }
+
+    #[test]
+    fn terminated_ids_are_remembered_within_bounds() {
+        let terminated = Terminated::default();
+        terminated.record("disk-1");
+        assert!(terminated.contains("disk-1"));
+        assert!(!terminated.contains("disk-2"));
+        for i in 0..TERMINATED_KEPT {
+            terminated.record(&format!("disk-x{i}"));
+        }
+        assert!(terminated.0.lock().unwrap().len() <= TERMINATED_KEPT);
     }
 }

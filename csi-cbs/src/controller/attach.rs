@@ -3,14 +3,18 @@
 //! before the disk is `ATTACHED` on this node, and report an attach stuck in `ATTACHING`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tcloud::ErrorKind;
 use tcloud::cbs::{CbsApi, Disk, disk_state};
 use tokio::time::Instant;
 
-use super::{ControllerService, PUBLISH_CONTEXT_DISK_ID, REISSUE_AFTER};
+use super::{ControllerService, PUBLISH_CONTEXT_DISK_ID};
 use crate::error::{Error, Result};
 use crate::watcher::{Poll, Wait};
+
+/// An attach request that left the disk UNATTACHED this long is sent again.
+const REISSUE_AFTER: Duration = Duration::from_secs(5);
 
 impl<C: CbsApi> ControllerService<C> {
     fn watchdog(&self, disk_id: &str, node: &str) -> Result<()> {

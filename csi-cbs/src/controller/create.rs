@@ -1,9 +1,5 @@
-//! How a CSI name becomes exactly one disk: the name the disk carries in the cloud, finding it
-//! again, and the `ClientToken` of its create.
-//!
-//! A CSI name is an idempotency key of up to 128 bytes; CBS names hold 60. A name that fits is the
-//! disk's name unchanged (every disk made before this rule is still found), a longer one is
-//! shortened deterministically and the whole name rides along in a tag that lookups compare.
+//! How a CSI name becomes exactly one disk: finding the disk again by its cloud name (see
+//! `names`), and the `ClientToken` of its create.
 //!
 //! The cloud keeps the answer of a `ClientToken` for a while, even after the disk it made was
 //! terminated: a create after a delete of the same name would be handed the dead disk's ID. So the
@@ -12,61 +8,21 @@
 //! exist, moves to the next generation. A retry of a create that succeeded finds its disk by name
 //! first, or lands on the same generation and gets the same disk.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk, Tag};
-use tcloud::{client_token, short_name};
+use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk};
+use tcloud::client_token;
 use tokio::time::Instant;
 
 use super::ControllerService;
+use super::names::{TAG_VOLUME_NAME, cloud_name};
 use crate::error::{Error, Result};
 
-/// CBS disk and snapshot names hold at most this many bytes.
-pub const MAX_NAME: usize = 60;
-/// The tag holding a volume's whole CSI name when its disk name is shortened.
-pub const TAG_VOLUME_NAME: &str = "k8s-csi/volume-name";
-/// The tag holding a snapshot's whole CSI name when its snapshot name is shortened.
-pub const TAG_SNAPSHOT_NAME: &str = "k8s-csi/snapshot-name";
 /// Token generations tried before giving up: each needs a create whose answer was stale.
 const MAX_GENERATIONS: u32 = 8;
 /// How long a disk a create just answered may take to show in DescribeDisks before its token is
 /// judged stale (only when this controller did not terminate it itself).
 const VISIBLE_WITHIN: Duration = Duration::from_secs(2);
-/// Terminated disk IDs remembered; past this the set starts again (a stale answer is then found
-/// by [`VISIBLE_WITHIN`] instead).
-const TERMINATED_KEPT: usize = 4096;
-
-/// The cloud name for a CSI name, and the tag that keeps the whole name when it was shortened.
-pub fn cloud_name(name: &str, tag_key: &str) -> (String, Option<Tag>) {
-    let short = short_name(name, MAX_NAME);
-    let tag = (short != name).then(|| Tag {
-        key: tag_key.to_owned(),
-        value: name.to_owned(),
-    });
-    (short.into_owned(), tag)
-}
-
-/// IDs of disks this controller terminated, to tell a token's stale answer at once.
-#[derive(Debug, Default)]
-pub struct Terminated(std::sync::Mutex<HashSet<String>>);
-
-impl Terminated {
-    pub fn record(&self, disk_id: &str) {
-        let mut ids = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.len() >= TERMINATED_KEPT {
-            ids.clear();
-        }
-        ids.insert(disk_id.to_owned());
-    }
-
-    fn contains(&self, disk_id: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(disk_id)
-    }
-}
 
 impl<C: CbsApi> ControllerService<C> {
     /// The token of generation `generation` of a create of `name`.
@@ -150,40 +106,5 @@ impl<C: CbsApi> ControllerService<C> {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_fit_are_kept_and_long_ones_carry_a_tag() {
-        let (name, tag) = cloud_name("pvc-0b4f9c3e-8d5a-4c0e-9b61-2f7d3c1a9e42", TAG_VOLUME_NAME);
-        assert_eq!(name, "pvc-0b4f9c3e-8d5a-4c0e-9b61-2f7d3c1a9e42");
-        assert_eq!(tag, None);
-        let long = "sanity-".repeat(18);
-        let (name, tag) = cloud_name(&long, TAG_VOLUME_NAME);
-        assert_eq!(name.len(), MAX_NAME);
-        assert_eq!(
-            tag,
-            Some(Tag {
-                key: TAG_VOLUME_NAME.into(),
-                value: long.clone()
-            })
-        );
-        assert_eq!(cloud_name(&long, TAG_VOLUME_NAME).0, name);
-    }
-
-    #[test]
-    fn terminated_ids_are_remembered_within_bounds() {
-        let terminated = Terminated::default();
-        terminated.record("disk-1");
-        assert!(terminated.contains("disk-1"));
-        assert!(!terminated.contains("disk-2"));
-        for i in 0..TERMINATED_KEPT {
-            terminated.record(&format!("disk-x{i}"));
-        }
-        assert!(terminated.0.lock().unwrap().len() <= TERMINATED_KEPT);
     }
 }
