@@ -82,6 +82,7 @@ mod meta;
 mod options;
 mod preload;
 mod read;
+mod shared;
 mod stats;
 mod store;
 

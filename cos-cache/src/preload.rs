@@ -3,16 +3,15 @@
 //! only pinned blocks are left to evict, it stops and says so. Dropping the future midway is
 //! safe: each block is written whole or not at all, locks and pins are released.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use cos_fuse::store::{ObjectMeta, ObjectStore, StoreError};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::block::BlockHash;
-use crate::disk::Disk;
-use crate::read::{LoadError, Mode, Source, runs};
-use crate::store::{CachedStore, Version};
+use crate::read::{LoadError, Mode, PinSet, Source, runs};
+use crate::shared::Version;
+use crate::store::CachedStore;
 
 /// Where a preload is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -44,35 +43,6 @@ pub struct PreloadReport {
     pub objects_changed: u64,
     /// Bytes fetched from the origin (the rest were cached already).
     pub bytes_fetched: u64,
-}
-
-/// The blocks one preload pinned; unpinned when the last task holding it ends.
-#[derive(Debug)]
-pub(crate) struct PinSet {
-    disk: Arc<Disk>,
-    hashes: Mutex<Vec<BlockHash>>,
-}
-
-impl PinSet {
-    pub(crate) fn pin(&self, hash: BlockHash) {
-        self.disk.pin(hash);
-        self.hashes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(hash);
-    }
-}
-
-impl Drop for PinSet {
-    fn drop(&mut self) {
-        let hashes = self
-            .hashes
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        for h in hashes.iter() {
-            self.disk.unpin(h);
-        }
-    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -164,10 +134,7 @@ impl<S: ObjectStore> CachedStore<S> {
                 progress(p);
             }
         }
-        let pins = Arc::new(PinSet {
-            disk: Arc::clone(&shared.disk),
-            hashes: Mutex::new(Vec::new()),
-        });
+        let pins = Arc::new(PinSet::new(Arc::clone(&shared.disk)));
         let mode = Mode::Preload(pins);
         let parallelism = parallelism.max(1);
         let mut units = units.into_iter();

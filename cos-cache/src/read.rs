@@ -7,9 +7,12 @@
 //! is held elsewhere is waited for (polling, 1 ms doubling to 50 ms) and then read from disk, or
 //! fetched if the holder gave up; after `lock_wait` it is fetched regardless. Nothing is held
 //! while waiting, so there is no deadlock, and a dropped future releases its locks.
+//!
+//! Loads made for a preload ([`Mode::Preload`]) pin every block they touch in the preload's
+//! [`PinSet`], so its later blocks never evict its earlier ones.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,14 +20,49 @@ use cos_fuse::store::{ObjectMeta, ObjectStore, StoreError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::block::BlockId;
+use crate::block::{BlockHash, BlockId};
 use crate::disk::{Disk, StoreFail};
 use crate::lock::FetchLock;
-use crate::preload::PinSet;
+use crate::shared::{Shared, Version};
 use crate::stats::{self, CacheStats};
-use crate::store::{Shared, Version};
 
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The blocks one preload pinned; unpinned when the last task holding it ends.
+#[derive(Debug)]
+pub(crate) struct PinSet {
+    disk: Arc<Disk>,
+    hashes: Mutex<Vec<BlockHash>>,
+}
+
+impl PinSet {
+    pub(crate) fn new(disk: Arc<Disk>) -> PinSet {
+        PinSet {
+            disk,
+            hashes: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn pin(&self, hash: BlockHash) {
+        self.disk.pin(hash);
+        self.hashes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hash);
+    }
+}
+
+impl Drop for PinSet {
+    fn drop(&mut self) {
+        let hashes = self
+            .hashes
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for h in hashes.iter() {
+            self.disk.unpin(h);
+        }
+    }
+}
 
 /// Why blocks are loaded.
 #[derive(Debug, Clone)]

@@ -11,37 +11,17 @@ use bytes::Bytes;
 use cos_fuse::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
 use tokio::sync::Semaphore;
 
-use crate::block::{BlockHash, BlockId};
+use crate::block::BlockHash;
 use crate::disk::Disk;
 use crate::memory::MemoryTier;
 use crate::meta::MetaCache;
 use crate::options::{CacheError, CacheOptions};
-use crate::stats::{self, CacheStats, CacheStatsSnapshot};
+use crate::shared::Shared;
+use crate::stats::{CacheStats, CacheStatsSnapshot};
 
 /// Objects with more blocks than this are left to LRU eviction when they change, rather than
 /// deleted block by block.
 const MAX_EAGER_BLOCKS: u64 = 65_536;
-
-/// One version of one object.
-#[derive(Debug)]
-pub(crate) struct Version {
-    pub key: String,
-    pub etag: String,
-    pub size: u64,
-}
-
-/// What every task of a store shares.
-#[derive(Debug)]
-pub(crate) struct Shared<S> {
-    pub inner: S,
-    pub opts: CacheOptions,
-    pub disk: Arc<Disk>,
-    pub memory: MemoryTier,
-    pub meta: MetaCache,
-    pub stats: Arc<CacheStats>,
-    /// Bounds the GETs to the origin in flight, over all requests.
-    pub fetches: Semaphore,
-}
 
 /// An [`ObjectStore`] that serves reads from a block cache on local disk (and a small memory
 /// tier), shared with the other processes that use the same directory. See the crate docs.
@@ -133,35 +113,6 @@ impl<S: ObjectStore> CachedStore<S> {
         }
         let disk = Arc::clone(&self.shared.disk);
         let _ = tokio::task::spawn_blocking(move || disk.remove(&hashes)).await;
-    }
-}
-
-impl<S> Shared<S> {
-    pub(crate) fn block_id_of(&self, key: &str, etag: &str, index: u64) -> BlockId {
-        BlockId::new(&self.opts.identity, key, etag, self.opts.block_size, index)
-    }
-
-    pub(crate) fn block_id(&self, v: &Version, index: u64) -> BlockId {
-        self.block_id_of(&v.key, &v.etag, index)
-    }
-}
-
-impl<S: ObjectStore> Shared<S> {
-    /// HEAD through the metadata cache.
-    pub(crate) async fn head_cached(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        if let Some(m) = self.meta.fresh(key) {
-            stats::add(&self.stats.metadata_hits, 1);
-            return Ok(m);
-        }
-        self.head_origin(key).await
-    }
-
-    /// HEAD at the origin, remembered.
-    pub(crate) async fn head_origin(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        stats::add(&self.stats.metadata_misses, 1);
-        let m = self.inner.head(key).await?;
-        self.meta.insert(key, m.clone());
-        Ok(m)
     }
 }
 

@@ -1,135 +1,21 @@
 //! The TencentCloud API v3 front door: header checks, signature verification, fault injection,
 //! dispatch of `X-TC-Action` to the service named in the signature's credential scope, and the
 //! `{"Response": ...}` envelope. Services (CVM, CBS, CFS) plug in through
-//! [`CloudService`].
+//! [`CloudService`](crate::service::CloudService); the unsigned test control plane for the
+//! counters and the fault rules is [`control`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::HeaderMap;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::Sim;
+use crate::error::ApiError;
 use crate::signature::{parse_authorization, verify};
+use crate::sim::Sim;
 use crate::state::unix_now;
-
-/// An API error as the real service reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: String,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            code: code.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new("InternalError", message)
-    }
-
-    pub fn invalid_value(message: impl Into<String>) -> Self {
-        ApiError::new("InvalidParameterValue", message)
-    }
-}
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One cloud product (`cvm`, `cbs`, `cfs`) behind the front door.
-pub trait CloudService: Send + Sync {
-    /// The credential-scope name, e.g. `cbs`.
-    fn name(&self) -> &'static str;
-    /// The one API version it speaks, e.g. `2017-03-12`.
-    fn version(&self) -> &'static str;
-    /// Handles `action`; `Err(None)` means the action does not exist.
-    fn call<'a>(
-        &'a self,
-        action: &'a str,
-        params: Value,
-    ) -> BoxFuture<'a, Result<Value, Option<ApiError>>>;
-}
-
-/// Decodes action parameters, rejecting unknown ones by name as the real API does.
-pub fn params<T: DeserializeOwned>(value: Value) -> Result<T, Option<ApiError>> {
-    serde_json::from_value(value).map_err(|e| {
-        let text = e.to_string();
-        let code = if text.starts_with("unknown field") {
-            "UnknownParameter"
-        } else if text.starts_with("missing field") {
-            "MissingParameter"
-        } else {
-            "InvalidParameter"
-        };
-        Some(ApiError::new(code, text))
-    })
-}
-
-/// Encodes a response body.
-pub fn reply<T: Serialize>(value: &T) -> Result<Value, Option<ApiError>> {
-    serde_json::to_value(value).map_err(|e| Some(ApiError::internal(e.to_string())))
-}
-
-/// Calls, successes and errors per action, for benchmarks and tests (`GET /_sim/stats`).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct ActionStats {
-    pub calls: u64,
-    pub ok: u64,
-    pub errors: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Default)]
-pub struct Stats {
-    inner: Mutex<BTreeMap<String, ActionStats>>,
-}
-
-impl Stats {
-    fn record(&self, action: &str, result: &Result<Value, ApiError>) {
-        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(action.to_owned()).or_default();
-        entry.calls += 1;
-        match result {
-            Ok(_) => entry.ok += 1,
-            Err(e) => *entry.errors.entry(e.code.clone()).or_default() += 1,
-        }
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, ActionStats> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn reset(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-}
-
-/// Registry of services by credential-scope name.
-#[derive(Default)]
-pub struct Services {
-    by_name: HashMap<&'static str, Arc<dyn CloudService>>,
-}
-
-impl std::fmt::Debug for Services {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.by_name.keys()).finish()
-    }
-}
-
-impl Services {
-    pub fn add(&mut self, service: Arc<dyn CloudService>) {
-        self.by_name.insert(service.name(), service);
-    }
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
     headers
@@ -207,7 +93,7 @@ async fn process(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Result<Value, A
             ),
         ));
     }
-    let service = sim.services.by_name.get(auth.service).ok_or_else(|| {
+    let service = sim.services.get(auth.service).ok_or_else(|| {
         ApiError::new(
             "InvalidAction",
             format!("Service `{}` does not exist.", auth.service),
@@ -250,8 +136,15 @@ async fn process(sim: &Sim, headers: &HeaderMap, body: &[u8]) -> Result<Value, A
 
 /// Control plane for tests and benchmarks, unsigned, on the same loopback listener.
 pub mod control {
-    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use serde::Serialize;
+
     use crate::faults::FaultRule;
+    use crate::sim::Sim;
+    use crate::stats::ActionStats;
 
     /// `GET /_sim/stats`: the cloud API's counters by action, and the COS endpoint's by S3
     /// operation under `cos`.

@@ -6,12 +6,15 @@
 //! change goes through the [`Store`] first; slow work (copies, `losetup`) runs outside its lock,
 //! either before the state change (images) or when a pending transition completes (devices).
 //! Asynchronous operations record a [`model::Pending`] transition that a background ticker
-//! completes after the configured latency (see `transitions`).
+//! completes after the configured latency (see `transitions`). Which method answers each action is
+//! `actions`; the unsigned test endpoints are `control`.
 
+mod actions;
 mod attach;
+pub mod control;
 mod dataplane;
 mod disks;
-mod model;
+pub(crate) mod model;
 mod settings;
 mod snapshots;
 mod transitions;
@@ -24,9 +27,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::SimConfig;
-use crate::api::{ApiError, BoxFuture, CloudService, params};
+use crate::config::SimConfig;
+use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::service::params;
 use crate::state::{Store, format_time};
 
 pub use dataplane::{BlockDevices, Layout, LoopDevices};
@@ -110,44 +114,6 @@ impl Cbs {
     fn zone_names(&self) -> String {
         let names: Vec<&str> = self.sim.zones.iter().map(|z| z.name.as_str()).collect();
         names.join(", ")
-    }
-}
-
-impl CloudService for Cbs {
-    fn name(&self) -> &'static str {
-        "cbs"
-    }
-
-    fn version(&self) -> &'static str {
-        "2017-03-12"
-    }
-
-    fn call<'a>(
-        &'a self,
-        action: &'a str,
-        body: Value,
-    ) -> BoxFuture<'a, Result<Value, Option<ApiError>>> {
-        Box::pin(async move {
-            let result = match action {
-                "CreateDisks" => self.create_disks(body).await,
-                "DescribeDisks" => self.describe_disks(body),
-                "AttachDisks" => self.attach_disks(body),
-                "DetachDisks" => self.detach_disks(body),
-                "ResizeDisk" => self.resize_disk(body),
-                "TerminateDisks" => self.terminate_disks(body).await,
-                "ModifyDiskAttributes" => self.modify_disk_attributes(body),
-                "ModifyDiskExtraPerformance" => self.modify_disk_extra_performance(body),
-                "DescribeDiskConfigQuota" => self.describe_disk_config_quota(body),
-                "DescribeInstancesDiskNum" => self.describe_instances_disk_num(body),
-                "BindAutoSnapshotPolicy" => self.bind_auto_snapshot_policy(body, true),
-                "UnbindAutoSnapshotPolicy" => self.bind_auto_snapshot_policy(body, false),
-                "CreateSnapshot" => self.create_snapshot(body).await,
-                "DescribeSnapshots" => self.describe_snapshots(body),
-                "DeleteSnapshots" => self.delete_snapshots(body).await,
-                _ => return Err(None),
-            };
-            result.map_err(Some)
-        })
     }
 }
 
@@ -423,74 +389,6 @@ fn parse_iso8601(text: &str) -> Option<i64> {
         return None;
     }
     Some(days * 86_400 + h * 3600 + m * 60 + s - offset_secs)
-}
-
-/// Unsigned control endpoints for tests, on the simulator's loopback listener.
-pub mod control {
-    use std::sync::Arc;
-
-    use axum::extract::State;
-    use axum::response::{IntoResponse, Response};
-    use http::StatusCode;
-    use serde::Deserialize;
-
-    use crate::Sim;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-    pub struct StaleLink {
-        pub disk_id: String,
-        pub instance_id: String,
-        /// Where the link should point; default: another attached disk's device, or a loop device
-        /// that does not exist.
-        #[serde(default)]
-        pub target: Option<String>,
-    }
-
-    /// `POST /_sim/cbs/stale-link`: points the by-id link of an attached disk at the wrong
-    /// device, as a stale udev link would. The serial in the instance's sysfs stays right.
-    pub async fn stale_link(
-        State(sim): State<Arc<Sim>>,
-        axum::Json(request): axum::Json<StaleLink>,
-    ) -> Response {
-        let cbs = &sim.cbs;
-        let (attached, other) = cbs.store.read(|s| {
-            let attached = s.cbs.disk(&request.disk_id).is_some_and(|d| {
-                d.instance_id.as_deref() == Some(request.instance_id.as_str()) && d.attached()
-            });
-            let other = s
-                .cbs
-                .disks
-                .iter()
-                .filter(|d| d.disk_id != request.disk_id)
-                .find_map(|d| d.loop_device.clone());
-            (attached, other)
-        });
-        if !attached {
-            return (
-                StatusCode::CONFLICT,
-                format!(
-                    "disk {} is not attached to {}",
-                    request.disk_id, request.instance_id
-                ),
-            )
-                .into_response();
-        }
-        let target = request
-            .target
-            .or(other)
-            .unwrap_or_else(|| "/dev/loop99999".to_owned());
-        let layout = cbs.layout.clone();
-        let link = layout.link(&request.instance_id, &request.disk_id);
-        match layout.point_link(&request.instance_id, &request.disk_id, &target) {
-            Ok(()) => axum::Json(serde_json::json!({
-                "Link": link.display().to_string(),
-                "Target": target,
-            }))
-            .into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        }
-    }
 }
 
 #[cfg(test)]

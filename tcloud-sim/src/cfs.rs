@@ -6,11 +6,13 @@
 //! Every change goes through the [`Store`] first; directory work runs outside its lock. A new file
 //! system is `creating` until a background ticker makes it `available` after the configured
 //! latency and publishes its export (see `transitions`); a `stuck` fault on CreateCfsFileSystem
-//! holds it in `creating`. It must not touch another service's state or files.
+//! holds it in `creating`. Which method answers each action is `actions`. It must not touch
+//! another service's state or files.
 
+mod actions;
 mod dataplane;
 mod filesystems;
-mod model;
+pub(crate) mod model;
 mod quotas;
 mod transitions;
 
@@ -22,9 +24,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::SimConfig;
-use crate::api::{ApiError, BoxFuture, CloudService, params};
+use crate::config::SimConfig;
+use crate::error::ApiError;
 use crate::faults::Faults;
+use crate::service::params;
 use crate::state::Store;
 
 pub use dataplane::{Layout, Usage, usage};
@@ -132,38 +135,6 @@ impl Cfs {
         } else {
             id
         }
-    }
-}
-
-impl CloudService for Cfs {
-    fn name(&self) -> &'static str {
-        "cfs"
-    }
-
-    fn version(&self) -> &'static str {
-        "2019-07-19"
-    }
-
-    fn call<'a>(
-        &'a self,
-        action: &'a str,
-        body: Value,
-    ) -> BoxFuture<'a, Result<Value, Option<ApiError>>> {
-        Box::pin(async move {
-            let result = match action {
-                "CreateCfsFileSystem" => self.create_file_system(body).await,
-                "DescribeCfsFileSystems" => self.describe_file_systems(body).await,
-                "DeleteCfsFileSystem" => self.delete_file_system(body).await,
-                "UpdateCfsFileSystemName" => self.update_file_system_name(body),
-                "DescribeMountTargets" => self.describe_mount_targets(body),
-                "DeleteMountTarget" => self.delete_mount_target(body).await,
-                "SetUserQuota" => self.set_user_quota(body),
-                "DescribeUserQuota" => self.describe_user_quota(body).await,
-                "DeleteUserQuota" => self.delete_user_quota(body),
-                _ => return Err(None),
-            };
-            result.map_err(Some)
-        })
     }
 }
 

@@ -8,14 +8,17 @@
 //! state.
 
 mod auth;
+pub mod control;
 mod file_body;
 mod files;
 mod listing;
+mod model;
 mod multipart;
 mod net;
 mod s3;
 mod stats;
 mod store;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,9 +29,10 @@ use s3s::service::S3ServiceBuilder;
 use crate::faults::Faults;
 use crate::keys::Keys;
 
+pub use model::{CosError, MIN_PART_SIZE};
 pub use net::{NetworkProfile, parse_bandwidth};
 pub use stats::{CosStats, NO_OPERATION, OpStats};
-pub use store::{CosError, CosStore, MIN_PART_SIZE};
+pub use store::CosStore;
 
 /// The bucket served when no `--cos-bucket` is given.
 pub const DEFAULT_BUCKET: &str = "sim-1250000000";
@@ -125,30 +129,5 @@ impl Cos {
         profile.validate()?;
         *self.profile.lock().unwrap_or_else(|p| p.into_inner()) = profile;
         Ok(())
-    }
-}
-
-/// `GET|PUT /_sim/cos-profile` on the API listener (unsigned test control plane).
-pub mod control {
-    use std::sync::Arc;
-
-    use axum::extract::State;
-    use axum::response::{IntoResponse, Response};
-
-    use super::NetworkProfile;
-    use crate::Sim;
-
-    pub async fn get_profile(State(sim): State<Arc<Sim>>) -> axum::Json<NetworkProfile> {
-        axum::Json(sim.cos.profile())
-    }
-
-    pub async fn put_profile(
-        State(sim): State<Arc<Sim>>,
-        axum::Json(profile): axum::Json<NetworkProfile>,
-    ) -> Response {
-        match sim.cos.set_profile(profile) {
-            Ok(()) => http::StatusCode::NO_CONTENT.into_response(),
-            Err(message) => (http::StatusCode::BAD_REQUEST, message).into_response(),
-        }
     }
 }

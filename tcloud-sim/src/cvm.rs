@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::SimConfig;
-use crate::api::{ApiError, BoxFuture, CloudService, params, reply};
+use crate::config::SimConfig;
+use crate::error::ApiError;
+use crate::service::{BoxFuture, CloudService, params, reply};
 
 #[derive(Debug)]
 pub struct Cvm {

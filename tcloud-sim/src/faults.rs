@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// One rule. `action` is an action name or `*` for every action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::state::{Store, unix_now};
 
 /// Why a key was refused, in the cloud API's terms (each front door maps it to its own codes).

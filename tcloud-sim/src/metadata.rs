@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
-use crate::Sim;
+use crate::sim::Sim;
 use crate::state::{TempKey, random_id, unix_now};
 
 pub async fn first_instance(State(sim): State<Arc<Sim>>, Path(path): Path<String>) -> Response {

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// The parts of an `Authorization` header.
 #[derive(Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// Temporary keys handed out as CVM role credentials; they stay valid across restarts, as the real
 /// cloud's do.
@@ -28,10 +28,10 @@ pub struct SimState {
     pub temp_keys: Vec<TempKey>,
     /// CBS disks, snapshots, attachments, pending transitions and create tokens.
     #[serde(default)]
-    pub cbs: crate::cbs::CbsState,
+    pub cbs: crate::cbs::model::CbsState,
     /// CFS file systems, mount targets, quotas, pending creations and create tokens.
     #[serde(default)]
-    pub cfs: crate::cfs::CfsState,
+    pub cfs: crate::cfs::model::CfsState,
 }
 
 #[derive(Debug)]

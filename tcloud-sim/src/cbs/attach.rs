@@ -12,7 +12,7 @@ use super::{
     Cbs, check_id_list, decode, disk_busy, disk_not_found, empty_reply, instance_not_found,
     not_supported, reply,
 };
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::state::unix_now_ms;
 
 impl Cbs {

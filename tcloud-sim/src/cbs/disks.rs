@@ -12,7 +12,7 @@ use super::{
     check_tags, decode, disk_busy, disk_not_found, empty_reply, format_time, page, reply,
     snapshot_not_found,
 };
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::state::{random_id, unix_now};
 
 /// Most disks one CreateDisks call makes.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// Everything CBS keeps across a restart. Disks and snapshots are kept in creation order, which is
 /// the order `Describe*` lists them in, so `Offset` pagination is stable.

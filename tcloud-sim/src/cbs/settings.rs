@@ -10,7 +10,7 @@ use super::{
     Cbs, check_id_list, check_name, decode, disk_busy, disk_not_found, empty_reply, not_supported,
     reply,
 };
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 impl Cbs {
     pub(super) fn modify_disk_attributes(&self, body: Value) -> Result<Value, ApiError> {

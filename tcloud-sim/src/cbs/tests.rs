@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::dataplane::FakeDevices;
 use super::*;
-use crate::{InstanceSpec, ZoneSpec};
+use crate::config::{InstanceSpec, ZoneSpec};
+use crate::service::CloudService;
 
 struct Harness {
     cbs: Arc<Cbs>,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::model::{DiskState, Pending, SnapshotState};
 use super::{BlockDevices, Cbs};
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::state::unix_now_ms;
 
 /// How often the ticker looks for due transitions.

@@ -14,7 +14,7 @@ use super::{
     Cfs, DEFAULT_PGROUP, check_fs_id, check_tags, decode, empty_reply, fs_not_found,
     invalid_status, page, reply,
 };
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::state::{format_time, random_id, unix_now, unix_now_ms};
 
 /// Longest `FsName`, bytes.

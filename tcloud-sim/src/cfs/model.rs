@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// How long a `ClientToken` keeps a create idempotent, as the API documents it (2 hours).
 pub const CLIENT_TOKEN_TTL_SECS: i64 = 2 * 3600;

@@ -9,7 +9,7 @@ use super::model::{LifeCycleState, QuotaUserType, UserQuota};
 use super::{
     Cfs, Filter, check_fs_id, decode, empty_reply, fs_not_found, invalid_status, page, reply,
 };
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 const GIB: u64 = 1 << 30;
 /// Largest `CapacityHardLimit`, GiB (chosen: 1 PiB).

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::ZoneSpec;
+use crate::config::ZoneSpec;
+use crate::service::CloudService;
 
 const ZONE: &str = "ap-guangzhou-3";
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::Cfs;
 use super::model::{LifeCycleState, MountTarget, Pending, well_formed_id};
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::state::unix_now_ms;
 
 /// How often the ticker looks for due transitions.

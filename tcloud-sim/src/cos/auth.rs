@@ -11,7 +11,7 @@ use s3s::host::{S3Host, VirtualHost};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
 use super::listing::percent_decode;
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::keys::{KeyRefusal, Keys};
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use s3s::crypto::{Checksum, Md5};
 use serde::Serialize;
 
-use super::store::{BoxError, CosError};
+use super::model::{BoxError, CosError};
 
 pub(super) fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, CosError> {
     let entries =

@@ -1,114 +1,24 @@
-//! Multipart uploads of a bucket: `uploads/<uploadId>/upload.json` (key, start time, the new
-//! object's attributes), `part-<n>.json` (a part's size, ETag and data file) and the parts' data
-//! files. Parts are committed like objects (data first, metadata renamed into place). The object
+//! Multipart uploads of a bucket: starting one, storing parts (from a request body or a range of
+//! another object), completing and aborting; the files of one upload are `upload`'s. The object
 //! appears only when CompleteMultipartUpload has checked every part (order, ETag, size) and
 //! concatenated them into one data file; a failed, aborted or unfinished upload leaves nothing
 //! visible. Must not touch anything outside its bucket's `uploads/` and `data/` directories.
 
-use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use s3s::crypto::{Checksum, Md5};
-use serde::{Deserialize, Serialize};
 
-use super::files::{
-    Scratch, blocking, check_body, read_dir, read_json, remove_quietly, write_body, write_json,
-};
-use super::store::{
-    BoxError, Bucket, CosError, MIN_PART_SIZE, ObjectAttrs, ObjectMeta, WriteCondition,
-};
-use crate::state::{random_id, unix_now};
+use super::files::{Scratch, blocking, check_body, remove_quietly, write_body};
+use super::model::{BoxError, CosError, MIN_PART_SIZE, ObjectAttrs, ObjectMeta, WriteCondition};
+use super::store::Bucket;
+use super::upload::{PartMeta, Upload};
+use crate::state::unix_now;
 
 /// Part numbers S3 accepts.
 pub const PART_NUMBERS: std::ops::RangeInclusive<i32> = 1..=10_000;
-
-/// One uploaded part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartMeta {
-    pub number: u32,
-    /// The data file in the upload's directory.
-    pub data: String,
-    pub size: u64,
-    /// The MD5 of the part in hex, without quotes.
-    pub etag: String,
-    /// Unix seconds.
-    pub last_modified: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct UploadRecord {
-    id: String,
-    key: String,
-    initiated: i64,
-    #[serde(default)]
-    attrs: ObjectAttrs,
-}
-
-/// A multipart upload in progress.
-#[derive(Debug)]
-pub struct Upload {
-    pub id: String,
-    pub key: String,
-    /// Unix seconds.
-    pub initiated: i64,
-    pub attrs: ObjectAttrs,
-    dir: PathBuf,
-    parts: Mutex<BTreeMap<u32, PartMeta>>,
-}
-
-impl Upload {
-    fn parts_mut(&self) -> MutexGuard<'_, BTreeMap<u32, PartMeta>> {
-        self.parts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The parts uploaded so far, by part number.
-    pub fn parts(&self) -> BTreeMap<u32, PartMeta> {
-        self.parts_mut().clone()
-    }
-
-    fn part_meta_path(&self, number: u32) -> PathBuf {
-        self.dir.join(format!("part-{number}.json"))
-    }
-
-    fn new_part_data(&self) -> (String, PathBuf) {
-        let id = format!("{}.part", random_id("", 24));
-        let path = self.dir.join(&id);
-        (id, path)
-    }
-
-    /// Makes `part` the upload's part of its number, dropping the data it replaced.
-    fn commit_part(&self, part: PartMeta) -> Result<PartMeta, CosError> {
-        let path = self.part_meta_path(part.number);
-        let tmp = path.with_extension(format!("{}.tmp", part.data));
-        if let Err(e) = write_json(&tmp, &part) {
-            if !self.dir.exists() {
-                return Err(CosError::NoSuchUpload {
-                    upload_id: self.id.clone(),
-                    key: self.key.clone(),
-                });
-            }
-            return Err(e);
-        }
-        let mut parts = self.parts_mut();
-        if let Err(e) = std::fs::rename(&tmp, &path) {
-            drop(parts);
-            remove_quietly(&tmp);
-            return Err(CosError::io(format!(
-                "cannot rename {} into place",
-                tmp.display()
-            ))(e));
-        }
-        let old = parts.insert(part.number, part.clone());
-        drop(parts);
-        if let Some(old) = old.filter(|old| old.data != part.data) {
-            remove_quietly(&self.dir.join(old.data));
-        }
-        Ok(part)
-    }
-}
 
 fn part_number(upload_id: &str, number: i32) -> Result<u32, CosError> {
     if !PART_NUMBERS.contains(&number) {
@@ -123,83 +33,12 @@ fn part_number(upload_id: &str, number: i32) -> Result<u32, CosError> {
     })
 }
 
-/// Loads `uploads/*/`, removing what a crash left (an upload without `upload.json`, part files
-/// no part names).
-pub(super) fn load_uploads(dir: &Path) -> Result<BTreeMap<String, Arc<Upload>>, CosError> {
-    let mut uploads = BTreeMap::new();
-    for entry in read_dir(dir)? {
-        let upload_dir = entry.path();
-        let Some(record) = read_json::<UploadRecord>(&upload_dir.join("upload.json"))? else {
-            if let Err(e) = std::fs::remove_dir_all(&upload_dir) {
-                tracing::warn!(path = %upload_dir.display(), error = %e, "cannot remove a half-created COS upload");
-            }
-            continue;
-        };
-        let mut parts = BTreeMap::new();
-        let entries = read_dir(&upload_dir)?;
-        for entry in &entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("part-")
-                && name.ends_with(".json")
-                && name.matches('.').count() == 1
-                && let Some(part) = read_json::<PartMeta>(&entry.path())?
-            {
-                parts.insert(part.number, part);
-            }
-        }
-        for entry in &entries {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let named = name == "upload.json"
-                || (name.starts_with("part-")
-                    && name.ends_with(".json")
-                    && name.matches('.').count() == 1)
-                || parts.values().any(|p| p.data == name);
-            if !named {
-                remove_quietly(&entry.path());
-            }
-        }
-        uploads.insert(
-            record.id.clone(),
-            Arc::new(Upload {
-                id: record.id,
-                key: record.key,
-                initiated: record.initiated,
-                attrs: record.attrs,
-                dir: upload_dir,
-                parts: Mutex::new(parts),
-            }),
-        );
-    }
-    Ok(uploads)
-}
-
 impl Bucket {
     /// Starts an upload of `key`.
     pub fn create_upload(&self, key: &str, attrs: ObjectAttrs) -> Result<Arc<Upload>, CosError> {
-        let id = random_id("", 32);
-        let dir = self.uploads_dir().join(&id);
-        std::fs::create_dir(&dir)
-            .map_err(CosError::io(format!("cannot create {}", dir.display())))?;
-        let record = UploadRecord {
-            id: id.clone(),
-            key: key.to_owned(),
-            initiated: unix_now(),
-            attrs,
-        };
-        let path = dir.join("upload.json");
-        let tmp = dir.join("upload.json.tmp");
-        write_json(&tmp, &record)?;
-        std::fs::rename(&tmp, &path)
-            .map_err(CosError::io(format!("cannot create {}", path.display())))?;
-        let upload = Arc::new(Upload {
-            id: record.id,
-            key: record.key,
-            initiated: record.initiated,
-            attrs: record.attrs,
-            dir,
-            parts: Mutex::new(BTreeMap::new()),
-        });
-        self.uploads().insert(id, Arc::clone(&upload));
+        let upload = Arc::new(Upload::create(&self.uploads_dir(), key, attrs)?);
+        self.uploads()
+            .insert(upload.id.clone(), Arc::clone(&upload));
         Ok(upload)
     }
 
@@ -470,7 +309,7 @@ pub fn multipart_etag(parts: &[PartMeta]) -> Result<String, CosError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::store::PutParams;
+    use super::super::model::PutParams;
     use super::super::store::tests::{body, open};
     use super::*;
 

@@ -13,17 +13,15 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use super::file_body::FileBody;
 use super::files::blocking;
 use super::listing::{ListQuery, continuation_token, marker_of_token, percent_encode};
-use super::store::{Bucket, CosError, CosStore, ObjectMeta, PutParams};
+use super::model::{CosError, ObjectMeta, PutParams};
+use super::store::{Bucket, CosStore};
 use convert::{
-    attrs, check_conditions, copy_source, encode_if, etag, metadata, non_negative, page_size,
-    parse_copy_range, select, timestamp, url_encoding, write_condition,
+    MAX_PAGE, attrs, check_conditions, copy_source, encode_if, etag, metadata, non_negative,
+    page_size, parse_copy_range, select, timestamp, url_encoding, write_condition,
 };
 
 /// What COS reports for an object stored without a Content-Type.
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-
-/// The most keys, uploads or parts one listing returns.
-const MAX_PAGE: i32 = 1000;
 
 /// The S3 service of the simulator's COS endpoint.
 #[derive(Debug)]

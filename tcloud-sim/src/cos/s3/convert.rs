@@ -8,9 +8,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use s3s::dto::{self, ETag, ETagCondition, Timestamp};
 use s3s::{S3Error, S3ErrorCode, S3Result, s3_error};
 
-use super::MAX_PAGE;
 use crate::cos::listing::percent_encode;
-use crate::cos::store::{CosError, ObjectAttrs, ObjectMeta, WriteCondition};
+use crate::cos::model::{CosError, ObjectAttrs, ObjectMeta, WriteCondition};
+
+/// The most keys, uploads or parts one listing returns.
+pub(super) const MAX_PAGE: i32 = 1000;
 
 impl From<CosError> for S3Error {
     fn from(e: CosError) -> S3Error {

@@ -1,0 +1,437 @@
+//! The supervisor of daemons: starts a configured program for a mount, hands it its credentials,
+//! waits for its mount, reaps it, and tears mounts down (unmount, let the daemon finish its
+//! uploads, stop its process group). One lock per target serialises the requests for a target;
+//! what a recorded mount looks like now (process alive, mounted, answering) is observed afresh on
+//! every request. It keeps records through [`Records`] and never reads the socket.
+
+use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use csi_common::mount::{LinuxMounter, Mounter};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+
+use super::config::HostConfig;
+use super::records::{Record, Records};
+use super::stats::{STATS_ENV, kind_label};
+use crate::protocol::{ErrorCode, MountRequest, MountStatus, Response};
+
+/// How long one stat of a mount may take before the mount counts as hung.
+const STAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unmount may block before the mount is detached lazily instead.
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a failed daemon's log goes into the error.
+const LOG_TAIL_BYTES: u64 = 2048;
+
+/// The host's daemons and their mounts.
+#[derive(Debug)]
+pub(super) struct Supervisor {
+    config: HostConfig,
+    mounter: LinuxMounter,
+    records: Records,
+    locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Supervisor {
+    pub(super) fn new(config: HostConfig, records: Records) -> Supervisor {
+        Supervisor {
+            config,
+            mounter: LinuxMounter::new(),
+            records,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    pub(super) fn records(&self) -> &Records {
+        &self.records
+    }
+
+    fn lock(&self, target: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Mounts `request.target`, or confirms an identical healthy mount, or repairs a broken one.
+    pub(super) async fn mount(self: &Arc<Self>, request: MountRequest) -> Response {
+        if let Err(message) = check_target(&request.target) {
+            return Response::error(ErrorCode::Invalid, message);
+        }
+        let Some(program) = self.config.programs.get(&request.kind).cloned() else {
+            return Response::error(
+                ErrorCode::NotConfigured,
+                format!(
+                    "this FUSE host has no program for {:?} (configured: {}); start it with --allow-program {}=PATH",
+                    request.kind,
+                    self.config
+                        .programs
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    request.kind
+                ),
+            );
+        };
+        if let Some(bad) = request.args.iter().find(|a| a.contains('\0')) {
+            return Response::error(
+                ErrorCode::Invalid,
+                format!("argument {bad:?} holds a NUL byte"),
+            );
+        }
+        let lock = self.lock(&request.target);
+        let _guard = lock.lock().await;
+        let target = request.target.clone();
+        let current = self.observe(&target).await;
+        if let Some(status) = &current {
+            if status.alive && status.healthy {
+                if status.fingerprint == request.fingerprint {
+                    return Response::ok(vec![MountStatus {
+                        reused: true,
+                        ..status.clone()
+                    }]);
+                }
+                return Response::error(
+                    ErrorCode::Conflict,
+                    format!("{} is already mounted with other options", target.display()),
+                );
+            }
+            tracing::warn!(target = %target.display(), alive = status.alive, mounted = status.mounted, "repairing a broken FUSE mount");
+            self.config.metrics.inc(
+                "fuse_host_repairs_total",
+                "Broken FUSE mounts (dead or hung daemon) torn down to be mounted again.",
+                &[("kind", kind_label(&status.kind))],
+            );
+        }
+        if let Err(response) = self.tear_down(&target).await {
+            return response;
+        }
+        if let Err(e) = std::fs::create_dir_all(&target) {
+            return Response::error(
+                ErrorCode::Failed,
+                format!("cannot create {}: {e}", target.display()),
+            );
+        }
+        match self.start(&program, &request).await {
+            Ok(status) => {
+                self.config.metrics.inc(
+                    "fuse_host_daemons_started_total",
+                    "FUSE daemons the host started, by kind.",
+                    &[("kind", kind_label(&request.kind))],
+                );
+                Response::ok(vec![status])
+            }
+            Err(response) => response,
+        }
+    }
+
+    /// Starts the daemon and waits for its mount.
+    async fn start(
+        self: &Arc<Self>,
+        program: &Path,
+        request: &MountRequest,
+    ) -> Result<MountStatus, Response> {
+        let target = &request.target;
+        let log_path = self.records.file_for(target, "logs", "log");
+        let failed = |what: &str, e: std::io::Error| {
+            Response::error(ErrorCode::Failed, format!("{what}: {e}"))
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| failed("cannot open the daemon log", e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| failed("cannot open the daemon log", e))?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(&request.args)
+            .arg(target)
+            .env_clear()
+            .env(STATS_ENV, self.records.file_for(target, "stats", "json"))
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(false);
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        // Its own process group: signals aimed at the host's group (a terminal's ^C, a container
+        // runtime's stop) do not reach it, and stopping it stops its helpers too.
+        command.as_std_mut().process_group(0);
+        let mut child = command
+            .spawn()
+            .map_err(|e| failed(&format!("cannot start {}", program.display()), e))?;
+        let pid = child.id().unwrap_or(0);
+        if let Some(mut stdin) = child.stdin.take() {
+            let secret = request.secret.clone().unwrap_or_default();
+            if let Err(e) = stdin.write_all(secret.as_bytes()).await {
+                tracing::warn!(error = %e, "cannot hand the daemon its credentials");
+            }
+            drop(stdin);
+        }
+        let deadline = Instant::now() + self.config.ready_timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let _ = self.tear_down_mount(target).await;
+                return Err(Response::error(
+                    ErrorCode::Failed,
+                    format!(
+                        "{} exited ({status}) before mounting {}: {}",
+                        program.display(),
+                        target.display(),
+                        log_tail(&log_path)
+                    ),
+                ));
+            }
+            if matches!(self.mounter.mount_at(target), Ok(Some(_))) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                stop_group(pid).await;
+                let _ = child.wait().await;
+                let _ = self.tear_down_mount(target).await;
+                return Err(Response::error(
+                    ErrorCode::Timeout,
+                    format!(
+                        "{} did not mount {} within {:?}: {}",
+                        program.display(),
+                        target.display(),
+                        self.config.ready_timeout,
+                        log_tail(&log_path)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let record = Record {
+            target: target.clone(),
+            kind: request.kind.clone(),
+            fingerprint: request.fingerprint.clone(),
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        };
+        if let Err(e) = self.records.save(&record) {
+            tracing::error!(error = %e, target = %target.display(), "cannot record a mount; it will not be re-adopted after a host restart");
+        }
+        // Reap the daemon when it exits, so it never lingers as a zombie.
+        let host = Arc::downgrade(self);
+        let kind = request.kind.clone();
+        let reaped_target = target.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            tracing::info!(target = %reaped_target.display(), pid, ?status, "FUSE daemon exited");
+            if let Some(host) = host.upgrade() {
+                host.config.metrics.inc(
+                    "fuse_host_daemon_exits_total",
+                    "FUSE daemons that exited, for any reason, by kind.",
+                    &[("kind", kind_label(&kind))],
+                );
+            }
+        });
+        tracing::info!(target = %target.display(), pid, kind = %request.kind, "mounted");
+        Ok(MountStatus {
+            target: target.clone(),
+            kind: request.kind.clone(),
+            fingerprint: request.fingerprint.clone(),
+            pid,
+            alive: true,
+            mounted: true,
+            healthy: true,
+            reused: false,
+        })
+    }
+
+    /// Unmounts `target` and stops its daemon; nothing mounted is fine.
+    pub(super) async fn unmount(self: &Arc<Self>, target: &Path) -> Response {
+        if let Err(message) = check_target(target) {
+            return Response::error(ErrorCode::Invalid, message);
+        }
+        let lock = self.lock(target);
+        let _guard = lock.lock().await;
+        match self.tear_down(target).await {
+            Ok(()) => Response::ok(Vec::new()),
+            Err(response) => response,
+        }
+    }
+
+    /// Unmounts `target`, lets its daemon finish (then kills it), and forgets the record.
+    async fn tear_down(&self, target: &Path) -> Result<(), Response> {
+        let record = self.records.get(target);
+        self.tear_down_mount(target).await?;
+        if let Some(record) = &record
+            && process_alive(record.pid, record.start_ticks)
+        {
+            // Unmounted, the daemon is told DESTROY and exits once its uploads are done.
+            let deadline = Instant::now() + self.config.exit_timeout;
+            while process_alive(record.pid, record.start_ticks) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if process_alive(record.pid, record.start_ticks) {
+                tracing::warn!(target = %target.display(), pid = record.pid, "FUSE daemon still running after unmount: stopping it");
+                stop_group(record.pid).await;
+            }
+        }
+        self.records.forget(target);
+        Ok(())
+    }
+
+    /// Unmounts everything at `target`, detaching lazily when an unmount blocks.
+    async fn tear_down_mount(&self, target: &Path) -> Result<(), Response> {
+        let owned = target.to_owned();
+        let unmount = tokio::task::spawn_blocking(move || {
+            csi_common::mount::ops::unmount_all(&LinuxMounter::new(), &owned)
+        });
+        match tokio::time::timeout(UNMOUNT_TIMEOUT, unmount).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(Response::error(
+                ErrorCode::Failed,
+                format!("cannot unmount {}: {e}", target.display()),
+            )),
+            Ok(Err(e)) => Err(Response::error(ErrorCode::Failed, e.to_string())),
+            Err(_) => {
+                tracing::warn!(target = %target.display(), "unmount hung: detaching lazily");
+                nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                    Response::error(
+                        ErrorCode::Timeout,
+                        format!(
+                            "unmounting {} hung, and detaching it failed: {e}",
+                            target.display()
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    /// The state of the mount at `target`, if one is recorded.
+    pub(super) async fn status(self: &Arc<Self>, target: &Path) -> Response {
+        Response::ok(self.observe(target).await.into_iter().collect())
+    }
+
+    /// The state of every recorded mount.
+    pub(super) async fn list(self: &Arc<Self>) -> Vec<MountStatus> {
+        let targets: Vec<PathBuf> = self.records.targets();
+        let mut statuses = Vec::new();
+        for target in targets {
+            statuses.extend(self.observe(&target).await);
+        }
+        statuses
+    }
+
+    /// The recorded mount at `target` as it is now; `None` when nothing is recorded.
+    async fn observe(&self, target: &Path) -> Option<MountStatus> {
+        let record = self.records.get(target)?;
+        let alive = process_alive(record.pid, record.start_ticks);
+        let mounted = matches!(self.mounter.mount_at(target), Ok(Some(_)));
+        let healthy = mounted && stat_answers(target).await;
+        Some(MountStatus {
+            target: record.target,
+            kind: record.kind,
+            fingerprint: record.fingerprint,
+            pid: record.pid,
+            alive,
+            mounted,
+            healthy,
+            reused: false,
+        })
+    }
+}
+
+/// Targets are absolute, normal paths: no `..`, no `.`, not `/`.
+fn check_target(target: &Path) -> Result<(), String> {
+    let normal = target.is_absolute()
+        && target.components().count() > 1
+        && target
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if normal {
+        Ok(())
+    } else {
+        Err(format!(
+            "target {} must be an absolute path without . or .. components",
+            target.display()
+        ))
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+fn process_alive(pid: u32, recorded_ticks: u64) -> bool {
+    pid != 0 && start_ticks(pid).is_some_and(|t| recorded_ticks == 0 || t == recorded_ticks)
+}
+
+/// SIGTERM to the daemon's group, then SIGKILL a moment later if it is still there.
+async fn stop_group(pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    let group = Pid::from_raw(raw);
+    let ticks = start_ticks(pid);
+    let _ = killpg(group, Signal::SIGTERM);
+    for _ in 0..50 {
+        if start_ticks(pid) != ticks {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// Whether a stat of the mount point answers in time: a dead daemon answers ENOTCONN at once; a
+/// hung one never answers.
+async fn stat_answers(target: &Path) -> bool {
+    let owned = target.to_owned();
+    let stat = tokio::task::spawn_blocking(move || std::fs::metadata(&owned).is_ok());
+    matches!(tokio::time::timeout(STAT_TIMEOUT, stat).await, Ok(Ok(true)))
+}
+
+fn log_tail(path: &Path) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return "(no log)".to_owned();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
+    let mut bytes = Vec::new();
+    let _ = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start));
+    let _ = std::io::Read::read_to_end(&mut file, &mut bytes);
+    let tail = String::from_utf8_lossy(&bytes);
+    let tail = tail.trim();
+    if tail.is_empty() {
+        "(its log is empty)".to_owned()
+    } else {
+        format!("its log ends: {tail}")
+    }
+}
