@@ -17,14 +17,15 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cos_cache::{CacheOptions, CachedStore};
 use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
+#[cfg(test)]
+use cos_fuse::config::MIB;
 use cos_fuse::cos::CosStore;
 use cos_fuse::fuse::MountOptions;
-use cos_fuse::{Fs, FsConfig};
+use cos_fuse::options::{self, OptionError};
+use cos_fuse::{Fs, FsConfig, MountConfig};
 use csi_common::cli::LogFormat;
 
 mod report;
-
-const MIB: u64 = 1024 * 1024;
 
 type CacheStatsFn = Box<dyn Fn() -> cos_cache::CacheStatsSnapshot + Send + Sync>;
 
@@ -75,12 +76,8 @@ struct MountArgs {
     #[arg(long)]
     credentials_file: Option<PathBuf>,
 
-    /// Mount options, cosfs style (repeatable, or comma-separated): allow_other, ro, uid=N, gid=N,
-    /// umask=022, multipart_size=MiB, parallel_count=N, stat_cache_expire=SECONDS,
-    /// max_stat_cache_size=N, readwrite_timeout=SECONDS, ensure_diskfree=MiB,
-    /// use_path_request_style, max_memory_mb=N, read_ahead_mb=N, kernel_read_ahead_kb=N,
-    /// staging_dir=PATH, staging_max_mb=N.
-    #[arg(short = 'o', value_delimiter = ',')]
+    /// Mount options, cosfs style (repeatable, or comma-separated); --help lists them.
+    #[arg(short = 'o', value_delimiter = ',', long_help = options_long_help())]
     options: Vec<String>,
 
     /// Serve reads through the node's persistent block cache in this directory (csi-goosefs);
@@ -146,6 +143,14 @@ struct HostArgs {
     /// More log detail: -v debug, -vv trace.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// The `-o` flag's `--help`: the options' table, from `cos_fuse::options`.
+fn options_long_help() -> String {
+    format!(
+        "Mount options, cosfs style (repeatable, or comma-separated):\n\n{}",
+        options::help()
+    )
 }
 
 fn parse_program(value: &str) -> Result<(String, PathBuf), String> {
@@ -300,96 +305,13 @@ fn read_credentials(args: &MountArgs) -> Result<ObjectCredentials, String> {
     parse_keys(&text, &args.bucket)
 }
 
-/// What the `-o` options set.
-#[derive(Debug, Default)]
-struct Settings {
-    fs: FsConfig,
-    allow_other: bool,
-    path_style: bool,
-    timeout: Option<Duration>,
-    ensure_diskfree: Option<u64>,
-    umask: Option<u16>,
-}
-
-fn parse_options(options: &[String]) -> Result<Settings, String> {
-    let mut s = Settings::default();
-    for option in options.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
-        let (name, value) = match option.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (option, None),
-        };
-        let number = || -> Result<u64, String> {
-            value
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| format!("option {name} needs a whole number, as {name}=N"))
-        };
-        let flag = || -> Result<(), String> {
-            match value {
-                None => Ok(()),
-                Some(_) => Err(format!("option {name} takes no value")),
-            }
-        };
-        let to_u32 = |n: u64| u32::try_from(n).map_err(|_| format!("option {name} is too large"));
-        match name {
-            "allow_other" => {
-                flag()?;
-                s.allow_other = true;
-            }
-            "ro" => {
-                flag()?;
-                s.fs.read_only = true;
-            }
-            "use_path_request_style" => {
-                flag()?;
-                s.path_style = true;
-            }
-            "nonempty" | "noxattr" => flag()?,
-            "uid" => s.fs.uid = to_u32(number()?)?,
-            "gid" => s.fs.gid = to_u32(number()?)?,
-            "umask" => {
-                let mask = value
-                    .and_then(|v| u16::from_str_radix(v, 8).ok())
-                    .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| "option umask needs an octal mode, as umask=022".to_owned())?;
-                s.umask = Some(mask);
-            }
-            "multipart_size" => s.fs.part_size = number()?.saturating_mul(MIB),
-            "parallel_count" => {
-                s.fs.upload_concurrency = usize::try_from(number()?).unwrap_or(usize::MAX)
-            }
-            "stat_cache_expire" => {
-                let ttl = Duration::from_secs(number()?);
-                s.fs.attr_ttl = ttl;
-                s.fs.negative_ttl = ttl;
-                s.fs.list_ttl = ttl;
-            }
-            "max_stat_cache_size" => {
-                s.fs.list_cache_max_entries = usize::try_from(number()?).unwrap_or(usize::MAX)
-            }
-            "readwrite_timeout" => s.timeout = Some(Duration::from_secs(number()?.max(1))),
-            "ensure_diskfree" => s.ensure_diskfree = Some(number()?.saturating_mul(MIB)),
-            "max_memory_mb" => s.fs.memory_budget = number()?.saturating_mul(MIB),
-            "read_ahead_mb" => s.fs.read_ahead_max = number()?.max(1).saturating_mul(MIB),
-            "kernel_read_ahead_kb" => s.fs.kernel_read_ahead = number()?.saturating_mul(1024),
-            "staging_dir" => {
-                s.fs.staging_dir = PathBuf::from(
-                    value.ok_or_else(|| "option staging_dir needs a path".to_owned())?,
-                )
-            }
-            "staging_max_mb" => s.fs.staging_max_bytes = number()?.saturating_mul(MIB),
-            _ => return Err(format!("unknown mount option {name:?} (see --help)")),
-        }
-    }
-    if let Some(mask) = s.umask {
-        s.fs.file_mode = 0o666 & !mask;
-        s.fs.dir_mode = 0o777 & !mask;
-    }
-    s.fs.read_ahead_initial = s.fs.read_ahead_initial.min(s.fs.read_ahead_max);
-    Ok(s)
+/// What the `-o` options set (the grammar is `cos_fuse::options`).
+fn parse_options(options: &[String]) -> Result<MountConfig, OptionError> {
+    options::parse(options.iter().map(String::as_str))
 }
 
 /// Keeps `ensure_diskfree` bytes free on the staging disk by capping the staging space.
-fn apply_diskfree(settings: &mut Settings) -> Result<(), String> {
+fn apply_diskfree(settings: &mut MountConfig) -> Result<(), String> {
     let Some(keep) = settings.ensure_diskfree else {
         return Ok(());
     };
@@ -429,7 +351,7 @@ fn init_mount_logging(args: &MountArgs) {
 fn mount(args: MountArgs) -> Result<(), String> {
     init_mount_logging(&args);
     let credentials = read_credentials(&args)?;
-    let mut settings = parse_options(&args.options)?;
+    let mut settings = parse_options(&args.options).map_err(|e| e.to_string())?;
     settings.fs.prefix = args.prefix.clone();
     apply_diskfree(&mut settings)?;
     if !Path::new(&args.mountpoint).is_dir() {
@@ -441,7 +363,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let mut config = ObjectConfig::new(&args.endpoint, &args.bucket);
     config.region = args.region.clone();
     config.path_style = settings.path_style;
-    if let Some(timeout) = settings.timeout {
+    if let Some(timeout) = settings.request_timeout {
         config.timeout = timeout;
     }
     let client = ObjectClient::new(config, credentials).map_err(|e| e.to_string())?;

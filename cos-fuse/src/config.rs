@@ -1,10 +1,12 @@
-//! The mount options the file-system core understands, their defaults and their validation.
-//! Parsing command lines is the binary's business; this module only checks typed values.
+//! The mount options the file-system core understands, their defaults and their validation, and
+//! [`MountConfig`], everything a mount's `-o` options set. Parsing the options is
+//! [`crate::options`]'s business; this module only holds and checks typed values.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-const MIB: u64 = 1024 * 1024;
+/// Bytes in a MiB, the unit most size options are given in.
+pub const MIB: u64 = 1024 * 1024;
 
 /// The largest number of parts of one multipart upload (S3 and COS).
 pub const MAX_PARTS: u32 = 10_000;
@@ -80,6 +82,23 @@ impl Default for FsConfig {
             staging_max_bytes: 16 * 1024 * MIB,
         }
     }
+}
+
+/// Everything a mount's `-o` options set: the file system's [`FsConfig`] and the settings around
+/// it that belong to the kernel mount, the object client and the program. `Default` gives the
+/// documented defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountConfig {
+    pub fs: FsConfig,
+    /// Let users other than the mounting one in (the FUSE mount's `allow_other`).
+    pub allow_other: bool,
+    /// Address the bucket in the path rather than the host name (the object client's).
+    pub path_style: bool,
+    /// The object client's timeout of one attempt; `None` keeps its default.
+    pub request_timeout: Option<Duration>,
+    /// Bytes to keep free on the staging disk: the program caps `fs.staging_max_bytes` by the
+    /// space available at mount time less this.
+    pub ensure_diskfree: Option<u64>,
 }
 
 /// A mount option with a value the file system cannot use.

@@ -1,5 +1,7 @@
 //! The production [`ObjectStore`]: a COS (or any S3-compatible) bucket through
-//! `cos_client`, which signs, retries and classifies; this adapter only converts types.
+//! `cos_client`, which signs, retries and classifies; this adapter only converts types. A
+//! [`StoreError`] keeps the whole text of the client's error (operation, bucket and key, HTTP
+//! status, S3 code, the server's message, request ID, and any transport cause under it).
 
 use std::ops::Range;
 
@@ -23,8 +25,20 @@ impl CosStore {
     }
 }
 
+/// `error` and every cause under it, each after a `: `.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn store_error(error: ObjectError) -> StoreError {
-    let message = error.to_string();
+    let message = chain(&error);
     match error.kind() {
         ObjectErrorKind::NotFound => StoreError::NotFound(message),
         ObjectErrorKind::Forbidden => StoreError::Forbidden(message),
@@ -133,5 +147,54 @@ impl ObjectStore for CosStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.client.delete_object(key).await.map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_the_servers_words_and_the_kind() {
+        let denied = ObjectError::Service {
+            op: "GetObject",
+            resource: "b-1250000000/pv/f".into(),
+            status: 403,
+            code: "AccessDenied".into(),
+            message: "Access Denied.".into(),
+            request_id: "NjQ1".into(),
+        };
+        assert_eq!(
+            store_error(denied),
+            StoreError::Forbidden(
+                "GetObject b-1250000000/pv/f: HTTP 403 AccessDenied: Access Denied. (request id \
+                 NjQ1)"
+                    .into()
+            )
+        );
+        let busy = ObjectError::Service {
+            op: "PutObject",
+            resource: "b/k".into(),
+            status: 503,
+            code: "SlowDown".into(),
+            message: String::new(),
+            request_id: String::new(),
+        };
+        assert_eq!(
+            store_error(busy),
+            StoreError::Unavailable("PutObject b/k: HTTP 503 SlowDown".into())
+        );
+    }
+
+    #[test]
+    fn a_chain_lists_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("GetObject b/k: cannot reach the server")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            chain(&e),
+            "GetObject b/k: cannot reach the server: connection refused"
+        );
     }
 }

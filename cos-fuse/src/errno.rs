@@ -1,5 +1,6 @@
-//! The error the file system returns: a POSIX errno, as the kernel wants it. Owns the one mapping
-//! from store errors to errno values; it must not log (the FUSE edge does).
+//! The POSIX errno a failed operation answers the kernel with. Owns the one mapping from store
+//! (and local I/O) errors to errno values; the error that keeps the cause with the errno is
+//! `fs::FsError`. It must not log (the FUSE edge does).
 
 use std::fmt;
 
@@ -89,13 +90,19 @@ impl From<StoreError> for Errno {
     }
 }
 
-impl From<std::io::Error> for Errno {
+impl From<&std::io::Error> for Errno {
     /// Local (staging file) I/O errors keep their errno; one without an errno is EIO.
-    fn from(e: std::io::Error) -> Self {
+    fn from(e: &std::io::Error) -> Self {
         match e.raw_os_error() {
             Some(code) if code > 0 => Errno(code),
             _ => Errno::EIO,
         }
+    }
+}
+
+impl From<std::io::Error> for Errno {
+    fn from(e: std::io::Error) -> Self {
+        Errno::from(&e)
     }
 }
 

@@ -1,7 +1,18 @@
 //! The file system over an [`ObjectStore`], independent of fuser: operations take inode numbers
-//! and file handles and return `Result<_, Errno>`, as FUSE does. The adapter in [`crate::fuse`]
-//! only translates. This module owns the public API and the shared state; the namespace
-//! operations live in `fs/namespace.rs`, open files in `fs/files.rs`.
+//! and file handles and return `Result<_, FsError>`: the errno FUSE wants, with the operation,
+//! the inode, the key and the cause of a failure. The adapter in [`crate::fuse`] only
+//! translates. This module owns the public API ([`Fs`]); its parts, each depending only on those
+//! listed before it:
+//!
+//! - `fs/types.rs`: the values operations take and return; `fs/paths.rs`: path arithmetic;
+//!   `fs/error.rs`: [`FsError`];
+//! - `fs/staging.rs`: local staging files; `fs/context.rs`: what content I/O draws on;
+//! - `fs/read.rs`: reading an object version with read-ahead; `fs/upload.rs`: multipart uploads
+//!   and commits; `fs/write.rs`: the content of a file open for writing;
+//! - `fs/table.rs`: the inode table and caches; `fs/handles.rs`: open handles;
+//!   `fs/state.rs`: the state the operations share;
+//! - `fs/namespace.rs`: lookup, attributes, mkdir, rmdir, unlink; `fs/rename.rs`: renames;
+//!   `fs/readdir.rs`: directory handles and listings; `fs/files.rs`: open files.
 //!
 //! # Objects as files
 //!
@@ -53,151 +64,38 @@
 //! continues in a staging file. What must wait (the bytes a read asks for, the part being
 //! uploaded) waits for memory, which the reserve guarantees.
 
+mod context;
+mod error;
 mod files;
+mod handles;
 mod namespace;
+mod paths;
 mod read;
+mod readdir;
+mod rename;
 mod staging;
+mod state;
 mod table;
 #[cfg(test)]
 mod tests;
+mod types;
+mod upload;
 mod write;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
-use crate::budget::Budget;
 use crate::config::{ConfigError, FsConfig};
-use crate::errno::Errno;
 use crate::store::ObjectStore;
-use files::{DirHandle, FileHandle};
-use staging::StagingPool;
-use table::{Meta, Table};
+use state::Inner;
 
-/// An inode number; the root is [`ROOT_INO`].
-pub type Ino = u64;
-/// A file or directory handle.
-pub type Fh = u64;
-/// The root's inode number (FUSE's).
-pub const ROOT_INO: Ino = 1;
-
-/// What the kernel should forget, when the core changes something without a kernel request
-/// having asked (a new file whose upload failed vanishes; a failed rewrite leaves the old size).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    /// The cached entry `name` in directory `parent`.
-    Entry { parent: Ino, name: String },
-    /// The cached attributes and pages of `ino`.
-    Inode(Ino),
-}
-
-/// Delivers [`Invalidation`]s to the kernel; the FUSE adapter sets it. Called on a blocking
-/// thread, never on a request's path.
-pub type Invalidator = Arc<dyn Fn(Invalidation) + Send + Sync>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FileKind {
-    File,
-    Dir,
-}
-
-/// Attributes of a file or directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: Ino,
-    pub kind: FileKind,
-    pub size: u64,
-    pub mtime: SystemTime,
-    /// Permission bits (no file type bits).
-    pub perm: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub nlink: u32,
-}
-
-/// What a `setattr` asks to change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SetAttr {
-    /// Mode bits as the kernel passes them (type bits are ignored).
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    /// atime or mtime given: accepted, not stored.
-    pub times: bool,
-}
-
-/// What an `fallocate(2)` asks of a byte range of an open file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allocate {
-    /// Reserve the range: the file grows to cover it unless `keep_size`. An object has no
-    /// space to reserve, so nothing else changes.
-    Reserve { keep_size: bool },
-    /// Zero the part of the range inside the file; the size stays.
-    PunchHole,
-    /// Zero the range; the file grows to cover it unless `keep_size`.
-    ZeroRange { keep_size: bool },
-}
-
-/// One directory entry; `offset` is what the next `readdir` passes to continue after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: Ino,
-    pub offset: u64,
-    pub kind: FileKind,
-    pub name: String,
-}
-
-/// `statfs` numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatFs {
-    pub blocks: u64,
-    pub bfree: u64,
-    pub bavail: u64,
-    pub files: u64,
-    pub ffree: u64,
-    pub bsize: u32,
-    pub namelen: u32,
-    pub frsize: u32,
-}
-
-/// Counters for tests and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsStats {
-    pub memory_budget: u64,
-    pub memory_in_use: u64,
-    /// The most budget bytes held at once since the mount.
-    pub memory_peak: u64,
-    pub staging_bytes: u64,
-    pub inodes: usize,
-    pub open_handles: usize,
-}
-
-/// How a file is opened: the `O_ACCMODE` part of the flags and `O_TRUNC`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFlags(pub i32);
-
-impl OpenFlags {
-    pub fn readable(self) -> bool {
-        matches!(self.0 & libc::O_ACCMODE, libc::O_RDONLY | libc::O_RDWR)
-    }
-
-    pub fn writable(self) -> bool {
-        matches!(self.0 & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
-    }
-
-    pub fn read_write(self) -> bool {
-        self.0 & libc::O_ACCMODE == libc::O_RDWR
-    }
-
-    pub fn truncate(self) -> bool {
-        self.0 & libc::O_TRUNC != 0
-    }
-}
+pub use error::FsError;
+pub use types::{
+    Allocate, Attr, DirEntry, Fh, FileKind, FsStats, Ino, Invalidation, Invalidator, OpenFlags,
+    ROOT_INO, SetAttr, StatFs,
+};
 
 /// The file system. Cheap to clone; clones share everything.
 pub struct Fs<S: ObjectStore> {
@@ -215,85 +113,40 @@ impl<S: ObjectStore> Clone for Fs<S> {
 impl<S: ObjectStore> fmt::Debug for Fs<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fs")
-            .field("prefix", &self.inner.cfg.prefix)
+            .field("prefix", &self.inner.ctx.cfg.prefix)
             .field("stats", &self.stats())
             .finish()
     }
-}
-
-/// State shared by the operations and the tasks they spawn.
-pub(crate) struct Inner<S> {
-    pub(crate) store: S,
-    pub(crate) cfg: FsConfig,
-    pub(crate) budget: Arc<Budget>,
-    pub(crate) upload_slots: Arc<Semaphore>,
-    pub(crate) staging: Arc<StagingPool>,
-    table: Mutex<Table>,
-    handles: Mutex<Handles>,
-    /// Serialises namespace changes (create, mkdir, unlink, rmdir, rename) of this mount.
-    ns: tokio::sync::Mutex<()>,
-    invalidator: Mutex<Option<Invalidator>>,
-    mount_time: SystemTime,
-}
-
-#[derive(Debug, Default)]
-struct Handles {
-    files: HashMap<Fh, Arc<FileHandle>>,
-    dirs: HashMap<Fh, Arc<DirHandle>>,
-    next: Fh,
 }
 
 impl<S: ObjectStore> Fs<S> {
     /// A file system over `store` with `config` (validated here).
     pub fn new(store: S, config: FsConfig) -> Result<Self, ConfigError> {
         let cfg = config.validate()?;
-        let now = SystemTime::now();
-        let root = Meta {
-            kind: FileKind::Dir,
-            size: 0,
-            mtime: now,
-            etag: None,
-        };
-        let inner = Inner {
-            budget: Budget::new(cfg.memory_budget),
-            upload_slots: Arc::new(Semaphore::new(cfg.upload_concurrency)),
-            staging: StagingPool::new(cfg.staging_dir.clone(), cfg.staging_max_bytes),
-            table: Mutex::new(Table::new(root, cfg.list_cache_max_entries)),
-            handles: Mutex::new(Handles {
-                next: 1,
-                ..Handles::default()
-            }),
-            ns: tokio::sync::Mutex::new(()),
-            invalidator: Mutex::new(None),
-            mount_time: now,
-            store,
-            cfg,
-        };
         Ok(Fs {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner::new(store, cfg)),
         })
     }
 
     /// Sets how the kernel is told to drop a cached entry.
     pub fn set_invalidator(&self, f: Invalidator) {
-        *self
-            .inner
-            .invalidator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+        self.inner.set_invalidator(f);
     }
 
     pub fn config(&self) -> &FsConfig {
-        &self.inner.cfg
+        &self.inner.ctx.cfg
     }
 
     pub fn store(&self) -> &S {
-        &self.inner.store
+        &self.inner.ctx.store
     }
 
     /// Looks `name` up in directory `parent`; counts one kernel reference to the result.
-    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, Errno> {
-        self.inner.lookup(parent, name).await
+    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        self.inner
+            .lookup(parent, name)
+            .await
+            .map_err(|e| e.during("lookup", parent))
     }
 
     /// Drops `n` kernel references to `ino`.
@@ -301,26 +154,41 @@ impl<S: ObjectStore> Fs<S> {
         self.inner.table().forget(ino, n);
     }
 
-    pub async fn getattr(&self, ino: Ino) -> Result<Attr, Errno> {
-        self.inner.getattr(ino).await
+    pub async fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        self.inner
+            .getattr(ino)
+            .await
+            .map_err(|e| e.during("getattr", ino))
     }
 
     /// Changes size (truncate or extend; committed at once without a handle, at close with
     /// one), and accepts mode/uid/gid only when they equal the mount-wide values.
-    pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, set: SetAttr) -> Result<Attr, Errno> {
-        self.inner.setattr(ino, fh, set).await
+    pub async fn setattr(&self, ino: Ino, fh: Option<Fh>, set: SetAttr) -> Result<Attr, FsError> {
+        self.inner
+            .setattr(ino, fh, set)
+            .await
+            .map_err(|e| e.during("setattr", ino))
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, Errno> {
-        self.inner.mkdir(parent, name).await
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        self.inner
+            .mkdir(parent, name)
+            .await
+            .map_err(|e| e.during("mkdir", parent))
     }
 
-    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<(), Errno> {
-        self.inner.rmdir(parent, name).await
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+        self.inner
+            .rmdir(parent, name)
+            .await
+            .map_err(|e| e.during("rmdir", parent))
     }
 
-    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<(), Errno> {
-        self.inner.unlink(parent, name).await
+    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<(), FsError> {
+        self.inner
+            .unlink(parent, name)
+            .await
+            .map_err(|e| e.during("unlink", parent))
     }
 
     /// Renames a file or directory (not atomic: copy, then delete). With `noreplace`, an
@@ -332,19 +200,25 @@ impl<S: ObjectStore> Fs<S> {
         new_parent: Ino,
         new_name: &str,
         noreplace: bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         self.inner
             .rename(parent, name, new_parent, new_name, noreplace)
             .await
+            .map_err(|e| e.during("rename", parent))
     }
 
-    pub async fn opendir(&self, ino: Ino) -> Result<Fh, Errno> {
-        self.inner.opendir(ino)
+    pub async fn opendir(&self, ino: Ino) -> Result<Fh, FsError> {
+        self.inner
+            .opendir(ino)
+            .map_err(|e| FsError::from(e).during("opendir", ino))
     }
 
     /// Entries after `offset` (0: from the start, re-reading the listing).
-    pub async fn readdir(&self, ino: Ino, fh: Fh, offset: u64) -> Result<Vec<DirEntry>, Errno> {
-        self.inner.readdir(ino, fh, offset).await
+    pub async fn readdir(&self, ino: Ino, fh: Fh, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        self.inner
+            .readdir(ino, fh, offset)
+            .await
+            .map_err(|e| e.during("readdir", ino))
     }
 
     pub fn releasedir(&self, fh: Fh) {
@@ -357,21 +231,33 @@ impl<S: ObjectStore> Fs<S> {
         parent: Ino,
         name: &str,
         flags: OpenFlags,
-    ) -> Result<(Attr, Fh), Errno> {
-        self.inner.create(parent, name, flags).await
+    ) -> Result<(Attr, Fh), FsError> {
+        self.inner
+            .create(parent, name, flags)
+            .await
+            .map_err(|e| e.during("create", parent))
     }
 
-    pub async fn open(&self, ino: Ino, flags: OpenFlags) -> Result<Fh, Errno> {
-        self.inner.open(ino, flags).await
+    pub async fn open(&self, ino: Ino, flags: OpenFlags) -> Result<Fh, FsError> {
+        self.inner
+            .open(ino, flags)
+            .await
+            .map_err(|e| e.during("open", ino))
     }
 
-    pub async fn read(&self, ino: Ino, fh: Fh, offset: u64, size: u32) -> Result<Bytes, Errno> {
-        self.inner.read(ino, fh, offset, size).await
+    pub async fn read(&self, ino: Ino, fh: Fh, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        self.inner
+            .read(ino, fh, offset, size)
+            .await
+            .map_err(|e| e.during("read", ino))
     }
 
     /// Returns the bytes written (all of them, or an error).
-    pub async fn write(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Result<u32, Errno> {
-        self.inner.write(ino, fh, offset, data).await
+    pub async fn write(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        self.inner
+            .write(ino, fh, offset, data)
+            .await
+            .map_err(|e| e.during("write", ino))
     }
 
     /// `fallocate(2)` through a handle opened for writing: the content changes as for writes,
@@ -383,22 +269,34 @@ impl<S: ObjectStore> Fs<S> {
         offset: u64,
         len: u64,
         how: Allocate,
-    ) -> Result<(), Errno> {
-        self.inner.allocate(ino, fh, offset, len, how).await
+    ) -> Result<(), FsError> {
+        self.inner
+            .allocate(ino, fh, offset, len, how)
+            .await
+            .map_err(|e| e.during("fallocate", ino))
     }
 
     /// Commits the file (called on every close of a descriptor).
-    pub async fn flush(&self, ino: Ino, fh: Fh) -> Result<(), Errno> {
-        self.inner.commit_handle(ino, fh).await
+    pub async fn flush(&self, ino: Ino, fh: Fh) -> Result<(), FsError> {
+        self.inner
+            .commit_handle(ino, fh)
+            .await
+            .map_err(|e| e.during("flush", ino))
     }
 
-    pub async fn fsync(&self, ino: Ino, fh: Fh) -> Result<(), Errno> {
-        self.inner.commit_handle(ino, fh).await
+    pub async fn fsync(&self, ino: Ino, fh: Fh) -> Result<(), FsError> {
+        self.inner
+            .commit_handle(ino, fh)
+            .await
+            .map_err(|e| e.during("fsync", ino))
     }
 
     /// Closes the handle, committing what is still pending.
-    pub async fn release(&self, ino: Ino, fh: Fh) -> Result<(), Errno> {
-        self.inner.release(ino, fh).await
+    pub async fn release(&self, ino: Ino, fh: Fh) -> Result<(), FsError> {
+        self.inner
+            .release(ino, fh)
+            .await
+            .map_err(|e| e.during("release", ino))
     }
 
     /// Made-up capacity: object stores have no limit to report.
@@ -422,81 +320,12 @@ impl<S: ObjectStore> Fs<S> {
             (t.inode_count(), h.files.len() + h.dirs.len())
         };
         FsStats {
-            memory_budget: self.inner.budget.total(),
-            memory_in_use: self.inner.budget.in_use(),
-            memory_peak: self.inner.budget.peak(),
-            staging_bytes: self.inner.staging.used(),
+            memory_budget: self.inner.ctx.budget.total(),
+            memory_in_use: self.inner.ctx.budget.in_use(),
+            memory_peak: self.inner.ctx.budget.peak(),
+            staging_bytes: self.inner.ctx.staging.used(),
             inodes,
             open_handles,
         }
-    }
-}
-
-impl<S: ObjectStore> Inner<S> {
-    fn table(&self) -> MutexGuard<'_, Table> {
-        // Table updates are single statements that cannot leave it half-changed.
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn handles(&self) -> MutexGuard<'_, Handles> {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The object key of file `path`.
-    fn key(&self, path: &str) -> String {
-        format!("{}{path}", self.cfg.prefix)
-    }
-
-    /// The key prefix of directory `path` (its marker's key).
-    fn dir_key(&self, path: &str) -> String {
-        if path.is_empty() {
-            self.cfg.prefix.clone()
-        } else {
-            format!("{}{path}/", self.cfg.prefix)
-        }
-    }
-
-    fn attr(&self, ino: Ino, meta: &Meta, write: Option<&write::WriteFile>) -> Attr {
-        let (size, mtime) = match (meta.kind, write) {
-            (FileKind::File, Some(w)) => w.size_and_mtime(),
-            _ => (meta.size, meta.mtime),
-        };
-        let (perm, nlink) = match meta.kind {
-            FileKind::File => (self.cfg.file_mode, 1),
-            FileKind::Dir => (self.cfg.dir_mode, 2),
-        };
-        Attr {
-            ino,
-            kind: meta.kind,
-            size,
-            mtime,
-            perm,
-            uid: self.cfg.uid,
-            gid: self.cfg.gid,
-            nlink,
-        }
-    }
-
-    /// Tells the kernel to forget something, on a blocking thread. With `wait`, the reply to
-    /// the current request waits for it (at most 2 s), so the caller's next request finds the
-    /// kernel's cache updated; never wait in requests the kernel serves with a directory locked
-    /// (rename, create, unlink...): the invalidation needs that lock.
-    async fn invalidate(&self, what: Invalidation, wait: bool) {
-        let f = self
-            .invalidator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(f) = f else {
-            return;
-        };
-        let task = tokio::task::spawn_blocking(move || f(what));
-        if wait {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
-        }
-    }
-
-    fn attr_deadline(&self) -> Instant {
-        Instant::now() + self.cfg.attr_ttl
     }
 }

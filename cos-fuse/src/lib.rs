@@ -13,9 +13,10 @@ pub mod fs;
 pub mod fuse;
 #[cfg(feature = "fake")]
 pub mod mem;
+pub mod options;
 pub mod store;
 
-pub use config::{ConfigError, FsConfig};
+pub use config::{ConfigError, FsConfig, MountConfig};
 pub use errno::Errno;
 pub use fs::Fs;
 pub use store::ObjectStore;

@@ -71,6 +71,8 @@ struct State {
     running_gets: u64,
     /// Per operation: calls to let through, then calls to fail.
     fail_after: HashMap<Op, (u64, u64)>,
+    /// Per operation: the error its injected failures return (else `Unavailable`).
+    fail_with: HashMap<Op, StoreError>,
     predicate: Option<FaultPredicate>,
     latency: HashMap<Op, Duration>,
     max_page: u32,
@@ -148,7 +150,16 @@ impl MemStore {
 
     /// The next `skip` calls of `op` succeed, then `n` fail with `Unavailable`.
     pub fn fail_after(&self, op: Op, skip: u64, n: u64) {
-        self.lock().fail_after.insert(op, (skip, n));
+        let mut s = self.lock();
+        s.fail_after.insert(op, (skip, n));
+        s.fail_with.remove(&op);
+    }
+
+    /// The next `n` calls of `op` fail with `error` (such as the `Forbidden` of a 403).
+    pub fn fail_next_with(&self, op: Op, n: u64, error: StoreError) {
+        let mut s = self.lock();
+        s.fail_after.insert(op, (0, n));
+        s.fail_with.insert(op, error);
     }
 
     /// Calls for which `pred(op, key)` is true fail with `Unavailable`, until cleared.
@@ -159,6 +170,7 @@ impl MemStore {
     pub fn clear_faults(&self) {
         let mut s = self.lock();
         s.fail_after.clear();
+        s.fail_with.clear();
         s.predicate = None;
     }
 
@@ -211,18 +223,20 @@ impl MemStore {
         }
         let mut s = self.lock();
         let mut fail = s.predicate.as_ref().is_some_and(|p| p(op, key));
+        let mut chosen = None;
         if let Some((skip, n)) = s.fail_after.get_mut(&op) {
             if *skip > 0 {
                 *skip -= 1;
             } else if *n > 0 {
                 *n -= 1;
                 fail = true;
+                chosen = s.fail_with.get(&op).cloned();
             }
         }
         if fail {
-            return Err(StoreError::Unavailable(format!(
-                "injected {op:?} failure: {key}"
-            )));
+            return Err(chosen.unwrap_or_else(|| {
+                StoreError::Unavailable(format!("injected {op:?} failure: {key}"))
+            }));
         }
         Ok(())
     }
@@ -638,5 +652,20 @@ mod tests {
         assert_eq!(st.count(Op::Get), 5);
         assert_eq!(st.count(Op::Delete), 3);
         assert_eq!(st.bytes_read, 7);
+    }
+
+    #[tokio::test]
+    async fn a_chosen_error_is_injected_until_plain_failures_are_asked_for() {
+        let s = MemStore::new();
+        s.insert("k", "v");
+        let denied = StoreError::Forbidden("GetObject b/k: HTTP 403 AccessDenied".into());
+        s.fail_next_with(Op::Get, 1, denied.clone());
+        assert_eq!(s.get_range("k", 0..1, None).await, Err(denied));
+        assert_eq!(s.get_range("k", 0..1, None).await.unwrap(), "v");
+        s.fail_next(Op::Get, 1);
+        assert!(matches!(
+            s.get_range("k", 0..1, None).await,
+            Err(StoreError::Unavailable(_))
+        ));
     }
 }

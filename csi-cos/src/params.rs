@@ -1,11 +1,13 @@
 //! What a COS volume is: the PV attributes of Tencent's driver (`url`, `bucket`, `path`,
 //! `additional_args`, `mounter`, `dbglevel`), the StorageClass parameters of prefix-per-PV
 //! provisioning, and the credentials in the publish secret. `additional_args` holds cosfs `-o`
-//! options: the ones our client serves are translated, every other one is refused by name. Nothing
-//! here ever reaches a shell.
+//! options, judged by the one table of them, `cos_fuse::options`: accepted ones are passed on to
+//! `cos-fuse mount`, ignored ones dropped, every other one refused by name with the table's
+//! reason. Nothing here ever reaches a shell.
 
 use std::collections::{BTreeMap, HashMap};
 
+use cos_fuse::options::{self, Csi};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,49 +18,20 @@ fn bad(message: impl Into<String>) -> ParamError {
     ParamError(message.into())
 }
 
-/// The cosfs options our client serves, with how each is translated to a `cos-fuse -o` option.
-/// Anything else in `additional_args` is refused, by name.
-const OPTIONS: &[(&str, Kind)] = &[
-    ("allow_other", Kind::Flag),
-    ("ro", Kind::Flag),
-    ("uid", Kind::Number),
-    ("gid", Kind::Number),
-    ("umask", Kind::Octal),
-    ("multipart_size", Kind::Number),
-    ("parallel_count", Kind::Number),
-    ("stat_cache_expire", Kind::Number),
-    ("max_stat_cache_size", Kind::Number),
-    ("readwrite_timeout", Kind::Number),
-    ("ensure_diskfree", Kind::Number),
-    ("use_path_request_style", Kind::Flag),
-    ("max_memory_mb", Kind::Number),
-    ("read_ahead_mb", Kind::Number),
-    ("kernel_read_ahead_kb", Kind::Number),
-    // Accepted for compatibility; they change nothing in our client (documented in the README).
-    ("nonempty", Kind::Ignored),
-    ("noxattr", Kind::Ignored),
-    ("dbglevel", Kind::Ignored),
-];
+/// The options `additional_args` accepts, `(name, what csi-cos does with it)`, in the table's
+/// order: a view of `cos_fuse::options::OPTIONS`, which says what every other one is refused for.
+const OPTIONS: Accepted = Accepted;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Flag,
-    Number,
-    Octal,
-    Ignored,
-}
+#[derive(Debug, Clone, Copy)]
+struct Accepted;
 
-/// Why some cosfs options are refused rather than ignored: they would change what users expect.
-fn refusal(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "use_cache" | "del_cache" | "check_cache_dir_exist" => {
-            "csi-cos keeps no disk cache; use csi-goosefs for a node-local cache"
-        }
-        "passwd_file" => "credentials come from the volume's secret (SecretId, SecretKey)",
-        "url" | "endpoint" => "the endpoint comes from the `url` attribute",
-        "bucket" => "the bucket comes from the `bucket` attribute",
-        _ => return None,
-    })
+impl Accepted {
+    fn iter(self) -> impl Iterator<Item = (&'static str, Csi)> {
+        options::OPTIONS
+            .iter()
+            .filter(|o| !matches!(o.csi, Csi::Refused(_)))
+            .map(|o| (o.name, o.csi))
+    }
 }
 
 /// The parsed `additional_args`: `cos-fuse -o` options, in a stable order.
@@ -82,23 +55,12 @@ impl MountOptions {
                     )));
                 }
             };
-            for item in list.split(',').filter(|i| !i.is_empty()) {
-                let (name, value) = match item.split_once('=') {
-                    Some((n, v)) => (n, Some(v)),
-                    None => (item, None),
-                };
-                options.insert(name.to_owned(), check_option(name, value)?);
+            for (name, value) in list.split(',').filter_map(options::split_item) {
+                if let Some(name) = check_option(name, value)? {
+                    options.insert(name.to_owned(), value.map(str::to_owned));
+                }
             }
         }
-        let options: BTreeMap<String, Option<String>> = options
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let ignored = OPTIONS
-                    .iter()
-                    .any(|(n, kind)| *n == name && *kind == Kind::Ignored);
-                (!ignored).then_some((name, value))
-            })
-            .collect();
         Ok(MountOptions(options))
     }
 
@@ -139,31 +101,27 @@ impl MountOptions {
     }
 }
 
-fn check_option(name: &str, value: Option<&str>) -> Result<Option<String>, ParamError> {
-    let Some((_, kind)) = OPTIONS.iter().find(|(n, _)| *n == name) else {
-        let why = refusal(name).unwrap_or("csi-cos does not serve it");
-        let known: Vec<&str> = OPTIONS.iter().map(|(n, _)| *n).collect();
-        return Err(bad(format!(
-            "additional_args: option {name:?} is not supported ({why}); supported: {}",
-            known.join(", ")
-        )));
+/// What `additional_args` does with one option, by the table: `Some(name)` to pass it on under
+/// the name the table gives it, `None` to drop it, or the refusal with the table's reason.
+fn check_option(name: &str, value: Option<&str>) -> Result<Option<&'static str>, ParamError> {
+    let why = match options::find(name) {
+        Some(option) => match option.csi {
+            Csi::Acts => {
+                option
+                    .check(value)
+                    .map_err(|e| bad(format!("additional_args: {e}")))?;
+                return Ok(Some(option.name));
+            }
+            Csi::Ignored(_) => return Ok(None),
+            Csi::Refused(why) => why,
+        },
+        None => options::UNKNOWN_REASON,
     };
-    match (kind, value) {
-        (Kind::Flag, None) | (Kind::Ignored, _) => Ok(value.map(str::to_owned)),
-        (Kind::Flag, Some(_)) => Err(bad(format!(
-            "additional_args: option {name:?} takes no value"
-        ))),
-        (Kind::Number, Some(v)) if v.parse::<u64>().is_ok() => Ok(Some(v.to_owned())),
-        (Kind::Octal, Some(v)) if u32::from_str_radix(v, 8).is_ok_and(|m| m <= 0o777) => {
-            Ok(Some(v.to_owned()))
-        }
-        (Kind::Number, _) => Err(bad(format!(
-            "additional_args: option {name:?} needs a whole number, as {name}=N"
-        ))),
-        (Kind::Octal, _) => Err(bad(format!(
-            "additional_args: option {name:?} needs an octal mode up to 777, as {name}=022"
-        ))),
-    }
+    let known: Vec<&str> = OPTIONS.iter().map(|(n, _)| n).collect();
+    Err(bad(format!(
+        "additional_args: option {name:?} is not supported ({why}); supported: {}",
+        known.join(", ")
+    )))
 }
 
 /// A bucket (or a part of one) to mount.

@@ -1,79 +1,30 @@
-//! Open files: handles, create/open/read/write/flush/release and truncation, and what a commit
-//! changes in the table. The content itself is `fs/write.rs`'s, the read-ahead `fs/read.rs`'s.
+//! Open files: create/open/read/write/flush/release through file handles (`fs/handles.rs`),
+//! truncation, and what a commit changes in the table. The content itself is `fs/write.rs`'s,
+//! the read-ahead `fs/read.rs`'s.
 
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::MutexGuard;
 
-use super::namespace::split;
-use super::read::{ReadAhead, Version};
+use super::error::{ForKey, FsError};
+use super::handles::FileHandle;
+use super::paths::split;
+use super::read::Version;
+use super::state::Inner;
 use super::table::{Entry, Meta};
+use super::types::{Allocate, Attr, Fh, FileKind, Ino, Invalidation, OpenFlags};
 use super::write::{WriteFile, WriteState};
-use super::{Allocate, Attr, DirEntry, Fh, FileKind, Inner, Ino, Invalidation, OpenFlags};
 use crate::errno::Errno;
 use crate::store::ObjectStore;
-
-/// An open file.
-#[derive(Debug)]
-pub(crate) struct FileHandle {
-    pub(crate) ino: Ino,
-    /// The inode's write state, for handles opened for writing (and files this handle created).
-    write: Option<Arc<WriteFile>>,
-    rdwr: bool,
-    /// The object version this handle reads when the inode has no write state.
-    version: StdMutex<Option<Version>>,
-    ra: Mutex<ReadAhead>,
-}
-
-/// An open directory: the snapshot its offsets index.
-#[derive(Debug)]
-pub(crate) struct DirHandle {
-    pub(crate) ino: Ino,
-    snapshot: StdMutex<Option<Arc<Vec<DirEntry>>>>,
-}
-
-impl DirHandle {
-    pub(crate) fn new(ino: Ino) -> Self {
-        DirHandle {
-            ino,
-            snapshot: StdMutex::new(None),
-        }
-    }
-
-    pub(crate) fn snapshot(&self) -> Option<Arc<Vec<DirEntry>>> {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub(crate) fn set_snapshot(&self, s: Arc<Vec<DirEntry>>) {
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
-    }
-}
-
-impl FileHandle {
-    fn version(&self) -> Option<Version> {
-        self.version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_version(&self, v: Version) {
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-    }
-}
 
 impl<S: ObjectStore> Inner<S> {
     fn register(&self, h: FileHandle) -> Fh {
         let ino = h.ino;
         let fh = {
             let mut hs = self.handles();
-            let fh = hs.next;
-            hs.next += 1;
+            let fh = hs.next_fh();
             hs.files.insert(fh, Arc::new(h));
             fh
         };
@@ -94,22 +45,16 @@ impl<S: ObjectStore> Inner<S> {
         rdwr: bool,
         version: Option<Version>,
     ) -> FileHandle {
-        FileHandle {
-            ino,
-            write,
-            rdwr,
-            version: StdMutex::new(version),
-            ra: Mutex::new(ReadAhead::new(self.cfg.read_ahead_initial)),
-        }
+        FileHandle::new(ino, write, rdwr, version, self.ctx.cfg.read_ahead_initial)
     }
 
     /// The object version of file `ino`, from fresh attributes or the store.
-    async fn current_version(self: &Arc<Self>, ino: Ino) -> Result<(Version, SystemTime), Errno> {
+    async fn current_version(self: &Arc<Self>, ino: Ino) -> Result<(Version, SystemTime), FsError> {
         let path = {
             let t = self.table();
             let inode = t.inodes.get(&ino).ok_or(Errno::ENOENT)?;
             if inode.meta.kind == FileKind::Dir {
-                return Err(Errno::EISDIR);
+                return Err(Errno::EISDIR.into());
             }
             if (inode.valid_until > std::time::Instant::now() || !t.is_linked(ino))
                 && let Some(etag) = &inode.meta.etag
@@ -127,16 +72,19 @@ impl<S: ObjectStore> Inner<S> {
         };
         let found = self.resolve(&path).await?.ok_or(Errno::ENOENT)?;
         if found.meta.kind == FileKind::Dir {
-            return Err(Errno::EISDIR);
+            return Err(Errno::EISDIR.into());
         }
         let meta = match found.meta.etag {
             Some(_) => found.meta,
             // Listings always carry ETags; this is a file without one (pending elsewhere).
             None => {
+                let key = self.key(&path);
                 let m = self
+                    .ctx
                     .store
-                    .head(&self.key(&path))
-                    .await?
+                    .head(&key)
+                    .await
+                    .for_key(&key)?
                     .ok_or(Errno::ENOENT)?;
                 Meta {
                     kind: FileKind::File,
@@ -168,14 +116,14 @@ impl<S: ObjectStore> Inner<S> {
         parent: Ino,
         name: &str,
         flags: OpenFlags,
-    ) -> Result<(Attr, Fh), Errno> {
-        if self.cfg.read_only {
-            return Err(Errno::EROFS);
+    ) -> Result<(Attr, Fh), FsError> {
+        if self.ctx.cfg.read_only {
+            return Err(Errno::EROFS.into());
         }
         let (_, path) = self.child_path(parent, name)?;
         let _ns = self.ns.lock().await;
         if self.resolve(&path).await?.is_some() {
-            return Err(Errno::EEXIST);
+            return Err(Errno::EEXIST.into());
         }
         let ws = Arc::new(WriteFile::created(self.key(&path)));
         let meta = Meta {
@@ -199,12 +147,12 @@ impl<S: ObjectStore> Inner<S> {
         Ok((attr, fh))
     }
 
-    pub(crate) async fn open(self: &Arc<Self>, ino: Ino, flags: OpenFlags) -> Result<Fh, Errno> {
+    pub(crate) async fn open(self: &Arc<Self>, ino: Ino, flags: OpenFlags) -> Result<Fh, FsError> {
         let existing = {
             let t = self.table();
             let inode = t.inodes.get(&ino).ok_or(Errno::ENOENT)?;
             if inode.meta.kind == FileKind::Dir {
-                return Err(Errno::EISDIR);
+                return Err(Errno::EISDIR.into());
             }
             inode.write.clone()
         };
@@ -215,8 +163,8 @@ impl<S: ObjectStore> Inner<S> {
             };
             return Ok(self.register(self.new_handle(ino, None, false, version)));
         }
-        if self.cfg.read_only {
-            return Err(Errno::EROFS);
+        if self.ctx.cfg.read_only {
+            return Err(Errno::EROFS.into());
         }
         let ws = match existing {
             Some(w) => w,
@@ -231,7 +179,7 @@ impl<S: ObjectStore> Inner<S> {
         };
         if flags.truncate() {
             let mut st = ws.lock().await;
-            let r = st.truncate(self, 0).await;
+            let r = st.truncate(&self.ctx, 0).await;
             ws.publish(&st, true);
             r?;
         }
@@ -244,7 +192,7 @@ impl<S: ObjectStore> Inner<S> {
         fh: Fh,
         off: u64,
         size: u32,
-    ) -> Result<Bytes, Errno> {
+    ) -> Result<Bytes, FsError> {
         let h = self.handle(fh)?;
         let shared = match &h.write {
             Some(w) => Some(Arc::clone(w)),
@@ -254,7 +202,7 @@ impl<S: ObjectStore> Inner<S> {
             Some(ws) => {
                 let st = ws.lock().await;
                 if st.failed && h.write.is_some() {
-                    return Err(Errno::EIO);
+                    return Err(st.failed_before());
                 }
                 if let Some(data) = st.read_local(off, u64::from(size)).await? {
                     return Ok(data);
@@ -272,7 +220,7 @@ impl<S: ObjectStore> Inner<S> {
             }
         };
         let mut ra = h.ra.lock().await;
-        ra.read(self, &version, off, u64::from(size)).await
+        ra.read(&self.ctx, &version, off, u64::from(size)).await
     }
 
     pub(crate) async fn write(
@@ -281,12 +229,12 @@ impl<S: ObjectStore> Inner<S> {
         fh: Fh,
         off: u64,
         data: &[u8],
-    ) -> Result<u32, Errno> {
+    ) -> Result<u32, FsError> {
         let h = self.handle(fh)?;
         let ws = h.write.clone().ok_or(Errno::EBADF)?;
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
         let mut st = ws.lock().await;
-        let r = st.write(self, off, data, h.rdwr).await;
+        let r = st.write(&self.ctx, off, data, h.rdwr).await;
         self.settle(ino, &ws, st, r.is_ok()).await;
         r.map(|()| len)
     }
@@ -299,15 +247,15 @@ impl<S: ObjectStore> Inner<S> {
         off: u64,
         len: u64,
         how: Allocate,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         let h = self.handle(fh)?;
         let ws = h.write.clone().ok_or(Errno::EBADF)?;
         if len == 0 {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let end = off.checked_add(len).ok_or(Errno::EFBIG)?;
         let mut st = ws.lock().await;
-        let r = st.allocate(self, off, end, how).await;
+        let r = st.allocate(&self.ctx, off, end, how).await;
         self.settle(ino, &ws, st, true).await;
         r
     }
@@ -329,7 +277,7 @@ impl<S: ObjectStore> Inner<S> {
         }
     }
 
-    pub(crate) async fn commit_handle(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), Errno> {
+    pub(crate) async fn commit_handle(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), FsError> {
         let h = self.handle(fh)?;
         match &h.write {
             Some(ws) => self.commit_locked(ino, ws, true).await.map(drop),
@@ -344,9 +292,9 @@ impl<S: ObjectStore> Inner<S> {
         ino: Ino,
         ws: &'a Arc<WriteFile>,
         wait: bool,
-    ) -> Result<MutexGuard<'a, WriteState>, Errno> {
+    ) -> Result<MutexGuard<'a, WriteState>, FsError> {
         let mut st = ws.lock().await;
-        match st.commit(self).await {
+        match st.commit(&self.ctx).await {
             Ok(Some(etag)) => {
                 ws.publish(&st, false);
                 self.committed(ino, &st, etag.clone());
@@ -435,7 +383,7 @@ impl<S: ObjectStore> Inner<S> {
         }
     }
 
-    pub(crate) async fn release(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), Errno> {
+    pub(crate) async fn release(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), FsError> {
         let h = self.handles().files.remove(&fh).ok_or(Errno::EBADF)?;
         let result = match &h.write {
             Some(ws) => {
@@ -469,13 +417,13 @@ impl<S: ObjectStore> Inner<S> {
         ino: Ino,
         fh: Option<Fh>,
         size: u64,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         let own = fh
             .and_then(|fh| self.handle(fh).ok())
             .and_then(|h| h.write.clone());
         if let Some(ws) = own {
             let mut st = ws.lock().await;
-            let r = st.truncate(self, size).await;
+            let r = st.truncate(&self.ctx, size).await;
             self.settle(ino, &ws, st, true).await;
             return r;
         }
@@ -489,7 +437,7 @@ impl<S: ObjectStore> Inner<S> {
         };
         {
             let mut st = ws.lock().await;
-            let r = st.truncate(self, size).await;
+            let r = st.truncate(&self.ctx, size).await;
             ws.publish(&st, true);
             r?;
         }

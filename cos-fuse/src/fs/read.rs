@@ -14,13 +14,15 @@
 //! for. A store with a read unit (a block cache) gets blocks of whole, aligned units.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::Inner;
+use super::context::Context;
+use super::error::FsError;
 use crate::budget::Reservation;
 use crate::errno::Errno;
 use crate::store::{ObjectStore, StoreError};
@@ -56,7 +58,7 @@ pub(crate) struct Version {
     pub(crate) size: u64,
 }
 
-type BlockResult = Option<Result<Bytes, Errno>>;
+type BlockResult = Option<Result<Bytes, FsError>>;
 
 #[derive(Debug)]
 struct Block {
@@ -85,11 +87,18 @@ pub(crate) struct ReadAhead {
     next: Option<u64>,
 }
 
-fn read_error(e: StoreError) -> Errno {
-    match e {
-        // The version this handle opened is gone or was replaced.
-        StoreError::NotFound(_) => Errno::ESTALE,
-        other => Errno::from(other),
+/// The error of a ranged GET of `version`: the cause, and what the reader gets.
+fn read_error(version: &Version, range: Range<u64>, e: StoreError) -> FsError {
+    // The version this handle opened is gone or was replaced.
+    let stale = matches!(e, StoreError::NotFound(_));
+    let error = FsError::store(&version.key, e).context(format!(
+        "GET bytes {}..{} of ETag {}",
+        range.start, range.end, version.etag
+    ));
+    if stale {
+        error.with_errno(Errno::ESTALE)
+    } else {
+        error
     }
 }
 
@@ -112,11 +121,11 @@ impl ReadAhead {
 
     pub(crate) async fn read<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         version: &Version,
         off: u64,
         len: u64,
-    ) -> Result<Bytes, Errno> {
+    ) -> Result<Bytes, FsError> {
         let initial = ctx.cfg.read_ahead_initial;
         let slack = slack(ctx.cfg.kernel_read_ahead);
         if self.version.as_ref() != Some(version) {
@@ -156,7 +165,7 @@ impl ReadAhead {
                 .store
                 .get_range(&version.key, off..end, Some(&version.etag))
                 .await
-                .map_err(read_error);
+                .map_err(|e| read_error(version, off..end, e));
         }
         self.advance(off, slack, ctx.cfg.read_ahead_max);
         // The bytes this read needs and no block covers yet: fetched now, waiting for memory.
@@ -209,9 +218,10 @@ impl ReadAhead {
                 continue;
             }
             let mut rx = b.rx.clone();
+            let lost = || FsError::new(Errno::EIO, "a read-ahead GET ended without an answer");
             let data = match rx.wait_for(Option::is_some).await {
-                Ok(v) => v.clone().unwrap_or(Err(Errno::EIO)),
-                Err(_) => Err(Errno::EIO),
+                Ok(v) => v.clone().unwrap_or_else(|| Err(lost())),
+                Err(_) => Err(lost()),
             };
             let data = match data {
                 Ok(d) => d,
@@ -225,7 +235,11 @@ impl ReadAhead {
             if to > data.len() {
                 // The object is shorter than the version said: it changed.
                 self.reset(initial);
-                return Err(Errno::ESTALE);
+                return Err(FsError::new(
+                    Errno::ESTALE,
+                    format!("the object is shorter than its {} bytes", version.size),
+                )
+                .with_key(&version.key));
             }
             parts.push(data.slice(from..to));
         }
@@ -264,7 +278,7 @@ impl ReadAhead {
 
     fn spawn<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         version: &Version,
         start: u64,
         end: u64,
@@ -272,14 +286,13 @@ impl ReadAhead {
     ) {
         let (tx, rx) = watch::channel(None);
         let ctx = Arc::clone(ctx);
-        let key = version.key.clone();
-        let etag = version.etag.clone();
+        let version = version.clone();
         let task = tokio::spawn(async move {
             let r = ctx
                 .store
-                .get_range(&key, start..end, Some(&etag))
+                .get_range(&version.key, start..end, Some(&version.etag))
                 .await
-                .map_err(read_error);
+                .map_err(|e| read_error(&version, start..end, e));
             let _ = tx.send(Some(r));
         });
         self.blocks.push_back(Block {

@@ -2,6 +2,7 @@
 //! or written out of order until it is uploaded. Owns the cap on their total size; it knows
 //! nothing of objects.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::error::FsError;
 use crate::errno::Errno;
 
 #[derive(Debug)]
@@ -40,9 +42,10 @@ impl StagingPool {
         self.used.load(Ordering::SeqCst)
     }
 
-    pub(crate) async fn create(self: &Arc<Self>) -> Result<StagingFile, Errno> {
+    pub(crate) async fn create(self: &Arc<Self>) -> Result<StagingFile, FsError> {
         let dir = self.dir.clone();
-        let file = blocking(move || tempfile::tempfile_in(dir)).await?;
+        let what = format!("creating a staging file in {}", dir.display());
+        let file = blocking(what, move || tempfile::tempfile_in(dir)).await?;
         Ok(StagingFile {
             file: Arc::new(file),
             len: 0,
@@ -51,16 +54,24 @@ impl StagingPool {
     }
 
     /// Counts `delta` more bytes for a file that grows to `new_len`.
-    fn grow(&self, new_len: u64, delta: u64) -> Result<(), Errno> {
+    fn grow(&self, new_len: u64, delta: u64) -> Result<(), FsError> {
         if new_len > self.cap {
-            return Err(Errno::EFBIG);
+            return Err(FsError::new(
+                Errno::EFBIG,
+                format!("a staging file of {new_len} bytes is over staging_max_bytes"),
+            ));
         }
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 used.checked_add(delta).filter(|n| *n <= self.cap)
             })
             .map(|_| ())
-            .map_err(|_| Errno::ENOSPC)
+            .map_err(|_| {
+                FsError::new(
+                    Errno::ENOSPC,
+                    format!("staging files hold staging_max_bytes ({})", self.cap),
+                )
+            })
     }
 
     fn shrink(&self, delta: u64) {
@@ -72,17 +83,19 @@ impl StagingPool {
     }
 }
 
+/// Runs staging file I/O `f` on a blocking thread; `what` it does names a failure.
 async fn blocking<T: Send + 'static>(
+    what: impl Into<Cow<'static, str>>,
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, Errno> {
+) -> Result<T, FsError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(Errno::from),
-        Err(_) => Err(Errno::EIO),
+        Ok(r) => r.map_err(|e| FsError::io(what, e)),
+        Err(e) => Err(FsError::new(Errno::EIO, what).caused_by(e)),
     }
 }
 
 impl StagingFile {
-    fn account(&mut self, new_len: u64) -> Result<(), Errno> {
+    fn account(&mut self, new_len: u64) -> Result<(), FsError> {
         if new_len > self.len {
             self.pool.grow(new_len, new_len - self.len)?;
         } else {
@@ -92,12 +105,15 @@ impl StagingFile {
         Ok(())
     }
 
-    pub(crate) async fn write_at(&mut self, off: u64, data: Bytes) -> Result<(), Errno> {
+    pub(crate) async fn write_at(&mut self, off: u64, data: Bytes) -> Result<(), FsError> {
         let end = off.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
         let old = self.len;
         self.account(end.max(old))?;
         let file = Arc::clone(&self.file);
-        let r = blocking(move || file.write_all_at(&data, off)).await;
+        let r = blocking("writing a staging file", move || {
+            file.write_all_at(&data, off)
+        })
+        .await;
         if r.is_err() {
             // The bytes may be partly written; the length stays what it was.
             let _ = self.account(old);
@@ -105,11 +121,11 @@ impl StagingFile {
         r
     }
 
-    pub(crate) async fn set_len(&mut self, n: u64) -> Result<(), Errno> {
+    pub(crate) async fn set_len(&mut self, n: u64) -> Result<(), FsError> {
         let old = self.len;
         self.account(n)?;
         let file = Arc::clone(&self.file);
-        let r = blocking(move || file.set_len(n)).await;
+        let r = blocking("resizing a staging file", move || file.set_len(n)).await;
         if r.is_err() {
             let _ = self.account(old);
         }
@@ -117,14 +133,14 @@ impl StagingFile {
     }
 
     /// Bytes `[off, off+len)`, shorter at the end of the file.
-    pub(crate) async fn read_at(&self, off: u64, len: u64) -> Result<Bytes, Errno> {
+    pub(crate) async fn read_at(&self, off: u64, len: u64) -> Result<Bytes, FsError> {
         let end = off.saturating_add(len).min(self.len);
         if off >= end {
             return Ok(Bytes::new());
         }
         let n = usize::try_from(end - off).map_err(|_| Errno::EINVAL)?;
         let file = Arc::clone(&self.file);
-        blocking(move || {
+        blocking("reading a staging file", move || {
             let mut buf = vec![0u8; n];
             file.read_exact_at(&mut buf, off)?;
             Ok(Bytes::from(buf))
@@ -151,11 +167,13 @@ mod tests {
         a.write_at(0, Bytes::from_static(b"hello")).await.unwrap();
         assert_eq!(a.read_at(1, 3).await.unwrap(), "ell");
         assert_eq!(
-            a.write_at(0, Bytes::from(vec![0; 11])).await,
+            a.write_at(0, Bytes::from(vec![0; 11]))
+                .await
+                .map_err(Errno::from),
             Err(Errno::EFBIG)
         );
         let mut b = pool.create().await.unwrap();
-        assert_eq!(b.set_len(6).await, Err(Errno::ENOSPC));
+        assert_eq!(b.set_len(6).await.map_err(Errno::from), Err(Errno::ENOSPC));
         b.set_len(5).await.unwrap();
         assert_eq!(pool.used(), 10);
         a.set_len(2).await.unwrap();

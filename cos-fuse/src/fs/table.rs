@@ -7,8 +7,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::paths::under;
+use super::types::{FileKind, Ino, ROOT_INO};
 use super::write::WriteFile;
-use super::{FileKind, Ino, ROOT_INO};
 
 /// What is known of a file or directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,18 @@ pub(crate) struct Meta {
     pub(crate) size: u64,
     pub(crate) mtime: SystemTime,
     pub(crate) etag: Option<String>,
+}
+
+impl Meta {
+    /// The listing entry of what `self` describes.
+    pub(crate) fn entry(&self) -> Entry {
+        Entry {
+            kind: self.kind,
+            size: self.size,
+            mtime: self.mtime,
+            etag: self.etag.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -51,15 +64,6 @@ pub(crate) struct Table {
     pub(crate) listings: Listings,
     /// Files created in this mount and not yet committed.
     pub(crate) pending_new: BTreeSet<String>,
-}
-
-/// The paths strictly under directory `dir` (`""` is the root).
-pub(crate) fn under(dir: &str) -> String {
-    if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    }
 }
 
 impl Table {

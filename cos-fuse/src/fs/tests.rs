@@ -3,12 +3,14 @@
 //! directories).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::errno::Errno;
 use crate::mem::{MemStore, Op};
+use crate::store::StoreError;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -17,6 +19,17 @@ struct Harness {
     fs: Fs<MemStore>,
     store: MemStore,
     _staging: tempfile::TempDir,
+}
+
+/// The errno of a result: most assertions compare what the kernel would get, not the cause.
+trait ErrnoOf<T> {
+    fn errno(self) -> Result<T, Errno>;
+}
+
+impl<T> ErrnoOf<T> for Result<T, FsError> {
+    fn errno(self) -> Result<T, Errno> {
+        self.map_err(Errno::from)
+    }
 }
 
 fn wronly() -> OpenFlags {
@@ -51,7 +64,7 @@ impl Harness {
     }
 
     async fn parent<'a>(&self, path: &'a str) -> Result<(Ino, &'a str), Errno> {
-        let (dir, name) = namespace::split(path);
+        let (dir, name) = paths::split(path);
         let ino = self.ino(dir).await?;
         // As the kernel's path walk: a parent that is a file is ENOTDIR.
         if self.fs.getattr(ino).await?.kind != FileKind::Dir {
@@ -84,7 +97,7 @@ impl Harness {
         }
         let f = self.fs.flush(ino, fh).await;
         let rel = self.fs.release(ino, fh).await;
-        r.and(f).and(rel)
+        r.and(f).and(rel).errno()
     }
 
     async fn get(&self, path: &str) -> Result<Vec<u8>, Errno> {
@@ -99,7 +112,7 @@ impl Harness {
             }
         };
         self.fs.release(ino, fh).await?;
-        r.map(|()| out)
+        r.map(|()| out).errno()
     }
 
     async fn list(&self, path: &str) -> Result<BTreeMap<String, FileKind>, Errno> {
@@ -122,7 +135,7 @@ impl Harness {
             }
         };
         self.fs.releasedir(fh);
-        r.map(|()| out)
+        r.map(|()| out).errno()
     }
 }
 
@@ -171,7 +184,10 @@ fn a_failed_part_upload_is_eio_and_leaves_nothing_visible() {
         assert_eq!(h.put("f", &data, 1 << 20).await, Err(Errno::EIO));
         assert_eq!(h.store.object("f"), None);
         assert_eq!(h.store.pending_uploads(), 0, "the upload is aborted");
-        assert_eq!(h.fs.lookup(ROOT_INO, "f").await.err(), Some(Errno::ENOENT));
+        assert_eq!(
+            h.fs.lookup(ROOT_INO, "f").await.errno().err(),
+            Some(Errno::ENOENT)
+        );
         assert!(h.list("").await.unwrap().is_empty());
         // An existing object stays as it was when its rewrite fails.
         h.put("g", b"old", 10).await.unwrap();
@@ -183,6 +199,90 @@ fn a_failed_part_upload_is_eio_and_leaves_nothing_visible() {
         h.store.fail_next(Op::Put, 1);
         assert_eq!(h.put("h", b"x", 1).await, Err(Errno::EIO));
         assert_eq!(h.store.object("h"), None);
+    });
+}
+
+#[test]
+fn a_failed_get_keeps_its_errno_its_key_and_its_cause() {
+    run(async {
+        let h = Harness::new(MemStore::new(), |_| {});
+        h.store.insert("f", "data");
+        let ino = h.ino("f").await.unwrap();
+        let fh = h.fs.open(ino, rdonly()).await.unwrap();
+        // A server error: EIO, with the store's words.
+        h.store.fail_next(Op::Get, 1);
+        let e = h.fs.read(ino, fh, 0, 4).await.unwrap_err();
+        assert_eq!(e.errno(), Errno::EIO);
+        assert_eq!(
+            (e.op(), e.ino(), e.key()),
+            (Some("read"), Some(ino), Some("f"))
+        );
+        let text = format!("{e:#}");
+        assert!(text.starts_with("GET bytes 0..4 of ETag "), "{text}");
+        assert!(
+            text.ends_with(": unavailable: injected Get failure: f"),
+            "{text}"
+        );
+        assert!(!e.is_expected());
+        // A 403: EACCES, with the server's code, message and request ID.
+        let denied = "GetObject b-1250000000/f: HTTP 403 AccessDenied: Access Denied. (request id \
+                      NjQ1)";
+        h.store
+            .fail_next_with(Op::Get, 1, StoreError::Forbidden(denied.into()));
+        let e = h.fs.read(ino, fh, 0, 4).await.unwrap_err();
+        assert_eq!(e, Errno::EACCES);
+        assert!(
+            format!("{e:#}").ends_with(&format!(": access denied: {denied}")),
+            "{e:#}"
+        );
+        assert_eq!(h.fs.read(ino, fh, 0, 4).await.unwrap(), "data");
+        h.fs.release(ino, fh).await.unwrap();
+        // A namespace operation: the HEAD of a lookup.
+        h.store.insert("g", "x");
+        h.store.fail_next(Op::Head, 1);
+        let e = h.fs.lookup(ROOT_INO, "g").await.unwrap_err();
+        assert_eq!(e, Errno::EIO);
+        assert_eq!(
+            (e.op(), e.ino(), e.key()),
+            (Some("lookup"), Some(ROOT_INO), Some("g"))
+        );
+        assert!(
+            format!("{e:#}").contains("injected Head failure: g"),
+            "{e:#}"
+        );
+        // A plain miss is normal use, with nothing to explain.
+        let e = h.fs.lookup(ROOT_INO, "missing").await.unwrap_err();
+        assert_eq!(e, Errno::ENOENT);
+        assert!(e.is_expected());
+    });
+}
+
+#[test]
+fn a_failed_upload_is_eio_with_the_store_error_as_its_cause() {
+    run(async {
+        let h = Harness::new(MemStore::new(), |_| {});
+        let (a, fh) = h.fs.create(ROOT_INO, "f", wronly()).await.unwrap();
+        h.fs.write(a.ino, fh, 0, b"abc").await.unwrap();
+        h.store.fail_next_with(
+            Op::Put,
+            1,
+            StoreError::Forbidden("PutObject b/f: HTTP 403 AccessDenied".into()),
+        );
+        let e = h.fs.flush(a.ino, fh).await.unwrap_err();
+        assert_eq!(
+            e,
+            Errno::EIO,
+            "an upload's failure is EIO whatever its cause"
+        );
+        assert_eq!((e.op(), e.key()), (Some("flush"), Some("f")));
+        assert_eq!(
+            format!("{e:#}"),
+            "upload: access denied: PutObject b/f: HTTP 403 AccessDenied"
+        );
+        // Later operations of the failed file say why they fail too.
+        let e = h.fs.release(a.ino, fh).await.unwrap_err();
+        assert_eq!(e, Errno::EIO);
+        assert_eq!(format!("{e:#}"), "an earlier upload of this file failed");
     });
 }
 
@@ -255,8 +355,11 @@ fn staging_is_capped() {
         h.put("f", b"x", 1).await.unwrap();
         let ino = h.ino("f").await.unwrap();
         let fh = h.fs.open(ino, OpenFlags(libc::O_RDWR)).await.unwrap();
-        assert_eq!(h.fs.write(ino, fh, 50, &[1; 50]).await, Ok(50));
-        assert_eq!(h.fs.write(ino, fh, 100, &[1; 1]).await, Err(Errno::EFBIG));
+        assert_eq!(h.fs.write(ino, fh, 50, &[1; 50]).await.errno(), Ok(50));
+        assert_eq!(
+            h.fs.write(ino, fh, 100, &[1; 1]).await.errno(),
+            Err(Errno::EFBIG)
+        );
         h.fs.release(ino, fh).await.unwrap();
         assert_eq!(h.store.object("f").unwrap().len(), 100);
     });
@@ -471,7 +574,10 @@ fn a_forgotten_inode_answers_lookups_until_its_attributes_expire() {
         let ino = h.ino("d/f").await.unwrap();
         h.fs.forget(ino, 1);
         h.fs.unlink(dir, "f").await.unwrap();
-        assert_eq!(h.fs.lookup(dir, "f").await.err(), Some(Errno::ENOENT));
+        assert_eq!(
+            h.fs.lookup(dir, "f").await.errno().err(),
+            Some(Errno::ENOENT)
+        );
     });
 }
 
@@ -491,7 +597,10 @@ fn own_changes_show_at_once_despite_caches() {
             "a new directory is known empty"
         );
         h.fs.unlink(ROOT_INO, "f").await.unwrap();
-        assert_eq!(h.fs.lookup(ROOT_INO, "f").await.err(), Some(Errno::ENOENT));
+        assert_eq!(
+            h.fs.lookup(ROOT_INO, "f").await.errno().err(),
+            Some(Errno::ENOENT)
+        );
         assert_eq!(h.list("").await.unwrap().len(), 1);
         // A file being written is visible with its size.
         let (a, fh) = h.fs.create(ROOT_INO, "w", wronly()).await.unwrap();
@@ -513,7 +622,10 @@ fn an_emptied_implicit_directory_stays() {
         assert_eq!(h.list("a/b").await.unwrap().len(), 0);
         assert!(h.store.keys().contains(&"a/b/".to_string()));
         let a = h.ino("a").await.unwrap();
-        assert_eq!(h.fs.rmdir(ROOT_INO, "a").await, Err(Errno::ENOTEMPTY));
+        assert_eq!(
+            h.fs.rmdir(ROOT_INO, "a").await.errno(),
+            Err(Errno::ENOTEMPTY)
+        );
         h.fs.rmdir(a, "b").await.unwrap();
         h.fs.rmdir(ROOT_INO, "a").await.unwrap();
         assert!(h.store.keys().is_empty());
@@ -554,17 +666,23 @@ fn modes_owners_and_read_only() {
                 ..SetAttr::default()
             },
         ] {
-            assert_eq!(h.fs.setattr(ino, None, bad).await, Err(Errno::EPERM));
+            assert_eq!(
+                h.fs.setattr(ino, None, bad).await.errno(),
+                Err(Errno::EPERM)
+            );
         }
         let ro = Harness::new(h.store.clone(), |c| c.read_only = true);
         let ino = ro.ino("f").await.unwrap();
-        assert_eq!(ro.fs.open(ino, wronly()).await, Err(Errno::EROFS));
+        assert_eq!(ro.fs.open(ino, wronly()).await.errno(), Err(Errno::EROFS));
         assert_eq!(
-            ro.fs.create(ROOT_INO, "g", wronly()).await.err(),
+            ro.fs.create(ROOT_INO, "g", wronly()).await.errno().err(),
             Some(Errno::EROFS)
         );
-        assert_eq!(ro.fs.mkdir(ROOT_INO, "d").await.err(), Some(Errno::EROFS));
-        assert_eq!(ro.fs.unlink(ROOT_INO, "f").await, Err(Errno::EROFS));
+        assert_eq!(
+            ro.fs.mkdir(ROOT_INO, "d").await.errno().err(),
+            Some(Errno::EROFS)
+        );
+        assert_eq!(ro.fs.unlink(ROOT_INO, "f").await.errno(), Err(Errno::EROFS));
         assert_eq!(ro.get("f").await.unwrap(), b"1");
     });
 }
@@ -590,12 +708,15 @@ fn renaming_a_directory_moves_every_key_and_keeps_open_handles_working() {
         assert_eq!(h.fs.read(f, fh, 0, 100).await.unwrap(), "d/s/2");
         h.fs.release(f, fh).await.unwrap();
         assert_eq!(h.get("e/d/s/t/3").await.unwrap(), b"d/s/t/3");
-        assert_eq!(h.fs.lookup(ROOT_INO, "d").await.err(), Some(Errno::ENOENT));
+        assert_eq!(
+            h.fs.lookup(ROOT_INO, "d").await.errno().err(),
+            Some(Errno::ENOENT)
+        );
         // A failed copy leaves the source whole and no copies behind.
         h.store.fail_after(Op::Copy, 2, 1);
         let e = h.ino("e").await.unwrap();
         assert_eq!(
-            h.fs.rename(e, "d", ROOT_INO, "x", false).await,
+            h.fs.rename(e, "d", ROOT_INO, "x", false).await.errno(),
             Err(Errno::EIO)
         );
         assert_eq!(
@@ -606,7 +727,9 @@ fn renaming_a_directory_moves_every_key_and_keeps_open_handles_working() {
         h.put("a", b"A", 1).await.unwrap();
         h.put("b", b"B", 1).await.unwrap();
         assert_eq!(
-            h.fs.rename(ROOT_INO, "a", ROOT_INO, "b", true).await,
+            h.fs.rename(ROOT_INO, "a", ROOT_INO, "b", true)
+                .await
+                .errno(),
             Err(Errno::EEXIST)
         );
         h.fs.rename(ROOT_INO, "a", ROOT_INO, "b", false)
@@ -614,7 +737,7 @@ fn renaming_a_directory_moves_every_key_and_keeps_open_handles_working() {
             .unwrap();
         assert_eq!(h.get("b").await.unwrap(), b"A");
         assert_eq!(
-            h.fs.rename(ROOT_INO, "e", e, "x", false).await,
+            h.fs.rename(ROOT_INO, "e", e, "x", false).await.errno(),
             Err(Errno::EINVAL)
         );
     });
@@ -631,7 +754,10 @@ fn rewriting_bytes_already_streamed_is_einval_but_the_tail_can_change() {
         });
         let (a, fh) = h.fs.create(ROOT_INO, "f", wronly()).await.unwrap();
         h.fs.write(a.ino, fh, 0, b"0123456789").await.unwrap();
-        assert_eq!(h.fs.write(a.ino, fh, 7, b"X").await, Err(Errno::EINVAL));
+        assert_eq!(
+            h.fs.write(a.ino, fh, 7, b"X").await.errno(),
+            Err(Errno::EINVAL)
+        );
         h.fs.write(a.ino, fh, 9, b"YZ").await.unwrap();
         h.fs.write(a.ino, fh, 14, b"!").await.unwrap();
         h.fs.release(a.ino, fh).await.unwrap();
@@ -757,7 +883,9 @@ fn fallocate_reserves_zeroes_and_grows_as_asked() {
         let ino = h.ino("f").await.unwrap();
         let r = h.fs.open(ino, rdonly()).await.unwrap();
         assert_eq!(
-            h.fs.fallocate(ino, r, 0, 10, Allocate::PunchHole).await,
+            h.fs.fallocate(ino, r, 0, 10, Allocate::PunchHole)
+                .await
+                .errno(),
             Err(Errno::EBADF),
             "a read-only handle"
         );
@@ -778,7 +906,7 @@ fn fallocate_reserves_zeroes_and_grows_as_asked() {
             (0, 20, Allocate::Reserve { keep_size: false }, Ok(300)),
         ];
         for (off, len, how, expect) in steps {
-            let got = h.fs.fallocate(ino, fh, off, len, how).await;
+            let got = h.fs.fallocate(ino, fh, off, len, how).await.errno();
             let (start, end) = (off as usize, (off + len) as usize);
             match how {
                 Allocate::Reserve { .. } => {}
@@ -889,7 +1017,7 @@ impl Model {
 
     /// The error looking up the parent directory of `p` gives (paths are at most two deep).
     fn check_parent(&self, p: &str) -> Result<(), Errno> {
-        let (dir, _) = namespace::split(p);
+        let (dir, _) = paths::split(p);
         match self.kind(dir) {
             Some(FileKind::Dir) => Ok(()),
             Some(FileKind::File) => Err(Errno::ENOTDIR),
@@ -898,7 +1026,7 @@ impl Model {
     }
 
     fn children(&self, dir: &str) -> BTreeMap<String, FileKind> {
-        let under = table::under(dir);
+        let under = paths::under(dir);
         let mut out = BTreeMap::new();
         for d in &self.dirs {
             if let Some(n) = d.strip_prefix(&under)
@@ -1009,7 +1137,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
             });
             let got = async {
                 let (d, n) = h.parent(&p).await?;
-                h.fs.mkdir(d, n).await.map(drop)
+                h.fs.mkdir(d, n).await.map(drop).errno()
             }
             .await;
             prop_assert_eq!(got, want, "mkdir {}", p);
@@ -1027,7 +1155,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
             });
             let got = async {
                 let (d, n) = h.parent(&p).await?;
-                h.fs.rmdir(d, n).await
+                h.fs.rmdir(d, n).await.errno()
             }
             .await;
             prop_assert_eq!(got, want, "rmdir {}", p);
@@ -1044,7 +1172,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
             let got = async {
                 let (d, n) = h.parent(&p).await?;
                 let (a, fh) = h.fs.create(d, n, wronly()).await?;
-                h.fs.release(a.ino, fh).await
+                h.fs.release(a.ino, fh).await.errno()
             }
             .await;
             prop_assert_eq!(got, want, "create {}", p);
@@ -1061,7 +1189,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
             });
             let got = async {
                 let (d, n) = h.parent(&p).await?;
-                h.fs.unlink(d, n).await
+                h.fs.unlink(d, n).await.errno()
             }
             .await;
             prop_assert_eq!(got, want, "unlink {}", p);
@@ -1088,7 +1216,10 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
                     if *trunc {
                         flags |= libc::O_TRUNC;
                     }
-                    h.fs.open(ino, OpenFlags(flags)).await.map(|fh| (ino, fh))
+                    h.fs.open(ino, OpenFlags(flags))
+                        .await
+                        .map(|fh| (ino, fh))
+                        .errno()
                 }
                 Err(e) => Err(e),
             };
@@ -1100,17 +1231,17 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
                 .ok_or_else(|| TestCaseError::fail("model file"))?;
             let wants = model_writes(content, *trunc, *rdwr, chunks);
             for ((off, data), (want, size)) in chunks.iter().zip(wants) {
-                let got = h.fs.write(ino, fh, *off, data).await.map(drop);
+                let got = h.fs.write(ino, fh, *off, data).await.map(drop).errno();
                 prop_assert_eq!(got, want, "write {} at {} ({} bytes)", p, off, data.len());
                 prop_assert_eq!(
-                    h.fs.getattr(ino).await.map(|a| a.size),
+                    h.fs.getattr(ino).await.map(|a| a.size).errno(),
                     Ok(size),
                     "size of {}",
                     p
                 );
             }
-            prop_assert_eq!(h.fs.flush(ino, fh).await, Ok(()));
-            prop_assert_eq!(h.fs.release(ino, fh).await, Ok(()));
+            prop_assert_eq!(h.fs.flush(ino, fh).await.errno(), Ok(()));
+            prop_assert_eq!(h.fs.release(ino, fh).await.errno(), Ok(()));
         }
         Step::Truncate(p, n) => {
             let p = path_of(*p);
@@ -1131,6 +1262,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
                 )
                 .await
                 .map(drop)
+                .errno()
             }
             .await;
             prop_assert_eq!(got, want, "truncate {} to {}", p, n);
@@ -1160,7 +1292,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
             let got = async {
                 let (d1, n1) = h.parent(&a).await?;
                 let (d2, n2) = h.parent(&b).await?;
-                h.fs.rename(d1, n1, d2, n2, false).await
+                h.fs.rename(d1, n1, d2, n2, false).await.errno()
             }
             .await;
             prop_assert_eq!(got, want, "rename {} {}", a, b);
@@ -1187,7 +1319,7 @@ async fn apply(h: &Harness, m: &mut Model, s: &Step) -> Result<(), TestCaseError
                 let fh = h.fs.open(ino, rdonly()).await?;
                 let r = h.fs.read(ino, fh, *off, *len).await;
                 h.fs.release(ino, fh).await?;
-                r.map(|b| b.to_vec())
+                r.map(|b| b.to_vec()).errno()
             }
             .await;
             prop_assert_eq!(got, want, "read {}", p);
@@ -1219,7 +1351,7 @@ async fn verify(h: &Harness, m: &Model) -> Result<(), TestCaseError> {
     for (p, c) in &m.files {
         let attr = async {
             let ino = h.ino(p).await?;
-            h.fs.getattr(ino).await
+            h.fs.getattr(ino).await.errno()
         }
         .await;
         prop_assert_eq!(

@@ -1,6 +1,7 @@
 //! The content of a file open for writing, shared by all its handles, and how it reaches the
-//! store. Owns the streaming multipart upload, the switch to a staging file, and the commit; it
-//! must not touch the inode table or the caches (the caller does, with the commit's result).
+//! store. Owns the write modes, the switch to a staging file, and when to upload and commit (the
+//! uploads themselves are `fs/upload.rs`'s); it must not touch the inode table or the caches
+//! (the caller does, with the commit's result).
 //!
 //! Modes:
 //! - `Clean`: the content is the object `key` at ETag `base_etag` (nothing local).
@@ -20,21 +21,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit};
+use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinSet;
 
+use super::context::Context;
+use super::error::FsError;
 use super::read::Version;
 use super::staging::StagingFile;
-use super::{Allocate, Inner};
+use super::types::Allocate;
+use super::upload::{
+    MAX_OBJECT_SIZE, Multipart, abort, commit_staged, commit_stream, stream_part_size, upload_error,
+};
 use crate::budget::Reservation;
-use crate::config::MAX_PARTS;
 use crate::errno::Errno;
-use crate::store::{CompletedPart, ObjectStore, StoreError};
+use crate::store::{ObjectStore, StoreError};
 
-/// The largest object S3 and COS accept.
-pub(crate) const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
-/// The largest part S3 and COS accept.
-const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Chunk of an existing object downloaded into a staging file per GET.
 const DOWNLOAD_CHUNK: u64 = 8 * 1024 * 1024;
 /// GETs of one download running at once.
@@ -88,23 +89,6 @@ struct Staged {
     base: u64,
 }
 
-#[derive(Debug)]
-struct Multipart {
-    id: String,
-    /// Bytes handed to part uploads: `[0, handed)`.
-    handed: u64,
-    next_no: u32,
-    tasks: JoinSet<Result<CompletedPart, StoreError>>,
-    done: Vec<CompletedPart>,
-}
-
-/// Size of part `number` (1-based) of a streamed upload: `first`, doubled every 1000 parts, so a
-/// stream of unknown length can reach the maximum object size within 10000 parts.
-pub(crate) fn stream_part_size(first: u64, number: u32) -> u64 {
-    let tier = (number.saturating_sub(1) / 1000).min(12);
-    first.saturating_mul(1u64 << tier).min(MAX_PART_SIZE)
-}
-
 impl Stream {
     fn handed(&self) -> u64 {
         self.mpu.as_ref().map_or(0, |m| m.handed)
@@ -112,99 +96,6 @@ impl Stream {
 
     fn next_no(&self) -> u32 {
         self.mpu.as_ref().map_or(1, |m| m.next_no)
-    }
-}
-
-impl Multipart {
-    fn new(id: String) -> Self {
-        Multipart {
-            id,
-            handed: 0,
-            next_no: 1,
-            tasks: JoinSet::new(),
-            done: Vec::new(),
-        }
-    }
-
-    fn collect(
-        &mut self,
-        r: Result<Result<CompletedPart, StoreError>, tokio::task::JoinError>,
-    ) -> Result<(), StoreError> {
-        match r {
-            Ok(Ok(part)) => {
-                self.done.push(part);
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(StoreError::Unavailable(format!("part upload task: {e}"))),
-        }
-    }
-
-    /// Collects finished part uploads without waiting; the first failure is returned.
-    fn reap(&mut self) -> Result<(), StoreError> {
-        while let Some(r) = self.tasks.try_join_next() {
-            self.collect(r)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for one running part upload to end; false when none was running.
-    async fn reap_one(&mut self) -> Result<bool, StoreError> {
-        match self.tasks.join_next().await {
-            Some(r) => self.collect(r).map(|()| true),
-            None => Ok(false),
-        }
-    }
-
-    /// Waits for every running part upload.
-    async fn drain(&mut self) -> Result<(), StoreError> {
-        while let Some(r) = self.tasks.join_next().await {
-            self.collect(r)?;
-        }
-        Ok(())
-    }
-
-    /// Starts uploading the next part.
-    fn spawn_part<S: ObjectStore>(
-        &mut self,
-        ctx: &Arc<Inner<S>>,
-        key: &str,
-        body: Bytes,
-        res: Option<Reservation>,
-        slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), Errno> {
-        if self.next_no > MAX_PARTS {
-            return Err(Errno::EFBIG);
-        }
-        let number = self.next_no;
-        self.next_no += 1;
-        self.handed += body.len() as u64;
-        let ctx = Arc::clone(ctx);
-        let key = key.to_string();
-        let id = self.id.clone();
-        self.tasks.spawn(async move {
-            let _slot = match slot {
-                Some(s) => s,
-                None => Arc::clone(&ctx.upload_slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| StoreError::Unavailable("upload slots closed".into()))?,
-            };
-            let etag = ctx.store.upload_part(&key, &id, number, body).await?;
-            drop(res);
-            Ok(CompletedPart { number, etag })
-        });
-        Ok(())
-    }
-}
-
-/// Stops the part uploads and aborts the upload (best effort: an abort that fails leaves
-/// invisible parts the bucket's lifecycle rule cleans).
-async fn abort<S: ObjectStore>(ctx: &Arc<Inner<S>>, key: &str, mut m: Multipart) {
-    m.tasks.abort_all();
-    while m.tasks.join_next().await.is_some() {}
-    if let Err(e) = ctx.store.abort_multipart(key, &m.id).await {
-        tracing::warn!(key, upload_id = %m.id, error = %e, "abort multipart upload failed");
     }
 }
 
@@ -276,14 +167,28 @@ impl WriteFile {
 }
 
 impl WriteState {
-    /// Marks the file failed and drops its content and uploads.
-    async fn fail<S: ObjectStore>(&mut self, ctx: &Arc<Inner<S>>) -> Errno {
+    /// Marks the file failed and drops its content and uploads; returns `error`.
+    async fn fail<S: ObjectStore>(&mut self, ctx: &Arc<Context<S>>, error: FsError) -> FsError {
         self.failed = true;
         self.discard_content(ctx).await;
-        Errno::EIO
+        error
     }
 
-    async fn discard_content<S: ObjectStore>(&mut self, ctx: &Arc<Inner<S>>) {
+    /// What every operation of a failed file returns (the failure itself was returned once).
+    pub(crate) fn failed_before(&self) -> FsError {
+        FsError::new(Errno::EIO, "an earlier upload of this file failed").with_key(&self.key)
+    }
+
+    /// A rewrite of bytes below `base`, which were uploaded already.
+    fn uploaded_already(&self, base: u64) -> FsError {
+        FsError::new(
+            Errno::EINVAL,
+            format!("the bytes before offset {base} are uploaded already"),
+        )
+        .with_key(&self.key)
+    }
+
+    async fn discard_content<S: ObjectStore>(&mut self, ctx: &Arc<Context<S>>) {
         let mpu = match mem::replace(&mut self.mode, Mode::Clean) {
             Mode::Clean => None,
             Mode::Stream(st) => st.mpu,
@@ -295,7 +200,7 @@ impl WriteState {
     }
 
     /// The file was unlinked or replaced: nothing of it will be committed.
-    pub(crate) async fn discard<S: ObjectStore>(&mut self, ctx: &Arc<Inner<S>>) {
+    pub(crate) async fn discard<S: ObjectStore>(&mut self, ctx: &Arc<Context<S>>) {
         self.unlinked = true;
         self.dirty = false;
         self.discard_content(ctx).await;
@@ -303,13 +208,13 @@ impl WriteState {
 
     pub(crate) async fn write<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         off: u64,
         data: &[u8],
         rdwr: bool,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         if self.failed {
-            return Err(Errno::EIO);
+            return Err(self.failed_before());
         }
         let end = off
             .checked_add(data.len() as u64)
@@ -327,13 +232,13 @@ impl WriteState {
             Mode::Stream(st) => {
                 let handed = st.handed();
                 if off < handed {
-                    return Err(Errno::EINVAL);
+                    return Err(self.uploaded_already(handed));
                 }
                 off == self.size && !(rdwr && handed == 0)
             }
             Mode::Staged(sg) => {
                 if off < sg.base {
-                    return Err(Errno::EINVAL);
+                    return Err(self.uploaded_already(sg.base));
                 }
                 false
             }
@@ -353,18 +258,19 @@ impl WriteState {
 
     async fn stream_append<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         data: &[u8],
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         let mut rest = data;
         while !rest.is_empty() {
             let Mode::Stream(st) = &mut self.mode else {
-                return Err(Errno::EIO);
+                return Err(Errno::EIO.into());
             };
             if let Some(m) = &mut st.mpu
-                && m.reap().is_err()
+                && let Err(e) = m.reap()
             {
-                return Err(self.fail(ctx).await);
+                let e = upload_error(&self.key, e);
+                return Err(self.fail(ctx, e).await);
             }
             let limit = stream_part_size(ctx.cfg.part_size, st.next_no());
             let room = limit.saturating_sub(st.buf.len() as u64).max(1);
@@ -378,7 +284,10 @@ impl WriteState {
                 match m.reap_one().await {
                     Ok(true) => res = ctx.budget.try_acquire_optional(take as u64),
                     Ok(false) => break,
-                    Err(_) => return Err(self.fail(ctx).await),
+                    Err(e) => {
+                        let e = upload_error(&self.key, e);
+                        return Err(self.fail(ctx, e).await);
+                    }
                 }
             }
             let Some(res) = res else {
@@ -389,7 +298,7 @@ impl WriteState {
                 return self.staged_write(off, Bytes::copy_from_slice(rest)).await;
             };
             let Mode::Stream(st) = &mut self.mode else {
-                return Err(Errno::EIO);
+                return Err(Errno::EIO.into());
             };
             match &mut st.res {
                 Some(r) => r.merge(res),
@@ -408,7 +317,10 @@ impl WriteState {
                 if st.mpu.is_none() {
                     match ctx.store.create_multipart(&self.key).await {
                         Ok(id) => st.mpu = Some(Multipart::new(id)),
-                        Err(_) => return Err(self.fail(ctx).await),
+                        Err(e) => {
+                            let e = upload_error(&self.key, e);
+                            return Err(self.fail(ctx, e).await);
+                        }
                     }
                 }
                 let body = st.buf.split().freeze();
@@ -416,17 +328,16 @@ impl WriteState {
                 if let Some(m) = &mut st.mpu
                     && let Err(e) = m.spawn_part(ctx, &self.key, body, res, None)
                 {
-                    self.fail(ctx).await;
-                    return Err(e);
+                    return Err(self.fail(ctx, e.with_key(&self.key)).await);
                 }
             }
         }
         Ok(())
     }
 
-    async fn staged_write(&mut self, off: u64, data: Bytes) -> Result<(), Errno> {
+    async fn staged_write(&mut self, off: u64, data: Bytes) -> Result<(), FsError> {
         let Mode::Staged(sg) = &mut self.mode else {
-            return Err(Errno::EIO);
+            return Err(Errno::EIO.into());
         };
         let rel = off.checked_sub(sg.base).ok_or(Errno::EINVAL)?;
         sg.file.write_at(rel, data.clone()).await?;
@@ -435,7 +346,11 @@ impl WriteState {
     }
 
     /// Moves the content to a staging file, keeping its first `keep` bytes of a clean object.
-    async fn stage<S: ObjectStore>(&mut self, ctx: &Arc<Inner<S>>, keep: u64) -> Result<(), Errno> {
+    async fn stage<S: ObjectStore>(
+        &mut self,
+        ctx: &Arc<Context<S>>,
+        keep: u64,
+    ) -> Result<(), FsError> {
         if matches!(self.mode, Mode::Staged(_)) {
             return Ok(());
         }
@@ -456,7 +371,7 @@ impl WriteState {
                     file.write_at(0, Bytes::copy_from_slice(&st.buf)).await?;
                 }
                 let Mode::Stream(st) = mem::replace(&mut self.mode, Mode::Clean) else {
-                    return Err(Errno::EIO);
+                    return Err(Errno::EIO.into());
                 };
                 let base = st.handed();
                 self.mode = Mode::Staged(Staged {
@@ -473,15 +388,19 @@ impl WriteState {
     /// Copies bytes `[0, n)` of the clean object into `file`.
     async fn download<S: ObjectStore>(
         &self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         file: &mut StagingFile,
         n: u64,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         if n == 0 {
             return Ok(());
         }
         if n > ctx.cfg.staging_max_bytes {
-            return Err(Errno::EFBIG);
+            return Err(FsError::new(
+                Errno::EFBIG,
+                format!("rewriting an object of {n} bytes, over staging_max_bytes"),
+            )
+            .with_key(&self.key));
         }
         let mut tasks: JoinSet<(u64, u64, Result<Bytes, StoreError>, Reservation)> = JoinSet::new();
         let mut next = 0;
@@ -512,13 +431,23 @@ impl WriteState {
             let Some(done) = tasks.join_next().await else {
                 return Ok(());
             };
-            let (off, len, data, _res) = done.map_err(|_| Errno::EIO)?;
-            let data = data.map_err(|e| match e {
-                StoreError::NotFound(_) => Errno::ESTALE,
-                other => Errno::from(other),
+            let what = "downloading the object to rewrite it";
+            let (off, len, data, _res) =
+                done.map_err(|e| FsError::new(Errno::EIO, what).caused_by(e))?;
+            let data = data.map_err(|e| {
+                // The object this file was opened on is gone or was replaced.
+                let stale = matches!(e, StoreError::NotFound(_));
+                let error = FsError::store(&self.key, e).context(what);
+                if stale {
+                    error.with_errno(Errno::ESTALE)
+                } else {
+                    error
+                }
             })?;
             if data.len() as u64 != len {
-                return Err(Errno::ESTALE);
+                return Err(FsError::new(Errno::ESTALE, what)
+                    .context("the object changed")
+                    .with_key(&self.key));
             }
             file.write_at(off, data).await?;
         }
@@ -526,14 +455,14 @@ impl WriteState {
 
     pub(crate) async fn truncate<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         n: u64,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         if self.failed {
-            return Err(Errno::EIO);
+            return Err(self.failed_before());
         }
         if n > MAX_OBJECT_SIZE {
-            return Err(Errno::EFBIG);
+            return Err(Errno::EFBIG.into());
         }
         if self.unlinked {
             self.size = n;
@@ -550,13 +479,13 @@ impl WriteState {
             return Ok(());
         }
         match &self.mode {
-            Mode::Stream(st) if n < st.handed() => return Err(Errno::EINVAL),
-            Mode::Staged(sg) if n < sg.base => return Err(Errno::EINVAL),
+            Mode::Stream(st) if n < st.handed() => return Err(self.uploaded_already(st.handed())),
+            Mode::Staged(sg) if n < sg.base => return Err(self.uploaded_already(sg.base)),
             _ => {}
         }
         self.stage(ctx, n).await?;
         let Mode::Staged(sg) = &mut self.mode else {
-            return Err(Errno::EIO);
+            return Err(Errno::EIO.into());
         };
         sg.file.set_len(n - sg.base).await?;
         self.size = n;
@@ -568,16 +497,16 @@ impl WriteState {
     /// file to `end` unless told to keep its size.
     pub(crate) async fn allocate<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
+        ctx: &Arc<Context<S>>,
         off: u64,
         end: u64,
         how: Allocate,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), FsError> {
         if self.failed {
-            return Err(Errno::EIO);
+            return Err(self.failed_before());
         }
         if end > MAX_OBJECT_SIZE {
-            return Err(Errno::EFBIG);
+            return Err(Errno::EFBIG.into());
         }
         let (zero, keep_size) = match how {
             Allocate::Reserve { keep_size } => (false, keep_size),
@@ -603,7 +532,7 @@ impl WriteState {
 
     /// Bytes `[off, off+len)` of pending content; `None` when the content is the clean object
     /// (read it from the store at [`WriteState::version`]).
-    pub(crate) async fn read_local(&self, off: u64, len: u64) -> Result<Option<Bytes>, Errno> {
+    pub(crate) async fn read_local(&self, off: u64, len: u64) -> Result<Option<Bytes>, FsError> {
         let end = off.saturating_add(len).min(self.size);
         match &self.mode {
             Mode::Clean if self.is_new || self.unlinked => Ok(Some(Bytes::new())),
@@ -612,7 +541,7 @@ impl WriteState {
             Mode::Stream(st) => {
                 let base = st.handed();
                 let (Some(from), Some(to)) = (off.checked_sub(base), end.checked_sub(base)) else {
-                    return Err(Errno::EINVAL);
+                    return Err(self.uploaded_already(base));
                 };
                 let from = usize::try_from(from).map_err(|_| Errno::EINVAL)?;
                 let to = usize::try_from(to).map_err(|_| Errno::EINVAL)?;
@@ -621,7 +550,9 @@ impl WriteState {
                 )))
             }
             Mode::Staged(sg) => {
-                let rel = off.checked_sub(sg.base).ok_or(Errno::EINVAL)?;
+                let rel = off
+                    .checked_sub(sg.base)
+                    .ok_or_else(|| self.uploaded_already(sg.base))?;
                 Ok(Some(sg.file.read_at(rel, end - off).await?))
             }
         }
@@ -641,13 +572,13 @@ impl WriteState {
 
     /// Uploads pending content. `Ok(Some(etag))` when an object was written, `Ok(None)` when
     /// there was nothing to do. On failure the upload is aborted, nothing becomes visible, the
-    /// state is marked failed and EIO is returned.
+    /// state is marked failed and EIO is returned, with the cause.
     pub(crate) async fn commit<S: ObjectStore>(
         &mut self,
-        ctx: &Arc<Inner<S>>,
-    ) -> Result<Option<String>, Errno> {
+        ctx: &Arc<Context<S>>,
+    ) -> Result<Option<String>, FsError> {
         if self.failed {
-            return Err(Errno::EIO);
+            return Err(self.failed_before());
         }
         if self.unlinked || !self.dirty {
             return Ok(None);
@@ -655,8 +586,14 @@ impl WriteState {
         let key = self.key.clone();
         let result = match mem::replace(&mut self.mode, Mode::Clean) {
             Mode::Clean => Ok(None),
-            Mode::Stream(st) => commit_stream(ctx, &key, st).await.map(Some),
-            Mode::Staged(sg) => commit_staged(ctx, &key, sg, self.size).await.map(Some),
+            Mode::Stream(Stream { mpu, buf, res }) => {
+                commit_stream(ctx, &key, mpu, buf, res).await.map(Some)
+            }
+            Mode::Staged(Staged { mpu, file, base }) => {
+                commit_staged(ctx, &key, mpu, file, base, self.size)
+                    .await
+                    .map(Some)
+            }
         };
         match result {
             Ok(etag) => {
@@ -668,116 +605,9 @@ impl WriteState {
                 Ok(etag)
             }
             Err(e) => {
-                tracing::warn!(key, error = %e, "upload failed");
                 self.failed = true;
-                Err(Errno::EIO)
+                Err(e.with_errno(Errno::EIO).with_key(&key))
             }
         }
-    }
-}
-
-async fn commit_stream<S: ObjectStore>(
-    ctx: &Arc<Inner<S>>,
-    key: &str,
-    st: Stream,
-) -> Result<String, StoreError> {
-    let Stream { mpu, buf, res } = st;
-    let Some(mut m) = mpu else {
-        let etag = ctx.store.put(key, buf.freeze()).await;
-        drop(res);
-        return etag;
-    };
-    if !buf.is_empty()
-        && let Err(e) = m.spawn_part(ctx, key, buf.freeze(), res, None)
-    {
-        abort(ctx, key, m).await;
-        return Err(StoreError::Invalid(format!("{key}: {e}")));
-    }
-    finish(ctx, key, m).await
-}
-
-async fn finish<S: ObjectStore>(
-    ctx: &Arc<Inner<S>>,
-    key: &str,
-    mut m: Multipart,
-) -> Result<String, StoreError> {
-    if let Err(e) = m.drain().await {
-        abort(ctx, key, m).await;
-        return Err(e);
-    }
-    m.done.sort_by_key(|p| p.number);
-    match ctx.store.complete_multipart(key, &m.id, &m.done).await {
-        Ok(etag) => Ok(etag),
-        Err(e) => {
-            abort(ctx, key, m).await;
-            Err(e)
-        }
-    }
-}
-
-async fn commit_staged<S: ObjectStore>(
-    ctx: &Arc<Inner<S>>,
-    key: &str,
-    sg: Staged,
-    size: u64,
-) -> Result<String, StoreError> {
-    let Staged { mpu, file, base } = sg;
-    let total = size.saturating_sub(base);
-    let local = |e: Errno| StoreError::Invalid(format!("{key}: staging file: {e}"));
-    if mpu.is_none() && total < ctx.cfg.part_size {
-        let _res = ctx.budget.acquire(total).await;
-        let body = file.read_at(0, total).await.map_err(local)?;
-        return ctx.store.put(key, body).await;
-    }
-    let mut m = match mpu {
-        Some(m) => m,
-        None => Multipart::new(ctx.store.create_multipart(key).await?),
-    };
-    let parts_left = u64::from(MAX_PARTS.saturating_sub(m.next_no.saturating_sub(1)));
-    if total > 0 && parts_left == 0 {
-        abort(ctx, key, m).await;
-        return Err(StoreError::Invalid(format!(
-            "{key}: more than {MAX_PARTS} parts"
-        )));
-    }
-    let part = stream_part_size(ctx.cfg.part_size, m.next_no)
-        .max(total.div_ceil(parts_left.max(1)))
-        .min(MAX_PART_SIZE);
-    let mut off = 0;
-    while off < total {
-        let n = part.min(total - off);
-        let step = async {
-            let slot = Arc::clone(&ctx.upload_slots)
-                .acquire_owned()
-                .await
-                .map_err(|_| StoreError::Unavailable("upload slots closed".into()))?;
-            let res = ctx.budget.acquire(n).await;
-            let body = file.read_at(off, n).await.map_err(local)?;
-            m.reap()?;
-            m.spawn_part(ctx, key, body, Some(res), Some(slot))
-                .map_err(local)
-        };
-        if let Err(e) = step.await {
-            abort(ctx, key, m).await;
-            return Err(e);
-        }
-        off += n;
-    }
-    finish(ctx, key, m).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_parts_grow_to_reach_the_largest_object() {
-        let first = 8 * 1024 * 1024;
-        assert_eq!(stream_part_size(first, 1), first);
-        assert_eq!(stream_part_size(first, 1000), first);
-        assert_eq!(stream_part_size(first, 1001), 2 * first);
-        let total: u64 = (1..=MAX_PARTS).map(|n| stream_part_size(first, n)).sum();
-        assert!(total >= MAX_OBJECT_SIZE, "{total}");
-        assert_eq!(stream_part_size(u64::MAX, 9999), MAX_PART_SIZE);
     }
 }

@@ -1,0 +1,727 @@
+//! The cosfs-style `-o` mount options, as one table: a row per option with its name, its value,
+//! what it sets in a [`MountConfig`], what csi-cos does with it in a volume's `additional_args`,
+//! and its help. `cos-fuse mount` parses its `-o` list with [`parse`] and prints [`help`]; csi-cos
+//! asks [`find`] for each option of `additional_args`; the README's options table is
+//! [`readme_table`], and a test keeps the two equal. A new option is one row of [`OPTIONS`] (and
+//! the README row that test then asks for).
+//!
+//! This module only turns text into typed values. Whether the values fit together is
+//! [`FsConfig::validate`](crate::FsConfig::validate)'s business, and anything with a side effect
+//! (looking at the staging disk, mounting) is the program's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{MIB, MountConfig};
+
+/// Why csi-cos refuses cosfs's disk cache options.
+const NO_DISK_CACHE: &str = "csi-cos keeps no disk cache; use csi-goosefs for a node-local cache";
+
+/// Every option, in the order `--help`, csi-cos's error messages and the README list them.
+pub static OPTIONS: &[MountOption] = &[
+    MountOption {
+        name: "allow_other",
+        aliases: &[],
+        sets: Sets::Flag(|c| c.allow_other = true),
+        csi: Csi::Acts,
+        help: "Let users other than the mounting one (root) into the mount; pods need it.",
+    },
+    MountOption {
+        name: "ro",
+        aliases: &[],
+        sets: Sets::Flag(|c| c.fs.read_only = true),
+        csi: Csi::Acts,
+        help: "Mount read-only: every change fails with EROFS.",
+    },
+    MountOption {
+        name: "uid",
+        aliases: &[],
+        sets: Sets::Id(|c, id| c.fs.uid = id),
+        csi: Csi::Acts,
+        help: "Owner of every file and directory (default 0): objects have no owner.",
+    },
+    MountOption {
+        name: "gid",
+        aliases: &[],
+        sets: Sets::Id(|c, id| c.fs.gid = id),
+        csi: Csi::Acts,
+        help: "Group of every file and directory (default 0).",
+    },
+    MountOption {
+        name: "umask",
+        aliases: &[],
+        sets: Sets::Mode(|c, mask| {
+            c.fs.file_mode = 0o666 & !mask;
+            c.fs.dir_mode = 0o777 & !mask;
+        }),
+        csi: Csi::Acts,
+        help: "Permission bits taken from files (0666) and directories (0777); without it, files \
+               are 0644 and directories 0755.",
+    },
+    MountOption {
+        name: "multipart_size",
+        aliases: &[],
+        sets: Sets::Size(Unit::MiB, |c, bytes| c.fs.part_size = bytes),
+        csi: Csi::Acts,
+        help: "First part size of multipart uploads (default 8), grown so a file fits in 10000 \
+               parts.",
+    },
+    MountOption {
+        name: "parallel_count",
+        aliases: &[],
+        sets: Sets::Integer(|c, n| {
+            c.fs.upload_concurrency = usize::try_from(n).unwrap_or(usize::MAX);
+        }),
+        csi: Csi::Acts,
+        help: "Part uploads in flight, all files together (default 32).",
+    },
+    MountOption {
+        name: "stat_cache_expire",
+        aliases: &[],
+        sets: Sets::Seconds(|c, ttl| {
+            c.fs.attr_ttl = ttl;
+            c.fs.negative_ttl = ttl;
+            c.fs.list_ttl = ttl;
+        }),
+        csi: Csi::Acts,
+        help: "How long attributes, \"no such file\" and listings are trusted (default 15); with \
+               the block cache, its metadata too.",
+    },
+    MountOption {
+        name: "max_stat_cache_size",
+        aliases: &[],
+        sets: Sets::Integer(|c, n| {
+            c.fs.list_cache_max_entries = usize::try_from(n).unwrap_or(usize::MAX);
+        }),
+        csi: Csi::Acts,
+        help: "Entries of all cached listings together (default 100000).",
+    },
+    MountOption {
+        name: "readwrite_timeout",
+        aliases: &[],
+        sets: Sets::Seconds(|c, t| c.request_timeout = Some(t.max(Duration::from_secs(1)))),
+        csi: Csi::Acts,
+        help: "Timeout of one attempt of a request to the bucket (default 30, at least 1).",
+    },
+    MountOption {
+        name: "ensure_diskfree",
+        aliases: &[],
+        sets: Sets::Size(Unit::MiB, |c, bytes| c.ensure_diskfree = Some(bytes)),
+        csi: Csi::Acts,
+        help: "Space kept free on the staging disk: staging stops short of it.",
+    },
+    MountOption {
+        name: "use_path_request_style",
+        aliases: &[],
+        sets: Sets::Flag(|c| c.path_style = true),
+        csi: Csi::Acts,
+        help: "Name the bucket in the path (`endpoint/bucket/key`) rather than the host name, \
+               for S3 servers without virtual hosts.",
+    },
+    MountOption {
+        name: "max_memory_mb",
+        aliases: &[],
+        sets: Sets::Size(Unit::MiB, |c, bytes| c.fs.memory_budget = bytes),
+        csi: Csi::Acts,
+        help: "Memory of read-ahead and write buffers, all handles together (default 128; at \
+               least twice `multipart_size`).",
+    },
+    MountOption {
+        name: "read_ahead_mb",
+        aliases: &[],
+        sets: Sets::Size(Unit::MiB, |c, bytes| {
+            c.fs.read_ahead_max = bytes.max(MIB);
+            c.fs.read_ahead_initial = c.fs.read_ahead_initial.min(c.fs.read_ahead_max);
+        }),
+        csi: Csi::Acts,
+        help: "Largest read-ahead window of a sequential read (default 64, at least 1).",
+    },
+    MountOption {
+        name: "kernel_read_ahead_kb",
+        aliases: &[],
+        sets: Sets::Size(Unit::KiB, |c, bytes| c.fs.kernel_read_ahead = bytes),
+        csi: Csi::Acts,
+        help: "The kernel's read-ahead on the mount (default 1024; 0 keeps the kernel's 128): \
+               the kernel then asks for up to 1 MiB per read request, a quarter of the round \
+               trips through the daemon. Set through `/sys/class/bdi`, so it needs root and a \
+               writable `/sys`; without them the mount works with the kernel's default and logs \
+               it once.",
+    },
+    MountOption {
+        name: "nonempty",
+        aliases: &[],
+        sets: Sets::Flag(|_| {}),
+        csi: Csi::Ignored("cos-fuse mounts over a non-empty directory anyway"),
+        help: "Changes nothing: cos-fuse mounts over a non-empty directory anyway.",
+    },
+    MountOption {
+        name: "noxattr",
+        aliases: &[],
+        sets: Sets::Flag(|_| {}),
+        csi: Csi::Ignored("cos-fuse has no extended attributes"),
+        help: "Changes nothing: cos-fuse has no extended attributes (EOPNOTSUPP).",
+    },
+    MountOption {
+        name: "dbglevel",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Text("LEVEL")),
+        csi: Csi::Ignored("the log level comes from the `dbglevel` attribute"),
+        help: "cosfs's log level; cos-fuse takes `--log-level`.",
+    },
+    MountOption {
+        name: "staging_dir",
+        aliases: &[],
+        sets: Sets::Path(|c, path| c.fs.staging_dir = path),
+        csi: Csi::Refused(
+            "csi-cos does not serve it: a volume must not pick a directory on the node",
+        ),
+        help: "Where files being rewritten, appended or written out of order are staged \
+               (default: the temporary directory).",
+    },
+    MountOption {
+        name: "staging_max_mb",
+        aliases: &[],
+        sets: Sets::Size(Unit::MiB, |c, bytes| c.fs.staging_max_bytes = bytes),
+        csi: Csi::Refused(
+            "csi-cos does not serve it: the node's staging space is shared by its volumes",
+        ),
+        help: "Space of all staging files together (default 16384): past it a write fails with \
+               ENOSPC, and a larger file with EFBIG.",
+    },
+    MountOption {
+        name: "use_cache",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Path),
+        csi: Csi::Refused(NO_DISK_CACHE),
+        help: "cosfs's disk cache; cos-fuse's block cache is `--cache-dir`.",
+    },
+    MountOption {
+        name: "del_cache",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Flag),
+        csi: Csi::Refused(NO_DISK_CACHE),
+        help: "cosfs empties its disk cache at start and exit.",
+    },
+    MountOption {
+        name: "check_cache_dir_exist",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Flag),
+        csi: Csi::Refused(NO_DISK_CACHE),
+        help: "cosfs checks at start that its disk cache directory exists.",
+    },
+    MountOption {
+        name: "passwd_file",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Path),
+        csi: Csi::Refused("credentials come from the volume's secret (SecretId, SecretKey)"),
+        help: "cosfs's keys; cos-fuse takes `--credentials-file` or `--credentials-stdin`.",
+    },
+    MountOption {
+        name: "url",
+        aliases: &["endpoint"],
+        sets: Sets::NotServed(Kind::Text("URL")),
+        csi: Csi::Refused("the endpoint comes from the `url` attribute"),
+        help: "cosfs's endpoint; cos-fuse takes `--endpoint`.",
+    },
+    MountOption {
+        name: "bucket",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Text("NAME")),
+        csi: Csi::Refused("the bucket comes from the `bucket` attribute"),
+        help: "cosfs's bucket; cos-fuse takes `--bucket`.",
+    },
+];
+
+/// One mount option: a row of [`OPTIONS`].
+#[derive(Debug, Clone, Copy)]
+pub struct MountOption {
+    /// The name, as cosfs spells it.
+    pub name: &'static str,
+    /// Other names of the same option.
+    pub aliases: &'static [&'static str],
+    /// What its value is and what that sets.
+    pub sets: Sets,
+    /// What csi-cos does with it in a volume's `additional_args`.
+    pub csi: Csi,
+    /// What it does, for `cos-fuse mount --help` and the README (no `|`: it is a table cell).
+    pub help: &'static str,
+}
+
+/// An option's value and what it sets: the setter receives the value parsed.
+#[derive(Debug, Clone, Copy)]
+pub enum Sets {
+    /// `name`, no value.
+    Flag(fn(&mut MountConfig)),
+    /// `name=N`, a whole number.
+    Integer(fn(&mut MountConfig, u64)),
+    /// `name=N`, a user or group ID.
+    Id(fn(&mut MountConfig, u32)),
+    /// `name=022`, an octal mode up to 777.
+    Mode(fn(&mut MountConfig, u16)),
+    /// `name=N`, a whole number of the unit; the setter receives bytes (saturated).
+    Size(Unit, fn(&mut MountConfig, u64)),
+    /// `name=N`, whole seconds.
+    Seconds(fn(&mut MountConfig, Duration)),
+    /// `name=PATH`, taken as it is.
+    Path(fn(&mut MountConfig, PathBuf)),
+    /// Nothing: a cosfs option `cos-fuse mount` does not take, listed for csi-cos's answer and
+    /// the README. The kind says what cosfs expects.
+    NotServed(Kind),
+}
+
+/// What an option's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Flag,
+    Integer,
+    Id,
+    Mode,
+    Size(Unit),
+    Seconds,
+    Path,
+    /// Text, shown with this placeholder.
+    Text(&'static str),
+}
+
+/// The unit a size is given in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    KiB,
+    MiB,
+}
+
+impl Unit {
+    fn bytes(self) -> u64 {
+        match self {
+            Unit::KiB => 1024,
+            Unit::MiB => MIB,
+        }
+    }
+}
+
+/// What csi-cos does with an option in a volume's `additional_args`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Csi {
+    /// Accepted and passed on to `cos-fuse mount`.
+    Acts,
+    /// Accepted with any value and dropped: it would change nothing, for this reason.
+    Ignored(&'static str),
+    /// Refused, for this reason.
+    Refused(&'static str),
+}
+
+/// Why csi-cos refuses an option the table does not hold.
+pub const UNKNOWN_REASON: &str = "csi-cos does not serve it";
+
+impl Csi {
+    /// csi-cos's answer to an option the table does not hold.
+    pub const UNKNOWN: Csi = Csi::Refused(UNKNOWN_REASON);
+}
+
+/// An option `cos-fuse mount` cannot take, or a value it cannot use. Each names the option.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("unknown mount option {name:?} (see --help)")]
+    Unknown { name: String },
+    #[error("option {name:?} takes no value")]
+    TakesNoValue { name: String },
+    #[error("option {name:?} needs {expected}, as {name}={placeholder}")]
+    BadValue {
+        name: String,
+        expected: &'static str,
+        placeholder: &'static str,
+    },
+}
+
+impl Kind {
+    /// What stands for the value in `name=VALUE` (also in error messages).
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Flag => "",
+            Kind::Integer | Kind::Id => "N",
+            Kind::Mode => "022",
+            Kind::Size(Unit::KiB) => "KiB",
+            Kind::Size(Unit::MiB) => "MiB",
+            Kind::Seconds => "SECONDS",
+            Kind::Path => "PATH",
+            Kind::Text(placeholder) => placeholder,
+        }
+    }
+
+    /// What a value must be, after "needs".
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Flag => "no value",
+            Kind::Integer => "a whole number",
+            Kind::Id => "a whole number up to 4294967295",
+            Kind::Mode => "an octal mode up to 777",
+            Kind::Size(Unit::KiB) => "a whole number of KiB",
+            Kind::Size(Unit::MiB) => "a whole number of MiB",
+            Kind::Seconds => "a whole number of seconds",
+            Kind::Path => "a path",
+            Kind::Text(_) => "a value",
+        }
+    }
+
+    /// The kind in a word or two, for the README.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Flag => "flag",
+            Kind::Integer => "integer",
+            Kind::Id => "user or group ID",
+            Kind::Mode => "octal mask",
+            Kind::Size(Unit::KiB) => "size in KiB",
+            Kind::Size(Unit::MiB) => "size in MiB",
+            Kind::Seconds => "seconds",
+            Kind::Path => "path",
+            Kind::Text(_) => "text",
+        }
+    }
+}
+
+impl Sets {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Sets::Flag(_) => Kind::Flag,
+            Sets::Integer(_) => Kind::Integer,
+            Sets::Id(_) => Kind::Id,
+            Sets::Mode(_) => Kind::Mode,
+            Sets::Size(unit, _) => Kind::Size(*unit),
+            Sets::Seconds(_) => Kind::Seconds,
+            Sets::Path(_) => Kind::Path,
+            Sets::NotServed(kind) => *kind,
+        }
+    }
+}
+
+impl MountOption {
+    pub fn kind(&self) -> Kind {
+        self.sets.kind()
+    }
+
+    /// Whether `cos-fuse mount` takes it.
+    pub fn served(&self) -> bool {
+        !matches!(self.sets, Sets::NotServed(_))
+    }
+
+    /// How it is written: `allow_other`, `uid=N`.
+    pub fn usage(&self) -> String {
+        match self.kind() {
+            Kind::Flag => self.name.to_owned(),
+            kind => format!("{}={}", self.name, kind.placeholder()),
+        }
+    }
+
+    /// Parses `value` as this option's and sets it in `config`.
+    pub fn apply(&self, value: Option<&str>, config: &mut MountConfig) -> Result<(), OptionError> {
+        let bad = || OptionError::BadValue {
+            name: self.name.to_owned(),
+            expected: self.kind().expected(),
+            placeholder: self.kind().placeholder(),
+        };
+        let number = || value.and_then(|v| v.parse::<u64>().ok()).ok_or_else(bad);
+        match self.sets {
+            Sets::Flag(set) => match value {
+                None => set(config),
+                Some(_) => {
+                    return Err(OptionError::TakesNoValue {
+                        name: self.name.to_owned(),
+                    });
+                }
+            },
+            Sets::Integer(set) => set(config, number()?),
+            Sets::Id(set) => set(
+                config,
+                value.and_then(|v| v.parse::<u32>().ok()).ok_or_else(bad)?,
+            ),
+            Sets::Mode(set) => set(
+                config,
+                value
+                    .and_then(|v| u16::from_str_radix(v, 8).ok())
+                    .filter(|mode| *mode <= 0o777)
+                    .ok_or_else(bad)?,
+            ),
+            Sets::Size(unit, set) => set(config, number()?.saturating_mul(unit.bytes())),
+            Sets::Seconds(set) => set(config, Duration::from_secs(number()?)),
+            Sets::Path(set) => set(config, PathBuf::from(value.ok_or_else(bad)?)),
+            Sets::NotServed(_) => {
+                return Err(OptionError::Unknown {
+                    name: self.name.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `cos-fuse mount` takes `value` for this option, as [`MountOption::apply`] judges.
+    pub fn check(&self, value: Option<&str>) -> Result<(), OptionError> {
+        self.apply(value, &mut MountConfig::default())
+    }
+}
+
+/// The option called `name` (or one of its aliases).
+pub fn find(name: &str) -> Option<&'static MountOption> {
+    OPTIONS
+        .iter()
+        .find(|o| o.name == name || o.aliases.contains(&name))
+}
+
+/// What csi-cos does with the option called `name`.
+pub fn csi_answer(name: &str) -> Csi {
+    find(name).map_or(Csi::UNKNOWN, |o| o.csi)
+}
+
+/// One `name[=value]` item, trimmed; `None` when it is empty.
+pub fn split_item(item: &str) -> Option<(&str, Option<&str>)> {
+    let item = item.trim();
+    if item.is_empty() {
+        return None;
+    }
+    Some(match item.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (item, None),
+    })
+}
+
+/// Parses `cos-fuse mount -o` options: each item one or more comma-separated `name[=value]`. A
+/// later option wins over an earlier one.
+pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<MountConfig, OptionError> {
+    let mut config = MountConfig::default();
+    for (name, value) in items
+        .into_iter()
+        .flat_map(|item| item.split(','))
+        .filter_map(split_item)
+    {
+        let option = find(name)
+            .filter(|o| o.served())
+            .ok_or_else(|| OptionError::Unknown {
+                name: name.to_owned(),
+            })?;
+        option.apply(value, &mut config)?;
+    }
+    Ok(config)
+}
+
+/// The options `cos-fuse mount -o` takes, a line each, for `--help`.
+pub fn help() -> String {
+    let lines: Vec<String> = OPTIONS
+        .iter()
+        .filter(|o| o.served())
+        .map(|o| format!("{:<26} {}", o.usage(), o.help))
+        .collect();
+    lines.join("\n")
+}
+
+/// The README's table of options (csi-cos section), header included, a line per row: a row per
+/// option, then one for every other name.
+pub fn readme_table() -> Vec<String> {
+    let mut lines = vec![
+        "| option | value | cos-fuse | csi-cos `additional_args` |".to_owned(),
+        "|---|---|---|---|".to_owned(),
+    ];
+    for option in OPTIONS {
+        let mut names = format!("`{}`", option.usage());
+        for alias in option.aliases {
+            names.push_str(&format!(", `{alias}`"));
+        }
+        let effect = if option.served() {
+            option.help.to_owned()
+        } else {
+            format!("not a cos-fuse option: {}", option.help)
+        };
+        lines.push(format!(
+            "| {names} | {} | {effect} | {} |",
+            option.kind().describe(),
+            csi_cell(option.csi)
+        ));
+    }
+    lines.push(format!(
+        "| anything else | | refused as unknown | {} |",
+        csi_cell(Csi::UNKNOWN)
+    ));
+    lines
+}
+
+fn csi_cell(csi: Csi) -> String {
+    match csi {
+        Csi::Acts => "accepted".to_owned(),
+        Csi::Ignored(why) => format!("accepted, changes nothing: {why}"),
+        Csi::Refused(why) => format!("refused: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FsConfig;
+
+    fn parsed(items: &[&str]) -> Result<MountConfig, OptionError> {
+        parse(items.iter().copied())
+    }
+
+    #[test]
+    fn every_name_is_one_rows_and_every_row_is_consistent() {
+        let mut names: Vec<&str> = OPTIONS
+            .iter()
+            .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
+            .collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name or alias is in two rows");
+        for option in OPTIONS {
+            assert!(
+                !option.name.is_empty()
+                    && option
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}: names are lower_case",
+                option.name
+            );
+            // csi-cos passes what it accepts on to cos-fuse: cos-fuse must take it.
+            if option.csi == Csi::Acts {
+                assert!(
+                    option.served(),
+                    "{}: csi-cos passes on what cos-fuse lacks",
+                    option.name
+                );
+            }
+            let texts = [option.help, csi_cell(option.csi).as_str()].concat();
+            assert!(
+                !texts.contains('|'),
+                "{}: `|` would split the README's cell",
+                option.name
+            );
+            assert!(!option.help.is_empty(), "{}: no help", option.name);
+        }
+    }
+
+    #[test]
+    fn each_kind_takes_its_values_and_names_the_option_otherwise() {
+        let cases: &[(&str, bool)] = &[
+            ("allow_other", true),
+            ("allow_other=1", false),
+            ("ro=", false),
+            ("uid=4294967295", true),
+            ("uid=4294967296", false),
+            ("uid=x", false),
+            ("uid", false),
+            ("umask=022", true),
+            ("umask=777", true),
+            ("umask=1000", false),
+            ("umask=999", false),
+            ("multipart_size=16", true),
+            ("multipart_size=-1", false),
+            ("stat_cache_expire=0", true),
+            ("stat_cache_expire=1.5", false),
+            ("staging_dir=/var/tmp", true),
+            ("staging_dir", false),
+            ("nonempty", true),
+            ("nonempty=1", false),
+        ];
+        for (item, ok) in cases {
+            let got = parsed(&[item]);
+            assert_eq!(got.is_ok(), *ok, "{item}: {got:?}");
+            if let Err(e) = got {
+                let name = item.split('=').next().unwrap_or_default();
+                assert!(e.to_string().contains(&format!("{name:?}")), "{item}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn options_set_what_their_rows_say() {
+        let c = parsed(&[
+            "allow_other,ro",
+            " uid=1000 ",
+            "gid=2000,umask=027",
+            "multipart_size=16,parallel_count=4",
+            "stat_cache_expire=5,max_stat_cache_size=7",
+            "readwrite_timeout=0,ensure_diskfree=2",
+            "use_path_request_style,max_memory_mb=256,read_ahead_mb=0",
+            "kernel_read_ahead_kb=512,staging_dir=/s,staging_max_mb=3",
+            "nonempty,noxattr,,",
+        ])
+        .unwrap();
+        let mib = MIB;
+        let want = MountConfig {
+            fs: FsConfig {
+                uid: 1000,
+                gid: 2000,
+                file_mode: 0o640,
+                dir_mode: 0o750,
+                read_only: true,
+                part_size: 16 * mib,
+                upload_concurrency: 4,
+                attr_ttl: Duration::from_secs(5),
+                negative_ttl: Duration::from_secs(5),
+                list_ttl: Duration::from_secs(5),
+                list_cache_max_entries: 7,
+                memory_budget: 256 * mib,
+                read_ahead_max: mib,
+                read_ahead_initial: mib,
+                kernel_read_ahead: 512 * 1024,
+                staging_dir: PathBuf::from("/s"),
+                staging_max_bytes: 3 * mib,
+                ..FsConfig::default()
+            },
+            allow_other: true,
+            path_style: true,
+            request_timeout: Some(Duration::from_secs(1)),
+            ensure_diskfree: Some(2 * mib),
+        };
+        assert_eq!(c, want);
+        assert_eq!(parsed(&[]).unwrap(), MountConfig::default());
+        assert_eq!(
+            parsed(&["multipart_size=99999999999999999"])
+                .unwrap()
+                .fs
+                .part_size,
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn cosfs_options_cos_fuse_lacks_are_unknown_to_it() {
+        for item in [
+            "use_cache=/tmp",
+            "dbglevel=info",
+            "endpoint=http://x",
+            "foo",
+        ] {
+            assert!(
+                matches!(parsed(&[item]), Err(OptionError::Unknown { .. })),
+                "{item}"
+            );
+        }
+        assert_eq!(csi_answer("endpoint"), csi_answer("url"));
+        assert_eq!(csi_answer("no_such_option"), Csi::UNKNOWN);
+    }
+
+    #[test]
+    fn help_lists_what_cos_fuse_takes() {
+        let help = help();
+        for option in OPTIONS {
+            let usage = option.usage();
+            let listed = help
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(usage.as_str()));
+            assert_eq!(listed, option.served(), "{}", option.name);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_refusals_name_an_option(item in "[a-z_=0-9,./ -]{0,40}") {
+            if let Err(e) = parse([item.as_str()]) {
+                let named = match &e {
+                    OptionError::Unknown { name }
+                    | OptionError::TakesNoValue { name }
+                    | OptionError::BadValue { name, .. } => name.clone(),
+                };
+                proptest::prop_assert!(item.contains(named.as_str()), "{e}");
+            }
+        }
+    }
+}
