@@ -25,9 +25,7 @@ pub const TAG_PV_NAME: &str = "kubernetes.io/created-for/pv/name";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
-    #[error(
-        "unknown StorageClass parameter {0:?}; accepted: diskType, diskZone, diskChargeType, diskChargeTypePrepaidPeriod, diskChargePrepaidRenewFlag, project, encrypt, disktags, throughputperformance, cdcid, aspid"
-    )]
+    #[error("unknown StorageClass parameter {0:?}; accepted: {accepted}", accepted = Key::accepted())]
     Unknown(String),
     #[error(
         "mutable parameter {0:?} cannot be changed in place; accepted: diskType, throughputperformance"
@@ -80,6 +78,25 @@ enum Key {
 }
 
 impl Key {
+    const ALL: [Key; 11] = [
+        Key::DiskType,
+        Key::Zone,
+        Key::ChargeType,
+        Key::PrepaidPeriod,
+        Key::RenewFlag,
+        Key::Project,
+        Key::Encrypt,
+        Key::Tags,
+        Key::Throughput,
+        Key::CdcId,
+        Key::AutoSnapshotPolicy,
+    ];
+
+    /// Every documented name, for the message that refuses an unknown key.
+    fn accepted() -> String {
+        Key::ALL.map(Key::name).join(", ")
+    }
+
     fn name(self) -> &'static str {
         match self {
             Key::DiskType => "diskType",
@@ -434,6 +451,19 @@ pub fn size_gib(disk_type: &str, required_bytes: u64, limit_bytes: u64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_documented_key_parses_and_is_named_when_refusing_another() {
+        for key in Key::ALL {
+            assert_eq!(Key::parse(&key.name().to_ascii_lowercase()), Some(key));
+        }
+        let err = ParamError::Unknown("sizeGB".into()).to_string();
+        assert!(err.contains("\"sizeGB\""), "{err}");
+        for key in Key::ALL {
+            assert!(err.contains(key.name()), "{err} lacks {}", key.name());
+        }
+    }
+
     use proptest::prelude::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<CbsParams, ParamError> {
