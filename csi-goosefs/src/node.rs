@@ -20,9 +20,15 @@ pub struct GooseFsPlanner {
 }
 
 /// A mount flag of a cluster-mode PV (`allow_other`, `direct_io`, `max_read=131072`): a word, and
-/// an optional plain value.
+/// an optional plain value; never `suid` or `dev`, which would let whoever writes the dataset
+/// plant setuid binaries or device nodes on the node.
 fn check_flag(flag: &str) -> Result<()> {
     let (name, value) = flag.split_once('=').unwrap_or((flag, ""));
+    if matches!(name, "suid" | "dev") {
+        return Err(Error::InvalidArgument(format!(
+            "mount option {flag:?} is refused: a FUSE mount must not honour setuid binaries or device files"
+        )));
+    }
     let plain = |s: &str, extra: &[char]| {
         s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || extra.contains(&c))
@@ -193,5 +199,32 @@ mod tests {
                 )
                 .is_err()
         );
+    }
+
+    #[test]
+    fn cluster_mode_refuses_suid_and_dev() {
+        let context = HashMap::from([("goosefsPath".to_owned(), "/ns".to_owned())]);
+        for flag in ["suid", "dev", "suid=1"] {
+            let err = planner()
+                .plan(
+                    &context,
+                    &HashMap::new(),
+                    &capability(&["allow_other", flag]),
+                )
+                .unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("{flag:?}")) && message.contains("setuid"),
+                "{flag}: {message}"
+            );
+        }
+        for harmless in ["nosuid", "nodev", "ro"] {
+            assert!(
+                planner()
+                    .plan(&context, &HashMap::new(), &capability(&[harmless]))
+                    .is_ok(),
+                "{harmless}"
+            );
+        }
     }
 }

@@ -43,24 +43,123 @@ pub enum Dataset {
     },
 }
 
-/// One JVM option of `javaOptions`: `-Dkey=value` or `-X...`; nothing a shell would interpret
-/// matters, since it is passed as one argument, but anything else is refused by name.
+/// `-X` options taking a memory size (`-Xmx8g`): heap and stack bounds.
+const SIZE_OPTIONS: &[&str] = &["-Xmx", "-Xms", "-Xss", "-Xmn"];
+
+/// `-XX:NAME=` options taking a memory size: more memory bounds.
+const XX_SIZE_OPTIONS: &[&str] = &[
+    "MaxDirectMemorySize",
+    "MaxMetaspaceSize",
+    "MetaspaceSize",
+    "ReservedCodeCacheSize",
+];
+
+/// `-XX:NAME=` options taking a plain number: GC tuning.
+const XX_NUMBER_OPTIONS: &[&str] = &[
+    "MaxGCPauseMillis",
+    "ParallelGCThreads",
+    "ConcGCThreads",
+    "InitiatingHeapOccupancyPercent",
+    "MaxRAMPercentage",
+    "InitialRAMPercentage",
+];
+
+/// `-XX:+NAME` / `-XX:-NAME` switches: which collector, and what happens on running out of
+/// memory (exit or crash, never a command).
+const XX_SWITCHES: &[&str] = &[
+    "UseG1GC",
+    "UseParallelGC",
+    "UseSerialGC",
+    "UseConcMarkSweepGC",
+    "UseZGC",
+    "UseStringDeduplication",
+    "UseContainerSupport",
+    "ExitOnOutOfMemoryError",
+    "CrashOnOutOfMemoryError",
+    "AlwaysPreTouch",
+];
+
+/// `-XX:` options that run a command through `/bin/sh`: named so the refusal says why.
+const XX_COMMANDS: &[&str] = &["OnError", "OnOutOfMemoryError"];
+
+/// `8g`, `512m`, `1M`, `65536`: digits and an optional k/m/g/t unit.
+fn is_size(text: &str) -> bool {
+    let digits = text
+        .strip_suffix(['k', 'K', 'm', 'M', 'g', 'G', 't', 'T'])
+        .unwrap_or(text);
+    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_digit())
+}
+
+/// One JVM option of `javaOptions`, judged against an allow-list: memory sizes (`-Xmx`, `-Xms`,
+/// `-Xss`, `-Xmn`, `-XX:MaxDirectMemorySize=`...), GC choice and tuning, exit-on-OOM switches and
+/// `-Dgoosefs.*` properties with plain values. Everything else is refused by name: the JVM has
+/// options that run shell commands (`-XX:OnError=`), load code (`-javaagent:`,
+/// `-Xbootclasspath`) or write files (`-XX:ErrorFile=`), and other system properties change the
+/// JVM's own behaviour (security manager, logging configuration fetched from a URL).
 fn check_java_option(option: &str) -> Result<(), ParamError> {
-    let property = option.strip_prefix("-D").is_some_and(|rest| {
-        let key = rest.split('=').next().unwrap_or("");
-        !key.is_empty()
+    let refuse = |why: &str| Err(bad(format!("javaOptions: {option:?} {why}")));
+    if let Some(property) = option.strip_prefix("-D") {
+        let (key, value) = property.split_once('=').unwrap_or((property, ""));
+        let plain_key = key
+            .strip_prefix("goosefs.")
+            .is_some_and(|rest| !rest.is_empty())
             && key
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    });
-    let jvm = option.starts_with("-X") && option.len() > 2;
-    if property || jvm {
-        Ok(())
-    } else {
-        Err(bad(format!(
-            "javaOptions: {option:?} is not a -Dkey=value property or an -X option"
-        )))
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain_key {
+            return refuse(
+                "is refused: only goosefs.* properties (-Dgoosefs.name=value) are accepted",
+            );
+        }
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ',' | ':' | '_' | '-' | '/'))
+        {
+            return refuse(
+                "is refused: a property needs a plain value (letters, digits, . , : _ - /)",
+            );
+        }
+        return Ok(());
     }
+    if let Some(size) = SIZE_OPTIONS.iter().find_map(|p| option.strip_prefix(p)) {
+        return if is_size(size) {
+            Ok(())
+        } else {
+            refuse("is refused: its value is not a size like 8g or 512m")
+        };
+    }
+    if let Some(xx) = option.strip_prefix("-XX:") {
+        let (name, value) = xx.split_once('=').unwrap_or((xx, ""));
+        if XX_COMMANDS.contains(&name) {
+            return refuse("is refused: the JVM runs its value as a shell command");
+        }
+        if XX_SIZE_OPTIONS.contains(&name) {
+            return if is_size(value) {
+                Ok(())
+            } else {
+                refuse("is refused: its value is not a size like 8g or 512m")
+            };
+        }
+        if XX_NUMBER_OPTIONS.contains(&name) {
+            return if is_number(value) {
+                Ok(())
+            } else {
+                refuse("is refused: its value is not a number")
+            };
+        }
+        if let Some(switch) = xx.strip_prefix(['+', '-'])
+            && XX_SWITCHES.contains(&switch)
+        {
+            return Ok(());
+        }
+    }
+    refuse(
+        "is not on the allow-list: memory sizes (-Xmx, -Xms, -Xss, -Xmn, -XX:MaxDirectMemorySize=...), GC choice and tuning, and -Dgoosefs.* properties",
+    )
 }
 
 impl Dataset {
@@ -167,6 +266,52 @@ mod tests {
             assert!(err.0.contains("javaOptions"), "{bad_options}: {err}");
         }
         assert!(Dataset::from_context(&context(&[("goosefsPath", "x/../y")])).is_err());
+    }
+
+    #[test]
+    fn java_options_are_an_allow_list() {
+        let cluster = |options: &str| {
+            Dataset::from_context(&context(&[("goosefsPath", "/x"), ("javaOptions", options)]))
+        };
+        for good in [
+            "-Xmx8g",
+            "-Xms512m",
+            "-Xss1M",
+            "-Xmn2G",
+            "-XX:MaxDirectMemorySize=8g",
+            "-XX:MaxMetaspaceSize=256m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=200",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Dgoosefs.user.file.writetype.default=CACHE_THROUGH",
+            "-Dgoosefs.master.rpc.addresses=10.0.0.1:9200,10.0.0.2:9200",
+        ] {
+            assert!(cluster(good).is_ok(), "{good}: {:?}", cluster(good));
+        }
+        for (bad, why) in [
+            ("-XX:OnError=id", "as a shell command"),
+            ("-XX:OnOutOfMemoryError=id", "as a shell command"),
+            ("-XX:OnOutOfMemoryError=kill_%p", "as a shell command"),
+            ("-Xbootclasspath/a:/tmp/evil.jar", "not on the allow-list"),
+            ("-XX:+UnlockDiagnosticVMOptions", "not on the allow-list"),
+            ("-XX:ErrorFile=/etc/passwd", "not on the allow-list"),
+            ("-Xmx8x", "not a size"),
+            ("-Xmx", "not a size"),
+            ("-XX:MaxDirectMemorySize=", "not a size"),
+            ("-Djava.security.manager=allow", "only goosefs.* properties"),
+            (
+                "-Dlog4j.configuration=http://evil/x",
+                "only goosefs.* properties",
+            ),
+            ("-Dgoosefs.x=$(id)", "plain value"),
+            ("-javaagent:/tmp/a.jar", "not on the allow-list"),
+        ] {
+            let err = cluster(bad).unwrap_err();
+            assert!(
+                err.0.contains("javaOptions") && err.0.contains(bad) && err.0.contains(why),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -88,14 +88,27 @@ impl Store {
         Ok(result)
     }
 
+    /// Writes the state to a private (0600) temporary file, fsyncs it, renames it over
+    /// `state.json` and fsyncs the directory, so the rename itself survives a crash.
     fn persist(&self, state: &SimState) -> std::io::Result<()> {
         use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // `mode` applies only when the file is created: a temporary file left by a crash of an
+        // older version keeps its bits unless set here.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(&tmp, &self.path)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 
@@ -197,6 +210,23 @@ mod tests {
         );
         store.try_update(|_| Ok(())).unwrap();
         assert!(dir.path().join("state.json").exists());
+    }
+
+    #[test]
+    fn the_state_file_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.update(|_| ()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("state.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "state.json mode is {:o}", mode & 0o777);
+        assert!(
+            !dir.path().join("state.json.tmp").exists(),
+            "the temporary file was renamed away"
+        );
     }
 
     #[test]

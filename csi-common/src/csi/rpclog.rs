@@ -106,7 +106,7 @@ where
                 if let Ok(response) = &result {
                     let code = log_outcome(&method, response.headers(), elapsed_ms);
                     let code = format!("{code:?}");
-                    let labels = [("method", method.as_str()), ("code", code.as_str())];
+                    let labels = [("method", metric_method(&path)), ("code", code.as_str())];
                     metrics.observe(
                         "csi_operation_duration_seconds",
                         "CSI call latency, by method and gRPC code.",
@@ -127,6 +127,50 @@ where
             .await
         })
     }
+}
+
+/// Every CSI method path the layer knows (those [`describe`] decodes). Metrics label a call with
+/// its method only when it is one of these; any other path, whatever a client sends, is counted
+/// as `method="unknown"`, so label sets stay bounded.
+const CSI_METHODS: &[&str] = &[
+    "/csi.v1.Identity/GetPluginInfo",
+    "/csi.v1.Identity/GetPluginCapabilities",
+    "/csi.v1.Identity/Probe",
+    "/csi.v1.Controller/CreateVolume",
+    "/csi.v1.Controller/DeleteVolume",
+    "/csi.v1.Controller/ControllerPublishVolume",
+    "/csi.v1.Controller/ControllerUnpublishVolume",
+    "/csi.v1.Controller/ValidateVolumeCapabilities",
+    "/csi.v1.Controller/ListVolumes",
+    "/csi.v1.Controller/GetCapacity",
+    "/csi.v1.Controller/ControllerGetCapabilities",
+    "/csi.v1.Controller/CreateSnapshot",
+    "/csi.v1.Controller/DeleteSnapshot",
+    "/csi.v1.Controller/ListSnapshots",
+    "/csi.v1.Controller/ControllerExpandVolume",
+    "/csi.v1.Controller/ControllerGetVolume",
+    "/csi.v1.Controller/ControllerModifyVolume",
+    "/csi.v1.GroupController/GroupControllerGetCapabilities",
+    "/csi.v1.GroupController/CreateVolumeGroupSnapshot",
+    "/csi.v1.GroupController/DeleteVolumeGroupSnapshot",
+    "/csi.v1.GroupController/GetVolumeGroupSnapshot",
+    "/csi.v1.Node/NodeStageVolume",
+    "/csi.v1.Node/NodeUnstageVolume",
+    "/csi.v1.Node/NodePublishVolume",
+    "/csi.v1.Node/NodeUnpublishVolume",
+    "/csi.v1.Node/NodeGetVolumeStats",
+    "/csi.v1.Node/NodeExpandVolume",
+    "/csi.v1.Node/NodeGetCapabilities",
+    "/csi.v1.Node/NodeGetInfo",
+];
+
+/// The `method` label of a call to `path`: its CSI method name, or `unknown`.
+fn metric_method(path: &str) -> &'static str {
+    CSI_METHODS
+        .iter()
+        .find(|known| **known == path)
+        .and_then(|known| known.rsplit('/').next())
+        .unwrap_or("unknown")
 }
 
 /// Calls that kubelet and the sidecars make every few seconds; their success is not news.
@@ -307,6 +351,59 @@ mod tests {
         truncated.pop();
         assert!(describe("/csi.v1.Node/NodeStageVolume", &truncated).is_none());
         assert!(describe("/csi.v1.Node/NodeStageVolume", &[]).is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_methods_share_one_metric_label() {
+        let metrics = Metrics::new();
+        let unimplemented = tower::service_fn(|_request: http::Request<Body>| async {
+            let response = http::Response::builder()
+                .header("grpc-status", "12")
+                .body(Body::empty())
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut service = RpcLogLayer::new(Arc::clone(&metrics)).layer(unimplemented);
+        for path in [
+            "/csi.v1.Node/Evil0001",
+            "/csi.v1.Node/Evil0002",
+            "/attacker.Service/Whatever",
+            "/",
+        ] {
+            let request = http::Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            service.call(request).await.unwrap();
+        }
+        let labels = [("method", "unknown"), ("code", "Unimplemented")];
+        assert_eq!(metrics.counter("csi_operation_errors_total", &labels), 4);
+        let rendered = metrics.render();
+        for leaked in ["Evil0001", "Evil0002", "Whatever"] {
+            assert!(!rendered.contains(leaked), "{leaked} in {rendered}");
+        }
+        // A CSI method keeps its own name.
+        let request = http::Request::builder()
+            .uri("/csi.v1.Identity/Probe")
+            .body(Body::empty())
+            .unwrap();
+        service.call(request).await.unwrap();
+        let probe = [("method", "Probe"), ("code", "Unimplemented")];
+        assert_eq!(metrics.counter("csi_operation_errors_total", &probe), 1);
+    }
+
+    #[test]
+    fn every_labelled_method_is_a_described_csi_method() {
+        let empty = [0u8; 5];
+        for path in CSI_METHODS {
+            assert!(
+                describe(path, &empty).is_some(),
+                "{path} is not in describe's table"
+            );
+            assert_eq!(metric_method(path), path.rsplit('/').next().unwrap());
+        }
+        assert_eq!(metric_method("/csi.v1.Node/Probe"), "unknown");
+        assert_eq!(metric_method("Probe"), "unknown");
     }
 
     #[test]

@@ -388,8 +388,11 @@ fn start_ticks(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Whether `pid` is still the process recorded with start time `recorded_ticks`. A record
+/// without a start time (0: it could not be read when the daemon started) matches no process: a
+/// PID reused since would otherwise be adopted, and later signalled, as the daemon.
 fn process_alive(pid: u32, recorded_ticks: u64) -> bool {
-    pid != 0 && start_ticks(pid).is_some_and(|t| recorded_ticks == 0 || t == recorded_ticks)
+    pid != 0 && recorded_ticks != 0 && start_ticks(pid) == Some(recorded_ticks)
 }
 
 /// SIGTERM to the daemon's group, then SIGKILL a moment later if it is still there.
@@ -433,5 +436,24 @@ fn log_tail(path: &Path) -> String {
         "(its log is empty)".to_owned()
     } else {
         format!("its log ends: {tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_a_start_time_matches_no_process() {
+        let pid = std::process::id();
+        let ticks = start_ticks(pid).expect("our own /proc/PID/stat");
+        assert!(ticks != 0);
+        assert!(process_alive(pid, ticks), "the recorded process itself");
+        assert!(!process_alive(pid, ticks + 1), "a later process on the PID");
+        assert!(
+            !process_alive(pid, 0),
+            "a record with start time 0 must not adopt whatever process now has PID {pid}"
+        );
+        assert!(!process_alive(1, 0), "nor PID 1");
     }
 }

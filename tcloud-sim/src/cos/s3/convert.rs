@@ -133,7 +133,8 @@ pub(super) fn check_conditions(
     Ok(())
 }
 
-/// The bytes a Range header selects: start and length, and the Content-Range value.
+/// The bytes a Range header selects: start and length, and the Content-Range value. A range that
+/// selects no bytes (any range of an empty object) is `InvalidRange` (416).
 pub(super) fn select(
     meta: &ObjectMeta,
     range: Option<&dto::Range>,
@@ -150,6 +151,16 @@ pub(super) fn select(
             meta.size
         )
     })?;
+    // A range of an empty object selects nothing (`bytes=-N` checks as `0..0`): unsatisfiable.
+    if selected.is_empty() {
+        return Err(s3_error!(
+            InvalidRange,
+            "{:?}: range {} selects no bytes of the object's {} bytes",
+            meta.key,
+            range.to_header_string(),
+            meta.size
+        ));
+    }
     let content_range = format!(
         "bytes {}-{}/{}",
         selected.start,
@@ -342,6 +353,22 @@ mod tests {
         let err = select(&m, Some(&range("bytes=10-"))).unwrap_err();
         assert_eq!(err.code(), &S3ErrorCode::InvalidRange);
         assert_eq!(err.status_code().map(|s| s.as_u16()), Some(416));
+    }
+
+    #[test]
+    fn a_suffix_range_of_an_empty_object_is_invalid_range() {
+        let empty = ObjectMeta {
+            size: 0,
+            ..meta("abc", 0)
+        };
+        for header in ["bytes=-5", "bytes=-1", "bytes=0-", "bytes=0-0"] {
+            let range = dto::Range::parse(header).unwrap();
+            let err = std::panic::catch_unwind(|| select(&empty, Some(&range)))
+                .unwrap_or_else(|_| panic!("{header} on an empty object panicked"))
+                .unwrap_err();
+            assert_eq!(err.code(), &S3ErrorCode::InvalidRange, "{header}");
+            assert_eq!(err.status_code().map(|s| s.as_u16()), Some(416), "{header}");
+        }
     }
 
     #[test]
