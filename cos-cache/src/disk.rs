@@ -10,9 +10,9 @@
 //! `evict.lock`, which uncharges it.
 
 use std::collections::HashSet;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -24,6 +24,7 @@ use crate::block::{self, BlockHash, BlockId, charge};
 use crate::index::{Entry, Index, nanos, now_nanos};
 use crate::lock::{FetchLock, StateLock, try_lock_path};
 use crate::options::{CacheError, META_RESERVE};
+use crate::private::{self, FILE_MODE};
 use crate::stats::{self, CacheStats};
 
 /// A block read from disk is re-stamped (mtime) at most this often, for other processes' LRU.
@@ -120,7 +121,7 @@ fn write_and_commit(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Someone removed the shard directory: recreate it once.
             if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
+                private::create_dir(parent)?;
             }
             rename_no_replace(tmp_path, target)
         }
@@ -129,7 +130,8 @@ fn write_and_commit(
 }
 
 impl Disk {
-    /// Creates the layout if needed and reconciles the usage counter with the directory.
+    /// Creates the layout if needed (private to this user: see `private`, tightening what an
+    /// older version left looser) and reconciles the usage counter with the directory.
     pub(crate) fn open(
         dir: &Path,
         capacity: u64,
@@ -139,15 +141,17 @@ impl Disk {
             let path = path.to_path_buf();
             move |source| CacheError::Io { path, source }
         };
+        private::create_dir(dir).map_err(io_err(dir))?;
         let blocks = dir.join("blocks");
+        private::create_dir(&blocks).map_err(io_err(&blocks))?;
         for i in 0..=255u8 {
             let sub = blocks.join(format!("{i:02x}"));
-            fs::create_dir_all(&sub).map_err(io_err(&sub))?;
+            private::create_dir(&sub).map_err(io_err(&sub))?;
         }
         let tmp = dir.join("tmp");
         let locks = dir.join("locks");
         for d in [&tmp, &locks] {
-            fs::create_dir_all(d).map_err(io_err(d))?;
+            private::create_dir(d).map_err(io_err(d))?;
         }
         let disk = Disk {
             blocks,
@@ -160,6 +164,7 @@ impl Disk {
         };
         stats::set(&disk.stats.capacity_bytes, capacity);
         let st = StateLock::acquire(&disk.state).map_err(io_err(&disk.state))?;
+        private::tighten(&disk.state, FILE_MODE).map_err(io_err(&disk.state))?;
         let mut used = disk.rescan_locked(&st).map_err(io_err(dir))?;
         // The capacity may have shrunk since the last run.
         let made_room = disk.make_room(&st, &mut used, 0);
@@ -356,10 +361,9 @@ impl Disk {
                 fastrand::u64(..)
             );
             let path = self.tmp.join(name);
-            let file = match OpenOptions::new()
+            let file = match private::file_options()
                 .write(true)
                 .create_new(true)
-                .mode(0o644)
                 .open(&path)
             {
                 Ok(f) => f,
@@ -492,6 +496,11 @@ impl Disk {
             for f in files {
                 let f = f?;
                 let Ok(m) = f.metadata() else { continue };
+                if m.is_file() && m.permissions().mode() & 0o077 != 0 {
+                    // Written by an older version: best effort, the directories above are
+                    // private anyway.
+                    let _ = fs::set_permissions(f.path(), fs::Permissions::from_mode(FILE_MODE));
+                }
                 let c = charge(m.len());
                 used = used.saturating_add(c);
                 if let Some(hash) = f.file_name().to_str().and_then(parse_hash) {

@@ -50,6 +50,15 @@
 //! writers' charges), healing drift left by crashes. A memory tier (`memory_bytes`, 64 MiB)
 //! keeps hot blocks per process.
 //!
+//! **Access.** Every mount of a node shares the directory, each with its own credentials. The
+//! directory is private to the daemons' user (directories 0700, files 0600 whatever the umask;
+//! looser modes are tightened at open, and the open fails where they cannot be), and
+//! a store returns cached blocks of an object version only once its own origin has let it read
+//! that version: by a GET it made, else by a one-byte ranged GET before the first cached return
+//! (a refusal such as a 403 fails the read). Once per version per store, so warm reads after the
+//! first make no request. A version the origin has since replaced is proved by reading the
+//! object's current first byte.
+//!
 //! **Writes** (`put`, multipart completion, `copy`, `delete`) go to the origin; then the key's
 //! metadata is forgotten and, if its old version is known, that version's blocks are deleted
 //! (others are unreachable and age out).
@@ -72,6 +81,7 @@
 //! - A process stopped (not killed) while holding `evict.lock` stalls others' cache writes; one
 //!   holding a fetch lock makes others wait up to `lock_wait`.
 
+mod access;
 mod block;
 mod crc32c;
 mod disk;
@@ -81,6 +91,7 @@ mod memory;
 mod meta;
 mod options;
 mod preload;
+mod private;
 mod read;
 mod shared;
 mod stats;

@@ -8,21 +8,21 @@
 //! - [`StateLock`]: `evict.lock`, taken blocking, serialises every change of the usage counter
 //!   (which it also stores) and every deletion of a block file, in this and other processes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+/// Opens (creating 0600) a lock file.
 fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    crate::private::file_options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
         .open(path)
 }
 
@@ -143,6 +143,23 @@ mod tests {
         let fresh = FetchLock::try_acquire(path.clone()).unwrap();
         assert!(fresh.is_some());
         drop(stale);
+    }
+
+    #[test]
+    fn lock_files_are_0600_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        // Umask 0 lets every bit asked for show (other tests of this binary are unaffected:
+        // the cache asks for its modes explicitly).
+        nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.lock");
+        let _held = FetchLock::try_acquire(path.clone()).unwrap().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        let state = dir.path().join("evict.lock");
+        let _s = StateLock::acquire(&state).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! fetched if the holder gave up; after `lock_wait` it is fetched regardless. Nothing is held
 //! while waiting, so there is no deadlock, and a dropped future releases its locks.
 //!
+//! Cached blocks of a version are returned only once this store has proved it may read it
+//! (`access`): a GET it made proves it, else one one-byte GET before the first cached return.
+//!
 //! Loads made for a preload ([`Mode::Preload`]) pin every block they touch in the preload's
 //! [`PinSet`], so its later blocks never evict its earlier ones.
 
@@ -336,6 +339,14 @@ impl<S: ObjectStore> Shared<S> {
                 }
             }
         }
+        // Nothing cached is returned before this store's origin has let it read the version
+        // (blocks it fetched for this read prove it; see `access`).
+        if got
+            .iter()
+            .any(|s| s.as_ref().is_some_and(|(_, src)| *src != Source::Origin))
+        {
+            self.prove_access(&v, start).await?;
+        }
         // Assemble.
         let (mut hit, mut miss) = (0u64, 0u64);
         let mut parts = Vec::with_capacity(count);
@@ -500,6 +511,8 @@ impl<S: ObjectStore> Shared<S> {
                 .get_range(&v.key, start..end, Some(&v.etag))
                 .await?
         };
+        // The origin let this store read the version (`access`).
+        self.proven.insert(&v.key, &v.etag);
         stats::add(&self.stats.origin_bytes, data.len() as u64);
         if data.len() as u64 != end - start {
             return Err(LoadError::Store(StoreError::Unavailable(format!(

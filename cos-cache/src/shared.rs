@@ -1,7 +1,7 @@
 //! What every task of a cached store shares ([`Shared`]: the origin, the options, the disk and
 //! memory tiers, the metadata cache, the counters and the bound on GETs in flight), the object
 //! version a read is of ([`Version`]), the name of a block of a version, and HEADs through the
-//! metadata cache. The read path and the store's writes both build on it; it does not load
+//! metadata cache, and the versions this store has proved it may read. The read path and the store's writes both build on it; it does not load
 //! blocks itself.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cos_fuse::store::{ObjectMeta, ObjectStore, StoreError};
 use tokio::sync::Semaphore;
 
+use crate::access::Proven;
 use crate::block::BlockId;
 use crate::disk::Disk;
 use crate::memory::MemoryTier;
@@ -35,6 +36,8 @@ pub(crate) struct Shared<S> {
     pub stats: Arc<CacheStats>,
     /// Bounds the GETs to the origin in flight, over all requests.
     pub fetches: Semaphore,
+    /// The object versions this store's own origin has let it read (`access`).
+    pub proven: Proven,
 }
 
 impl<S> Shared<S> {

@@ -47,6 +47,9 @@ stats! {
     origin_requests,
     /// Bytes those GETs returned (whole blocks: may exceed the bytes asked for).
     origin_bytes,
+    /// One-byte GETs that proved this store may read an object before its cached blocks were
+    /// served (not counted in `origin_requests`).
+    access_checks,
     /// HEADs answered from the metadata cache.
     metadata_hits,
     /// HEADs sent to the origin.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use cos_fuse::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
 use tokio::sync::Semaphore;
 
+use crate::access::Proven;
 use crate::block::BlockHash;
 use crate::disk::Disk;
 use crate::memory::MemoryTier;
@@ -73,6 +74,7 @@ impl<S: ObjectStore> CachedStore<S> {
                 memory: MemoryTier::new(options.memory_bytes),
                 meta: MetaCache::new(options.metadata_ttl, options.metadata_entries),
                 fetches: Semaphore::new(options.fetch_parallelism),
+                proven: Proven::default(),
                 disk: Arc::new(disk),
                 stats,
                 opts: options,

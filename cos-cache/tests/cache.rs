@@ -30,24 +30,27 @@ async fn two_stores_over_one_dir_fetch_each_block_once() {
     assert_eq!(read_all(&a, "ds/a.bin").await, body);
     assert_eq!(read_all(&b, "ds/a.bin").await, body);
     let st = mem.stats();
+    // Plus the one byte with which `b` proved it may read the object before it was served
+    // `a`'s blocks.
     assert_eq!(
         st.bytes_read,
-        body.len() as u64,
+        body.len() as u64 + 1,
         "origin bytes counted once"
     );
-    // 11 blocks in GETs of at most 4 blocks.
-    assert_eq!(st.count(Op::Get), 3);
+    // 11 blocks in GETs of at most 4 blocks, and `b`'s proof.
+    assert_eq!(st.count(Op::Get), 3 + 1);
     let (sa, sb) = (a.stats(), b.stats());
     assert_eq!((sa.miss_requests, sa.origin_bytes), (1, body.len() as u64));
     assert_eq!(
         (sb.hit_requests, sb.hit_bytes, sb.origin_bytes),
         (1, body.len() as u64, 0)
     );
+    assert_eq!((sa.access_checks, sb.access_checks), (0, 1));
     assert_eq!(sb.disk_hit_blocks, 11);
-    // A range in the middle, from the other store, is served from disk too.
+    // A range in the middle, from the other store, is served from disk too (proved already).
     let mid = b.get_range("ds/a.bin", 5000..9000, None).await.unwrap();
     assert_eq!(mid, body[5000..9000]);
-    assert_eq!(gets(&mem), 3);
+    assert_eq!(gets(&mem), 3 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,12 +70,15 @@ async fn concurrent_readers_in_two_stores_fetch_a_block_once() {
     );
     assert_eq!(ra.unwrap(), body[..BS as usize]);
     assert_eq!(rb.unwrap(), body[100..BS as usize]);
+    // One fetch, and the one-byte GET by which the store that waited proved it may read the
+    // object before it was served the other's block.
     assert_eq!(
         gets(&mem),
-        1,
+        1 + 1,
         "the second reader waited for the first one's fetch"
     );
     assert_eq!(a.stats().lock_waits + b.stats().lock_waits, 1);
+    assert_eq!(a.stats().access_checks + b.stats().access_checks, 1);
     // Tasks of one store coordinate the same way.
     let (r1, r2) = tokio::join!(
         a.get_range("k", BS..2 * BS, Some(&etag)),
@@ -80,7 +86,11 @@ async fn concurrent_readers_in_two_stores_fetch_a_block_once() {
     );
     assert_eq!(r1.unwrap(), body[BS as usize..2 * BS as usize]);
     assert_eq!(r2.unwrap(), body[BS as usize + 1..2 * BS as usize]);
-    assert_eq!(gets(&mem), 2);
+    assert_eq!(
+        gets(&mem),
+        3,
+        "one more fetch; `a` has proved access already"
+    );
 }
 
 #[tokio::test]
@@ -213,14 +223,15 @@ async fn a_restarted_store_serves_from_disk() {
     let s = open(&mem, options(dir.path())).await;
     // Seven full blocks charged 8 KiB with their headers, the 5-byte last one 4 KiB.
     assert_eq!(s.stats().used_bytes, 7 * 8192 + 4096);
-    // The caller's ETag: the size comes from a block's header; the origin is not touched.
+    // The caller's ETag: the size comes from a block's header; the origin is asked only for the
+    // one byte that proves this store (a new instance) may read the object.
     let got = s.get_range("k", 10..u64::MAX, Some(&etag)).await.unwrap();
     assert_eq!(got, body[10..]);
-    assert_eq!(requests(&mem), 0);
-    // Without an ETag the current version must be learnt: one HEAD, no GET.
+    assert_eq!((requests(&mem), mem.stats().bytes_read), (1, 1));
+    // Without an ETag the current version must be learnt: one HEAD, no more GETs.
     assert_eq!(read_all(&s, "k").await, body);
     let st = mem.stats();
-    assert_eq!((st.count(Op::Head), st.count(Op::Get)), (1, 0));
+    assert_eq!((st.count(Op::Head), st.count(Op::Get)), (1, 1));
 }
 
 #[tokio::test]
