@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use csi_common::csi::inflight::run_blocking;
 use csi_common::csi::reply::{VolumePath, check_volume_path, filesystem_usage, node_caps};
 use csi_common::csi::request::{read_only, target_path, volume_path};
-use csi_common::csi::{InFlight, io, pb};
+use csi_common::csi::{InFlight, InFlightGuard, io, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target, unmount_all};
 use csi_common::mount::{DeviceContent, FormatParams, Mounter};
 use tokio::time::Instant;
@@ -44,9 +45,12 @@ pub struct NodeService<M> {
     inflight: InFlight,
 }
 
-/// Runs a blocking mount-layer call on the blocking pool.
+/// Runs a blocking mount-layer call on the blocking pool. The volume's in-flight `guard` stays held
+/// until the call ends, even when the handler is dropped first (its caller's deadline passed),
+/// and past that while a tool it left running (`resize2fs` past its timeout) still runs.
 async fn blocking<M, T>(
     mounter: &Arc<M>,
+    guard: Option<&InFlightGuard>,
     f: impl FnOnce(&M) -> Result<T> + Send + 'static,
 ) -> Result<T>
 where
@@ -54,9 +58,7 @@ where
     T: Send + 'static,
 {
     let mounter = Arc::clone(mounter);
-    tokio::task::spawn_blocking(move || f(&mounter))
-        .await
-        .map_err(|e| Error::Internal(format!("mount task failed: {e}")))?
+    run_blocking(guard, move || f(&mounter)).await
 }
 
 /// The staged device file of a block volume, inside the staging directory.
@@ -253,10 +255,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let device = self.wait_for_device(&req.volume_id, deadline).await?;
         let volume_id = req.volume_id.clone();
-        blocking(&self.mounter, move |m| {
+        blocking(&self.mounter, Some(&guard), move |m| {
             if is_block(&capability) {
                 std::fs::create_dir_all(&staging)
                     .map_err(io(&staging, "cannot create the staging directory"))?;
@@ -278,9 +280,9 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             return Err(required("volume_id").into());
         }
         let staging = target_path(&req.staging_target_path, "staging_target_path")?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
-        blocking(&self.mounter, move |m| {
+        blocking(&self.mounter, Some(&guard), move |m| {
             let block_file = block_staging_file(&staging, &volume_id);
             if block_file.exists() {
                 unmount_all(m, &block_file)?;
@@ -307,9 +309,9 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
         let read_only = read_only(req.readonly, &capability);
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
-        blocking(&self.mounter, move |m| {
+        blocking(&self.mounter, Some(&guard), move |m| {
             if is_block(&capability) {
                 let source = block_staging_file(&staging, &volume_id);
                 if m.mount_at(&source)?.is_none() {
@@ -362,8 +364,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             return Err(required("volume_id").into());
         }
         let target = target_path(&req.target_path, "target_path")?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
-        blocking(&self.mounter, move |m| {
+        let guard = self.inflight.acquire(&req.volume_id)?;
+        blocking(&self.mounter, Some(&guard), move |m| {
             unmount_all(m, &target)?;
             Ok(remove_target(&target)?)
         })
@@ -382,7 +384,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let path = volume_path(&req.volume_path, "volume_path")?;
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
-        let response = blocking(&self.mounter, move |m| {
+        let response = blocking(&self.mounter, None, move |m| {
             let (info, is_dir) = match check_volume_path(m, &path)? {
                 VolumePath::Missing => {
                     return Err(Error::NotFound(format!(
@@ -473,7 +475,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             Some(capability) => is_block(capability),
             None => std::fs::metadata(&path).is_ok_and(|m| !m.is_dir()),
         };
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let device = device_for_serial(&self.config.devices, &req.volume_id)
             .ok_or_else(|| {
                 Error::NotFound(format!(
@@ -482,7 +484,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                 ))
             })?
             .device;
-        let capacity = blocking(&self.mounter, move |m| {
+        let capacity = blocking(&self.mounter, Some(&guard), move |m| {
             if !block {
                 let info = m.mount_at(&path)?.ok_or_else(|| {
                     Error::NotFound(format!("volume path {} is not mounted", path.display()))

@@ -13,7 +13,7 @@ use csi_cbs::topology::TOPOLOGY_KEY;
 use csi_common::csi::pb;
 use csi_common::csi::pb::node_server::Node as _;
 use csi_common::csi::pb::volume_capability::access_mode::Mode;
-use csi_common::mount::fake::{FakeMounter, FakeOp};
+use csi_common::mount::fake::{FakeGate, FakeMounter, FakeOp};
 use csi_common::mount::{DeviceContent, MountInfo, Mounter};
 use tonic::{Code, Request, Status};
 
@@ -1723,4 +1723,151 @@ async fn a_failed_call_releases_the_guard() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     node.attach("vdb", VOL, GIB, DeviceContent::Blank);
     node.stage(VOL, &staging, writer("ext4")).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-flight guard outlives a dropped handler
+// ---------------------------------------------------------------------------------------------
+
+const HELD: Duration = Duration::from_secs(10);
+
+/// Drops `call` as tonic does when the caller's deadline passes, once `gate`'s held call has
+/// arrived: the blocking work it started keeps running.
+async fn drop_when_held<F: std::future::Future>(call: F, gate: &FakeGate) {
+    let outcome = tokio::time::timeout(Duration::from_millis(100), call).await;
+    assert!(outcome.is_err(), "the call ended before its deadline");
+    assert!(
+        gate.wait_arrived(HELD),
+        "the held operation was never called"
+    );
+}
+
+/// Retries `call` while it answers ABORTED (the work it races is still ending).
+async fn until_not_aborted<F, Fut, T>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let give_up = tokio::time::Instant::now() + HELD;
+    loop {
+        match call().await {
+            Err(e) if e.code() == Code::Aborted && tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stage_dropped_mid_format_keeps_the_volume_busy_until_the_format_ends() {
+    let node = Fixture::new();
+    let device = node.attach("vdb", VOL, GIB, DeviceContent::Blank);
+    let staging = node.staging(VOL);
+    let gate = node.fake.block_next(FakeOp::Format);
+    drop_when_held(node.stage(VOL, &staging, writer("ext4")), &gate).await;
+
+    let err = node.stage(VOL, &staging, writer("ext4")).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Aborted,
+        "a retry raced the running format: {err:?}"
+    );
+    let err = node.unstage(VOL, &staging).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Aborted,
+        "unstage raced the running format: {err:?}"
+    );
+
+    gate.release();
+    until_not_aborted(|| node.stage(VOL, &staging, writer("ext4")))
+        .await
+        .unwrap();
+    assert_eq!(node.fake.calls(FakeOp::Format), 1, "formatted twice");
+    assert_eq!(
+        node.mount_at(&staging).unwrap().source,
+        path_str(&device),
+        "not staged"
+    );
+}
+
+/// The reported bug: Unstage succeeded while the dropped Stage's growth still ran, and the disk
+/// was mounted after it.
+#[tokio::test]
+async fn unstage_waits_for_the_growth_of_a_dropped_stage() {
+    let node = Fixture::new();
+    let device = node.attach("vdb", VOL, GIB, DeviceContent::Filesystem("ext4".into()));
+    assert!(node.fake.set_device_size(&device, 2 * GIB));
+    let staging = node.staging(VOL);
+    let gate = node.fake.block_next(FakeOp::Grow);
+    drop_when_held(node.stage(VOL, &staging, writer("ext4")), &gate).await;
+
+    let err = node.unstage(VOL, &staging).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Aborted,
+        "unstage raced the running growth: {err:?}"
+    );
+
+    gate.release();
+    until_not_aborted(|| node.unstage(VOL, &staging))
+        .await
+        .unwrap();
+    assert!(
+        node.mount_at(&staging).is_none(),
+        "the disk is mounted after Unstage succeeded"
+    );
+    assert_eq!(node.fake.device(&device).unwrap().fs_size, Some(2 * GIB));
+}
+
+#[tokio::test]
+async fn an_expand_dropped_mid_growth_keeps_the_volume_busy_until_the_growth_ends() {
+    let node = Fixture::new();
+    let (device, staging, target) = node.staged_and_published().await;
+    assert!(node.fake.set_device_size(&device, 2 * GIB));
+    let gate = node.fake.block_next(FakeOp::Grow);
+    drop_when_held(node.expand(VOL, &target, None), &gate).await;
+
+    let err = node.expand(VOL, &target, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "a second growth ran: {err:?}");
+    gate.release();
+    let capacity = until_not_aborted(|| node.expand(VOL, &target, None))
+        .await
+        .unwrap();
+    assert_eq!(capacity, (2 * GIB) as i64);
+    assert_eq!(node.fake.calls(FakeOp::Grow), 2);
+    assert!(node.mount_at(&staging).is_some());
+}
+
+/// resize2fs past its timeout is not killed: the caller hears DEADLINE_EXCEEDED at once, and the
+/// volume stays busy (a retry is ABORTED, not a second resize2fs) until the tool exits.
+#[tokio::test]
+async fn a_growth_tool_left_running_keeps_the_volume_busy_until_it_exits() {
+    let node = Fixture::new();
+    let (device, staging, target) = node.staged_and_published().await;
+    assert!(node.fake.set_device_size(&device, 2 * GIB));
+    let tool = node.fake.leave_running_next(FakeOp::Grow);
+
+    let err = node.expand(VOL, &target, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("still running"), "{err:?}");
+
+    let err = node.expand(VOL, &target, None).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Aborted,
+        "a second growth ran beside the first: {err:?}"
+    );
+    let err = node.unstage(VOL, &staging).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Aborted,
+        "unstage ran beside the growth: {err:?}"
+    );
+    assert_eq!(node.fake.calls(FakeOp::Grow), 1);
+
+    tool.exited();
+    let capacity = node.expand(VOL, &target, None).await.unwrap();
+    assert_eq!(capacity, (2 * GIB) as i64);
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use csi_common::csi::reply::{filesystem_stats, node_caps};
 use csi_common::csi::request::{read_only, target_path, volume_path};
-use csi_common::csi::{InFlight, pb};
+use csi_common::csi::{InFlight, InFlightGuard, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target};
 use csi_common::mount::{MountInfo, Mounter};
 use tonic::{Request, Response, Status};
@@ -145,8 +145,12 @@ impl<M: Mounter + 'static> NodeService<M> {
         pb::node_server::NodeServer::new(self)
     }
 
+    /// Runs `f` on the blocking pool, one at a time node-wide. The volume's in-flight `guard`
+    /// stays held until `f` ends, even when the handler is dropped first (its caller's deadline
+    /// passed), so a retry meanwhile is ABORTED instead of racing it.
     async fn blocking<T: Send + 'static>(
         &self,
+        guard: &InFlightGuard,
         f: impl FnOnce(&M, &NodeConfig) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (mounter, config, global) = (
@@ -154,12 +158,12 @@ impl<M: Mounter + 'static> NodeService<M> {
             self.config.clone(),
             Arc::clone(&self.global),
         );
-        tokio::task::spawn_blocking(move || {
-            let _serial = global.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mounter, &config)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("mount task failed: {e}")))?
+        guard
+            .run_blocking(move || {
+                let _serial = global.lock().unwrap_or_else(|p| p.into_inner());
+                f(&mounter, &config)
+            })
+            .await
     }
 }
 
@@ -194,10 +198,12 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
         let source = source_of(&req.volume_context)?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let flags = mount_flags(&capability);
-        self.blocking(move |m, config| stage(m, config, &source, &staging, &flags))
-            .await?;
+        self.blocking(&guard, move |m, config| {
+            stage(m, config, &source, &staging, &flags)
+        })
+        .await?;
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
     }
 
@@ -210,8 +216,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             return Err(required("volume_id").into());
         }
         let staging = target_path(&req.staging_target_path, "staging_target_path")?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(move |m, config| {
+        let guard = self.inflight.acquire(&req.volume_id)?;
+        self.blocking(&guard, move |m, config| {
             config.nfs.unmount_all(m, &staging)?;
             collect_unused(m, &config.nfs, &config.mounts_dir)
         })
@@ -237,8 +243,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let flags = mount_flags(&capability);
         let source = source_of(&req.volume_context)?;
         let volume_id = req.volume_id.clone();
-        let _guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(move |m, config| {
+        let guard = self.inflight.acquire(&req.volume_id)?;
+        self.blocking(&guard, move |m, config| {
             // A staging mount gone stale (ESTALE) is unmounted by the health check: stage again.
             let staged = match healthy_mount(m, &staging)? {
                 Some(info) => info,
@@ -278,8 +284,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             return Err(required("volume_id").into());
         }
         let target = target_path(&req.target_path, "target_path")?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(move |m, config| {
+        let guard = self.inflight.acquire(&req.volume_id)?;
+        self.blocking(&guard, move |m, config| {
             config.nfs.unmount_all(m, &target)?;
             Ok(remove_target(&target)?)
         })

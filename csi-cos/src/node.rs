@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use csi_common::csi::reply::{abnormal, answer_by, filesystem_stats, node_caps};
 use csi_common::csi::request::{Supported, check_capability, read_only, target_path, volume_path};
-use csi_common::csi::{InFlight, pb};
+use csi_common::csi::{InFlight, InFlightGuard, pb};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::{prepare_mount_point, remove_target, unmount_all};
 use fuse_host::{HostClient, HostError, MountRequest};
@@ -143,14 +143,16 @@ impl<M: Mounter + 'static, P: Planner> NodeService<M, P> {
         self.config.mounts_dir.join(hex::encode(&digest[..16]))
     }
 
+    /// Runs `f` on the blocking pool. The volume's in-flight `guard` stays held until `f` ends,
+    /// even when the handler is dropped first (its caller's deadline passed), so a retry
+    /// meanwhile is ABORTED instead of racing it.
     async fn blocking<T: Send + 'static>(
         &self,
+        guard: &InFlightGuard,
         f: impl FnOnce(&M) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let mounter = Arc::clone(&self.mounter);
-        tokio::task::spawn_blocking(move || f(&mounter))
-            .await
-            .map_err(|e| Error::Internal(format!("mount task failed: {e}")))?
+        guard.run_blocking(move || f(&mounter)).await
     }
 }
 
@@ -254,7 +256,7 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             .planner
             .plan(&req.volume_context, &secrets, &capability)?;
         let volume_id = req.volume_id.clone();
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let global = self.global_path(&volume_id);
         let status = self
             .config
@@ -277,8 +279,10 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             reused = status.reused,
             "node-wide FUSE mount ready"
         );
-        self.blocking(move |m| bind_target(m, &global, &target, read_only, &volume_id))
-            .await?;
+        self.blocking(&guard, move |m| {
+            bind_target(m, &global, &target, read_only, &volume_id)
+        })
+        .await?;
         Ok(Response::new(pb::NodePublishVolumeResponse {}))
     }
 
@@ -292,11 +296,13 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             return Err(required("volume_id").into());
         }
         let target = target_path(&req.target_path, "target_path")?;
-        let _guard = self.inflight.acquire(&req.volume_id)?;
+        let guard = self.inflight.acquire(&req.volume_id)?;
         let global = self.global_path(&req.volume_id);
         let global_for_unbind = global.clone();
         let used = self
-            .blocking(move |m| unbind_target(m, &global_for_unbind, &target))
+            .blocking(&guard, move |m| {
+                unbind_target(m, &global_for_unbind, &target)
+            })
             .await?;
         if !used {
             let global_mounted = self

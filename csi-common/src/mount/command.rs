@@ -1,16 +1,20 @@
 //! Running an external tool (`blkid`, `mkfs.*`, `resize2fs`, ...) with an argument vector, never a
 //! shell, under a time limit. On timeout the tool's whole process group is killed (SIGKILL) and the
-//! tool is reaped. Output is read by two threads so a chatty tool cannot fill a pipe and stall.
+//! tool is reaped; or, for a tool that must never be stopped part-way ([`OnTimeout::LeaveRunning`]:
+//! `e2fsck`, `resize2fs`, `xfs_growfs` changing a filesystem), the caller gets the timeout error at
+//! once and a thread keeps waiting for the tool, and the error's [`StillRunning`] says when it
+//! exits. Output is read by two threads so a chatty tool cannot fill a pipe and stall.
 //!
 //! Tools run with `LC_ALL=C` so their output parses the same on every node. This module never logs
 //! and never formats the environment: errors name the program, its arguments and its stderr only.
 
+use std::any::Any;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,13 +65,20 @@ pub enum CommandError {
         source: std::io::Error,
     },
     #[error(
-        "`{}` timed out after {timeout:?} and was killed",
-        command_line(program, args)
+        "`{}` timed out after {timeout:?} {}",
+        command_line(program, args),
+        match still_running {
+            None => "and was killed",
+            Some(_) => "and is still running: it is not killed part-way, and the volume stays busy until it exits",
+        }
     )]
     TimedOut {
         program: String,
         args: Vec<String>,
         timeout: Duration,
+        /// The tool, left running past its timeout ([`OnTimeout::LeaveRunning`]); `None` when it
+        /// was killed.
+        still_running: Option<StillRunning>,
     },
     #[error("`{}` failed ({status}): {stderr}", command_line(program, args))]
     Failed {
@@ -88,6 +99,14 @@ impl CommandError {
         }
     }
 
+    /// The tool this error left running past its timeout, if any.
+    pub fn still_running(&self) -> Option<&StillRunning> {
+        match self {
+            CommandError::TimedOut { still_running, .. } => still_running.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Builds [`CommandError::Failed`] from a finished tool's output.
     pub fn failed(program: &str, args: Vec<String>, output: &CommandOutput) -> Self {
         CommandError::Failed {
@@ -99,14 +118,115 @@ impl CommandError {
     }
 }
 
+/// What happens to a tool still running at its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// SIGKILL its process group: for tools that change nothing, or whose work is safely redone
+    /// from scratch.
+    Kill,
+    /// Leave it running and answer [`CommandError::TimedOut`] with a [`StillRunning`]: for tools
+    /// that must not be stopped part-way through changing a filesystem (`e2fsck`, `resize2fs`,
+    /// `xfs_growfs`).
+    LeaveRunning,
+}
+
+/// A tool left running past its timeout. Clones share it. Whatever is given to
+/// [`StillRunning::keep_until_exit`] is dropped only when the tool has exited (and been reaped): an
+/// in-flight guard given to it keeps the volume busy for exactly as long as the tool runs.
+#[derive(Clone)]
+pub struct StillRunning {
+    state: Arc<(Mutex<Running>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Running {
+    exited: bool,
+    kept: Vec<Box<dyn Any + Send>>,
+}
+
+impl std::fmt::Debug for StillRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StillRunning")
+            .field("exited", &self.has_exited())
+            .finish()
+    }
+}
+
+impl StillRunning {
+    /// A tool that has not exited yet; [`StillRunning::exited`] marks its end. Public so that fakes
+    /// of the mount layer can stand for such a tool.
+    pub fn new() -> Self {
+        StillRunning {
+            state: Arc::new((Mutex::new(Running::default()), Condvar::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.state.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the tool exited: wakes every waiter and drops what was kept for it.
+    pub fn exited(&self) {
+        let kept = {
+            let mut running = self.lock();
+            running.exited = true;
+            std::mem::take(&mut running.kept)
+        };
+        self.state.1.notify_all();
+        drop(kept);
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.lock().exited
+    }
+
+    /// Keeps `value` alive until the tool exits; drops it at once if it already has.
+    pub fn keep_until_exit(&self, value: impl Any + Send) {
+        let mut running = self.lock();
+        if running.exited {
+            drop(running);
+            drop(value);
+        } else {
+            running.kept.push(Box::new(value));
+        }
+    }
+
+    /// Waits until the tool exits or `timeout` passes; true when it has exited.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let running = self.lock();
+        let (running, _) = self
+            .state
+            .1
+            .wait_timeout_while(running, timeout, |r| !r.exited)
+            .unwrap_or_else(|p| p.into_inner());
+        running.exited
+    }
+}
+
+impl Default for StillRunning {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Runs `program` with `args`, stdin from `/dev/null`, and returns its output when it exits 0.
-/// A non-zero exit or a signal is [`CommandError::Failed`].
+/// A non-zero exit or a signal is [`CommandError::Failed`]. Killed at its timeout.
 pub fn run_command<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
     timeout: Duration,
 ) -> Result<CommandOutput, CommandError> {
-    let output = run_command_any_status(program, args, timeout)?;
+    run_command_with(program, args, timeout, OnTimeout::Kill)
+}
+
+/// Like [`run_command`], with a choice of what happens at the timeout.
+pub fn run_command_with<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    timeout: Duration,
+    on_timeout: OnTimeout,
+) -> Result<CommandOutput, CommandError> {
+    let output = run_command_any_status_with(program, args, timeout, on_timeout)?;
     if output.success() {
         Ok(output)
     } else {
@@ -120,6 +240,16 @@ pub fn run_command_any_status<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
     timeout: Duration,
+) -> Result<CommandOutput, CommandError> {
+    run_command_any_status_with(program, args, timeout, OnTimeout::Kill)
+}
+
+/// Like [`run_command_any_status`], with a choice of what happens at the timeout.
+pub fn run_command_any_status_with<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    timeout: Duration,
+    on_timeout: OnTimeout,
 ) -> Result<CommandOutput, CommandError> {
     let mut child = Command::new(program)
         .args(args)
@@ -162,11 +292,18 @@ pub fn run_command_any_status<S: AsRef<OsStr>>(
         }
     })?;
     let Some(status) = waited else {
-        kill_and_reap(&mut child);
+        let still_running = match on_timeout {
+            OnTimeout::Kill => {
+                kill_and_reap(&mut child);
+                None
+            }
+            OnTimeout::LeaveRunning => Some(wait_in_background(child)),
+        };
         return Err(CommandError::TimedOut {
             program: program.to_owned(),
             args: arg_strings(args),
             timeout,
+            still_running,
         });
     };
 
@@ -255,6 +392,25 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
         thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Hands `child` to a thread that waits for it (never kills it) and then marks it exited. Its
+/// output readers keep draining the pipes, so the tool cannot stall on a full pipe.
+fn wait_in_background(mut child: Child) -> StillRunning {
+    let running = StillRunning::new();
+    let marker = running.clone();
+    let spawned = thread::Builder::new()
+        .name("tool-waiter".to_owned())
+        .spawn(move || {
+            let _ = child.wait();
+            marker.exited();
+        });
+    if spawned.is_err() {
+        // No thread to wait with: the tool is still left alone, but we cannot see it end. Say it
+        // ended, rather than keeping the volume busy forever.
+        running.exited();
+    }
+    running
 }
 
 fn kill_and_reap(child: &mut Child) {
@@ -423,6 +579,69 @@ mod tests {
             !marker.exists(),
             "a child of the timed-out tool survived the kill"
         );
+    }
+
+    #[test]
+    fn a_tool_left_running_at_its_timeout_answers_at_once_and_is_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("finished");
+        let script = format!("sleep 1; touch {}", marker.display());
+        let started = Instant::now();
+        let err = run_command_with(
+            "sh",
+            &["-c", &script],
+            Duration::from_millis(200),
+            OnTimeout::LeaveRunning,
+        )
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "the caller waited for the tool: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(&err, CommandError::TimedOut { program, .. } if program == "sh"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("timed out after 200ms"), "{message}");
+        assert!(message.contains("still running"), "{message}");
+        assert!(!marker.exists(), "the tool finished before its timeout");
+        let running = err
+            .still_running()
+            .expect("a tool left running is handed back")
+            .clone();
+        assert!(!running.has_exited());
+
+        // What is kept for the tool lives exactly as long as the tool.
+        let kept = Arc::new(());
+        running.keep_until_exit(Arc::clone(&kept));
+        assert_eq!(Arc::strong_count(&kept), 2);
+        assert!(running.wait_timeout(10 * SECOND), "the tool never exited");
+        assert!(marker.exists(), "the tool was killed at its timeout");
+        assert_eq!(Arc::strong_count(&kept), 1, "kept past the tool's exit");
+        // Kept after the exit: dropped at once.
+        running.keep_until_exit(Arc::clone(&kept));
+        assert_eq!(Arc::strong_count(&kept), 1);
+    }
+
+    #[test]
+    fn a_tool_that_ends_in_time_is_unaffected_by_leave_running() {
+        let out = run_command_with(
+            "sh",
+            &["-c", "echo ok"],
+            10 * SECOND,
+            OnTimeout::LeaveRunning,
+        )
+        .unwrap();
+        assert_eq!(out.stdout, "ok\n");
+    }
+
+    #[test]
+    fn a_killed_tool_says_so_and_leaves_nothing_running() {
+        let err = run_command("sleep", &["5"], Duration::from_millis(100)).unwrap_err();
+        assert!(err.still_running().is_none(), "{err:?}");
+        assert!(err.to_string().ends_with("and was killed"), "{err}");
     }
 
     #[test]

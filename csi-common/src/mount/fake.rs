@@ -1,7 +1,9 @@
 //! [`FakeMounter`]: a stateful in-memory [`Mounter`] for tests. It keeps a mount table, block
 //! devices (size, content, filesystem size, usage) and broken mounts, and answers with the same
 //! error variants and errnos as [`super::LinuxMounter`]. Tests arrange devices, grow them, break
-//! mounts and inject failures (the Nth call of an operation) through its helper methods.
+//! mounts and inject failures (the Nth call of an operation) through its helper methods. A test
+//! can also hold the next call of an operation until it releases it ([`FakeMounter::block_next`]),
+//! or make it time out leaving its tool running ([`FakeMounter::leave_running_next`]).
 //!
 //! By default it checks paths against the real filesystem the way the kernel would (a mount target
 //! must exist), so tests use temporary directories; [`FakeMounter::without_path_checks`] turns
@@ -11,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::mount::MsFlags;
 
-use super::command::CommandError;
+use super::command::{CommandError, StillRunning};
 use super::linux::{describe_content, is_ext, lexically_normal};
 use super::options::split_options;
 use super::{DeviceContent, FormatParams, FsStats, MountError, MountInfo, Mounter};
@@ -82,6 +84,75 @@ struct ArmedFailure {
     failure: InjectedFailure,
 }
 
+/// The next call of an operation, held until the test releases it ([`FakeMounter::block_next`])
+/// or drops the gate (so a failed test cannot leave a blocking task waiting forever).
+#[derive(Debug)]
+pub struct FakeGate {
+    inner: Arc<GateInner>,
+}
+
+impl Drop for FakeGate {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+#[derive(Debug, Default)]
+struct GateInner {
+    state: (Mutex<GateState>, Condvar),
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    arrived: bool,
+    released: bool,
+}
+
+impl FakeGate {
+    /// Waits until the held call has arrived, or `timeout` passes; true when it has.
+    pub fn wait_arrived(&self, timeout: Duration) -> bool {
+        self.inner.wait_arrived(timeout)
+    }
+
+    /// Lets the held call go on (or the next one through, if it has not arrived yet).
+    pub fn release(&self) {
+        self.inner.release();
+    }
+}
+
+impl GateInner {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait_arrived(&self, timeout: Duration) -> bool {
+        let gate = self.lock();
+        let (gate, _) = self
+            .state
+            .1
+            .wait_timeout_while(gate, timeout, |g| !g.arrived)
+            .unwrap_or_else(|p| p.into_inner());
+        gate.arrived
+    }
+
+    fn release(&self) {
+        self.lock().released = true;
+        self.state.1.notify_all();
+    }
+
+    /// The call's side: arrives and waits for the release.
+    fn pass(&self) {
+        let mut gate = self.lock();
+        gate.arrived = true;
+        self.state.1.notify_all();
+        let _released = self
+            .state
+            .1
+            .wait_while(gate, |g| !g.released)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
 #[derive(Debug)]
 struct State {
     mounts: Vec<MountInfo>,
@@ -91,6 +162,8 @@ struct State {
     /// Mount points whose filesystem no longer answers (ENOTCONN).
     broken: BTreeSet<String>,
     failures: Vec<ArmedFailure>,
+    gates: Vec<(FakeOp, Arc<GateInner>)>,
+    left_running: Vec<(FakeOp, StillRunning)>,
     calls: HashMap<FakeOp, u64>,
     check_paths: bool,
     deny_online_ext_grow: bool,
@@ -131,6 +204,8 @@ impl FakeMounter {
                 devices: BTreeMap::new(),
                 broken: BTreeSet::new(),
                 failures: Vec::new(),
+                gates: Vec::new(),
+                left_running: Vec::new(),
                 calls: HashMap::new(),
                 check_paths: true,
                 deny_online_ext_grow: false,
@@ -228,6 +303,23 @@ impl FakeMounter {
         });
     }
 
+    /// Holds the next call of `op`, before it does anything, until the returned gate is released:
+    /// a tool that is still working.
+    pub fn block_next(&self, op: FakeOp) -> FakeGate {
+        let inner = Arc::new(GateInner::default());
+        self.lock().gates.push((op, Arc::clone(&inner)));
+        FakeGate { inner }
+    }
+
+    /// Makes the next call of `op` fail as a tool left running past its timeout does
+    /// ([`CommandError::TimedOut`] with a [`StillRunning`]), without doing its work. The test
+    /// ends the tool with [`StillRunning::exited`].
+    pub fn leave_running_next(&self, op: FakeOp) -> StillRunning {
+        let running = StillRunning::new();
+        self.lock().left_running.push((op, running.clone()));
+        running
+    }
+
     /// How many times `op` was called.
     pub fn calls(&self, op: FakeOp) -> u64 {
         self.lock().calls.get(&op).copied().unwrap_or(0)
@@ -235,8 +327,20 @@ impl FakeMounter {
 
     /// Counts a call of `op` and returns the state, or the injected failure due now.
     fn begin(&self, op: FakeOp, subject: &Path) -> Result<MutexGuard<'_, State>, MountError> {
+        let gate = {
+            let mut state = self.lock();
+            let held = state.gates.iter().position(|(o, _)| *o == op);
+            held.map(|i| state.gates.remove(i).1)
+        };
+        if let Some(gate) = gate {
+            gate.pass();
+        }
         let mut state = self.lock();
         *state.calls.entry(op).or_insert(0) += 1;
+        if let Some(i) = state.left_running.iter().position(|(o, _)| *o == op) {
+            let (_, running) = state.left_running.remove(i);
+            return Err(tool_timed_out(op, subject, Some(running)));
+        }
         let mut due = None;
         state.failures.retain_mut(|armed| {
             if armed.op != op {
@@ -302,8 +406,9 @@ fn tool_failed(program: &str, args: &[&Path], stderr: &str) -> MountError {
     })
 }
 
-fn injected_error(op: FakeOp, subject: &Path, failure: InjectedFailure) -> MountError {
-    let program = match op {
+/// The tool an operation runs, as errors name it.
+fn program_of(op: FakeOp) -> &'static str {
+    match op {
         FakeOp::Mounts | FakeOp::Stats | FakeOp::DeviceSize => "fake",
         FakeOp::Mount | FakeOp::Bind => "mount",
         FakeOp::Unmount => "umount",
@@ -311,7 +416,20 @@ fn injected_error(op: FakeOp, subject: &Path, failure: InjectedFailure) -> Mount
         FakeOp::Format => "mkfs",
         FakeOp::Grow => "resize2fs",
         FakeOp::FsSize => "dumpe2fs",
-    };
+    }
+}
+
+fn tool_timed_out(op: FakeOp, subject: &Path, still_running: Option<StillRunning>) -> MountError {
+    MountError::Command(CommandError::TimedOut {
+        program: program_of(op).to_owned(),
+        args: vec![path_string(subject)],
+        timeout: Duration::from_secs(30),
+        still_running,
+    })
+}
+
+fn injected_error(op: FakeOp, subject: &Path, failure: InjectedFailure) -> MountError {
+    let program = program_of(op);
     match failure {
         InjectedFailure::Errno(errno) => match op {
             FakeOp::Mount => mount_error(Path::new("(injected)"), subject, "", errno),
@@ -325,11 +443,7 @@ fn injected_error(op: FakeOp, subject: &Path, failure: InjectedFailure) -> Mount
             _ => io_error(subject, "injected failure", errno),
         },
         InjectedFailure::ToolFailed => tool_failed(program, &[subject], "injected failure"),
-        InjectedFailure::ToolTimedOut => MountError::Command(CommandError::TimedOut {
-            program: program.to_owned(),
-            args: vec![path_string(subject)],
-            timeout: Duration::from_secs(30),
-        }),
+        InjectedFailure::ToolTimedOut => tool_timed_out(op, subject, None),
     }
 }
 

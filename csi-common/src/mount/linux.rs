@@ -1,6 +1,8 @@
 //! The real [`Mounter`]: mount(2)/umount2(2) and statvfs(2) through `nix`, the mount table from
 //! `/proc/self/mountinfo`, and `blkid`, `mkfs.*`, `resize2fs`, `xfs_growfs`, `dumpe2fs`, `xfs_info`
-//! run through [`run_command`] with time limits.
+//! run through [`run_command`] with time limits. The tools that change a filesystem (`mkfs.*`,
+//! `e2fsck`, `resize2fs`, `xfs_growfs`) are never killed part-way: at their timeout the caller gets
+//! [`CommandError::TimedOut`] carrying the still-running tool ([`OnTimeout::LeaveRunning`]).
 //!
 //! mount(2) is called directly, not through mount(8), so filesystems that need a userspace helper
 //! (NFS address resolution, FUSE daemons) are not mounted here. This module returns errors and
@@ -14,7 +16,10 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
-use super::command::{CommandError, run_command, run_command_any_status};
+use super::command::{
+    CommandError, OnTimeout, run_command, run_command_any_status, run_command_any_status_with,
+    run_command_with,
+};
 use super::mountinfo::parse_mountinfo;
 use super::options::split_options;
 use super::{
@@ -447,7 +452,10 @@ impl Mounter for LinuxMounter {
         args.extend(params.extra_options.iter().cloned());
         let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         args.push(params.device.as_os_str().to_owned());
-        run_command(&program, &args, MKFS_TIMEOUT)?;
+        // Left running at its timeout, not killed: whether a half-written filesystem reads as
+        // blank (and is formatted again from scratch) depends on the tool's write order, which we
+        // do not rely on. The volume stays busy until mkfs exits; the next call finds its result.
+        run_command_with(&program, &args, MKFS_TIMEOUT, OnTimeout::LeaveRunning)?;
         Ok(())
     }
 
@@ -456,7 +464,12 @@ impl Mounter for LinuxMounter {
             if !self.is_mounted(device, mount_path)? {
                 check_ext_before_offline_resize(device)?;
             }
-            return match run_command("resize2fs", &[device], GROW_TIMEOUT) {
+            return match run_command_with(
+                "resize2fs",
+                &[device],
+                GROW_TIMEOUT,
+                OnTimeout::LeaveRunning,
+            ) {
                 Ok(_) => Ok(()),
                 Err(CommandError::Failed { stderr, .. })
                     if (stderr.contains("Permission denied")
@@ -472,7 +485,12 @@ impl Mounter for LinuxMounter {
             };
         }
         if fs_type == "xfs" {
-            run_command("xfs_growfs", &[mount_path], GROW_TIMEOUT)?;
+            run_command_with(
+                "xfs_growfs",
+                &[mount_path],
+                GROW_TIMEOUT,
+                OnTimeout::LeaveRunning,
+            )?;
             return Ok(());
         }
         Err(MountError::UnsupportedFs(fs_type.to_owned()))
@@ -550,7 +568,8 @@ impl LinuxMounter {
 /// 0 (clean) and 1 (errors corrected) are fine; anything else means it needs a human.
 fn check_ext_before_offline_resize(device: &Path) -> Result<(), MountError> {
     let args = [Path::new("-f"), Path::new("-p"), device];
-    let output = run_command_any_status("e2fsck", &args, GROW_TIMEOUT)?;
+    let output =
+        run_command_any_status_with("e2fsck", &args, GROW_TIMEOUT, OnTimeout::LeaveRunning)?;
     match output.status.code() {
         Some(0 | 1) => Ok(()),
         _ => Err(MountError::Command(CommandError::Failed {
