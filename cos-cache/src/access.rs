@@ -4,15 +4,11 @@
 //! its own origin let it read: by a GET that fetched blocks, or else by a one-byte ranged GET
 //! before the first cached block of that version is returned. A refused proof fails the read
 //! with the origin's error, and nothing cached is returned. The proof is per store instance and
-//! object version, so warm reads after the first make no request.
+//! object version, so warm reads after the first make no request. This module holds the record;
+//! the proof itself is `Shared::prove_access`, in `read`, where the reads that need it are.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use cos_fuse::store::{ObjectStore, StoreError};
-
-use crate::shared::{Shared, Version};
-use crate::stats;
 
 /// Versions remembered before the record starts over (each then needs one more proof).
 const MAX_PROVEN: usize = 100_000;
@@ -43,35 +39,6 @@ impl Proven {
             m.clear();
         }
         m.insert(key.to_string(), etag.to_string());
-    }
-}
-
-impl<S: ObjectStore> Shared<S> {
-    /// Succeeds once this store's origin has let it read version `v` (asking it, with a one-byte
-    /// GET at `offset`, unless it has already). `offset` is inside the object.
-    pub(crate) async fn prove_access(&self, v: &Version, offset: u64) -> Result<(), StoreError> {
-        if self.proven.contains(&v.key, &v.etag) {
-            return Ok(());
-        }
-        let one = offset..offset.saturating_add(1);
-        stats::add(&self.stats.access_checks, 1);
-        match self.inner.get_range(&v.key, one, Some(&v.etag)).await {
-            Ok(_) => {}
-            // The origin has moved on from this version (a read with the caller's ETag, served
-            // from the cache): the right to read the object is what is proved, so ask for the
-            // current version's first byte. An empty object refuses the range only once the
-            // right to read it was checked.
-            Err(StoreError::NotFound(_)) => {
-                stats::add(&self.stats.access_checks, 1);
-                match self.inner.get_range(&v.key, 0..1, None).await {
-                    Ok(_) | Err(StoreError::Invalid(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-        self.proven.insert(&v.key, &v.etag);
-        Ok(())
     }
 }
 
