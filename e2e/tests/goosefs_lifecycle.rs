@@ -111,6 +111,10 @@ fn blocks(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// A mount served blocks another mount cached first proves, with one-byte GETs, that its own keys
+/// may read the object; concurrent first readers of one object may each prove once.
+const PROOF_BYTES_MAX: u64 = 8;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
     let (mut env, mut k) = start(&[]).await;
@@ -134,10 +138,12 @@ async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
     let after_first = origin_get_bytes(&env).await;
     assert!(after_first >= data.len() as u64, "{after_first}");
     assert_eq!(std::fs::read(b.target.join("shard-0.bin")).unwrap(), data);
-    assert_eq!(
-        origin_get_bytes(&env).await,
-        after_first,
-        "the second mount reads the dataset from the node's cache"
+    // Served from the node's cache: the second mount's only GETs are its one-byte proofs that
+    // its own keys may read the object (one per concurrent first reader at most).
+    let after_second = origin_get_bytes(&env).await;
+    assert!(
+        (after_first + 1..=after_first + PROOF_BYTES_MAX).contains(&after_second),
+        "the second mount reads the dataset from the node's cache: {after_first} then {after_second}"
     );
 
     // The daemon dies and is restarted by the next publish: the cache on disk is still warm.
@@ -152,10 +158,10 @@ async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
     k.publish(&b, true).await.unwrap();
     assert_eq!(std::fs::read(a.target.join("shard-0.bin")).unwrap(), data);
     assert_eq!(std::fs::read(b.target.join("shard-0.bin")).unwrap(), data);
-    assert_eq!(
-        origin_get_bytes(&env).await,
-        after_first,
-        "a restarted daemon serves the dataset from the cache"
+    let after_restart = origin_get_bytes(&env).await;
+    assert!(
+        (after_second + 1..=after_second + 2 * PROOF_BYTES_MAX).contains(&after_restart),
+        "a restarted daemon serves the dataset from the cache: {after_second} then {after_restart}"
     );
     // The FUSE host serves its daemons' figures, summed by kind, with bounded labels.
     let host = env.fuse_host.as_ref().unwrap();
