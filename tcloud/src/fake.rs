@@ -190,6 +190,41 @@ impl<Op: Copy + Eq + Hash> Injector<Op> {
     }
 }
 
+/// The state of one fake, as [`run_call`] needs it: its call counters and armed failures, and
+/// the completion of transitions that are due.
+trait FakeState {
+    type Op: Copy + Eq + Hash;
+    fn injector(&mut self) -> &mut Injector<Self::Op>;
+    fn settle(&mut self, now: tokio::time::Instant);
+}
+
+/// Runs one API call of a fake: counts it, completes due transitions, and applies a failure
+/// armed for it, before the call (refused) or after it (its answer lost).
+fn run_call<S: FakeState, R>(
+    state: &mut S,
+    op: S::Op,
+    action: &str,
+    f: impl FnOnce(&mut S, tokio::time::Instant) -> Result<R, ApiError>,
+) -> Result<R, CloudError> {
+    let now = tokio::time::Instant::now();
+    let (call, fired) = state.injector().begin(op);
+    let request_id = state.injector().request_id();
+    state.settle(now);
+    let fail = |fired: &Fired| {
+        fired
+            .error(action, call)
+            .into_cloud(action, request_id.clone())
+    };
+    if let Some(fired) = fired.as_ref().filter(|f| !f.after_effect) {
+        return Err(fail(fired));
+    }
+    let result = f(state, now);
+    if let Some(fired) = &fired {
+        return Err(fail(fired));
+    }
+    result.map_err(|e| e.into_cloud(action, request_id.clone()))
+}
+
 /// `prefix` + `len` random lowercase alphanumerics, like `disk-8kq2m1xz`.
 fn random_id(prefix: &str, len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";

@@ -29,7 +29,7 @@ use crate::cfs::{
     MountTarget,
 };
 use crate::error::CloudError;
-use crate::fake::{ApiError, Fired, zones_from};
+use crate::fake::{ApiError, run_call, zones_from};
 
 /// The in-memory CFS. Clones share one state, so a test can keep a handle to the fake it gave
 /// to the code under test.
@@ -161,24 +161,7 @@ impl FakeCfs {
         op: CfsOp,
         f: impl FnOnce(&mut State, Instant) -> Result<R, ApiError>,
     ) -> Result<R, CloudError> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let (call, fired) = state.injector.begin(op);
-        let request_id = state.injector.request_id();
-        state.settle(now);
-        let fail = |fired: &Fired| {
-            fired
-                .error(op.action(), call)
-                .into_cloud(op.action(), request_id.clone())
-        };
-        if let Some(fired) = fired.as_ref().filter(|f| !f.after_effect) {
-            return Err(fail(fired));
-        }
-        let result = f(&mut state, now);
-        if let Some(fired) = &fired {
-            return Err(fail(fired));
-        }
-        result.map_err(|e| e.into_cloud(op.action(), request_id.clone()))
+        run_call(&mut *self.lock(), op, op.action(), f)
     }
 }
 

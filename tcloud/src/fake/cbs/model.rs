@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::cbs::{Disk, Filter, Placement, Snapshot, Tag};
 use crate::cvm::ZoneInfo;
-use crate::fake::{ApiError, DEFAULT_ZONES, Injector, Zone, format_time, zones_from};
+use crate::fake::{ApiError, DEFAULT_ZONES, FakeState, Injector, Zone, format_time, zones_from};
 
 /// Largest disk of every type, GiB.
 pub(super) const MAX_DISK_SIZE: u64 = 32_000;
@@ -476,6 +476,19 @@ pub(super) struct State {
     /// simulator: a token answers with its disks even after they were terminated.
     pub(super) client_tokens: BTreeMap<String, Vec<String>>,
     pub(super) injector: Injector<CbsOp>,
+}
+
+impl FakeState for State {
+    type Op = CbsOp;
+
+    fn injector(&mut self) -> &mut Injector<CbsOp> {
+        &mut self.injector
+    }
+
+    fn settle(&mut self, now: Instant) {
+        // The inherent method: transitions that are due complete.
+        State::settle(self, now)
+    }
 }
 
 impl State {

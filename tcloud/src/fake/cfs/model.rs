@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cfs::{FileSystem, ResourceTag};
-use crate::fake::{DEFAULT_ZONES, Injector, Zone, format_time, zones_from};
+use crate::fake::{DEFAULT_ZONES, FakeState, Injector, Zone, format_time, zones_from};
 
 /// How long a `ClientToken` keeps a create idempotent, as the API documents it.
 pub const CLIENT_TOKEN_TTL: Duration = Duration::from_secs(2 * 3600);
@@ -174,6 +174,19 @@ pub(super) struct State {
     pub(super) file_systems: Vec<FileSystemRecord>,
     pub(super) client_tokens: BTreeMap<String, TokenEntry>,
     pub(super) injector: Injector<CfsOp>,
+}
+
+impl FakeState for State {
+    type Op = CfsOp;
+
+    fn injector(&mut self) -> &mut Injector<CfsOp> {
+        &mut self.injector
+    }
+
+    fn settle(&mut self, now: Instant) {
+        // The inherent method: transitions that are due complete.
+        State::settle(self, now)
+    }
 }
 
 impl State {
