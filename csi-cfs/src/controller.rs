@@ -444,10 +444,7 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let range = req
-            .capacity_range
-            .ok_or_else(|| required("capacity_range"))?;
-        let capacity = Capacity::parse(Some(&range))?.nominal();
+        let capacity = Capacity::parse_required(req.capacity_range.as_ref())?.nominal();
         let id = VolumeId::parse(&req.volume_id)
             .ok_or_else(|| Error::NotFound(format!("volume {} does not exist", req.volume_id)))?;
         let _guard = self.inflight.acquire(&req.volume_id)?;

@@ -28,13 +28,10 @@ impl<C: CbsApi> ControllerService<C> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let range = req
-            .capacity_range
-            .ok_or_else(|| required("capacity_range"))?;
         let Capacity {
             required: required_bytes,
             limit: limit_bytes,
-        } = Capacity::parse(Some(&range))?;
+        } = Capacity::parse_required(req.capacity_range.as_ref())?;
         let node_expansion_required = is_mount(req.volume_capability.as_ref());
         let _guard = self.inflight.acquire(&req.volume_id)?;
         let disk = self.existing_disk(&req.volume_id).await?;

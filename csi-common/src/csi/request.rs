@@ -51,6 +51,15 @@ impl Capacity {
         Ok(Capacity { required, limit })
     }
 
+    /// The range of a call that must give one (ControllerExpandVolume): its absence is
+    /// INVALID_ARGUMENT naming `capacity_range`, then as [`Capacity::parse`].
+    pub fn parse_required(range: Option<&pb::CapacityRange>) -> CsiResult<Capacity> {
+        match range {
+            None => Err(required("capacity_range")),
+            Some(range) => Capacity::parse(Some(range)),
+        }
+    }
+
     /// Whether a volume of `bytes` satisfies the range.
     pub fn fits(&self, bytes: u64) -> bool {
         bytes >= self.required && (self.limit == 0 || bytes <= self.limit)
@@ -325,6 +334,9 @@ mod tests {
     #[test]
     fn capacity_ranges() {
         assert_eq!(Capacity::parse(None).unwrap(), Capacity::default());
+        let missing = Capacity::parse_required(None).unwrap_err();
+        assert_eq!(missing.code(), Code::InvalidArgument);
+        assert!(missing.to_string().contains("capacity_range"), "{missing}");
         let range = |required_bytes, limit_bytes| pb::CapacityRange {
             required_bytes,
             limit_bytes,
