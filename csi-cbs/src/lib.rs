@@ -151,6 +151,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
                     dev_root: PathBuf::from("/dev"),
                 },
                 device_wait: Duration::from_secs(config.device_wait_secs),
+                kubelet_dir: common.kubelet_dir.clone(),
             },
         );
         routes = routes.add_service(node.into_server());

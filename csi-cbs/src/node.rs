@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use csi_common::csi::inflight::run_blocking;
 use csi_common::csi::reply::{VolumePath, check_volume_path, filesystem_usage, node_caps};
-use csi_common::csi::request::{read_only, target_path, volume_path};
+use csi_common::csi::request::{NodePaths, read_only, volume_path};
 use csi_common::csi::{InFlight, InFlightGuard, io, pb};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target, unmount_all};
 use csi_common::mount::{DeviceContent, FormatParams, Mounter};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::controller::check_capabilities;
+use crate::controller::{check_capabilities, is_disk_id};
 use crate::device::{DeviceRoots, device_for_serial, device_has_serial};
 use crate::error::{Error, Result, required};
 use crate::topology::TOPOLOGY_KEY;
@@ -36,13 +36,30 @@ pub struct NodeConfig {
     pub devices: DeviceRoots,
     /// How long NodeStage waits for the attached disk's device to appear.
     pub device_wait: Duration,
+    /// Staging and target paths must lie under the kubelet's directory.
+    pub kubelet_dir: PathBuf,
 }
 
 #[derive(Debug)]
 pub struct NodeService<M> {
     mounter: Arc<M>,
     config: NodeConfig,
+    paths: NodePaths,
     inflight: InFlight,
+}
+
+/// A request's volume ID, which names a file in the staging directory: a CBS disk ID
+/// (`disk-xxxxxxxx`) or NOT_FOUND, never a path.
+fn disk_id(value: &str) -> Result<&str> {
+    if value.is_empty() {
+        return Err(required("volume_id"));
+    }
+    if !is_disk_id(value) {
+        return Err(Error::NotFound(format!(
+            "no CBS disk has the volume ID {value:?}: CBS volume IDs look like disk-xxxxxxxx"
+        )));
+    }
+    Ok(value)
 }
 
 /// Runs a blocking mount-layer call on the blocking pool. The volume's in-flight `guard` stays held
@@ -193,6 +210,7 @@ impl<M: Mounter + 'static> NodeService<M> {
     pub fn new(mounter: Arc<M>, config: NodeConfig) -> Self {
         NodeService {
             mounter,
+            paths: NodePaths::new([config.kubelet_dir.clone()]),
             config,
             inflight: InFlight::new(),
         }
@@ -247,10 +265,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
     ) -> RpcResult<pb::NodeStageVolumeResponse> {
         let deadline = csi_common::csi::deadline(&request);
         let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
+        disk_id(&req.volume_id)?;
+        let staging = self
+            .paths
+            .target(&req.staging_target_path, "staging_target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -276,10 +294,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeUnstageVolumeRequest>,
     ) -> RpcResult<pb::NodeUnstageVolumeResponse> {
         let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
+        disk_id(&req.volume_id)?;
+        let staging = self
+            .paths
+            .target(&req.staging_target_path, "staging_target_path")?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
         blocking(&self.mounter, Some(&guard), move |m| {
@@ -299,11 +317,11 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodePublishVolumeRequest>,
     ) -> RpcResult<pb::NodePublishVolumeResponse> {
         let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
-        let target = target_path(&req.target_path, "target_path")?;
+        disk_id(&req.volume_id)?;
+        let staging = self
+            .paths
+            .target(&req.staging_target_path, "staging_target_path")?;
+        let target = self.paths.target(&req.target_path, "target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -360,10 +378,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeUnpublishVolumeRequest>,
     ) -> RpcResult<pb::NodeUnpublishVolumeResponse> {
         let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
-        let target = target_path(&req.target_path, "target_path")?;
+        disk_id(&req.volume_id)?;
+        let target = self.paths.target(&req.target_path, "target_path")?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         blocking(&self.mounter, Some(&guard), move |m| {
             unmount_all(m, &target)?;
@@ -378,9 +394,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> RpcResult<pb::NodeGetVolumeStatsResponse> {
         let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
+        disk_id(&req.volume_id)?;
         let path = volume_path(&req.volume_path, "volume_path")?;
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
@@ -466,9 +480,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeExpandVolumeRequest>,
     ) -> RpcResult<pb::NodeExpandVolumeResponse> {
         let req = request.into_inner();
-        if req.volume_id.is_empty() {
-            return Err(required("volume_id").into());
-        }
+        disk_id(&req.volume_id)?;
         let path = volume_path(&req.volume_path, "volume_path")?;
         // The capability is optional here; a published block volume is a file, not a directory.
         let block = match req.volume_capability.as_ref() {

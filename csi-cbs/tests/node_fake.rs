@@ -69,6 +69,7 @@ impl Fixture {
                 max_volumes_per_node: 19,
                 devices: roots.clone(),
                 device_wait,
+                kubelet_dir: root.join("kubelet"),
             },
         );
         Fixture {
@@ -323,6 +324,25 @@ async fn stage_rejects_malformed_requests_before_touching_anything() {
             "absolute",
         ),
         (
+            "staging path outside the kubelet directory",
+            pb::NodeStageVolumeRequest {
+                staging_target_path: "/etc".into(),
+                ..good.clone()
+            },
+            "--kubelet-dir",
+        ),
+        (
+            "staging path escaping the kubelet directory",
+            pb::NodeStageVolumeRequest {
+                staging_target_path: format!(
+                    "{}/../../outside",
+                    path_str(&node.root.join("kubelet"))
+                ),
+                ..good.clone()
+            },
+            "plain path",
+        ),
+        (
             "missing capability",
             pb::NodeStageVolumeRequest {
                 volume_capability: None,
@@ -373,6 +393,44 @@ async fn stage_rejects_malformed_requests_before_touching_anything() {
     }
     assert_eq!(node.total_calls(), 0, "no mounter call for a bad request");
     assert!(!Path::new(&staging).exists(), "no staging directory made");
+}
+
+/// The volume ID names a file in the staging directory (block volumes): one that is not a disk
+/// ID could name any path, so it is NOT_FOUND before anything is touched, in every node call.
+#[tokio::test]
+async fn a_volume_id_that_is_not_a_disk_id_never_reaches_a_path() {
+    let node = Fixture::new();
+    let staging = node.staging(VOL);
+    let target = node.block_target("p1");
+    for id in [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "disk-../x",
+        "vol-1",
+        "disk-",
+    ] {
+        let stage = node
+            .stage(id, &staging, block_cap(Mode::SingleNodeWriter))
+            .await
+            .unwrap_err();
+        assert_eq!(stage.code(), Code::NotFound, "{id}: {stage:?}");
+        let unstage = node.unstage(id, &staging).await.unwrap_err();
+        assert_eq!(unstage.code(), Code::NotFound, "{id}: {unstage:?}");
+        let publish = node
+            .publish(
+                id,
+                &staging,
+                &target,
+                block_cap(Mode::SingleNodeWriter),
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(publish.code(), Code::NotFound, "{id}: {publish:?}");
+        let unpublish = node.unpublish(id, &target).await.unwrap_err();
+        assert_eq!(unpublish.code(), Code::NotFound, "{id}: {unpublish:?}");
+    }
+    assert_eq!(node.total_calls(), 0);
 }
 
 #[test]

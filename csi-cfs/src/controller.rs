@@ -71,7 +71,9 @@ pub struct ControllerService<C, M> {
     mounter: Arc<M>,
     config: ControllerConfig,
     inflight: InFlight,
-    mounting: tokio::sync::Mutex<()>,
+    /// Each shared instance's root is mounted one caller at a time (per instance: an instance
+    /// whose server is gone holds up only its own volumes).
+    mounting: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<csi_common::metrics::Metrics>,
 }
 
@@ -140,7 +142,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             mounter,
             config,
             inflight: InFlight::new(),
-            mounting: tokio::sync::Mutex::new(()),
+            mounting: Default::default(),
             metrics: csi_common::metrics::Metrics::new(),
         }
     }

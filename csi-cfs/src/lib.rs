@@ -157,6 +157,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 node_id: common.node_id.clone().unwrap_or_default(),
                 mounts_dir: config.mounts_dir.clone(),
                 nfs,
+                kubelet_dir: common.kubelet_dir.clone(),
             },
         );
         routes = routes.add_service(node.into_server());

@@ -2,23 +2,27 @@
 //! node's mounts directory at NodeStage, the volume's directory in it is bind-mounted at the
 //! staging path, and pods get binds of that (read-only when asked). The node-wide mount's
 //! reference count is read from the mount table, never stored: when NodeUnstage leaves no bind of
-//! it, it is unmounted. A broken mount (ESTALE after a server blip, ENOTCONN, EIO) is unmounted and
-//! made again by the next stage or publish.
+//! it under the kubelet directory, it is unmounted (see [`mounts`]). A broken mount (ESTALE after
+//! a server blip, ENOTCONN, EIO) is unmounted and made again by the next stage or publish; one
+//! whose server does not answer is reported, and holds up only its own file system's volumes.
+
+mod mounts;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csi_common::csi::reply::{filesystem_stats, node_caps};
-use csi_common::csi::request::{read_only, target_path, volume_path};
+use csi_common::csi::request::{NodePaths, read_only, volume_path};
 use csi_common::csi::{InFlight, InFlightGuard, pb};
+use csi_common::mount::Mounter;
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point, remove_target};
-use csi_common::mount::{MountInfo, Mounter};
 use tonic::{Request, Response, Status};
 
 use crate::controller::check_capabilities;
-use crate::error::{Error, Result, io, required};
+use crate::error::{Error, Result, required};
 use crate::nfs::{NfsMounter, NfsSource};
+use mounts::{NodeMounts, collect_unused, stage, within};
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -26,15 +30,30 @@ pub struct NodeConfig {
     /// Where each file system is mounted once for the whole node.
     pub mounts_dir: PathBuf,
     pub nfs: NfsMounter,
+    /// The kubelet's directory: staging and target paths lie under it, and the binds under it are
+    /// the only users of a node-wide mount.
+    pub kubelet_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// Where requests may name staging and target paths.
+    pub fn paths(&self) -> NodePaths {
+        NodePaths::new([self.kubelet_dir.clone()])
+    }
+
+    /// A mount point of the node's own binds: under the kubelet directory, not a node-wide mount.
+    fn is_node_path(&self, path: &Path) -> bool {
+        path.starts_with(&self.kubelet_dir) && !path.starts_with(&self.mounts_dir)
+    }
 }
 
 #[derive(Debug)]
 pub struct NodeService<M> {
     mounter: Arc<M>,
     config: NodeConfig,
+    paths: NodePaths,
     inflight: InFlight,
-    /// Node-wide mounts are made and collected one step at a time.
-    global: Arc<std::sync::Mutex<()>>,
+    mounts: Arc<NodeMounts>,
 }
 
 fn mount_flags(capability: &pb::VolumeCapability) -> Vec<String> {
@@ -44,100 +63,14 @@ fn mount_flags(capability: &pb::VolumeCapability) -> Vec<String> {
     }
 }
 
-/// The root a bind of `sub` inside the mount `base` shows in mountinfo.
-fn bind_root(base: &MountInfo, sub: &str) -> String {
-    let sub = sub.trim_matches('/');
-    match (base.root.as_str(), sub) {
-        (root, "") => root.to_owned(),
-        ("/", sub) => format!("/{sub}"),
-        (root, sub) => format!("{root}/{sub}"),
-    }
-}
-
-/// True when `mount` shows (part of) the filesystem of `base`.
-fn within(mount: &MountInfo, base: &MountInfo) -> bool {
-    mount.major_minor == base.major_minor
-        && (base.root == "/"
-            || mount.root == base.root
-            || mount.root.starts_with(&format!("{}/", base.root)))
-}
-
-/// NodeStage's work: the node-wide mount of the file system, then the bind at the staging path.
-fn stage<M: Mounter>(
-    mounter: &M,
-    config: &NodeConfig,
-    source: &NfsSource,
-    staging: &Path,
-    flags: &[String],
-) -> Result<()> {
-    let global = config.mounts_dir.join(source.mount_key(flags));
-    std::fs::create_dir_all(&global)
-        .map_err(io(&global, "cannot create the node-wide mount point"))?;
-    let base = match healthy_mount(mounter, &global)? {
-        Some(info) => info,
-        None => {
-            config.nfs.mount(&source.root(), &global, flags, false)?;
-            mounter.mount_at(&global)?.ok_or_else(|| {
-                Error::Internal(format!(
-                    "{} is not mounted after mounting it",
-                    global.display()
-                ))
-            })?
-        }
-    };
-    let sub = global.join(source.path.trim_start_matches('/'));
-    let resolved = std::fs::canonicalize(&sub).map_err(|_| {
-        Error::NotFound(format!(
-            "the volume's directory {} does not exist on {}",
-            source.path, source.host
-        ))
-    })?;
-    if !resolved.starts_with(&global) || !resolved.is_dir() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not a directory inside the file system",
-            source.path
-        )));
-    }
-    if let Some(existing) = prepare_mount_point(mounter, staging)? {
-        if within(&existing, &base) && existing.root == bind_root(&base, &source.path) {
-            return Ok(());
-        }
-        return Err(Error::FailedPrecondition(format!(
-            "{} already has {} mounted, not {}",
-            staging.display(),
-            existing.source,
-            source.device()
-        )));
-    }
-    mounter.bind(&resolved, staging, false, &[])?;
-    Ok(())
-}
-
-/// Unmounts node-wide mounts that no staging or publish bind refers to any more.
-fn collect_unused<M: Mounter>(mounter: &M, nfs: &NfsMounter, mounts_dir: &Path) -> Result<()> {
-    let table = mounter.mounts()?;
-    let prefix = format!("{}/", mounts_dir.display());
-    for base in table.iter().filter(|m| m.mount_point.starts_with(&prefix)) {
-        let used = table
-            .iter()
-            .any(|m| !m.mount_point.starts_with(&prefix) && within(m, base));
-        if !used {
-            let path = PathBuf::from(&base.mount_point);
-            tracing::info!(mount = %path.display(), "no volume uses this file system any more: unmounting it");
-            nfs.unmount_all(mounter, &path)?;
-            let _ = std::fs::remove_dir(&path);
-        }
-    }
-    Ok(())
-}
-
 impl<M: Mounter + 'static> NodeService<M> {
     pub fn new(mounter: Arc<M>, config: NodeConfig) -> Self {
         NodeService {
             mounter,
+            paths: config.paths(),
             config,
             inflight: InFlight::new(),
-            global: Arc::new(std::sync::Mutex::new(())),
+            mounts: Arc::default(),
         }
     }
 
@@ -145,24 +78,22 @@ impl<M: Mounter + 'static> NodeService<M> {
         pb::node_server::NodeServer::new(self)
     }
 
-    /// Runs `f` on the blocking pool, one at a time node-wide. The volume's in-flight `guard`
-    /// stays held until `f` ends, even when the handler is dropped first (its caller's deadline
-    /// passed), so a retry meanwhile is ABORTED instead of racing it.
+    /// Runs `f` on the blocking pool. The volume's in-flight `guard` stays held until `f` ends,
+    /// even when the handler is dropped first (its caller's deadline passed), so a retry
+    /// meanwhile is ABORTED instead of racing it. No node-wide lock: node-wide mounts are
+    /// guarded per file system ([`mounts`]).
     async fn blocking<T: Send + 'static>(
         &self,
         guard: &InFlightGuard,
-        f: impl FnOnce(&M, &NodeConfig) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&NodeMounts, &M, &NodeConfig) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (mounter, config, global) = (
+        let (mounts, mounter, config) = (
+            Arc::clone(&self.mounts),
             Arc::clone(&self.mounter),
             self.config.clone(),
-            Arc::clone(&self.global),
         );
         guard
-            .run_blocking(move || {
-                let _serial = global.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mounter, &config)
-            })
+            .run_blocking(move || f(&mounts, &mounter, &config))
             .await
     }
 }
@@ -192,7 +123,9 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
+        let staging = self
+            .paths
+            .target(&req.staging_target_path, "staging_target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -200,8 +133,8 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let source = source_of(&req.volume_context)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let flags = mount_flags(&capability);
-        self.blocking(&guard, move |m, config| {
-            stage(m, config, &source, &staging, &flags)
+        self.blocking(&guard, move |mounts, m, config| {
+            stage(mounts, m, config, &source, &staging, &flags)
         })
         .await?;
         Ok(Response::new(pb::NodeStageVolumeResponse {}))
@@ -215,11 +148,13 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
+        let staging = self
+            .paths
+            .target(&req.staging_target_path, "staging_target_path")?;
         let guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(&guard, move |m, config| {
+        self.blocking(&guard, move |mounts, m, config| {
             config.nfs.unmount_all(m, &staging)?;
-            collect_unused(m, &config.nfs, &config.mounts_dir)
+            collect_unused(mounts, m, config)
         })
         .await?;
         Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
@@ -233,8 +168,10 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let staging = target_path(&req.staging_target_path, "staging_target_path")?;
-        let target = target_path(&req.target_path, "target_path")?;
+        let staging = self
+            .paths
+            .target(&req.staging_target_path, "staging_target_path")?;
+        let target = self.paths.target(&req.target_path, "target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -244,12 +181,12 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         let source = source_of(&req.volume_context)?;
         let volume_id = req.volume_id.clone();
         let guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(&guard, move |m, config| {
+        self.blocking(&guard, move |mounts, m, config| {
             // A staging mount gone stale (ESTALE) is unmounted by the health check: stage again.
             let staged = match healthy_mount(m, &staging)? {
                 Some(info) => info,
                 None => {
-                    stage(m, config, &source, &staging, &flags)?;
+                    stage(mounts, m, config, &source, &staging, &flags)?;
                     m.mount_at(&staging)?.ok_or_else(|| {
                         Error::Internal(format!("volume {volume_id} is not staged"))
                     })?
@@ -283,9 +220,9 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target = target_path(&req.target_path, "target_path")?;
+        let target = self.paths.target(&req.target_path, "target_path")?;
         let guard = self.inflight.acquire(&req.volume_id)?;
-        self.blocking(&guard, move |m, config| {
+        self.blocking(&guard, move |_, m, config| {
             config.nfs.unmount_all(m, &target)?;
             Ok(remove_target(&target)?)
         })

@@ -49,6 +49,11 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value_t = Mode::All)]
     pub mode: Mode,
 
+    /// The kubelet's root directory: the node service mounts and unmounts only under it (and
+    /// under its own mounts directory); a staging or target path elsewhere is INVALID_ARGUMENT.
+    #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+
     /// The CSI driver name; defaults to the name Tencent's drivers use, so existing PVs keep working.
     #[arg(long)]
     pub driver_name: Option<String>,

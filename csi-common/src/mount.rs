@@ -6,6 +6,8 @@
 //! syscalls that can block on a dead server, so async callers use `tokio::task::spawn_blocking`.
 //! Nothing here knows CSI or a particular driver.
 
+pub mod beneath;
+pub mod bounded;
 pub mod command;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -98,6 +100,12 @@ pub enum MountError {
     ResizeNotPermitted { device: String, fs_type: String },
     #[error("{path} still has mounts after unmounting it 16 times")]
     TooManyMounts { path: String },
+    /// A stat of the mount did not answer within the limit (its NFS server or FUSE daemon is not
+    /// responding); the call was abandoned, not the mount.
+    #[error(
+        "the mount at {path} is not answering: a stat of it did not return within {waited_ms} ms (is its server or daemon down?)"
+    )]
+    NotAnswering { path: String, waited_ms: u64 },
 }
 
 impl MountError {

@@ -137,7 +137,7 @@ async fn capabilities_and_required_errors() {
     }
     let stage = pb::NodeStageVolumeRequest {
         volume_id: "v".into(),
-        staging_target_path: "/tmp/never".into(),
+        staging_target_path: served.workdir.join("kubelet/never").display().to_string(),
         volume_capability: Some(cap(Mode::MultiNodeMultiWriter, false)),
         ..Default::default()
     };
@@ -241,8 +241,8 @@ async fn a_static_pv_read_only() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let (staging, target) = (dir.path().join("staging"), dir.path().join("target"));
+    let kubelet = served.workdir.join("kubelet");
+    let (staging, target) = (kubelet.join("staging/static"), kubelet.join("pods/static/mount"));
     let capability = cap(Mode::MultiNodeReaderOnly, false);
     c.node
         .node_stage_volume(pb::NodeStageVolumeRequest {

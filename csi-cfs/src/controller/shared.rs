@@ -92,7 +92,14 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
     /// The instance's root, mounted under the work directory over NFS v4 (enough to manage
     /// directories whatever version volumes use); kept mounted, reused while healthy.
     pub(super) async fn instance_root(&self, fs_id: &str, target: &MountTarget) -> Result<PathBuf> {
-        let _one_at_a_time = self.mounting.lock().await;
+        let lock = Arc::clone(
+            self.mounting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(fs_id.to_owned())
+                .or_default(),
+        );
+        let _one_at_a_time = lock.lock().await;
         let root = self.config.work_dir.join(fs_id);
         let context = volume_context(
             &MountTarget {

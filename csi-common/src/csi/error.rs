@@ -124,6 +124,8 @@ pub fn mount_code(error: &MountError) -> Code {
         MountError::ResizeNotPermitted { .. } => Code::Unavailable,
         // A hung mount or tool, killed at its timeout: the call may be retried.
         MountError::Command(CommandError::TimedOut { .. }) => Code::DeadlineExceeded,
+        // A network or FUSE mount that does not answer: retry once its server is back.
+        MountError::NotAnswering { .. } => Code::Unavailable,
         MountError::Command(_)
         | MountError::Io { .. }
         | MountError::Mount { .. }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pb;
-use crate::mount::{FsStats, MountError, MountInfo, Mounter, libc_errno};
+use crate::mount::{FsStats, MountError, MountInfo, Mounter, bounded, libc_errno};
 
 /// How long a call without a `grpc-timeout` may wait on the cloud.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
@@ -116,16 +116,20 @@ pub fn check_volume_path<M: Mounter + ?Sized>(
     mounter: &M,
     path: &Path,
 ) -> Result<VolumePath, MountError> {
-    let meta = match std::fs::metadata(path) {
+    // Bounded: a stat of a mount whose server is gone would hang this call for good.
+    let meta = match bounded::metadata(path, bounded::STAT_LIMIT) {
         Ok(meta) => meta,
-        Err(e)
+        Err(e @ MountError::NotAnswering { .. }) => {
+            return Ok(VolumePath::Unhealthy(abnormal(e.to_string())));
+        }
+        Err(MountError::Io { source, .. })
             if matches!(
-                e.raw_os_error(),
+                source.raw_os_error(),
                 Some(libc_errno::EIO | libc_errno::ENOTCONN | libc_errno::ESTALE)
             ) =>
         {
             return Ok(VolumePath::Unhealthy(abnormal(format!(
-                "the mount at {} is broken: {e}",
+                "the mount at {} is broken: {source}",
                 path.display()
             ))));
         }
@@ -154,6 +158,7 @@ pub fn filesystem_usage<M: Mounter + ?Sized>(
             "the mount at {} is broken: {e}",
             path.display()
         )))),
+        Err(e @ MountError::NotAnswering { .. }) => Ok(Err(abnormal(e.to_string()))),
         Err(e) => Err(e),
     }
 }

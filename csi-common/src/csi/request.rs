@@ -6,7 +6,7 @@
 //! Order, as csi-sanity and the spec expect: a handler checks required fields first (IDs, then
 //! paths, then capabilities), then parameters, and only then looks anything up.
 
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 
 use super::error::{CsiError, CsiResult, required};
 use super::pb;
@@ -244,6 +244,44 @@ pub fn target_path(value: &str, field: &str) -> CsiResult<PathBuf> {
     Ok(path)
 }
 
+/// Where a node plugin mounts and unmounts: the staging and target paths a request names must lie
+/// under one of these roots (the kubelet's directory, `--kubelet-dir`, and the plugin's own), so
+/// a request cannot make a privileged plugin mount over, or delete, anything else on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePaths {
+    roots: Vec<PathBuf>,
+}
+
+impl NodePaths {
+    /// Paths under any of `roots` (absolute; `..` in them is refused as in requests).
+    pub fn new(roots: impl IntoIterator<Item = PathBuf>) -> Self {
+        NodePaths {
+            roots: roots.into_iter().collect(),
+        }
+    }
+
+    /// A staging or target path from a request: [`target_path`]'s rules, no `..`
+    /// component, and under one of the roots; else INVALID_ARGUMENT naming the roots.
+    pub fn target(&self, value: &str, field: &str) -> CsiResult<PathBuf> {
+        let path = target_path(value, field)?;
+        let plain = path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let inside = self
+            .roots
+            .iter()
+            .any(|root| path.starts_with(root) && path != *root);
+        if plain && inside {
+            return Ok(path);
+        }
+        let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+        Err(CsiError::InvalidArgument(format!(
+            "{field} {value:?} must be a plain path under {} (the kubelet directory is set by --kubelet-dir)",
+            roots.join(" or ")
+        )))
+    }
+}
+
 /// The path of a volume the CO asks about (NodeGetVolumeStats, NodeExpandVolume): required; a
 /// relative path can hold no mount of ours, so the volume is NOT_FOUND there. A relative path is
 /// never resolved against the plugin's working directory.
@@ -425,5 +463,30 @@ mod tests {
             false,
             &cap(Mode::MultiNodeMultiWriter, mount(""))
         ));
+    }
+
+    #[test]
+    fn node_paths_must_lie_under_a_root_and_be_plain() {
+        let paths = NodePaths::new([
+            PathBuf::from("/var/lib/kubelet"),
+            PathBuf::from("/var/lib/csi-own"),
+        ]);
+        let ok = "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/pv/mount";
+        assert_eq!(paths.target(ok, "target_path").unwrap(), PathBuf::from(ok));
+        assert!(paths.target("/var/lib/csi-own/m/1", "target_path").is_ok());
+        for bad in [
+            "/etc/passwd",
+            "/var/lib/kubelet",
+            "/var/lib/kubelet/../../etc",
+            "/var/lib/kubeletx/pods",
+            "relative/path",
+        ] {
+            let err = paths.target(bad, "target_path").unwrap_err();
+            assert_eq!(
+                tonic::Status::from(err).code(),
+                Code::InvalidArgument,
+                "{bad}"
+            );
+        }
     }
 }

@@ -103,6 +103,8 @@ struct State {
     calls: HashMap<FakeOp, u64>,
     check_paths: bool,
     deny_online_ext_grow: bool,
+    /// How long a stat is waited for, as the real mounter ([`super::bounded`]).
+    stat_limit: Duration,
 }
 
 /// The in-memory mounter. Clones share one state, so a test can keep a handle to the mounter it
@@ -145,8 +147,14 @@ impl FakeMounter {
                 calls: HashMap::new(),
                 check_paths: true,
                 deny_online_ext_grow: false,
+                stat_limit: super::bounded::STAT_LIMIT,
             })),
         }
+    }
+
+    /// Waits at most `limit` for a stat (one held by a gate is then reported as not answering).
+    pub fn set_stat_limit(&self, limit: Duration) {
+        self.lock().stat_limit = limit;
     }
 
     /// Don't check targets and bind sources against the real filesystem.
@@ -733,6 +741,14 @@ impl Mounter for FakeMounter {
     }
 
     fn stats(&self, path: &Path) -> Result<FsStats, MountError> {
+        let (this, owned) = (self.clone(), path.to_path_buf());
+        let limit = self.lock().stat_limit;
+        super::bounded::call(path, limit, move || this.stats_now(&owned))
+    }
+}
+
+impl FakeMounter {
+    fn stats_now(&self, path: &Path) -> Result<FsStats, MountError> {
         let state = self.begin(FakeOp::Stats, path)?;
         let point = normal_string(path);
         if let Some(errno) = state.broken_errno(&point) {

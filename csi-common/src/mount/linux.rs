@@ -11,11 +11,13 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::statvfs::{FsFlags, statvfs};
 
+use super::bounded::{self, STAT_LIMIT};
 use super::command::{
     CommandError, OnTimeout, run_command, run_command_any_status, run_command_any_status_with,
     run_command_with,
@@ -30,13 +32,29 @@ use super::{
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// The Linux mounter. It holds no state: every answer comes from the kernel or a tool.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct LinuxMounter {}
+pub struct LinuxMounter {
+    /// How long a statvfs is waited for (see [`super::bounded`]).
+    stat_limit: Duration,
+}
+
+impl Default for LinuxMounter {
+    fn default() -> Self {
+        LinuxMounter {
+            stat_limit: STAT_LIMIT,
+        }
+    }
+}
 
 impl LinuxMounter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same mounter, waiting at most `limit` for a statvfs.
+    pub fn with_stat_limit(limit: Duration) -> Self {
+        LinuxMounter { stat_limit: limit }
     }
 }
 
@@ -85,23 +103,6 @@ fn is_broken_errno(errno: Option<i32>) -> bool {
 /// `path` with `.`, doubled and trailing slashes removed, as the kernel writes mount points.
 pub(crate) fn lexically_normal(path: &Path) -> PathBuf {
     path.components().collect()
-}
-
-/// `statvfs` per-mount flags as mount(2) flags.
-fn mount_flags_of(flags: FsFlags) -> MsFlags {
-    let pairs = [
-        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ];
-    pairs
-        .into_iter()
-        .filter(|(st, _)| flags.contains(*st))
-        .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms)
 }
 
 /// What `blkid -p -o export` printed, classified.
@@ -327,9 +328,11 @@ impl Mounter for LinuxMounter {
         if wanted.is_empty() {
             return Ok(());
         }
-        // The bind inherits the source mount's flags; the remount restates them plus ours.
-        let current = statvfs(target)
-            .map(|s| mount_flags_of(s.flags()))
+        // The bind inherits the source mount's flags; the remount restates them plus ours. They
+        // are read from the mount table, not statvfs: a stat of a network mount can hang.
+        let current = self
+            .mount_at(target)?
+            .map(|info| split_options(&info.options).flags & PER_MOUNT_FLAGS)
             .unwrap_or(MsFlags::empty());
         let atime_modes = MsFlags::MS_NOATIME | MsFlags::MS_RELATIME | MsFlags::MS_STRICTATIME;
         let kept = if wanted.intersects(atime_modes) {
@@ -528,28 +531,35 @@ impl Mounter for LinuxMounter {
             .map_err(|e| io_error(device, "seeking to the end of the device", e))
     }
 
+    /// Bounded by the mounter's stat limit: a mount whose server does not answer is
+    /// [`MountError::NotAnswering`], never a hang.
     fn stats(&self, path: &Path) -> Result<FsStats, MountError> {
-        let s = statvfs(path).map_err(|errno| errno_error(path, "statvfs", errno))?;
-        // The field types are u64 on 64-bit Linux but narrower on some 32-bit targets.
-        #[allow(clippy::useless_conversion)]
-        let (fragment, blocks, free, available, files, files_free) = (
-            u64::from(s.fragment_size()),
-            u64::from(s.blocks()),
-            u64::from(s.blocks_free()),
-            u64::from(s.blocks_available()),
-            u64::from(s.files()),
-            u64::from(s.files_free()),
-        );
-        Ok(FsStats {
-            total_bytes: blocks.saturating_mul(fragment),
-            available_bytes: available.saturating_mul(fragment),
-            used_bytes: blocks.saturating_sub(free).saturating_mul(fragment),
-            total_inodes: files,
-            free_inodes: files_free,
-            used_inodes: files.saturating_sub(files_free),
-            read_only: s.flags().contains(FsFlags::ST_RDONLY),
-        })
+        let owned = path.to_path_buf();
+        bounded::call(path, self.stat_limit, move || statvfs_now(&owned))
     }
+}
+
+fn statvfs_now(path: &Path) -> Result<FsStats, MountError> {
+    let s = statvfs(path).map_err(|errno| errno_error(path, "statvfs", errno))?;
+    // The field types are u64 on 64-bit Linux but narrower on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (fragment, blocks, free, available, files, files_free) = (
+        u64::from(s.fragment_size()),
+        u64::from(s.blocks()),
+        u64::from(s.blocks_free()),
+        u64::from(s.blocks_available()),
+        u64::from(s.files()),
+        u64::from(s.files_free()),
+    );
+    Ok(FsStats {
+        total_bytes: blocks.saturating_mul(fragment),
+        available_bytes: available.saturating_mul(fragment),
+        used_bytes: blocks.saturating_sub(free).saturating_mul(fragment),
+        total_inodes: files,
+        free_inodes: files_free,
+        used_inodes: files.saturating_sub(files_free),
+        read_only: s.flags().contains(FsFlags::ST_RDONLY),
+    })
 }
 
 impl LinuxMounter {
@@ -740,15 +750,6 @@ log      =internal log           bsize=4096   blocks=16384, version=2\n";
         assert_eq!(
             lexically_normal(Path::new("/a//b/./c/")),
             PathBuf::from("/a/b/c")
-        );
-    }
-
-    #[test]
-    fn statvfs_flags_map_to_mount_flags() {
-        let flags = mount_flags_of(FsFlags::ST_RDONLY | FsFlags::ST_NOSUID | FsFlags::ST_RELATIME);
-        assert_eq!(
-            flags,
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME
         );
     }
 
