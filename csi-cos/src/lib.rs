@@ -129,6 +129,7 @@ pub async fn run_fuse_driver<P: node::Planner>(
                 mounts_dir,
                 host: HostClient::new(&args.node.fuse_host_socket),
                 fallback_keys: Some(own_keys),
+                kubelet_dir: common.kubelet_dir.clone(),
             },
         );
         routes = routes.add_service(node.into_server());

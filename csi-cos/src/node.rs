@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::csi::reply::{abnormal, answer_by, filesystem_stats, node_caps};
-use csi_common::csi::request::{Supported, check_capability, read_only, target_path, volume_path};
+use csi_common::csi::request::{
+    NodePaths, Supported, check_capability, read_only, volume_path,
+};
 use csi_common::csi::{InFlight, InFlightGuard, pb};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::{prepare_mount_point, remove_target, unmount_all};
@@ -92,6 +94,8 @@ pub struct NodeConfig {
     /// Keys for volumes whose publish request carries no secret (a PV without
     /// nodePublishSecretRef): the node plugin's own credentials chain.
     pub fallback_keys: Option<Arc<CredentialSource>>,
+    /// Target paths must lie under the kubelet's directory.
+    pub kubelet_dir: PathBuf,
 }
 
 #[derive(Debug)]
@@ -99,6 +103,7 @@ pub struct NodeService<M, P> {
     mounter: Arc<M>,
     planner: P,
     config: NodeConfig,
+    paths: NodePaths,
     inflight: InFlight,
 }
 
@@ -128,6 +133,7 @@ impl<M: Mounter + 'static, P: Planner> NodeService<M, P> {
         NodeService {
             mounter,
             planner,
+            paths: NodePaths::new([config.kubelet_dir.clone()]),
             config,
             inflight: InFlight::new(),
         }
@@ -238,7 +244,7 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target = target_path(&req.target_path, "target_path")?;
+        let target = self.paths.target(&req.target_path, "target_path")?;
         let capability = req
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
@@ -295,7 +301,7 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
         if req.volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
-        let target = target_path(&req.target_path, "target_path")?;
+        let target = self.paths.target(&req.target_path, "target_path")?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let global = self.global_path(&req.volume_id);
         let global_for_unbind = global.clone();

@@ -250,6 +250,18 @@ impl Env {
         } else {
             None
         };
+        // Staging and target paths lie under kubelet's directory (see `kubelet.rs`) unless the
+        // caller names another one (e.g. csi-sanity's mount directories).
+        if !options
+            .driver_args
+            .iter()
+            .any(|a| a.starts_with("--kubelet-dir"))
+        {
+            driver_args.extend([
+                "--kubelet-dir".to_owned(),
+                workdir.join("kubelet").display().to_string(),
+            ]);
+        }
         driver_args.extend(options.driver_args);
         let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
         let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;
