@@ -54,6 +54,9 @@ pub(super) struct Call<'a> {
     pub accept: &'static [u16],
     /// Treat a 200 whose body is an `<Error>` document as that error.
     pub error_in_200: bool,
+    /// The bytes of the object a ranged GET asks for: the answer's body holds at most these,
+    /// however much the server sends (see [`collect_range`]).
+    pub range: Option<std::ops::Range<u64>>,
 }
 
 impl<'a> Call<'a> {
@@ -69,6 +72,7 @@ impl<'a> Call<'a> {
             unsigned_payload: false,
             accept: &[],
             error_in_200: false,
+            range: None,
         }
     }
 
@@ -88,7 +92,7 @@ impl<'a> Call<'a> {
     }
 }
 
-/// A successful (or accepted) answer, read whole.
+/// A successful (or accepted) answer, read whole (for a ranged GET, read to the range's end).
 #[derive(Debug)]
 pub(super) struct Answer {
     pub status: u16,
@@ -359,7 +363,11 @@ impl ObjectClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = collect_body(response).await.map_err(transport)?;
+        let body = match &call.range {
+            None => collect_body(response).await,
+            Some(range) => collect_range(response, status, range).await,
+        }
+        .map_err(transport)?;
         if (200..300).contains(&status) || call.accept.contains(&status) {
             if call.error_in_200 && status == 200 && xml::parse_error(&body).is_some() {
                 return Err(self.service_error(call, status, &headers, &body));
@@ -430,6 +438,52 @@ async fn collect_body(mut response: reqwest::Response) -> Result<Bytes, reqwest:
     drop((first, second));
     while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The most of an error document (or any answer but 200 and 206) a ranged GET reads.
+const MAX_RANGED_OTHER_BODY: u64 = 64 * 1024;
+
+/// The body of an answer to a ranged GET for `range`, read only as far as the range reaches, so a
+/// server that sends more never makes us hold more: a 206 is cut at the range's length; a 200
+/// (a server that ignored `Range` and sends the whole object) gives bytes `range` of it, the
+/// bytes before skipped as they arrive; anything else (an error document) at most
+/// [`MAX_RANGED_OTHER_BODY`]. The rest of the body is not read: the connection is dropped.
+async fn collect_range(
+    mut response: reqwest::Response,
+    status: u16,
+    range: &std::ops::Range<u64>,
+) -> Result<Bytes, reqwest::Error> {
+    let len = range.end.saturating_sub(range.start);
+    let (mut skip, want) = match status {
+        206 => (0, len),
+        200 => (range.start, len),
+        _ => (0, MAX_RANGED_OTHER_BODY),
+    };
+    let expected = response
+        .content_length()
+        .unwrap_or(0)
+        .saturating_sub(skip)
+        .min(want)
+        .min(MAX_PREALLOCATED);
+    let mut body = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
+    while (body.len() as u64) < want {
+        let Some(chunk) = response.chunk().await? else {
+            break;
+        };
+        let chunk_len = chunk.len() as u64;
+        if skip >= chunk_len {
+            skip -= chunk_len;
+            continue;
+        }
+        let from = usize::try_from(skip).unwrap_or(usize::MAX);
+        skip = 0;
+        let room = want - body.len() as u64;
+        let to = chunk
+            .len()
+            .min(from.saturating_add(usize::try_from(room).unwrap_or(usize::MAX)));
+        body.extend_from_slice(&chunk[from..to]);
     }
     Ok(body.freeze())
 }

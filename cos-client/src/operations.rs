@@ -92,6 +92,8 @@ impl ObjectClient {
         let mut call = Call::new("GetObject", Method::GET, Some(key))
             .header("range", format!("bytes={}-{}", range.start, range.end - 1));
         call.accept = &[416];
+        // The body is read no further than the range, whatever the server sends.
+        call.range = Some(range.clone());
         if let Some(etag) = if_match {
             call = call.header("if-match", xml::quote_etag(etag));
         }
@@ -115,13 +117,9 @@ impl ObjectClient {
                 body.truncate(wanted);
                 Ok(body)
             }
-            // A server that ignores Range sends the whole object.
-            _ => {
-                let len = answer.body.len();
-                let from = usize::try_from(range.start).unwrap_or(usize::MAX).min(len);
-                let to = usize::try_from(range.end).unwrap_or(usize::MAX).min(len);
-                Ok(answer.body.slice(from..to))
-            }
+            // A server that ignores Range sends the whole object: the transport kept only
+            // bytes `range` of it.
+            _ => Ok(answer.body),
         }
     }
 
@@ -368,6 +366,73 @@ mod tests {
             before,
             "an empty range sends nothing"
         );
+    }
+
+    /// A server that answers every GET with far more than the range (a 1 TiB `Content-Length`,
+    /// 1 MiB of `0123456789...` sent, then silence with the connection open): a 206 for
+    /// `/test-bucket/longer`, a 200 (the range ignored) for anything else.
+    async fn oversending_server() -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let status = if request.starts_with("GET /test-bucket/longer") {
+                        "206 Partial Content\r\ncontent-range: bytes 10-19/1099511627776"
+                    } else {
+                        "200 OK"
+                    };
+                    let head =
+                        format!("HTTP/1.1 {status}\r\ncontent-length: 1099511627776\r\n\r\n");
+                    let body: Vec<u8> = (0..1 << 20).map(|i| b'0' + (i % 10) as u8).collect();
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        (endpoint, task)
+    }
+
+    #[tokio::test]
+    async fn ranged_reads_stop_at_the_range_however_much_the_server_sends() {
+        let (endpoint, server) = oversending_server().await;
+        let mut config =
+            crate::ObjectConfig::new(&endpoint, super::super::test_server::TEST_BUCKET);
+        config.timeout = Duration::from_secs(3);
+        config.max_attempts = 1;
+        let c = ObjectClient::new(
+            config,
+            crate::ObjectCredentials::new("AKIDtest", "secret", None),
+        )
+        .unwrap();
+        // Read whole, either answer would be 1 TiB: the call would time out (or run out of
+        // memory) instead of answering.
+        assert_eq!(
+            c.get_object_range("longer", 10..20, None).await.unwrap(),
+            &b"0123456789"[..],
+            "a 206 longer than the range is cut at its length"
+        );
+        assert_eq!(
+            c.get_object_range("whole", 13..16, None).await.unwrap(),
+            &b"345"[..],
+            "a 200 gives the range's slice of the object"
+        );
+        assert_eq!(
+            c.get_object_range("whole", 1_000_000..1_000_012, None)
+                .await
+                .unwrap(),
+            &b"012345678901"[..],
+            "the bytes before the range are skipped as they arrive"
+        );
+        server.abort();
     }
 
     #[tokio::test]

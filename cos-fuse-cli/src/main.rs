@@ -22,6 +22,8 @@ use cos_fuse::config::MIB;
 use cos_fuse::cos::CosStore;
 use cos_fuse::fuse::MountOptions;
 use cos_fuse::options::{self, OptionError};
+use cos_fuse::staging_area::{mount_dir_name, prepare_mount_dir};
+use cos_fuse::upload_journal::abort_stale_uploads;
 use cos_fuse::{Fs, FsConfig, MountConfig};
 use csi_common::cli::LogFormat;
 
@@ -98,6 +100,17 @@ struct MountArgs {
     #[arg(long, env = "CSI_FUSE_STATS_FILE")]
     stats_file: Option<PathBuf>,
 
+    /// Stage in the node's staging area, shared by every daemon of the FUSE host (which sets
+    /// this through the environment), in a directory of this mount's: `staging_dir` is then not
+    /// used, and the uploads a previous daemon of this mount left open are aborted at start.
+    #[arg(long, env = fuse_host::STAGING_AREA_ENV)]
+    staging_area: Option<PathBuf>,
+
+    /// The cap of the staging area, all its mounts together, in bytes (`staging_max_mb`
+    /// otherwise).
+    #[arg(long, env = fuse_host::STAGING_MAX_BYTES_ENV, requires = "staging_area")]
+    staging_area_max_bytes: Option<u64>,
+
     /// error, warn, info or debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -123,6 +136,21 @@ struct HostArgs {
     /// given here; a GooseFS client is `goosefs-fuse=/path/to/program`.
     #[arg(long = "allow-program", value_parser = parse_program)]
     programs: Vec<(String, PathBuf)>,
+
+    /// The node's staging area: every daemon stages in a directory of its own under it.
+    /// Empty: each stages where its options say (the temporary directory by default).
+    #[arg(long, default_value = "/var/lib/csi-fuse/staging")]
+    staging_dir: PathBuf,
+
+    /// The space of all staging files of all mounts together, in MiB: past it a write fails
+    /// with ENOSPC. Keep the staging volume larger.
+    #[arg(long, default_value_t = 16 * 1024)]
+    staging_max_mb: u64,
+
+    /// The only directory the host mounts under (kubelet's, where the node plugins keep their
+    /// mounts directories); a target elsewhere is refused.
+    #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    target_dir: PathBuf,
 
     /// Seconds a new daemon has to bring its mount up.
     #[arg(long, default_value_t = 30)]
@@ -222,9 +250,12 @@ fn host(args: HostArgs) -> Result<(), String> {
             socket: args.socket,
             state_dir: args.state_dir,
             programs,
+            target_dir: args.target_dir,
             ready_timeout: Duration::from_secs(args.ready_timeout_secs),
             exit_timeout: Duration::from_secs(args.exit_timeout_secs),
             metrics,
+            staging_area: Some(args.staging_dir).filter(|d| !d.as_os_str().is_empty()),
+            staging_max_bytes: args.staging_max_mb.saturating_mul(1024 * 1024),
         };
         fuse_host::serve(config, csi_common::csi::shutdown_signal())
             .await
@@ -310,6 +341,25 @@ fn parse_options(options: &[String]) -> Result<MountConfig, OptionError> {
     options::parse(options.iter().map(String::as_str))
 }
 
+/// With `--staging-area`: stages in this mount's directory of the area (prepared: leftovers of a
+/// previous daemon removed), capped by the area's cap; returns that directory.
+fn join_staging_area(
+    args: &MountArgs,
+    settings: &mut MountConfig,
+) -> Result<Option<PathBuf>, String> {
+    let Some(area) = &args.staging_area else {
+        return Ok(None);
+    };
+    let mountpoint = args.mountpoint.to_string_lossy();
+    let name = mount_dir_name(&[&args.endpoint, &args.bucket, &args.prefix, &mountpoint]);
+    let dir = prepare_mount_dir(area, &name).map_err(|e| e.to_string())?;
+    settings.fs.staging_dir = dir.clone();
+    if let Some(cap) = args.staging_area_max_bytes {
+        settings.fs.staging_max_bytes = cap;
+    }
+    Ok(Some(dir))
+}
+
 /// Keeps `ensure_diskfree` bytes free on the staging disk by capping the staging space.
 fn apply_diskfree(settings: &mut MountConfig) -> Result<(), String> {
     let Some(keep) = settings.ensure_diskfree else {
@@ -353,6 +403,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let credentials = read_credentials(&args)?;
     let mut settings = parse_options(&args.options).map_err(|e| e.to_string())?;
     settings.fs.prefix = args.prefix.clone();
+    let mount_dir = join_staging_area(&args, &mut settings)?;
     apply_diskfree(&mut settings)?;
     if !Path::new(&args.mountpoint).is_dir() {
         return Err(format!(
@@ -374,6 +425,16 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let mut options = MountOptions::new(&args.bucket, &args.prefix);
     options.allow_other = settings.allow_other;
     let store = CosStore::new(client);
+    if let Some(dir) = &mount_dir {
+        let stale = rt.block_on(abort_stale_uploads(&store, dir));
+        if !stale.aborted.is_empty() || stale.failed > 0 {
+            tracing::info!(
+                aborted = stale.aborted.len(),
+                failed = stale.failed,
+                "multipart uploads a previous daemon of this mount left"
+            );
+        }
+    }
     let warmup = Arc::new(Mutex::new(None));
     match &args.cache_dir {
         None => serve(store, settings.fs, &rt, &args, &options, None, warmup),

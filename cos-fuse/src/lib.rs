@@ -14,7 +14,9 @@ pub mod fuse;
 #[cfg(feature = "fake")]
 pub mod mem;
 pub mod options;
+pub mod staging_area;
 pub mod store;
+pub mod upload_journal;
 
 pub use config::{ConfigError, FsConfig, MountConfig};
 pub use errno::Errno;

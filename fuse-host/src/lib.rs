@@ -16,7 +16,7 @@ mod server;
 
 pub use client::{HostClient, HostError};
 pub use protocol::{ErrorCode, MountRequest, MountStatus, Request, Response};
-pub use server::{HostConfig, serve};
+pub use server::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV, serve};
 
 use csi_common::csi::{CsiError, error_chain};
 

@@ -7,15 +7,17 @@ use serde::{Deserialize, Serialize};
 /// Largest request the host reads; anything bigger is refused unread.
 pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
-/// What to mount: the host runs `PROGRAM ARGS... TARGET`, where PROGRAM is the one configured for
-/// `kind`, and writes `secret` to the daemon's standard input.
+/// What to mount: the host runs `PROGRAM mount ARGS... TARGET`, where PROGRAM is the one
+/// configured for `kind` (the subcommand is always `mount`), and writes `secret` to the daemon's
+/// standard input. TARGET must lie under the host's target directory.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
-    /// Absolute path of the mount point.
+    /// Absolute path of the mount point, under the host's target directory.
     pub target: PathBuf,
     /// Which configured program serves it (`cos-fuse`, `goosefs-fuse`).
     pub kind: String,
+    /// The arguments of the program's `mount` subcommand.
     pub args: Vec<String>,
     /// Handed to the daemon on its standard input, then forgotten.
     #[serde(default)]

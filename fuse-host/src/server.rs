@@ -20,7 +20,7 @@ use csi_common::csi::server::ServeError;
 use records::Records;
 use supervisor::Supervisor;
 
-pub use config::HostConfig;
+pub use config::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV};
 
 /// Serves the host's socket until `shutdown` completes. Daemons keep running after the host exits:
 /// they are in their own process groups, and the next host re-adopts them from the records.
@@ -29,6 +29,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let records = Records::open(&config.state_dir)?;
+    if let Some(area) = &config.staging_area {
+        use std::os::unix::fs::DirBuilderExt;
+        // The daemons make it too; made here, it is private to root from the start.
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(area)
+        {
+            tracing::warn!(area = %area.display(), error = %e, "cannot create the staging area");
+        }
+    }
     let host = Arc::new(Supervisor::new(config, records));
     for status in host.list().await {
         tracing::info!(

@@ -19,10 +19,11 @@ use tokio::sync::oneshot;
 const T: Duration = Duration::from_secs(20);
 
 const STAND_IN: &str = r#"#!/bin/sh
-# stand-in FUSE daemon: --secret-out FILE TARGET
+# stand-in FUSE daemon: mount --secret-out FILE TARGET (the host pins the subcommand)
 set -e
-out="$2"
-target="$3"
+[ "$1" = mount ] || { echo "run as $1, not mount" >&2; exit 9; }
+out="$3"
+target="$4"
 cat > "$out"
 mount -t tmpfs -o size=1m standin "$target"
 echo "mounted $target"
@@ -75,9 +76,12 @@ impl Scratch {
                 ("cos-fuse".to_owned(), self.path("stand-in")),
                 ("broken".to_owned(), self.path("failing")),
             ]),
+            target_dir: self.dir.path().to_owned(),
             ready_timeout: Duration::from_secs(5),
             exit_timeout: Duration::from_secs(5),
             metrics: Metrics::new(),
+            staging_area: None,
+            staging_max_bytes: 0,
         }
     }
 
@@ -315,19 +319,27 @@ async fn refusals_name_what_was_wrong() {
     );
     assert!(!is_mounted(&target));
 
-    let mut escaping = scratch.request(&target, "fp");
-    escaping.target = scratch.path("vol-c/../../etc");
-    let err = client.mount(escaping, T).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HostError::Refused {
-                code: ErrorCode::Invalid,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // Only under the target directory: not by `..`, not elsewhere on the node.
+    let outside = tempfile::tempdir().unwrap();
+    for bad in [
+        scratch.path("vol-c/../../etc"),
+        outside.path().join("vol"),
+        PathBuf::from("/etc"),
+    ] {
+        let mut escaping = scratch.request(&target, "fp");
+        escaping.target = bad.clone();
+        let err = client.mount(escaping, T).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                HostError::Refused { code: ErrorCode::Invalid, message } if message.contains("--target-dir")
+            ),
+            "{}: {err}",
+            bad.display()
+        );
+    }
+    assert!(!is_mounted(&outside.path().join("vol")));
+
     host.stop().await;
 }
 

@@ -1,24 +1,47 @@
 //! Staging files: unlinked local files that hold the content of a file being rewritten, appended
 //! or written out of order until it is uploaded. Owns the cap on their total size; it knows
 //! nothing of objects.
+//!
+//! A pool whose directory is a mount's directory of the node's staging area
+//! ([`crate::staging_area`]) also holds a lease on the area's cap, shared with every other
+//! daemon on the node, and grows it before its files grow: past the area's cap a write is ENOSPC
+//! even when this mount stages little. Such a pool also has the mount's upload journal
+//! ([`crate::upload_journal`]). Anywhere else the pool is private: its own cap, no journal.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use super::error::FsError;
 use crate::errno::Errno;
+use crate::staging_area::{self, AreaError, Lease};
+use crate::upload_journal::Journal;
 
 #[derive(Debug)]
 pub(crate) struct StagingPool {
     dir: PathBuf,
     cap: u64,
     used: AtomicU64,
+    quota: Quota,
+}
+
+/// Who else counts against the cap.
+#[derive(Debug)]
+enum Quota {
+    /// Nobody: the pool's own cap only.
+    Private,
+    /// The node's area: this daemon's lease, and the mount's journal.
+    Area {
+        lease: Mutex<Lease>,
+        journal: Journal,
+    },
+    /// The area could not be joined: every staging file fails, with this reason.
+    Unusable(String),
 }
 
 /// One staging file; its logical length is counted against the pool until it is dropped.
@@ -30,12 +53,37 @@ pub(crate) struct StagingFile {
 }
 
 impl StagingPool {
+    /// A pool in `dir` of at most `cap` bytes, shared with the node's other daemons when `dir`
+    /// is a mount's directory of the node's staging area.
     pub(crate) fn new(dir: PathBuf, cap: u64) -> Arc<Self> {
+        let quota = if staging_area::is_mount_dir(&dir) {
+            match Lease::open(&dir, cap) {
+                Ok(lease) => Quota::Area {
+                    lease: Mutex::new(lease),
+                    journal: Journal::new(&dir),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot join the node's staging area: staging fails");
+                    Quota::Unusable(e.to_string())
+                }
+            }
+        } else {
+            Quota::Private
+        };
         Arc::new(StagingPool {
             dir,
             cap,
             used: AtomicU64::new(0),
+            quota,
         })
+    }
+
+    /// The mount's journal of multipart uploads, when it stages in the node's area.
+    pub(crate) fn journal(&self) -> Option<&Journal> {
+        match &self.quota {
+            Quota::Area { journal, .. } => Some(journal),
+            Quota::Private | Quota::Unusable(_) => None,
+        }
     }
 
     pub(crate) fn used(&self) -> u64 {
@@ -43,6 +91,12 @@ impl StagingPool {
     }
 
     pub(crate) async fn create(self: &Arc<Self>) -> Result<StagingFile, FsError> {
+        if let Quota::Unusable(why) = &self.quota {
+            return Err(FsError::new(
+                Errno::EIO,
+                format!("the node's staging area is unusable: {why}"),
+            ));
+        }
         let dir = self.dir.clone();
         let what = format!("creating a staging file in {}", dir.display());
         let file = blocking(what, move || tempfile::tempfile_in(dir)).await?;
@@ -61,25 +115,57 @@ impl StagingPool {
                 format!("a staging file of {new_len} bytes is over staging_max_bytes"),
             ));
         }
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                used.checked_add(delta).filter(|n| *n <= self.cap)
-            })
-            .map(|_| ())
-            .map_err(|_| {
-                FsError::new(
-                    Errno::ENOSPC,
-                    format!("staging files hold staging_max_bytes ({})", self.cap),
-                )
-            })
+        let Quota::Area { lease, .. } = &self.quota else {
+            return self
+                .used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    used.checked_add(delta).filter(|n| *n <= self.cap)
+                })
+                .map(|_| ())
+                .map_err(|_| {
+                    FsError::new(
+                        Errno::ENOSPC,
+                        format!("staging files hold staging_max_bytes ({})", self.cap),
+                    )
+                });
+        };
+        // The lease changes with `used` under its lock, so it always covers what is counted.
+        let mut lease = lease.lock().unwrap_or_else(|p| p.into_inner());
+        let used = self.used.load(Ordering::SeqCst);
+        let wanted = used.saturating_add(delta);
+        if wanted > self.cap {
+            return Err(FsError::new(
+                Errno::ENOSPC,
+                format!("staging files hold staging_max_bytes ({})", self.cap),
+            ));
+        }
+        match lease.cover(wanted) {
+            Ok(()) => {
+                self.used.store(wanted, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e @ AreaError::Full { .. }) => {
+                Err(FsError::new(Errno::ENOSPC, "staging").caused_by(e))
+            }
+            Err(e) => Err(FsError::new(Errno::EIO, "staging").caused_by(e)),
+        }
     }
 
     fn shrink(&self, delta: u64) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                Some(used.saturating_sub(delta))
-            });
+        let Quota::Area { lease, .. } = &self.quota else {
+            let _ = self
+                .used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    Some(used.saturating_sub(delta))
+                });
+            return;
+        };
+        let mut lease = lease.lock().unwrap_or_else(|p| p.into_inner());
+        let used = self.used.load(Ordering::SeqCst).saturating_sub(delta);
+        self.used.store(used, Ordering::SeqCst);
+        if let Err(e) = lease.trim(used) {
+            tracing::warn!(error = %e, "cannot give staging space back to the node's area");
+        }
     }
 }
 

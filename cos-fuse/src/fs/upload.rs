@@ -1,7 +1,9 @@
 //! Multipart uploads of a file's content: the part uploads running in the background, and the
 //! commit of a streamed buffer or a staging file as one object (a single PUT when it is small).
-//! What fails is aborted, so nothing partial becomes visible. It knows nothing of write modes,
-//! handles or the inode table (`fs/write.rs` decides what to upload and when).
+//! What fails is aborted, so nothing partial becomes visible. Each upload is in the mount's
+//! journal (when it has one) from its creation to its completion or abort, so the next daemon
+//! aborts it if this one dies in between. It knows nothing of write modes, handles or the inode
+//! table (`fs/write.rs` decides what to upload and when).
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use crate::budget::Reservation;
 use crate::config::MAX_PARTS;
 use crate::errno::Errno;
 use crate::store::{CompletedPart, ObjectStore, StoreError};
+use crate::upload_journal::JournalEntry;
 
 /// The largest object S3 and COS accept.
 pub(crate) const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
@@ -32,6 +35,8 @@ pub(crate) struct Multipart {
     pub(crate) next_no: u32,
     tasks: JoinSet<Result<CompletedPart, StoreError>>,
     done: Vec<CompletedPart>,
+    /// The upload's journal entry, removed when it is completed or aborted.
+    journal: Option<JournalEntry>,
 }
 
 /// Size of part `number` (1-based) of a streamed upload: `first`, doubled every 1000 parts, so a
@@ -42,14 +47,21 @@ pub(crate) fn stream_part_size(first: u64, number: u32) -> u64 {
 }
 
 impl Multipart {
-    pub(crate) fn new(id: String) -> Self {
-        Multipart {
+    /// Starts a multipart upload of `key`, journaled before any part is sent.
+    pub(crate) async fn create<S: ObjectStore>(
+        ctx: &Arc<Context<S>>,
+        key: &str,
+    ) -> Result<Self, StoreError> {
+        let id = ctx.store.create_multipart(key).await?;
+        let journal = ctx.staging.journal().and_then(|j| j.record(key, &id));
+        Ok(Multipart {
             id,
             handed: 0,
             next_no: 1,
             tasks: JoinSet::new(),
             done: Vec::new(),
-        }
+            journal,
+        })
     }
 
     fn collect(
@@ -132,8 +144,16 @@ impl Multipart {
 pub(crate) async fn abort<S: ObjectStore>(ctx: &Arc<Context<S>>, key: &str, mut m: Multipart) {
     m.tasks.abort_all();
     while m.tasks.join_next().await.is_some() {}
-    if let Err(e) = ctx.store.abort_multipart(key, &m.id).await {
-        tracing::warn!(key, upload_id = %m.id, error = %e, "abort multipart upload failed");
+    match ctx.store.abort_multipart(key, &m.id).await {
+        // Failed, it stays in the journal: the next start tries again.
+        Err(e) => {
+            tracing::warn!(key, upload_id = %m.id, error = %e, "abort multipart upload failed");
+        }
+        Ok(()) => {
+            if let Some(entry) = m.journal.take() {
+                entry.remove();
+            }
+        }
     }
 }
 
@@ -179,7 +199,12 @@ async fn finish<S: ObjectStore>(
     }
     m.done.sort_by_key(|p| p.number);
     match ctx.store.complete_multipart(key, &m.id, &m.done).await {
-        Ok(etag) => Ok(etag),
+        Ok(etag) => {
+            if let Some(entry) = m.journal.take() {
+                entry.remove();
+            }
+            Ok(etag)
+        }
         Err(e) => {
             abort(ctx, key, m).await;
             Err(upload_error(key, e))
@@ -210,12 +235,9 @@ pub(crate) async fn commit_staged<S: ObjectStore>(
     }
     let mut m = match mpu {
         Some(m) => m,
-        None => Multipart::new(
-            ctx.store
-                .create_multipart(key)
-                .await
-                .map_err(|e| upload_error(key, e))?,
-        ),
+        None => Multipart::create(ctx, key)
+            .await
+            .map_err(|e| upload_error(key, e))?,
     };
     let parts_left = u64::from(MAX_PARTS.saturating_sub(m.next_no.saturating_sub(1)));
     if total > 0 && parts_left == 0 {

@@ -315,8 +315,8 @@ impl WriteState {
             self.size += take as u64;
             if st.buf.len() as u64 >= limit {
                 if st.mpu.is_none() {
-                    match ctx.store.create_multipart(&self.key).await {
-                        Ok(id) => st.mpu = Some(Multipart::new(id)),
+                    match Multipart::create(ctx, &self.key).await {
+                        Ok(m) => st.mpu = Some(m),
                         Err(e) => {
                             let e = upload_error(&self.key, e);
                             return Err(self.fail(ctx, e).await);

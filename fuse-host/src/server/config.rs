@@ -14,12 +14,26 @@ pub struct HostConfig {
     pub socket: PathBuf,
     /// Records and daemon logs; private to root.
     pub state_dir: PathBuf,
-    /// The only programs the host runs, by kind.
+    /// The only programs the host runs, by kind; each only as `PROGRAM mount ARGS... TARGET`.
     pub programs: BTreeMap<String, PathBuf>,
+    /// Mount targets must lie under this directory (the kubelet's, where the node plugins keep
+    /// their mounts directories).
+    pub target_dir: PathBuf,
     /// How long a new daemon has to bring its mount up.
     pub ready_timeout: Duration,
     /// How long an unmounted daemon has to finish its uploads and exit before it is killed
     /// (GooseFS-Lite's `goosefs.fuse.umount.timeout` default is 120 s).
     pub exit_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// The node's staging area: every daemon stages in a directory of its own under it, and
+    /// all of them together at most `staging_max_bytes` (handed to each daemon through
+    /// [`STAGING_AREA_ENV`] and [`STAGING_MAX_BYTES_ENV`]). `None`: each daemon stages where its
+    /// own options say.
+    pub staging_area: Option<PathBuf>,
+    pub staging_max_bytes: u64,
 }
+
+/// The environment variable that hands a daemon the node's staging area.
+pub const STAGING_AREA_ENV: &str = "CSI_FUSE_STAGING_AREA";
+/// The environment variable that hands a daemon the area's cap, in bytes.
+pub const STAGING_MAX_BYTES_ENV: &str = "CSI_FUSE_STAGING_AREA_MAX_BYTES";

@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 
-use super::config::HostConfig;
+use super::config::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV};
 use super::records::{Record, Records};
 use super::stats::{STATS_ENV, kind_label};
 use crate::protocol::{ErrorCode, MountRequest, MountStatus, Response};
@@ -67,7 +67,7 @@ impl Supervisor {
 
     /// Mounts `request.target`, or confirms an identical healthy mount, or repairs a broken one.
     pub(super) async fn mount(self: &Arc<Self>, request: MountRequest) -> Response {
-        if let Err(message) = check_target(&request.target) {
+        if let Err(message) = check_target(&request.target, &self.config.target_dir) {
             return Response::error(ErrorCode::Invalid, message);
         }
         let Some(program) = self.config.programs.get(&request.kind).cloned() else {
@@ -160,7 +160,9 @@ impl Supervisor {
             .try_clone()
             .map_err(|e| failed("cannot open the daemon log", e))?;
         let mut command = tokio::process::Command::new(program);
+        // The subcommand is pinned: a request chooses arguments of `mount`, never another one.
         command
+            .arg("mount")
             .args(&request.args)
             .arg(target)
             .env_clear()
@@ -175,6 +177,12 @@ impl Supervisor {
             .kill_on_drop(false);
         if let Ok(filter) = std::env::var("RUST_LOG") {
             command.env("RUST_LOG", filter);
+        }
+        if let Some(area) = &self.config.staging_area {
+            command.env(STAGING_AREA_ENV, area).env(
+                STAGING_MAX_BYTES_ENV,
+                self.config.staging_max_bytes.to_string(),
+            );
         }
         // Its own process group: signals aimed at the host's group (a terminal's ^C, a container
         // runtime's stop) do not reach it, and stopping it stops its helpers too.
@@ -264,7 +272,7 @@ impl Supervisor {
 
     /// Unmounts `target` and stops its daemon; nothing mounted is fine.
     pub(super) async fn unmount(self: &Arc<Self>, target: &Path) -> Response {
-        if let Err(message) = check_target(target) {
+        if let Err(message) = check_target(target, &self.config.target_dir) {
             return Response::error(ErrorCode::Invalid, message);
         }
         let lock = self.lock(target);
@@ -358,19 +366,19 @@ impl Supervisor {
     }
 }
 
-/// Targets are absolute, normal paths: no `..`, no `.`, not `/`.
-fn check_target(target: &Path) -> Result<(), String> {
+/// Targets are absolute, normal paths (no `..`) strictly under the host's target directory.
+fn check_target(target: &Path, target_dir: &Path) -> Result<(), String> {
     let normal = target.is_absolute()
-        && target.components().count() > 1
         && target
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    if normal {
+    if normal && target.starts_with(target_dir) && target != target_dir {
         Ok(())
     } else {
         Err(format!(
-            "target {} must be an absolute path without . or .. components",
-            target.display()
+            "target {} must be an absolute path without .. components under {} (--target-dir)",
+            target.display(),
+            target_dir.display()
         ))
     }
 }
