@@ -689,7 +689,7 @@ fn registry_and_kubelet_dir_are_set_in_one_place() {
         !docs.iter().any(|d| name(d) == "csi-settings"),
         "the settings ConfigMap is local-config and must not be applied"
     );
-    let mut daemonsets = 0;
+    let (mut daemonsets, mut mounting) = (0, 0);
     for obj in &docs {
         let Some(spec) = pod_spec(obj) else { continue };
         for c in containers(spec) {
@@ -732,8 +732,29 @@ fn registry_and_kubelet_dir_are_set_in_one_place() {
                 }
             }
         }
+        // Node plugins and FUSE hosts mount only under kubelet's directory (KUBELET_DIR): left
+        // at the default, every staging and target path would be refused.
+        let component = text(obj, "/metadata/labels/app.kubernetes.io~1component");
+        if component == "node-plugin" || component == "fuse-host" {
+            mounting += 1;
+            let container = if component == "node-plugin" { "driver" } else { "fuse-host" };
+            let driver = containers(spec)
+                .find(|c| text(c, "/name") == container)
+                .unwrap_or_else(|| panic!("{}: no {container} container", name(obj)));
+            let kubelet_env = list(driver, "/env")
+                .iter()
+                .find(|e| text(e, "/name") == "KUBELET_DIR")
+                .map(|e| text(e, "/value").to_owned());
+            assert_eq!(
+                kubelet_env.as_deref(),
+                Some("/data/kubelet"),
+                "{}: KUBELET_DIR does not follow the setting",
+                name(obj)
+            );
+        }
     }
     assert_eq!(daemonsets, 6, "4 node plugins and 2 FUSE hosts");
+    assert_eq!(mounting, 6, "every DaemonSet mounts, and follows kubeletDir");
 }
 
 #[test]

@@ -254,10 +254,9 @@ impl CosSource {
         })
     }
 
-    /// The `cos-fuse mount` arguments (the FUSE host appends the mount point).
+    /// The `cos-fuse mount` arguments (the FUSE host runs `cos-fuse mount ARGS... TARGET`).
     pub fn fuse_args(&self) -> Vec<String> {
         let mut args = vec![
-            "mount".to_owned(),
             "--endpoint".to_owned(),
             self.url.clone(),
             "--bucket".to_owned(),
@@ -381,7 +380,6 @@ mod tests {
         assert_eq!(
             source.fuse_args(),
             [
-                "mount",
                 "--endpoint",
                 "http://cos.ap-guangzhou.myqcloud.com",
                 "--bucket",

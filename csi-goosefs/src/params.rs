@@ -6,7 +6,7 @@
 //! - **cluster** (TKE's GooseFS driver): `goosefsPath` in a GooseFS namespace and `javaOptions`
 //!   with the master addresses, served by the GooseFS FUSE client the FUSE host was configured
 //!   with (`--allow-program goosefs-fuse=PATH`), run as
-//!   `PROGRAM --goosefs-path P [--java-option OPT]... [-o FLAGS] TARGET`.
+//!   `PROGRAM mount --goosefs-path P [--java-option OPT]... [-o FLAGS] TARGET`.
 
 use std::collections::HashMap;
 

@@ -416,7 +416,8 @@ pub struct FuseHost {
 }
 
 impl FuseHost {
-    async fn start(workdir: &Path, logs: &Path) -> anyhow::Result<FuseHost> {
+    /// Starts `cos-fuse host` with its socket and state under `workdir`, its log in `logs`.
+    pub async fn start(workdir: &Path, logs: &Path) -> anyhow::Result<FuseHost> {
         let socket = workdir.join("fuse-host").join("host.sock");
         let state_dir = workdir.join("fuse-state");
         let log = logs.join("cos-fuse-host.log");
@@ -442,12 +443,18 @@ impl FuseHost {
         metrics_address: &str,
         log: &Path,
     ) -> anyhow::Result<Proc> {
+        // Its targets (the drivers' --mounts-dir) and staging stay inside the work directory.
+        let workdir = state_dir.parent().unwrap_or(state_dir);
         let args = [
             "host".to_owned(),
             "--socket".to_owned(),
             socket.display().to_string(),
             "--state-dir".to_owned(),
             state_dir.display().to_string(),
+            "--staging-dir".to_owned(),
+            state_dir.join("staging").display().to_string(),
+            "--target-dir".to_owned(),
+            workdir.display().to_string(),
             "--metrics-address".to_owned(),
             metrics_address.to_owned(),
         ];
