@@ -48,18 +48,15 @@ pub struct NodeService<M> {
     inflight: InFlight,
 }
 
-/// A request's volume ID, which names a file in the staging directory: a CBS disk ID
-/// (`disk-xxxxxxxx`) or NOT_FOUND, never a path.
-fn disk_id(value: &str) -> Result<&str> {
-    if value.is_empty() {
-        return Err(required("volume_id"));
+/// A request's volume ID names a file in the staging directory: one that is not a CBS disk ID
+/// (`disk-xxxxxxxx`) is NOT_FOUND, checked after the request's required fields, never a path.
+fn disk_id(value: &str) -> Result<()> {
+    if is_disk_id(value) {
+        return Ok(());
     }
-    if !is_disk_id(value) {
-        return Err(Error::NotFound(format!(
-            "no CBS disk has the volume ID {value:?}: CBS volume IDs look like disk-xxxxxxxx"
-        )));
-    }
-    Ok(value)
+    Err(Error::NotFound(format!(
+        "no CBS disk has the volume ID {value:?}: CBS volume IDs look like disk-xxxxxxxx"
+    )))
 }
 
 /// Runs a blocking mount-layer call on the blocking pool. The volume's in-flight `guard` stays held
@@ -265,7 +262,9 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
     ) -> RpcResult<pb::NodeStageVolumeResponse> {
         let deadline = csi_common::csi::deadline(&request);
         let req = request.into_inner();
-        disk_id(&req.volume_id)?;
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
         let staging = self
             .paths
             .target(&req.staging_target_path, "staging_target_path")?;
@@ -273,6 +272,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
+        disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let device = self.wait_for_device(&req.volume_id, deadline).await?;
         let volume_id = req.volume_id.clone();
@@ -294,10 +294,13 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeUnstageVolumeRequest>,
     ) -> RpcResult<pb::NodeUnstageVolumeResponse> {
         let req = request.into_inner();
-        disk_id(&req.volume_id)?;
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
         let staging = self
             .paths
             .target(&req.staging_target_path, "staging_target_path")?;
+        disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
         blocking(&self.mounter, Some(&guard), move |m| {
@@ -317,7 +320,9 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodePublishVolumeRequest>,
     ) -> RpcResult<pb::NodePublishVolumeResponse> {
         let req = request.into_inner();
-        disk_id(&req.volume_id)?;
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
         let staging = self
             .paths
             .target(&req.staging_target_path, "staging_target_path")?;
@@ -327,6 +332,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
         let read_only = read_only(req.readonly, &capability);
+        disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
         blocking(&self.mounter, Some(&guard), move |m| {
@@ -378,8 +384,11 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeUnpublishVolumeRequest>,
     ) -> RpcResult<pb::NodeUnpublishVolumeResponse> {
         let req = request.into_inner();
-        disk_id(&req.volume_id)?;
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
         let target = self.paths.target(&req.target_path, "target_path")?;
+        disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         blocking(&self.mounter, Some(&guard), move |m| {
             unmount_all(m, &target)?;
@@ -394,8 +403,11 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> RpcResult<pb::NodeGetVolumeStatsResponse> {
         let req = request.into_inner();
-        disk_id(&req.volume_id)?;
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
         let path = volume_path(&req.volume_path, "volume_path")?;
+        disk_id(&req.volume_id)?;
         let devices = self.config.devices.clone();
         let volume_id = req.volume_id;
         let response = blocking(&self.mounter, None, move |m| {
@@ -480,13 +492,16 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         request: Request<pb::NodeExpandVolumeRequest>,
     ) -> RpcResult<pb::NodeExpandVolumeResponse> {
         let req = request.into_inner();
-        disk_id(&req.volume_id)?;
+        if req.volume_id.is_empty() {
+            return Err(required("volume_id").into());
+        }
         let path = volume_path(&req.volume_path, "volume_path")?;
         // The capability is optional here; a published block volume is a file, not a directory.
         let block = match req.volume_capability.as_ref() {
             Some(capability) => is_block(capability),
             None => std::fs::metadata(&path).is_ok_and(|m| !m.is_dir()),
         };
+        disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let device = device_for_serial(&self.config.devices, &req.volume_id)
             .ok_or_else(|| {
