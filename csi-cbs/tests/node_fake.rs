@@ -429,6 +429,9 @@ async fn a_volume_id_that_is_not_a_disk_id_never_reaches_a_path() {
         assert_eq!(publish.code(), Code::NotFound, "{id}: {publish:?}");
         let unpublish = node.unpublish(id, &target).await.unwrap_err();
         assert_eq!(unpublish.code(), Code::NotFound, "{id}: {unpublish:?}");
+        // A missing field is still INVALID_ARGUMENT, whatever the ID (csi-sanity sends "id").
+        let missing = node.unstage(id, Path::new("")).await.unwrap_err();
+        assert_eq!(missing.code(), Code::InvalidArgument, "{id}: {missing:?}");
     }
     assert_eq!(node.total_calls(), 0);
 }
