@@ -27,7 +27,7 @@
 //!
 //! | operation | status | notes |
 //! |---|---|---|
-//! | lookup, stat, readdir | supported | readdir offsets are stable for an open directory handle: the listing is read whole (every ListObjectsV2 page) when the handle reads offset 0 |
+//! | lookup, stat, readdir | supported | a directory handle reads the ListObjectsV2 pages as the kernel reads it, holding one page (1000 keys) at a time; its offsets are stable and monotonic, offset 0 starts the listing again |
 //! | mkdir | supported | creates the `dir/` marker object |
 //! | rmdir | supported | ENOTEMPTY when any key is under the directory; removes the marker |
 //! | an implicit directory emptied by unlink, rmdir or rename | supported | gets a marker, so it stays as POSIX wants (one extra LIST per removal in a directory without a known marker) |
@@ -50,7 +50,8 @@
 //!
 //! Attributes of looked-up files (`attr_ttl`, also the kernel's TTL), "no such file"
 //! (`negative_ttl`) and whole directory listings (`list_ttl`, at most `list_cache_max_entries`
-//! entries together) are kept 15 s by default, the GooseFS-Lite defaults. Changes made by this
+//! entries together; a directory with more is not cached) are kept 15 s by default, the
+//! GooseFS-Lite defaults. Changes made by this
 //! mount update the caches at once (read-your-writes); changes by other clients show after the
 //! TTLs. An open file reads the object version (ETag, `If-Match`) it was opened with or this
 //! mount last wrote; if another client replaces the object, reads fail with ESTALE instead of
@@ -62,7 +63,9 @@
 //! `memory_budget`. Prefetch and write buffering only take what leaves a quarter of the budget
 //! free, and never wait: without memory, reads fetch only what is asked and a streamed file
 //! continues in a staging file. What must wait (the bytes a read asks for, the part being
-//! uploaded) waits for memory, which the reserve guarantees.
+//! uploaded) waits for memory, which the reserve guarantees. Listings are not in the budget:
+//! an open directory handle holds at most one LIST page of entries, a constant
+//! (`fs/readdir.rs`), and cached listings are capped by `list_cache_max_entries`.
 
 mod context;
 mod error;
@@ -78,6 +81,8 @@ mod state;
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_readdir;
 mod types;
 mod upload;
 mod write;

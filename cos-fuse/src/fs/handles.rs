@@ -1,14 +1,15 @@
 //! Open handles: a file handle (the write state it shares, the object version it reads, its
-//! read-ahead), a directory handle (the snapshot its offsets index), and the table of both by
-//! handle number. Data only: opening, reading and closing are `fs/files.rs`'s and
-//! `fs/namespace.rs`'s.
+//! read-ahead), a directory handle (the window of its listing it holds and where the listing
+//! continues), and the table of both by handle number. Data only: opening, reading and closing
+//! are `fs/files.rs`'s, `fs/namespace.rs`'s and `fs/readdir.rs`'s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use tokio::sync::Mutex;
 
 use super::read::{ReadAhead, Version};
+use super::table::Entry;
 use super::types::{DirEntry, Fh, Ino};
 use super::write::WriteFile;
 
@@ -24,11 +25,56 @@ pub(crate) struct FileHandle {
     pub(crate) ra: Mutex<ReadAhead>,
 }
 
-/// An open directory: the snapshot its offsets index.
+/// An open directory: the part of its listing it holds (`fs/readdir.rs` reads it).
 #[derive(Debug)]
 pub(crate) struct DirHandle {
     pub(crate) ino: Ino,
-    snapshot: StdMutex<Option<Arc<Vec<DirEntry>>>>,
+    /// Held while a readdir reads it, across the LIST of the next page.
+    pub(crate) cursor: Mutex<DirCursor>,
+}
+
+/// Where a directory handle's listing stands: the window of entries it holds (offsets
+/// `first..first + window.len()`) and where the rest comes from.
+#[derive(Debug, Default)]
+pub(crate) struct DirCursor {
+    /// The directory's path when the listing started.
+    pub(crate) path: String,
+    /// The offset of `window[0]`; 0 before the first readdir.
+    pub(crate) first: u64,
+    pub(crate) window: Vec<DirEntry>,
+    pub(crate) source: DirSource,
+}
+
+/// Where the entries after a directory handle's window come from.
+#[derive(Debug, Default)]
+pub(crate) enum DirSource {
+    /// A fresh cached listing (shared with the cache, not copied), after the name `after`.
+    Cached {
+        entries: Arc<BTreeMap<String, Entry>>,
+        after: Option<String>,
+    },
+    /// The store's delimited LIST.
+    Store(StorePos),
+    /// Nothing after the window (also before the first readdir).
+    #[default]
+    Done,
+}
+
+/// How far a directory handle has read the store's LIST.
+#[derive(Debug, Default)]
+pub(crate) struct StorePos {
+    /// The continuation token of the next page; `None` before the first.
+    pub(crate) token: Option<String>,
+    /// The greatest key or common prefix listed so far.
+    pub(crate) last_key: Option<String>,
+    /// Files listed but not shown yet: a directory of the same name (`name/`, which sorts
+    /// after `name` and anything `name` followed by a byte below `/`) may still come, and wins.
+    /// Each is a prefix of `last_key`, so there are at most as many as its length.
+    pub(crate) held: Vec<(String, Entry)>,
+    /// Whether the directory's marker was listed (it sorts first).
+    pub(crate) has_marker: bool,
+    /// The generation of the listing cache entry this listing fills, while it may.
+    pub(crate) cache: Option<u64>,
 }
 
 /// The open handles of a mount, by number (files and directories share the numbers).
@@ -60,19 +106,20 @@ impl DirHandle {
     pub(crate) fn new(ino: Ino) -> Self {
         DirHandle {
             ino,
-            snapshot: StdMutex::new(None),
+            cursor: Mutex::new(DirCursor::default()),
         }
     }
+}
 
-    pub(crate) fn snapshot(&self) -> Option<Arc<Vec<DirEntry>>> {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub(crate) fn set_snapshot(&self, s: Arc<Vec<DirEntry>>) {
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+impl DirCursor {
+    /// Entries this handle holds itself (a cached listing it reads is the cache's).
+    #[cfg(test)]
+    pub(crate) fn held_entries(&self) -> usize {
+        let held = match &self.source {
+            DirSource::Store(pos) => pos.held.len(),
+            DirSource::Cached { .. } | DirSource::Done => 0,
+        };
+        self.window.len() + held
     }
 }
 

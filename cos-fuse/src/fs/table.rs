@@ -324,9 +324,15 @@ pub(crate) struct Listing {
     /// Whether the directory's own `dir/` marker exists.
     pub(crate) has_marker: bool,
     generation: u64,
+    /// Whether every page is in: a listing being filled page by page ([`Listings::begin`]) is
+    /// never [`Listings::fresh`].
+    complete: bool,
 }
 
 /// Complete listings of directories, with a cap on their entries together (oldest evicted).
+/// A directory handle fills one page by page as it reads ([`Listings::begin`],
+/// [`Listings::extend`], [`Listings::finish`]); the entries it holds count against the same
+/// cap, so a listing larger than the cap is given up, never held whole.
 #[derive(Debug)]
 pub(crate) struct Listings {
     map: HashMap<String, Listing>,
@@ -348,7 +354,7 @@ impl Listings {
     }
 
     pub(crate) fn fresh(&self, dir: &str, now: Instant) -> Option<&Listing> {
-        self.map.get(dir).filter(|l| l.until > now)
+        self.map.get(dir).filter(|l| l.complete && l.until > now)
     }
 
     pub(crate) fn insert(
@@ -385,8 +391,111 @@ impl Listings {
                 until,
                 has_marker,
                 generation: self.generation,
+                complete: true,
             },
         );
+    }
+
+    /// Starts filling `dir`'s listing page by page (replacing what was cached); returns the
+    /// generation [`Listings::extend`] and [`Listings::finish`] name it by.
+    pub(crate) fn begin(&mut self, dir: &str) -> u64 {
+        self.invalidate(dir);
+        self.generation += 1;
+        self.order.push_back((dir.to_string(), self.generation));
+        self.map.insert(
+            dir.to_string(),
+            Listing {
+                entries: Arc::new(BTreeMap::new()),
+                until: Instant::now(),
+                has_marker: false,
+                generation: self.generation,
+                complete: false,
+            },
+        );
+        self.generation
+    }
+
+    /// Whether `dir` holds the incomplete listing `generation`.
+    fn filling(&self, dir: &str, generation: u64) -> bool {
+        self.map
+            .get(dir)
+            .is_some_and(|l| l.generation == generation && !l.complete)
+    }
+
+    /// Adds a page of entries to the listing `generation` of `dir`, evicting older listings to
+    /// stay under the cap. `false` when that listing is gone (changed, evicted, replaced) or
+    /// would pass the cap by itself: then it is dropped and nothing more need be added.
+    pub(crate) fn extend<'a>(
+        &mut self,
+        dir: &str,
+        generation: u64,
+        entries: impl ExactSizeIterator<Item = (&'a String, &'a Entry)>,
+    ) -> bool {
+        let n = entries.len();
+        let Some(own) = self
+            .map
+            .get(dir)
+            .filter(|l| l.generation == generation && !l.complete)
+            .map(|l| l.entries.len())
+        else {
+            return false;
+        };
+        if own + n > self.max {
+            self.invalidate(dir);
+            return false;
+        }
+        // Each listing in the order is looked at once at most; this one goes to the back.
+        let mut rounds = self.order.len();
+        while self.total + n > self.max && rounds > 0 {
+            rounds -= 1;
+            let Some((old, old_generation)) = self.order.pop_front() else {
+                break;
+            };
+            if old_generation == generation && old == dir {
+                self.order.push_back((old, old_generation));
+                continue;
+            }
+            if self
+                .map
+                .get(&old)
+                .is_some_and(|l| l.generation == old_generation)
+            {
+                self.invalidate(&old);
+            }
+        }
+        if self.total + n > self.max {
+            self.invalidate(dir);
+            return false;
+        }
+        let Some(l) = self.map.get_mut(dir) else {
+            return false;
+        };
+        let map = Arc::make_mut(&mut l.entries);
+        for (name, entry) in entries {
+            if map.insert(name.clone(), entry.clone()).is_none() {
+                self.total += 1;
+            }
+        }
+        true
+    }
+
+    /// Completes the listing `generation` of `dir`: fresh until `until`.
+    pub(crate) fn finish(&mut self, dir: &str, generation: u64, has_marker: bool, until: Instant) {
+        if !self.filling(dir, generation) {
+            return;
+        }
+        if let Some(l) = self.map.get_mut(dir) {
+            l.complete = true;
+            l.has_marker = has_marker;
+            l.until = until;
+        }
+    }
+
+    /// Drops the incomplete listing `generation` of `dir` (its reader stopped).
+    pub(crate) fn abandon(&mut self, dir: &str, generation: u64) {
+        if self.filling(dir, generation) {
+            self.invalidate(dir);
+        }
     }
 
     pub(crate) fn invalidate(&mut self, dir: &str) {
@@ -411,8 +520,14 @@ impl Listings {
         }
     }
 
-    /// Records an entry created or changed by this mount in `dir`'s listing, if cached.
+    /// Records an entry created or changed by this mount in `dir`'s listing, if cached. A
+    /// listing still being filled is dropped instead: a page listed before the change could
+    /// undo it.
     pub(crate) fn upsert(&mut self, dir: &str, name: &str, entry: Entry) {
+        if self.map.get(dir).is_some_and(|l| !l.complete) {
+            self.invalidate(dir);
+            return;
+        }
         if let Some(l) = self.map.get_mut(dir) {
             let entries = Arc::make_mut(&mut l.entries);
             if entries.insert(name.to_string(), entry).is_none() {
@@ -421,8 +536,13 @@ impl Listings {
         }
     }
 
-    /// Removes an entry this mount deleted from `dir`'s listing, if cached.
+    /// Removes an entry this mount deleted from `dir`'s listing, if cached (a listing still
+    /// being filled is dropped, as for [`Listings::upsert`]).
     pub(crate) fn remove(&mut self, dir: &str, name: &str) {
+        if self.map.get(dir).is_some_and(|l| !l.complete) {
+            self.invalidate(dir);
+            return;
+        }
         if let Some(l) = self.map.get_mut(dir)
             && Arc::make_mut(&mut l.entries).remove(name).is_some()
         {

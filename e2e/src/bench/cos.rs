@@ -10,15 +10,20 @@
 //! Run it against release binaries (it mounts the binaries beside its own executable):
 //! `cargo build --release --workspace --bins && target/release/e2e bench cos`.
 //!
+//! With `--list` it runs only the listing benchmark (`list`): `ls` of one large prefix
+//! (1,000,000 objects by default) through cos-fuse, with its time and the daemon's peak memory
+//! beside its memory budget.
+//!
 //! This root only runs the profiles in turn and prints the run's heading and summary; the work
 //! is in its modules, none of which uses this root: `args` (the flags), `ceiling` (the raw
 //! client's best, and how reads are tried), `contenders` (mounting each file system and timing
-//! the workloads through it), `workloads` (the file work itself) and `report` (the table and the
-//! targets).
+//! the workloads through it), `workloads` (the file work itself), `report` (the table and the
+//! targets) and `list` (the `--list` run).
 
 mod args;
 mod ceiling;
 mod contenders;
+mod list;
 mod report;
 mod workloads;
 
@@ -81,6 +86,9 @@ async fn run_profiles(bench: &Bench, args: &CosBenchArgs) -> anyhow::Result<()> 
 }
 
 pub async fn run_cos(args: CosBenchArgs) -> anyhow::Result<()> {
+    if args.list {
+        return list::run_list(&args).await;
+    }
     if args.size_mib == 0 || args.objects == 0 || args.files == 0 || args.readers == 0 {
         bail!("--size-mib, --objects, --files and --readers must be at least 1");
     }

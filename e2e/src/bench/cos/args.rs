@@ -19,6 +19,16 @@ pub struct CosBenchArgs {
     /// Parallel readers of the file, each reading its own contiguous share.
     #[arg(long, default_value_t = 4)]
     pub readers: usize,
+    /// Only the listing benchmark: fill one prefix with `--list-objects` objects, mount it with
+    /// cos-fuse and time a whole `ls`, with the daemon's peak memory beside its budget.
+    #[arg(long)]
+    pub list: bool,
+    /// Objects in the prefix `--list` lists.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub list_objects: usize,
+    /// cos-fuse's memory budget (`-o max_memory_mb`) in the `--list` run.
+    #[arg(long, default_value_t = 128)]
+    pub list_budget_mib: u64,
     #[command(flatten)]
     pub shared: SharedBenchArgs,
 }

@@ -74,7 +74,7 @@ pub(super) async fn measure(
         .await?;
     let point = bench.workdir.join(format!("mnt-{prefix}"));
     std::fs::create_dir_all(&point)?;
-    let mut mount = mount_with_defaults(bench, who, &prefix, &point).await?;
+    let mut mount = mount_with_defaults(bench, who, &prefix, &point, &[]).await?;
     let mut figures = Figures::default();
     let pid = mount.proc.pid();
     let hwm = || pid.and_then(peak_rss_kib);
@@ -145,13 +145,14 @@ pub(super) async fn measure(
     Ok(figures)
 }
 
-/// Mounts `prefix` of the bucket at `point` with `who` and its default options; waits until
-/// the mount is there.
-async fn mount_with_defaults(
+/// Mounts `prefix` of the bucket at `point` with `who` and its default options (plus `extra`
+/// arguments); waits until the mount is there.
+pub(super) async fn mount_with_defaults(
     bench: &Bench,
     who: Contender,
     prefix: &str,
     point: &Path,
+    extra: &[String],
 ) -> anyhow::Result<Mount> {
     let log = bench.workdir.join(format!(
         "logs/{}-{}.log",
@@ -178,8 +179,11 @@ async fn mount_with_defaults(
                 passwd,
                 "--log-level".to_owned(),
                 "warn".to_owned(),
-                point.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .chain([point.display().to_string()])
+            .collect(),
         ),
         // Its defaults too, plus what this server needs: path style, SigV4 (any region).
         Contender::S3fs => {
