@@ -1,6 +1,7 @@
-//! The CFS service (`cfs`, `2019-07-19`): NFS file systems as directories under the state
-//! directory, their mount targets as entries of an export table a node plugin reads, UID/GID
-//! quotas, with the real request and response shapes, states and error codes.
+//! The CFS service (`cfs`, `2019-07-19`): NFS and CFS Turbo file systems as directories under the
+//! state directory, their mount targets as entries of an export table a node plugin reads, UID/GID
+//! quotas, with the real request and response shapes, states and error codes. The rules only
+//! Turbo file systems follow (CCN, capacity) are `turbo`.
 //!
 //! Owns the CFS section of the persistent state and the `cfs/` files under the state directory.
 //! Every change goes through the [`Store`] first; directory work runs outside its lock. A new file
@@ -15,6 +16,7 @@ mod filesystems;
 pub(crate) mod model;
 mod quotas;
 mod transitions;
+mod turbo;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! Layout under the state directory:
 //! ```text
 //! cfs/fs/<FileSystemId>/            the file system's root, created with the file system
+//! cfs/fs/<FileSystemId>/cfs/        a Turbo file system's root directory (TB, TP), created with it
 //! cfs/exports/<IpAddress>           -> <state-dir>/cfs/fs/<FileSystemId> (absolute), while the
 //!                                      file system is available and its mount target exists
 //! cfs/exports/<IpAddress>.fsid      its FSID (8 lowercase alphanumerics, no newline)
@@ -12,11 +13,21 @@
 //! This machine's kernel has no NFS client: a node plugin pointed at `cfs/exports` bind-mounts
 //! `exports/<ip>/<path>` where it would run `mount -t nfs <ip>:<path>` (NFSv4) or
 //! `<ip>:/<fsid><path>` (NFSv3, checked against `<ip>.fsid`).
+//!
+//! A Turbo file system is laid out the same way (its mount target is the `host`, its FSID the
+//! `fsid` of a CFS Turbo PV), and its directory holds `cfs/` ([`TURBO_ROOT_DIR`]): a Turbo file
+//! system exports only under its root directory `/cfs`, so a driver mounts
+//! `<host>:/<fsid>/cfs` (`<host>@tcp0:/<fsid>/cfs` with the lustre client), which resolves to
+//! `exports/<host>/cfs`.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// The root directory inside a Turbo file system, the only place it exports from (TKE's CFS Turbo
+/// add-on: `rootdir`, default `/cfs`).
+pub const TURBO_ROOT_DIR: &str = "cfs";
 
 /// Most entries one usage walk visits; beyond it the totals are a lower bound.
 const MAX_WALK_ENTRIES: u64 = 1_000_000;
@@ -61,15 +72,20 @@ impl Layout {
         self.exports_dir().join(format!("{ip}.fsid"))
     }
 
-    /// Creates the root directory of a new file system (mode 0755, like a fresh file system's
-    /// root); an existing one is kept.
-    pub fn create_fs_dir(&self, file_system_id: &str) -> io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = self.fs_dir(file_system_id);
-        match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
+    /// `cfs/fs/<FileSystemId>/cfs`: a Turbo file system's root directory.
+    pub fn turbo_root(&self, file_system_id: &str) -> PathBuf {
+        self.fs_dir(file_system_id).join(TURBO_ROOT_DIR)
+    }
+
+    /// Creates the root directory of a new file system and, for a Turbo one (`turbo`), the
+    /// [`TURBO_ROOT_DIR`] inside it (mode 0755, like a fresh file system's root); existing ones
+    /// are kept.
+    pub fn create_fs_dir(&self, file_system_id: &str, turbo: bool) -> io::Result<()> {
+        create_dir_0755(&self.fs_dir(file_system_id))?;
+        if turbo {
+            create_dir_0755(&self.turbo_root(file_system_id))?;
         }
+        Ok(())
     }
 
     /// Removes a file system's directory and everything in it; a missing one is fine.
@@ -130,6 +146,15 @@ impl Layout {
             }
         }
         Ok(names)
+    }
+}
+
+/// Creates one directory with mode 0755; an existing one is fine.
+fn create_dir_0755(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -196,9 +221,10 @@ mod tests {
     fn publish_replaces_and_unpublish_removes() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path()).unwrap();
-        layout.create_fs_dir("cfs-a").unwrap();
-        layout.create_fs_dir("cfs-a").unwrap();
-        layout.create_fs_dir("cfs-b").unwrap();
+        layout.create_fs_dir("cfs-a", false).unwrap();
+        layout.create_fs_dir("cfs-a", false).unwrap();
+        layout.create_fs_dir("cfs-b", false).unwrap();
+        assert!(!layout.turbo_root("cfs-a").exists());
         layout.publish("10.1.2.3", "cfs-a", "abcd1234").unwrap();
         assert!(layout.is_published("10.1.2.3", "cfs-a", "abcd1234"));
         let link = layout.export_link("10.1.2.3");
@@ -223,6 +249,21 @@ mod tests {
         layout.remove_fs_dir("cfs-a").unwrap();
         layout.remove_fs_dir("cfs-a").unwrap();
         assert_eq!(layout.fs_dirs().unwrap(), ["cfs-b"]);
+    }
+
+    #[test]
+    fn a_turbo_file_system_is_exported_with_its_root_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path()).unwrap();
+        layout.create_fs_dir("cfs-t", true).unwrap();
+        std::fs::write(layout.turbo_root("cfs-t").join("kept"), b"x").unwrap();
+        layout.create_fs_dir("cfs-t", true).unwrap();
+        layout.publish("10.4.5.6", "cfs-t", "turbo001").unwrap();
+        let root = layout.export_link("10.4.5.6").join(TURBO_ROOT_DIR);
+        assert!(root.is_dir());
+        assert_eq!(std::fs::read(root.join("kept")).unwrap(), b"x", "kept");
+        let mode = std::fs::metadata(&root).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
     }
 
     #[test]

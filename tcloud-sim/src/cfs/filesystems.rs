@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use super::model::{
     FileSystem, LifeCycleState, MountTarget, NetInterface, Network, Pending, Protocol, StorageType,
-    Tag, TokenEntry, check_cidr, private_host_ip, well_formed_id,
+    Tag, TokenEntry, private_host_ip, well_formed_id,
 };
+use super::turbo::{plan_capacity, plan_ccn};
 use super::{
     Cfs, DEFAULT_PGROUP, check_fs_id, check_tags, decode, empty_reply, fs_not_found,
     invalid_status, page, reply,
@@ -186,27 +187,7 @@ impl Cfs {
         if let Some(token) = &request.client_token {
             check_client_token(token)?;
         }
-        let capacity = match storage_type.turbo_capacity_rule() {
-            None => None,
-            Some((min, step)) => {
-                let capacity = request.capacity.ok_or_else(|| {
-                    ApiError::new(
-                        "InvalidParameterValue.InvalidTurboCapacity",
-                        format!("Capacity is required for {}.", storage_type.as_str()),
-                    )
-                })?;
-                if capacity < min || !capacity.is_multiple_of(step) {
-                    return Err(ApiError::new(
-                        "InvalidParameterValue.InvalidTurboCapacity",
-                        format!(
-                            "Capacity {capacity} GiB is not valid for {}: at least {min} GiB, in steps of {step} GiB.",
-                            storage_type.as_str()
-                        ),
-                    ));
-                }
-                Some(capacity)
-            }
-        };
+        let capacity = plan_capacity(storage_type, request.capacity)?;
         if let Some(snapshot) = given(&request.snapshot_id) {
             return Err(ApiError::new(
                 "ResourceNotFound.SnapshotNotFound",
@@ -300,21 +281,9 @@ impl Cfs {
                 network.subnet_id = Some(subnet.to_owned());
             }
             NetInterface::Ccn => {
-                let (Some(ccn), Some(cidr)) = (given(&request.ccn_id), given(&request.cidr_block))
-                else {
-                    return Err(ApiError::new(
-                        "MissingParameter",
-                        "A CCN file system needs CcnId and CidrBlock.",
-                    ));
-                };
-                if !well_formed_id(ccn, "ccn-") {
-                    return Err(ApiError::invalid_value(format!(
-                        "CcnId {ccn:?} is not a CCN ID (ccn-xxxxxxxx)."
-                    )));
-                }
-                check_cidr(cidr)?;
-                network.ccn_id = Some(ccn.to_owned());
-                network.cidr_block = Some(cidr.to_owned());
+                let ccn = plan_ccn(request.ccn_id.as_deref(), request.cidr_block.as_deref())?;
+                network.ccn_id = Some(ccn.ccn_id);
+                network.cidr_block = Some(ccn.cidr_block);
             }
         }
         Ok(network)
@@ -368,7 +337,10 @@ impl Cfs {
         });
         let layout = self.layout.clone();
         let dir_id = id.clone();
-        if let Err(e) = crate::state::run_blocking(move || layout.create_fs_dir(&dir_id)).await {
+        let turbo = plan.storage_type.is_turbo();
+        if let Err(e) =
+            crate::state::run_blocking(move || layout.create_fs_dir(&dir_id, turbo)).await
+        {
             return Err(ApiError::new(
                 "InternalError.CreateFsFailed",
                 format!("the simulator cannot create the file system's directory: {e}"),

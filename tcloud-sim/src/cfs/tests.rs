@@ -1,10 +1,11 @@
 //! The CFS service driven in-process: request checks, error codes, the `creating` transition,
 //! the export table, persistence. The real binary is exercised by `tests/cfs.rs`. `requests`
 //! covers creation and description, `lifecycle` deletion, mount targets, quotas, faults and
-//! restarts.
+//! restarts, `turbo` the CFS Turbo file systems.
 
 mod lifecycle;
 mod requests;
+mod turbo;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -41,7 +41,7 @@ impl Cfs {
     /// Makes every due `creating` file system `available`; returns how many it completed.
     pub async fn complete_due(&self) -> usize {
         let now = unix_now_ms();
-        let due: Vec<(String, Pending, Option<MountTarget>)> = self.store.read(|s| {
+        let due: Vec<(String, Pending, Option<MountTarget>, bool)> = self.store.read(|s| {
             s.cfs
                 .file_systems
                 .iter()
@@ -52,14 +52,15 @@ impl Cfs {
                             f.file_system_id.clone(),
                             pending.clone(),
                             f.mount_target.clone(),
+                            f.storage_type.is_turbo(),
                         )
                     })
                 })
                 .collect()
         });
         let mut completed = 0;
-        for (id, pending, target) in due {
-            match self.complete_one(&id, &pending, target).await {
+        for (id, pending, target, turbo) in due {
+            match self.complete_one(&id, &pending, target, turbo).await {
                 Ok(true) => completed += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -80,19 +81,21 @@ impl Cfs {
         completed
     }
 
-    /// Publishes the export, then records `available` if the file system still has that same
-    /// transition pending; otherwise takes the export back.
+    /// Publishes the export (a Turbo file system's, `turbo`, with its root directory), then
+    /// records `available` if the file system still has that same transition pending; otherwise
+    /// takes the export back.
     async fn complete_one(
         &self,
         id: &str,
         pending: &Pending,
         target: Option<MountTarget>,
+        turbo: bool,
     ) -> Result<bool, ApiError> {
         let layout = self.layout.clone();
         let fs_id = id.to_owned();
         let published = target.clone();
         crate::state::run_blocking(move || {
-            layout.create_fs_dir(&fs_id)?;
+            layout.create_fs_dir(&fs_id, turbo)?;
             match &published {
                 Some(t) => layout.publish(&t.ip_address, &fs_id, &t.fsid),
                 None => Ok(()),
@@ -123,10 +126,10 @@ impl Cfs {
         Ok(recorded)
     }
 
-    /// At start-up: every file system in the state has its directory, every available one with a
-    /// mount target is in the export table exactly once, and nothing else is: stale exports and
-    /// the directories of file systems the state no longer has (a delete interrupted by a stop)
-    /// are removed.
+    /// At start-up: every file system in the state has its directory (a Turbo one with its root
+    /// directory), every available one with a mount target is in the export table exactly once,
+    /// and nothing else is: stale exports and the directories of file systems the state no longer
+    /// has (a delete interrupted by a stop) are removed.
     pub async fn reconcile(&self) {
         let file_systems = self.store.read(|s| s.cfs.file_systems.clone());
         let layout = self.layout.clone();
@@ -134,12 +137,13 @@ impl Cfs {
             let mut exported = HashSet::new();
             for fs in &file_systems {
                 let dir = layout.fs_dir(&fs.file_system_id);
-                if !dir.is_dir() {
+                let turbo = fs.storage_type.is_turbo();
+                if !dir.is_dir() || (turbo && !layout.turbo_root(&fs.file_system_id).is_dir()) {
                     if fs.state == LifeCycleState::Available {
                         tracing::warn!(file_system = %fs.file_system_id,
-                            "the directory of an available CFS file system was missing; it is empty now");
+                            "the directory of an available CFS file system (or a Turbo one's root directory) was missing; it is empty now");
                     }
-                    layout.create_fs_dir(&fs.file_system_id)?;
+                    layout.create_fs_dir(&fs.file_system_id, turbo)?;
                 }
                 if fs.state != LifeCycleState::Available {
                     continue;
