@@ -242,7 +242,10 @@ async fn a_static_pv_read_only() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let kubelet = served.workdir.join("kubelet");
-    let (staging, target) = (kubelet.join("staging/static"), kubelet.join("pods/static/mount"));
+    let (staging, target) = (
+        kubelet.join("staging/static"),
+        kubelet.join("pods/static/mount"),
+    );
     let capability = cap(Mode::MultiNodeReaderOnly, false);
     c.node
         .node_stage_volume(pb::NodeStageVolumeRequest {

@@ -737,7 +737,11 @@ fn registry_and_kubelet_dir_are_set_in_one_place() {
         let component = text(obj, "/metadata/labels/app.kubernetes.io~1component");
         if component == "node-plugin" || component == "fuse-host" {
             mounting += 1;
-            let container = if component == "node-plugin" { "driver" } else { "fuse-host" };
+            let container = if component == "node-plugin" {
+                "driver"
+            } else {
+                "fuse-host"
+            };
             let driver = containers(spec)
                 .find(|c| text(c, "/name") == container)
                 .unwrap_or_else(|| panic!("{}: no {container} container", name(obj)));
@@ -754,7 +758,10 @@ fn registry_and_kubelet_dir_are_set_in_one_place() {
         }
     }
     assert_eq!(daemonsets, 6, "4 node plugins and 2 FUSE hosts");
-    assert_eq!(mounting, 6, "every DaemonSet mounts, and follows kubeletDir");
+    assert_eq!(
+        mounting, 6,
+        "every DaemonSet mounts, and follows kubeletDir"
+    );
 }
 
 #[test]

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_common::csi::reply::{abnormal, answer_by, filesystem_stats, node_caps};
-use csi_common::csi::request::{
-    NodePaths, Supported, check_capability, read_only, volume_path,
-};
+use csi_common::csi::request::{NodePaths, Supported, check_capability, read_only, volume_path};
 use csi_common::csi::{InFlight, InFlightGuard, pb};
 use csi_common::mount::Mounter;
 use csi_common::mount::ops::{prepare_mount_point, remove_target, unmount_all};

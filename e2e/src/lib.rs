@@ -2,8 +2,9 @@
 //! their socket the way kubelet and the sidecars do, and cleans up every process, mount, loop
 //! device and file it made, even when a test fails.
 //!
-//! The benchmarks (`e2e bench`) live in [`bench`], built on the harness; nothing in the harness
-//! (`env`, `kubelet`, `process`, `client`, `cleanup`, `demo`) may use them.
+//! The benchmarks (`e2e bench`) live in [`bench`] and the soak (`e2e soak`) in [`soak`], built on
+//! the harness; nothing in the harness (`env`, `kubelet`, `process`, `client`, `cleanup`, `demo`)
+//! may use them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod env;
 pub mod kubelet;
 pub mod process;
+pub mod soak;
 
 pub use client::CsiClient;
 pub use env::{Driver, Env, EnvOptions};
