@@ -31,19 +31,19 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result, required};
 use crate::nfs::NfsMounter;
 use crate::params::{CfsParams, VolumeId};
+use crate::roots::Roots;
 
 mod listing;
 mod shared;
 mod whole;
 
-pub use shared::unmount_work_dir;
+pub use crate::roots::unmount_all as unmount_work_dir;
 
 /// Tag keys: Tencent reserves keys starting with `tencent`, `qcloud` and `project`.
 pub const TAG_DRIVER: &str = "k8s-csi/driver";
 pub const TAG_SHARED: &str = "k8s-csi/shared-instance";
 pub const TAG_ON_DELETE: &str = "k8s-csi/on-delete";
-/// Archived subdirectories start with this; they are not volumes any more.
-pub const ARCHIVE_PREFIX: &str = "archived-";
+pub use crate::subdirs::ARCHIVE_PREFIX;
 /// The whole CSI name of a file system whose FsName had to be shortened.
 pub const TAG_VOLUME_NAME: &str = "k8s-csi/volume-name";
 /// The size a whole file system was asked with, so a repeated create can be compared.
@@ -71,9 +71,8 @@ pub struct ControllerService<C, M> {
     mounter: Arc<M>,
     config: ControllerConfig,
     inflight: InFlight,
-    /// Each shared instance's root is mounted one caller at a time (per instance: an instance
-    /// whose server is gone holds up only its own volumes).
-    mounting: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The shared instances' roots, mounted to manage their subdirectories.
+    roots: Roots,
     metrics: Arc<csi_common::metrics::Metrics>,
 }
 
@@ -140,9 +139,9 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         ControllerService {
             cfs,
             mounter,
+            roots: Roots::new(config.work_dir.clone(), config.nfs.clone()),
             config,
             inflight: InFlight::new(),
-            mounting: Default::default(),
             metrics: csi_common::metrics::Metrics::new(),
         }
     }

@@ -1,9 +1,13 @@
 //! `csi-cfs`: the CSI driver for Tencent Cloud CFS NFS file systems: a whole file system per
-//! volume, or a subdirectory per volume on a shared file system (`subdir-share: "true"`).
+//! volume, or a subdirectory per volume on a shared file system (`subdir-share: "true"`). With
+//! `--flavor turbo` it is the CFS Turbo driver (`com.tencent.cloud.csi.cfsturbo`): static PVs and
+//! a subdirectory per volume on a Turbo file system the StorageClass names ([`turbo`]).
 //!
-//! The crate owns what is particular to CFS: parameters and volume IDs ([`params`]), NFS sources
-//! and mounting ([`nfs`]), the controller ([`controller`]) and node ([`node`]) services, and the
-//! owner records of shared-instance subdirectories ([`owners`]).
+//! The crate owns what is particular to CFS: parameters and volume IDs ([`params`], [`turbo`]),
+//! NFS and Lustre sources and mounting ([`nfs`]), the controllers ([`controller`],
+//! [`turbo_controller`]) and the node service ([`node`]) both flavors share, the roots a
+//! controller mounts ([`roots`]), and subdirectory volumes with their owner records
+//! ([`subdirs`], [`owners`]).
 
 pub mod controller;
 pub mod error;
@@ -11,6 +15,10 @@ pub mod nfs;
 pub mod node;
 pub mod owners;
 pub mod params;
+pub mod roots;
+pub mod subdirs;
+pub mod turbo;
+pub mod turbo_controller;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +47,17 @@ pub const KEY_NAMES: &[KeyNames] = &[KeyNames {
     token: None,
 }];
 
+/// Which of Tencent's CFS drivers this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavor {
+    /// CFS (`com.tencent.cloud.csi.cfs`): NFS file systems made through the CFS API.
+    #[default]
+    Cfs,
+    /// CFS Turbo (`com.tencent.cloud.csi.cfsturbo`): Turbo file systems the StorageClass or PV
+    /// names, mounted with the Turbo (Lustre) client or NFSv3; no cloud call, no API keys.
+    Turbo,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "csi-cfs",
@@ -48,6 +67,10 @@ pub const KEY_NAMES: &[KeyNames] = &[KeyNames {
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// CFS, or CFS Turbo (whose driver name is then com.tencent.cloud.csi.cfsturbo).
+    #[arg(long, value_enum, default_value_t = Flavor::Cfs)]
+    pub flavor: Flavor,
 
     /// Where the node mounts each file system once, for all its volumes.
     #[arg(long, default_value = "/var/lib/csi-cfs/mounts")]
@@ -100,7 +123,12 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     common.validate()?;
     let metrics = common.start_metrics().await?;
     let shutdown = shutdown_signal();
-    let driver_name = common.driver_name_or(DRIVER_NAME).to_owned();
+    let driver_name = common
+        .driver_name_or(match config.flavor {
+            Flavor::Cfs => DRIVER_NAME,
+            Flavor::Turbo => turbo::DRIVER_NAME,
+        })
+        .to_owned();
     let identity = IdentityService::new(&driver_name, VERSION, plugin_caps(common.mode));
     let mut routes = Routes::new(identity.into_server());
     let programs = nfs::Programs {
@@ -123,7 +151,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         Arc::clone(&metrics),
     ));
     let nfs_for_shutdown = nfs.clone();
-    if common.mode.controller() {
+    if common.mode.controller() && config.flavor == Flavor::Turbo {
+        let controller = turbo_controller::TurboController::new(
+            Arc::clone(&mounter),
+            roots::Roots::new(config.controller_dir.clone(), nfs.clone()),
+        );
+        routes = routes.add_service(controller.into_server());
+    } else if common.mode.controller() {
         let cloud = common
             .cloud_client(KEY_NAMES)
             .await?
@@ -158,6 +192,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 mounts_dir: config.mounts_dir.clone(),
                 nfs,
                 kubelet_dir: common.kubelet_dir.clone(),
+                flavor: config.flavor,
             },
         );
         routes = routes.add_service(node.into_server());

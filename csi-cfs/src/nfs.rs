@@ -13,17 +13,31 @@ use std::time::Duration;
 
 use csi_common::mount::{CommandError, MountError, Mounter, run_command};
 
-/// Where a volume lives: the PV attributes `host`, `path`, `vers`, `fsid`, `options`.
+/// How a file system is served to the node: the kernel's NFS client, or CFS Turbo's private
+/// Lustre-based client (`mount -t lustre`, which needs its kernel module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    #[default]
+    Nfs,
+    Lustre,
+}
+
+/// Where a volume lives: the PV attributes `host`, `path`, `vers`, `fsid`, `options` (and, for
+/// CFS Turbo, `proto` and `rootdir`: see [`crate::turbo`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NfsSource {
     pub host: String,
-    /// Absolute path inside the file system, `/` for its root.
+    /// Absolute path inside the exported directory, `/` for its root.
     pub path: String,
     pub vers: u8,
-    /// Needed for NFSv3, whose export is `/<fsid>`.
+    /// Needed for NFSv3 and Lustre, whose export is `/<fsid>`.
     pub fsid: Option<String>,
     /// Extra mount options from the `options` attribute.
     pub options: Vec<String>,
+    /// The directory the server exports under: `/` for CFS, the Turbo root directory (`/cfs` by
+    /// default) for CFS Turbo, which exports nothing above it.
+    pub root_dir: String,
+    pub transport: Transport,
 }
 
 /// Our defaults, each overridable: hard mounts with a long timeout, as CFS recommends.
@@ -102,11 +116,13 @@ impl NfsSource {
             vers,
             fsid,
             options,
+            root_dir: "/".into(),
+            transport: Transport::Nfs,
         }
         .normalized())
     }
 
-    fn normalized(mut self) -> Self {
+    pub(crate) fn normalized(mut self) -> Self {
         if self.path.is_empty() {
             self.path = "/".into();
         }
@@ -121,31 +137,52 @@ impl NfsSource {
         }
     }
 
-    /// The mount source: `<host>:<path>` for v4, `<host>:/<fsid><path>` for v3.
+    /// The mount source: `<host>:<path>` for v4, `<host>:/<fsid><path>` for v3, and
+    /// `<host>@tcp0:/<fsid><path>` for Lustre, each path under the root directory.
     pub fn device(&self) -> String {
-        let path = if self.path == "/" {
-            ""
-        } else {
-            self.path.as_str()
+        let under = |p: &str| {
+            if p == "/" {
+                String::new()
+            } else {
+                p.to_owned()
+            }
         };
-        match (self.vers, &self.fsid) {
-            (3, Some(fsid)) => format!("{}:/{fsid}{path}", self.host),
-            _ => format!("{}:{}", self.host, if path.is_empty() { "/" } else { path }),
+        let path = format!("{}{}", under(&self.root_dir), under(&self.path));
+        match (self.transport, self.vers, &self.fsid) {
+            (Transport::Lustre, _, Some(fsid)) => format!("{}@tcp0:/{fsid}{path}", self.host),
+            (Transport::Nfs, 3, Some(fsid)) => format!("{}:/{fsid}{path}", self.host),
+            _ => format!(
+                "{}:{}",
+                self.host,
+                if path.is_empty() { "/" } else { &path }
+            ),
+        }
+    }
+
+    /// The file system type `mount -t` is given.
+    pub fn fs_type(&self) -> &'static str {
+        match self.transport {
+            Transport::Nfs => "nfs",
+            Transport::Lustre => "lustre",
         }
     }
 
     /// Mount options: the old driver's (`vers`, `noresvport` with an fsid, `nolock,proto=tcp` for
     /// v3), our defaults (`hard,timeo=600,retrans=2`), then the `options` attribute, then the
     /// capability's mount flags; a later option replaces an earlier one with the same key.
+    /// Lustre takes only the `options` attribute and the flags.
     pub fn mount_options(&self, flags: &[String], read_only: bool) -> Vec<String> {
-        let mut options: Vec<String> = vec![format!("vers={}", self.vers)];
-        if self.fsid.is_some() {
-            options.push("noresvport".into());
+        let mut options: Vec<String> = Vec::new();
+        if self.transport == Transport::Nfs {
+            options.push(format!("vers={}", self.vers));
+            if self.fsid.is_some() {
+                options.push("noresvport".into());
+            }
+            if self.vers == 3 {
+                options.extend(["nolock".to_owned(), "proto=tcp".to_owned()]);
+            }
+            options.extend(DEFAULT_OPTIONS.iter().map(|o| o.to_string()));
         }
-        if self.vers == 3 {
-            options.extend(["nolock".to_owned(), "proto=tcp".to_owned()]);
-        }
-        options.extend(DEFAULT_OPTIONS.iter().map(|o| o.to_string()));
         for option in self.options.iter().chain(flags) {
             options.retain(|o| option_key(o) != option_key(option));
             options.push(option.clone());
@@ -207,14 +244,26 @@ impl NfsMounter {
         flags: &[String],
         read_only: bool,
     ) -> Vec<String> {
-        vec![
-            "-t".into(),
-            "nfs".into(),
-            "-o".into(),
-            source.mount_options(flags, read_only).join(","),
-            source.device(),
-            target.display().to_string(),
-        ]
+        let options = source.mount_options(flags, read_only);
+        let mut args = vec!["-t".into(), source.fs_type().into()];
+        if !options.is_empty() {
+            args.extend(["-o".into(), options.join(",")]);
+        }
+        args.extend([source.device(), target.display().to_string()]);
+        args
+    }
+
+    /// Why `source` cannot be mounted on this node: the Turbo client missing for a Lustre source
+    /// (read from `/proc/modules`; the simulator's seam needs none). `None` when it can.
+    pub fn client_missing(&self, source: &NfsSource) -> Option<String> {
+        match (self, source.transport) {
+            (NfsMounter::Kernel { .. }, Transport::Lustre) => {
+                let modules =
+                    std::fs::read_to_string(crate::turbo::MODULES_FILE).unwrap_or_default();
+                crate::turbo::missing_client(&modules)
+            }
+            _ => None,
+        }
     }
 
     fn programs(&self) -> &Programs {
@@ -304,7 +353,7 @@ pub fn resolve_export(exports: &Path, source: &NfsSource) -> Result<PathBuf, Mou
             e,
         )
     })?;
-    if source.vers == 3 {
+    if source.vers == 3 || source.transport == Transport::Lustre {
         let fsid_file = exports.join(format!("{}.fsid", source.host));
         let fsid = std::fs::read_to_string(&fsid_file)
             .map_err(|e| io(&fsid_file, "cannot read the export's FSID", e))?;
@@ -316,7 +365,9 @@ pub fn resolve_export(exports: &Path, source: &NfsSource) -> Result<PathBuf, Mou
             ));
         }
     }
-    let wanted = root.join(source.path.trim_start_matches('/'));
+    let wanted = root
+        .join(source.root_dir.trim_start_matches('/'))
+        .join(source.path.trim_start_matches('/'));
     let dir = std::fs::canonicalize(&wanted)
         .map_err(|e| io(&wanted, "the path does not exist on the file system", e))?;
     if !dir.starts_with(&root) {
@@ -439,6 +490,8 @@ mod tests {
             vers,
             fsid: fsid.map(str::to_owned),
             options: vec![],
+            root_dir: "/".into(),
+            transport: Transport::Nfs,
         };
         assert_eq!(
             resolve_export(&exports, &source("/sub", 4, None)).unwrap(),

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// The kubelet's directory: staging and target paths lie under it, and the binds under it are
     /// the only users of a node-wide mount.
     pub kubelet_dir: PathBuf,
+    /// CFS or CFS Turbo: how volume attributes read.
+    pub flavor: crate::Flavor,
 }
 
 impl NodeConfig {
@@ -98,8 +100,12 @@ impl<M: Mounter + 'static> NodeService<M> {
     }
 }
 
-fn source_of(context: &HashMap<String, String>) -> Result<NfsSource> {
-    NfsSource::from_context(context).map_err(Error::InvalidArgument)
+fn source_of(flavor: crate::Flavor, context: &HashMap<String, String>) -> Result<NfsSource> {
+    match flavor {
+        crate::Flavor::Cfs => NfsSource::from_context(context),
+        crate::Flavor::Turbo => crate::turbo::source_from_context(context),
+    }
+    .map_err(Error::InvalidArgument)
 }
 
 fn node_capabilities() -> Vec<pb::NodeServiceCapability> {
@@ -130,7 +136,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .volume_capability
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
-        let source = source_of(&req.volume_context)?;
+        let source = source_of(self.config.flavor, &req.volume_context)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let flags = mount_flags(&capability);
         self.blocking(&guard, move |mounts, m, config| {
@@ -178,7 +184,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         check_capabilities(std::slice::from_ref(&capability))?;
         let read_only = read_only(req.readonly, &capability);
         let flags = mount_flags(&capability);
-        let source = source_of(&req.volume_context)?;
+        let source = source_of(self.config.flavor, &req.volume_context)?;
         let volume_id = req.volume_id.clone();
         let guard = self.inflight.acquire(&req.volume_id)?;
         self.blocking(&guard, move |mounts, m, config| {

@@ -41,6 +41,10 @@ pub enum ParamError {
         "unknown StorageClass parameter {0:?}; accepted: vpcid, subnetid, zone, pgroupid, storagetype, resourcetags, vers, subdir-share, subdir-pattern, on-delete"
     )]
     Unknown(String),
+    #[error(
+        "unknown StorageClass parameter {0:?}; accepted: host, fsid, proto, rootdir, options, subdir-pattern, on-delete"
+    )]
+    UnknownTurbo(String),
     #[error("parameter {key} is required{why}")]
     Missing {
         key: &'static str,

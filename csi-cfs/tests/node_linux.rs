@@ -121,6 +121,7 @@ impl Env {
                     },
                 },
                 kubelet_dir: path("kubelet"),
+                flavor: csi_cfs::Flavor::Cfs,
             },
         );
         Env {

@@ -1,31 +1,25 @@
 //! The shared instance of a StorageClass and the subdirectory volumes on it: finding or creating
-//! the instance by its tag, mounting its root under the work directory (and unmounting it at
-//! shutdown), creating and deleting subdirectories with their owner records, and the group quota
-//! that sizes them.
-//!
-//! A subdirectory is only created or deleted after its owner record says it belongs to the volume
-//! asked for; the data goes first, the record after, so a retry after a crash finishes the job.
-//! Nothing here makes a whole file system per volume.
+//! the instance by its tag, its root mounted under the work directory ([`crate::roots`]), the
+//! subdirectories with their owner records ([`crate::subdirs`]), and the group quota that sizes
+//! them. Nothing here makes a whole file system per volume.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use csi_common::csi::pb;
 use csi_common::mount::Mounter;
-use csi_common::mount::ops::healthy_mount;
 use tcloud::cfs::{CfsApi, FileSystem, MountTarget, ResourceTag};
 use tcloud::client_token;
 use tokio::time::Instant;
 
 use super::{
-    ARCHIVE_PREFIX, ControllerService, GIB, TAG_DRIVER, TAG_ON_DELETE, TAG_SHARED, create_request,
-    quota_gid, volume_context,
+    ControllerService, GIB, TAG_DRIVER, TAG_ON_DELETE, TAG_SHARED, create_request, quota_gid,
+    volume_context,
 };
-use crate::error::{Error, Result, io};
-use crate::nfs::{NfsMounter, NfsSource};
-use crate::owners::{self, Owner, RECORDS_DIR, Records};
+use crate::error::{Error, Result};
+use crate::nfs::NfsSource;
+use crate::owners::{Owner, RECORDS_DIR};
 use crate::params::{CfsParams, OnDelete, VolumeId, expand_pattern, owner_digest};
+use crate::subdirs;
 
 impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
     /// The shared instance of a StorageClass: found by its tag, created on first use. The tag and
@@ -92,15 +86,6 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
     /// The instance's root, mounted under the work directory over NFS v4 (enough to manage
     /// directories whatever version volumes use); kept mounted, reused while healthy.
     pub(super) async fn instance_root(&self, fs_id: &str, target: &MountTarget) -> Result<PathBuf> {
-        let lock = Arc::clone(
-            self.mounting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(fs_id.to_owned())
-                .or_default(),
-        );
-        let _one_at_a_time = lock.lock().await;
-        let root = self.config.work_dir.join(fs_id);
         let context = volume_context(
             &MountTarget {
                 fsid: String::new(),
@@ -110,22 +95,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             "/",
         );
         let source = NfsSource::from_context(&context).map_err(Error::Internal)?;
-        let (mounter, nfs, path) = (
-            Arc::clone(&self.mounter),
-            self.config.nfs.clone(),
-            root.clone(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            std::fs::create_dir_all(&path)
-                .map_err(io(&path, "cannot create the controller's mount point"))?;
-            if healthy_mount(mounter.as_ref(), &path)?.is_none() {
-                nfs.mount(&source, &path, &[], false)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("mount task failed: {e}")))??;
-        Ok(root)
+        self.roots.mounted(&self.mounter, fs_id, source).await
     }
 
     pub(super) async fn create_subdir(
@@ -165,7 +135,6 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
             .inflight
             .acquire(&format!("{}/{subdir}", fs.file_system_id))?;
         let root = self.instance_root(&fs.file_system_id, &target).await?;
-        let dir = root.join(&subdir);
         let (leaf, owner) = (
             subdir.clone(),
             Owner {
@@ -174,35 +143,9 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
                 released: false,
             },
         );
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let records = Records::new(&root);
-            owners::claim(
-                &leaf,
-                records.read(&leaf)?.as_ref(),
-                &owner.volume,
-                capacity,
-            )?;
-            match std::fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(Error::AlreadyExists(format!(
-                        "{} exists and is not a directory",
-                        dir.display()
-                    )));
-                }
-                Err(_) => std::fs::create_dir(&dir)
-                    .map_err(io(&dir, "cannot create the volume's subdirectory"))?,
-            }
-            // Files created inside keep the volume's group (setgid), which the group quota counts.
-            nix::unistd::chown(&dir, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
-                io(&dir, "cannot set the subdirectory's group")(std::io::Error::from(e))
-            })?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2777))
-                .map_err(io(&dir, "cannot set the subdirectory's mode"))?;
-            records.write(&leaf, &owner)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("subdirectory task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || subdirs::claim(&root, &leaf, &owner, Some(gid)))
+            .await
+            .map_err(|e| Error::Internal(format!("subdirectory task failed: {e}")))??;
         self.apply_quota(&fs.file_system_id, gid, capacity, deadline)
             .await;
         Ok(pb::Volume {
@@ -248,77 +191,15 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
         }
         let target = self.mount_target(fs_id, deadline).await?;
         let root = self.instance_root(fs_id, &target).await?;
-        let dir = root.join(subdir);
-        let archived = root.join(format!(
-            "{ARCHIVE_PREFIX}{subdir}-{}",
-            tcloud::time::unix_now()
-        ));
-        let (leaf, owner) = (subdir.to_owned(), owner.map(str::to_owned));
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let records = Records::new(&root);
-            // The directory went to another volume after this one was deleted (a late retry of
-            // this delete): this volume is gone already, and the other's data is not ours.
-            if let (Some(owner), Some(record)) = (&owner, records.read(&leaf)?)
-                && owner_digest(&record.volume) != *owner
-            {
-                tracing::info!(subdir = %leaf, holder = %record.volume, "the directory belongs to another volume now: nothing to delete");
-                return Ok(());
-            }
-            // The data first, the record after: a retry after a crash finds the record and
-            // finishes the job.
-            match std::fs::symlink_metadata(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return records.remove(&leaf);
-                }
-                Err(e) => return Err(io(&dir, "cannot inspect the subdirectory")(e)),
-                Ok(meta) if !meta.is_dir() => {
-                    return Err(Error::FailedPrecondition(format!(
-                        "{} is not a directory; refusing to touch it",
-                        dir.display()
-                    )));
-                }
-                Ok(_) => {}
-            }
-            match on_delete {
-                OnDelete::Archive => {
-                    std::fs::rename(&dir, &archived)
-                        .map_err(io(&dir, "cannot archive the subdirectory"))?;
-                    records.remove(&leaf)
-                }
-                // Exactly this leaf; remove_dir_all never follows symlinks out of it.
-                OnDelete::Delete => {
-                    std::fs::remove_dir_all(&dir)
-                        .map_err(io(&dir, "cannot delete the subdirectory"))?;
-                    records.remove(&leaf)
-                }
-                // The data stays; the record says no volume holds it any more.
-                OnDelete::Retain => match records.read(&leaf)? {
-                    Some(owner) if !owner.released => records.write(
-                        &leaf,
-                        &Owner {
-                            released: true,
-                            ..owner
-                        },
-                    ),
-                    _ => Ok(()),
-                },
-            }
+        let (leaf, owner, suffix) = (
+            subdir.to_owned(),
+            owner.map(str::to_owned),
+            tcloud::time::unix_now(),
+        );
+        tokio::task::spawn_blocking(move || {
+            subdirs::release(&root, &leaf, owner.as_deref(), on_delete, suffix)
         })
         .await
         .map_err(|e| Error::Internal(format!("subdirectory task failed: {e}")))?
-    }
-}
-
-/// Unmounts the controller's instance mounts (at shutdown).
-pub fn unmount_work_dir<M: Mounter>(mounter: &M, nfs: &NfsMounter, work_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(work_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if let Err(e) = nfs.unmount_all(mounter, &path) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot unmount a controller mount");
-        }
-        let _ = std::fs::remove_dir(&path);
     }
 }

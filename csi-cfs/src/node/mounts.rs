@@ -117,6 +117,9 @@ pub(super) fn stage<M: Mounter>(
         let base = match healthy_mount(mounter, &global)? {
             Some(info) => info,
             None => {
+                if let Some(missing) = config.nfs.client_missing(source) {
+                    return Err(Error::FailedPrecondition(missing));
+                }
                 config.nfs.mount(&source.root(), &global, flags, false)?;
                 mounter.mount_at(&global)?.ok_or_else(|| {
                     Error::Internal(format!(
