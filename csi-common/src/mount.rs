@@ -16,6 +16,7 @@ pub mod metered;
 pub mod mountinfo;
 pub mod ops;
 pub mod options;
+mod xfs;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The real [`Mounter`]: mount(2)/umount2(2) and statvfs(2) through `nix`, the mount table from
-//! `/proc/self/mountinfo`, and `blkid`, `mkfs.*`, `resize2fs`, `xfs_growfs`, `dumpe2fs`, `xfs_info`
+//! `/proc/self/mountinfo`, and `blkid`, `mkfs.*`, `resize2fs`, `xfs_growfs`, `dumpe2fs`
 //! run through [`run_command`] with time limits. The tools that change a filesystem (`mkfs.*`,
 //! `e2fsck`, `resize2fs`, `xfs_growfs`) are never killed part-way: at their timeout the caller gets
 //! [`CommandError::TimedOut`] carrying the still-running tool ([`OnTimeout::LeaveRunning`]).
@@ -24,6 +24,7 @@ use super::command::{
 };
 use super::mountinfo::parse_mountinfo;
 use super::options::split_options;
+use super::xfs;
 use super::{
     DeviceContent, FormatParams, FsStats, GROW_TIMEOUT, MKFS_TIMEOUT, MountError, MountInfo,
     Mounter, TOOL_TIMEOUT, libc_errno,
@@ -213,19 +214,6 @@ fn parse_dumpe2fs(text: &str) -> Option<u64> {
             .and_then(|v| v.trim().parse().ok())
     };
     field("Block count")?.checked_mul(field("Block size")?)
-}
-
-/// Data blocks × block size from `xfs_info`'s `data     =   bsize=4096   blocks=262144, ...` line.
-fn parse_xfs_info(text: &str) -> Option<u64> {
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("data") && l.contains("bsize="))?;
-    let value = |key: &str| -> Option<u64> {
-        line.split(|c: char| c.is_whitespace() || c == ',')
-            .find_map(|token| token.strip_prefix(key))
-            .and_then(|v| v.parse().ok())
-    };
-    value("blocks=")?.checked_mul(value("bsize=")?)
 }
 
 /// How [`MountError::NotBlank`] names what it found.
@@ -511,16 +499,19 @@ impl Mounter for LinuxMounter {
             });
         }
         if fs_type == "xfs" {
-            // xfs_info reads the live superblock when the filesystem is mounted (xfs_db would read
-            // the on-disk copy, stale until the log is written back) and the device when not.
-            let output = run_command("xfs_info", &[device], TOOL_TIMEOUT)?;
-            return parse_xfs_info(&output.stdout).map(Some).ok_or_else(|| {
-                invalid_output(
-                    device,
-                    "reading the filesystem size",
-                    "xfs_info printed no data block count and block size".to_owned(),
-                )
-            });
+            // The live size when mounted (the on-disk superblock is stale after an online growth
+            // until the log is written back), the superblock's when not; never `xfs_info`, which
+            // stats every mount on the node first (see `xfs`).
+            let canonical = std::fs::canonicalize(device).unwrap_or_else(|_| device.to_owned());
+            let wanted = canonical.to_string_lossy();
+            let mounted = self
+                .mounts()?
+                .into_iter()
+                .find(|m| m.source == wanted || Path::new(&m.source) == device);
+            return match mounted {
+                Some(m) => xfs::mounted_size(Path::new(&m.mount_point)).map(Some),
+                None => xfs::superblock_size(device).map(Some),
+            };
         }
         Ok(None)
     }
@@ -723,26 +714,12 @@ mod tests {
     }
 
     #[test]
-    fn reads_sizes_from_tool_output() {
+    fn reads_sizes_from_dumpe2fs_output() {
         let dumpe2fs = "Filesystem volume name:   <none>\nBlock count:              131072\n\
                         Reserved block count:     0\nBlock size:               1024\n";
         assert_eq!(parse_dumpe2fs(dumpe2fs), Some(131_072 * 1024));
         assert_eq!(parse_dumpe2fs("Block count: 10\n"), None);
         assert_eq!(parse_dumpe2fs("Block count: x\nBlock size: 4096\n"), None);
-
-        let xfs_info = "meta-data=/dev/loop0             isize=512    agcount=4, agsize=32768 blks\n\
-         =                       sectsz=512   attr=2, projid32bit=1\n\
-         =                       crc=1        finobt=1, sparse=1, rmapbt=0\n\
-         =                       reflink=0    bigtime=0 inobtcount=0 nrext64=1\n\
-data     =                       bsize=4096   blocks=262144, imaxpct=25\n\
-         =                       sunit=0      swidth=0 blks\n\
-naming   =version 2              bsize=4096   ascii-ci=0, ftype=1\n\
-log      =internal log           bsize=4096   blocks=16384, version=2\n";
-        assert_eq!(parse_xfs_info(xfs_info), Some(262_144 * 4096));
-        assert_eq!(
-            parse_xfs_info("log      =internal log bsize=4096 blocks=16384\n"),
-            None
-        );
     }
 
     #[test]
