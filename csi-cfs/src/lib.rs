@@ -34,6 +34,7 @@ use tonic::service::Routes;
 use controller::{ControllerConfig, ControllerService};
 use nfs::NfsMounter;
 use node::{NodeConfig, NodeService};
+pub use params::Flavor;
 
 /// The name Tencent's driver registers; TKE's shared-instance StorageClasses each had their own,
 /// `com.tencent.cloud.csi.tcfs.<name>`: pass that with --driver-name.
@@ -46,17 +47,6 @@ pub const KEY_NAMES: &[KeyNames] = &[KeyNames {
     key: "TENCENTCLOUD_CFS_API_SECRET_KEY",
     token: None,
 }];
-
-/// Which of Tencent's CFS drivers this process is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Flavor {
-    /// CFS (`com.tencent.cloud.csi.cfs`): NFS file systems made through the CFS API.
-    #[default]
-    Cfs,
-    /// CFS Turbo (`com.tencent.cloud.csi.cfsturbo`): Turbo file systems the StorageClass or PV
-    /// names, mounted with the Turbo (Lustre) client or NFSv3; no cloud call, no API keys.
-    Turbo,
-}
 
 #[derive(Debug, Clone, Parser)]
 #[command(

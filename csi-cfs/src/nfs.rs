@@ -258,9 +258,8 @@ impl NfsMounter {
     pub fn client_missing(&self, source: &NfsSource) -> Option<String> {
         match (self, source.transport) {
             (NfsMounter::Kernel { .. }, Transport::Lustre) => {
-                let modules =
-                    std::fs::read_to_string(crate::turbo::MODULES_FILE).unwrap_or_default();
-                crate::turbo::missing_client(&modules)
+                let modules = std::fs::read_to_string(MODULES_FILE).unwrap_or_default();
+                missing_client(&modules)
             }
             _ => None,
         }
@@ -336,6 +335,20 @@ impl NfsMounter {
             path: path.display().to_string(),
         })
     }
+}
+
+/// Where the kernel lists its loaded modules.
+pub const MODULES_FILE: &str = "/proc/modules";
+
+/// Why `mount -t lustre` cannot work on a node whose loaded modules are `modules` (the text of
+/// `/proc/modules`), or `None` when the Turbo client is there. Nothing is ever installed.
+pub fn missing_client(modules: &str) -> Option<String> {
+    let loaded = modules
+        .lines()
+        .any(|line| matches!(line.split_whitespace().next(), Some("lustre" | "ptlrpc")));
+    (!loaded).then(|| {
+        "the CFS Turbo client is not on this node (no lustre or ptlrpc kernel module in /proc/modules): install it as https://cloud.tencent.com/document/product/582/54765 says, or use proto: nfs; the driver never installs anything".to_owned()
+    })
 }
 
 /// The simulator directory behind `source`, checked to stay inside the file system's root.

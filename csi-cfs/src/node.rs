@@ -6,10 +6,12 @@
 //! a server blip, ENOTCONN, EIO) is unmounted and made again by the next stage or publish; one
 //! whose server does not answer is reported, and holds up only its own file system's volumes.
 
+mod config;
 mod mounts;
 
+pub use config::NodeConfig;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csi_common::csi::reply::{filesystem_stats, node_caps};
@@ -21,33 +23,8 @@ use tonic::{Request, Response, Status};
 
 use crate::controller::check_capabilities;
 use crate::error::{Error, Result, required};
-use crate::nfs::{NfsMounter, NfsSource};
+use crate::nfs::NfsSource;
 use mounts::{NodeMounts, collect_unused, stage, within};
-
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    pub node_id: String,
-    /// Where each file system is mounted once for the whole node.
-    pub mounts_dir: PathBuf,
-    pub nfs: NfsMounter,
-    /// The kubelet's directory: staging and target paths lie under it, and the binds under it are
-    /// the only users of a node-wide mount.
-    pub kubelet_dir: PathBuf,
-    /// CFS or CFS Turbo: how volume attributes read.
-    pub flavor: crate::Flavor,
-}
-
-impl NodeConfig {
-    /// Where requests may name staging and target paths.
-    pub fn paths(&self) -> NodePaths {
-        NodePaths::new([self.kubelet_dir.clone()])
-    }
-
-    /// A mount point of the node's own binds: under the kubelet directory, not a node-wide mount.
-    fn is_node_path(&self, path: &Path) -> bool {
-        path.starts_with(&self.kubelet_dir) && !path.starts_with(&self.mounts_dir)
-    }
-}
 
 #[derive(Debug)]
 pub struct NodeService<M> {
@@ -100,10 +77,13 @@ impl<M: Mounter + 'static> NodeService<M> {
     }
 }
 
-fn source_of(flavor: crate::Flavor, context: &HashMap<String, String>) -> Result<NfsSource> {
+fn source_of(
+    flavor: crate::params::Flavor,
+    context: &HashMap<String, String>,
+) -> Result<NfsSource> {
     match flavor {
-        crate::Flavor::Cfs => NfsSource::from_context(context),
-        crate::Flavor::Turbo => crate::turbo::source_from_context(context),
+        crate::params::Flavor::Cfs => NfsSource::from_context(context),
+        crate::params::Flavor::Turbo => crate::turbo::source_from_context(context),
     }
     .map_err(Error::InvalidArgument)
 }

@@ -35,6 +35,17 @@ impl OnDelete {
     }
 }
 
+/// Which of Tencent's CFS drivers this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavor {
+    /// CFS (`com.tencent.cloud.csi.cfs`): NFS file systems made through the CFS API.
+    #[default]
+    Cfs,
+    /// CFS Turbo (`com.tencent.cloud.csi.cfsturbo`): Turbo file systems the StorageClass or PV
+    /// names, mounted with the Turbo (Lustre) client or NFSv3; no cloud call, no API keys.
+    Turbo,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
     #[error(

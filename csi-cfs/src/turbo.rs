@@ -20,8 +20,6 @@ use crate::params::{DEFAULT_PATTERN, OnDelete, ParamError, expand_pattern, owner
 
 pub const DRIVER_NAME: &str = "com.tencent.cloud.csi.cfsturbo";
 pub const DEFAULT_ROOT_DIR: &str = "/cfs";
-/// Where the kernel lists its loaded modules.
-pub const MODULES_FILE: &str = "/proc/modules";
 
 fn lowered(map: &HashMap<String, String>) -> HashMap<String, String> {
     map.iter()
@@ -370,17 +368,6 @@ pub fn volume_context(params: &TurboParams, subdir: &str) -> HashMap<String, Str
     context
 }
 
-/// Why `mount -t lustre` cannot work on a node whose loaded modules are `modules` (the text of
-/// `/proc/modules`), or `None` when the Turbo client is there. Nothing is ever installed.
-pub fn missing_client(modules: &str) -> Option<String> {
-    let loaded = modules
-        .lines()
-        .any(|line| matches!(line.split_whitespace().next(), Some("lustre" | "ptlrpc")));
-    (!loaded).then(|| {
-        "the CFS Turbo client is not on this node (no lustre or ptlrpc kernel module in /proc/modules): install it as https://cloud.tencent.com/document/product/582/54765 says, or use proto: nfs; the driver never installs anything".to_owned()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,8 +503,9 @@ mod tests {
     #[test]
     fn the_client_check_reads_the_module_list() {
         let loaded = "ptlrpc 2523136 7 lustre,lmv,mdc, Live 0x0000000000000000 (OE)\nlnet 614400 6 - Live 0x0\n";
-        assert_eq!(missing_client(loaded), None);
-        let missing = missing_client("ext4 1 0 - Live 0x0\nnfs 2 0 - Live 0x0\n").unwrap();
+        assert_eq!(crate::nfs::missing_client(loaded), None);
+        let missing =
+            crate::nfs::missing_client("ext4 1 0 - Live 0x0\nnfs 2 0 - Live 0x0\n").unwrap();
         assert!(
             missing.contains("lustre") && missing.contains("never installs"),
             "{missing}"

@@ -21,7 +21,7 @@ use csi_common::mount::bounded::{self, STAT_LIMIT};
 use csi_common::mount::ops::{healthy_mount, prepare_mount_point};
 use csi_common::mount::{MountError, MountInfo, Mounter};
 
-use super::NodeConfig;
+use super::config::NodeConfig;
 use crate::error::{Error, Result, io};
 use crate::nfs::NfsSource;
 
