@@ -8,7 +8,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cos_fuse::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
+use cos_fuse::store::{
+    CompletedPart, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError,
+};
 use tokio::sync::Semaphore;
 
 use crate::access::Proven;
@@ -190,6 +192,17 @@ impl<S: ObjectStore> ObjectStore for CachedStore<S> {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.shared.inner.abort_multipart(key, upload_id).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, StoreError> {
+        self.shared.inner.list_multipart_uploads(prefix).await
+    }
+
+    fn call_time_limit(&self) -> std::time::Duration {
+        self.shared.inner.call_time_limit()
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<String, StoreError> {

@@ -162,6 +162,18 @@ impl ObjectClient {
         &self.inner.config
     }
 
+    /// The longest one call can take, its retries included: the timeout of every attempt and the
+    /// longest backoff between each two. Whatever a call sends reaches the server within this
+    /// of its start (a CreateMultipartUpload may start an upload with any of its attempts).
+    pub fn call_time_limit(&self) -> Duration {
+        let config = &self.inner.config;
+        let attempts = config.max_attempts.max(1);
+        config
+            .timeout
+            .saturating_mul(attempts)
+            .saturating_add(MAX_BACKOFF.saturating_mul(attempts - 1))
+    }
+
     /// `bucket` or `bucket/key`, for error messages.
     pub(super) fn resource(&self, key: Option<&str>) -> String {
         match key {
@@ -554,6 +566,18 @@ mod tests {
         let path_style = client("http://127.0.0.1:1", "b-1", "", false);
         assert_eq!(path_style.target(&bucket_call).unwrap().path, "/b-1");
         assert!(path_style.is_path_style());
+    }
+
+    #[test]
+    fn a_call_lasts_at_most_every_attempt_and_backoff() {
+        let c = client("http://127.0.0.1:1", "b", "", false);
+        // The defaults: 5 attempts of 30 s, 4 backoffs of at most 5 s.
+        assert_eq!(c.call_time_limit(), Duration::from_secs(170));
+        let mut config = ObjectConfig::new("http://127.0.0.1:1", "b");
+        config.timeout = Duration::from_secs(2);
+        config.max_attempts = 1;
+        let one = ObjectClient::new(config, ObjectCredentials::new("id", "key", None)).unwrap();
+        assert_eq!(one.call_time_limit(), Duration::from_secs(2));
     }
 
     #[test]

@@ -72,6 +72,15 @@ pub struct ObjectMeta {
     pub last_modified: SystemTime,
 }
 
+/// What ListMultipartUploads tells of one multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When the server started it (to the second); the epoch when it sent no readable time.
+    pub initiated: SystemTime,
+}
+
 /// One page of a ListObjectsV2 listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {

@@ -10,7 +10,7 @@ use reqwest::Method;
 use super::client::{Answer, Call};
 use super::error::ObjectError;
 use super::xml;
-use super::{ListPage, ObjectClient, ObjectMeta};
+use super::{ListPage, MultipartUpload, ObjectClient, ObjectMeta};
 
 /// The part numbers S3 accepts.
 pub const MAX_PARTS: u32 = 10_000;
@@ -201,6 +201,45 @@ impl ObjectClient {
             .query("uploadId", upload_id);
         call.accept = &[404];
         self.send(&call).await.map(drop)
+    }
+
+    /// Every multipart upload in progress whose key starts with `prefix`, in the server's order
+    /// (by key, then by start), all pages of the listing gathered (`key-marker` and
+    /// `upload-id-marker`). Keys are requested URL-encoded, so any key comes back intact.
+    pub async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, ObjectError> {
+        let mut uploads = Vec::new();
+        let mut marker: Option<(String, Option<String>)> = None;
+        loop {
+            let mut call = Call::new("ListMultipartUploads", Method::GET, None)
+                .query("uploads", "")
+                .query("encoding-type", "url")
+                .query("prefix", prefix);
+            call.subject = Some(prefix);
+            if let Some((key, id)) = &marker {
+                call = call.query("key-marker", key.as_str());
+                if let Some(id) = id {
+                    call = call.query("upload-id-marker", id.as_str());
+                }
+            }
+            let answer = self.send(&call).await?;
+            let page = xml::parse_uploads(&answer.body)
+                .map_err(|e| self.decode_error(&call, answer.status, e.to_string()))?;
+            uploads.extend(page.uploads);
+            match page.next {
+                None => return Ok(uploads),
+                Some(next) if marker.as_ref() == Some(&next) => {
+                    return Err(self.decode_error(
+                        &call,
+                        answer.status,
+                        format!("the listing does not advance past {next:?}"),
+                    ));
+                }
+                Some(next) => marker = Some(next),
+            }
+        }
     }
 
     /// Deletes one object. A missing object is success, as in S3.
@@ -548,6 +587,72 @@ mod tests {
         let error = c.delete_object("a").await.unwrap_err();
         assert_eq!(error.kind(), ObjectErrorKind::Forbidden);
         assert!(server.requests().iter().all(|r| r.method == "DELETE"));
+    }
+
+    #[tokio::test]
+    async fn multipart_uploads_are_listed_page_after_page() {
+        let server = TestServer::start(|request| match request.param("key-marker") {
+            None => Canned::xml(
+                200,
+                "<ListMultipartUploadsResult><EncodingType>url</EncodingType>\
+                 <IsTruncated>true</IsTruncated><NextKeyMarker>pv/a+b%2B</NextKeyMarker>\
+                 <NextUploadIdMarker>u/1=</NextUploadIdMarker>\
+                 <Upload><Key>pv/a+b%2B</Key><UploadId>u/1=</UploadId>\
+                 <Initiated>2024-03-09T12:34:56.000Z</Initiated></Upload>\
+                 </ListMultipartUploadsResult>",
+            ),
+            Some(_) => Canned::xml(
+                200,
+                "<ListMultipartUploadsResult><EncodingType>url</EncodingType>\
+                 <IsTruncated>false</IsTruncated>\
+                 <Upload><Key>pv/c</Key><UploadId>u2</UploadId>\
+                 <Initiated>2024-03-09T12:35:00Z</Initiated></Upload>\
+                 </ListMultipartUploadsResult>",
+            ),
+        })
+        .await;
+        let c = test_client(&server, |_| {});
+        let uploads = c.list_multipart_uploads("pv/").await.unwrap();
+        let at = |seconds| UNIX_EPOCH + Duration::from_secs(seconds);
+        assert_eq!(
+            uploads,
+            vec![
+                MultipartUpload {
+                    key: "pv/a b+".into(),
+                    upload_id: "u/1=".into(),
+                    initiated: at(1_709_987_696),
+                },
+                MultipartUpload {
+                    key: "pv/c".into(),
+                    upload_id: "u2".into(),
+                    initiated: at(1_709_987_700),
+                },
+            ]
+        );
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        for request in &requests {
+            verify_signature(request, TEST_SECRET, "us-east-1");
+            assert_eq!(request.method, "GET");
+            assert_eq!(request.path, "/test-bucket");
+        }
+        assert_eq!(requests[0].query, "encoding-type=url&prefix=pv%2F&uploads=");
+        assert_eq!(
+            requests[1].query,
+            "encoding-type=url&key-marker=pv%2Fa%20b%2B&prefix=pv%2F&upload-id-marker=u%2F1%3D&uploads="
+        );
+
+        // A server that hands out the same page again is an error, not an endless loop.
+        server.reset(|_| {
+            Canned::xml(
+                200,
+                "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>\
+                 <NextKeyMarker>k</NextKeyMarker></ListMultipartUploadsResult>",
+            )
+        });
+        let error = c.list_multipart_uploads("k").await.unwrap_err();
+        assert!(matches!(error, ObjectError::Decode { .. }), "{error:?}");
+        assert_eq!(server.requests().len(), 2);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use quick_xml::escape::escape;
 use quick_xml::events::Event;
 use serde::Deserialize;
 
-use super::{ListPage, ObjectMeta};
+use super::{ListPage, MultipartUpload, ObjectMeta};
 use tcloud::time::parse_api_time;
 
 /// A document that is not the XML it should be.
@@ -139,6 +139,71 @@ pub fn parse_list(body: &[u8]) -> Result<ListPage, DecodeError> {
         common_prefixes,
         next_token,
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListMultipartUploadsResult {
+    #[serde(default)]
+    upload: Vec<UploadEntry>,
+    #[serde(default)]
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+    encoding_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadEntry {
+    key: String,
+    upload_id: String,
+    #[serde(default)]
+    initiated: String,
+}
+
+/// One page of a ListMultipartUploads listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadsPage {
+    pub uploads: Vec<MultipartUpload>,
+    /// When the listing goes on: the `key-marker` and `upload-id-marker` of the next page.
+    pub next: Option<(String, Option<String>)>,
+}
+
+/// Reads a `<ListMultipartUploadsResult>`. Keys and the next key marker are decoded when the
+/// server says it encoded them; an unreadable `Initiated` reads as the epoch. A truncated page
+/// without a `NextKeyMarker` is an error: there would be no way to the next one.
+pub fn parse_uploads(body: &[u8]) -> Result<UploadsPage, DecodeError> {
+    let result: ListMultipartUploadsResult = deserialize(body, "ListMultipartUploadsResult")?;
+    let encoded = result
+        .encoding_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("url"));
+    let decode = |text: String| {
+        if encoded { url_decode(&text) } else { Ok(text) }
+    };
+    let uploads = result
+        .upload
+        .into_iter()
+        .map(|u| {
+            Ok(MultipartUpload {
+                key: decode(u.key)?,
+                upload_id: u.upload_id,
+                initiated: parse_timestamp(&u.initiated).unwrap_or(UNIX_EPOCH),
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    let next = if result.is_truncated {
+        let key = result
+            .next_key_marker
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| DecodeError("a truncated listing without NextKeyMarker".into()))?;
+        let id = result.next_upload_id_marker.filter(|id| !id.is_empty());
+        Some((decode(key)?, id))
+    } else {
+        None
+    };
+    Ok(UploadsPage { uploads, next })
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,6 +532,65 @@ mod tests {
              <Part><PartNumber>2</PartNumber><ETag>&quot;bb&quot;</ETag></Part>\
              </CompleteMultipartUpload>"
         );
+    }
+
+    #[test]
+    fn multipart_upload_listings() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult>
+  <Bucket>b-1250000000</Bucket>
+  <EncodingType>url</EncodingType>
+  <KeyMarker></KeyMarker>
+  <UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>pv/a+b%0A</NextKeyMarker>
+  <NextUploadIdMarker>id/2=</NextUploadIdMarker>
+  <MaxUploads>2</MaxUploads>
+  <IsTruncated>true</IsTruncated>
+  <Upload>
+    <Key>pv/a+b%0A</Key>
+    <UploadId>id/1=</UploadId>
+    <Initiator><ID>qcs::cam::uin/1:uin/1</ID><DisplayName>1</DisplayName></Initiator>
+    <Owner><ID>qcs::cam::uin/1:uin/1</ID></Owner>
+    <StorageClass>STANDARD</StorageClass>
+    <Initiated>2024-03-09T12:34:56.000Z</Initiated>
+  </Upload>
+  <Upload>
+    <Key>pv/a+b%0A</Key>
+    <UploadId>id/2=</UploadId>
+    <Initiated>soon</Initiated>
+  </Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_uploads(body).unwrap();
+        assert_eq!(
+            page.uploads,
+            vec![
+                MultipartUpload {
+                    key: "pv/a b\n".into(),
+                    upload_id: "id/1=".into(),
+                    initiated: at(1_709_987_696),
+                },
+                MultipartUpload {
+                    key: "pv/a b\n".into(),
+                    upload_id: "id/2=".into(),
+                    initiated: UNIX_EPOCH,
+                },
+            ]
+        );
+        assert_eq!(
+            page.next,
+            Some(("pv/a b\n".to_owned(), Some("id/2=".to_owned())))
+        );
+        let last = b"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>";
+        assert_eq!(
+            parse_uploads(last).unwrap(),
+            UploadsPage {
+                uploads: vec![],
+                next: None
+            }
+        );
+        let stuck = b"<ListMultipartUploadsResult><IsTruncated>true</IsTruncated></ListMultipartUploadsResult>";
+        assert!(parse_uploads(stuck).is_err());
+        assert!(parse_uploads(b"<ListBucketResult/>").is_err());
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! status, S3 code, the server's message, request ID, and any transport cause under it).
 
 use std::ops::Range;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cos_client::{ObjectClient, ObjectError, ObjectErrorKind};
 
-use crate::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
+use crate::store::{CompletedPart, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct CosStore {
@@ -141,6 +142,29 @@ impl ObjectStore for CosStore {
             .map_err(store_error)
     }
 
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, StoreError> {
+        let uploads = self
+            .client
+            .list_multipart_uploads(prefix)
+            .await
+            .map_err(store_error)?;
+        Ok(uploads
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: u.key,
+                upload_id: u.upload_id,
+                initiated: u.initiated,
+            })
+            .collect())
+    }
+
+    fn call_time_limit(&self) -> Duration {
+        self.client.call_time_limit()
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<String, StoreError> {
         self.client.copy_object(from, to).await.map_err(store_error)
     }
@@ -183,6 +207,17 @@ mod tests {
         assert_eq!(
             store_error(busy),
             StoreError::Unavailable("PutObject b/k: HTTP 503 SlowDown".into())
+        );
+    }
+
+    #[test]
+    fn the_default_time_limit_is_the_clients_default() {
+        let config = cos_client::ObjectConfig::new("http://127.0.0.1:1", "b");
+        let credentials = cos_client::ObjectCredentials::new("id", "key", None);
+        let store = CosStore::new(ObjectClient::new(config, credentials).unwrap());
+        assert_eq!(
+            store.call_time_limit(),
+            crate::store::DEFAULT_CALL_TIME_LIMIT
         );
     }
 

@@ -2,7 +2,7 @@
 //! and fault injection, for tests. It must behave like a real server where the file system can
 //! tell (ETags, invisible multipart uploads, paginated delimiter listings), nothing more.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::ops::{Bound, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::store::{CompletedPart, ListPage, ObjectMeta, ObjectStore, StoreError};
+use crate::store::{CompletedPart, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError};
 
 /// One kind of store request, for counters, latency and fault injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +23,7 @@ pub enum Op {
     UploadPart,
     CompleteMultipart,
     AbortMultipart,
+    ListMultipartUploads,
     Copy,
     Delete,
 }
@@ -59,6 +60,7 @@ struct Object {
 #[derive(Debug)]
 struct Upload {
     key: String,
+    initiated: SystemTime,
     parts: BTreeMap<u32, (String, Bytes)>,
 }
 
@@ -74,6 +76,10 @@ struct State {
     /// Per operation: the error its injected failures return (else `Unavailable`).
     fail_with: HashMap<Op, StoreError>,
     predicate: Option<FaultPredicate>,
+    /// Operations whose calls take effect and then never answer.
+    stalled: HashSet<Op>,
+    /// The time stamped on uploads started; `None`: the real time.
+    clock: Option<SystemTime>,
     latency: HashMap<Op, Duration>,
     max_page: u32,
     min_part_size: u64,
@@ -167,11 +173,24 @@ impl MemStore {
         self.lock().predicate = Some(Box::new(pred));
     }
 
+    /// Calls of `op` take effect and then never answer, until cleared: an answer lost on the
+    /// way, or a client killed while it waits. Only `CreateMultipart` honours it.
+    pub fn stall_answers(&self, op: Op) {
+        self.lock().stalled.insert(op);
+    }
+
     pub fn clear_faults(&self) {
         let mut s = self.lock();
         s.fail_after.clear();
         s.fail_with.clear();
         s.predicate = None;
+        s.stalled.clear();
+    }
+
+    /// The time the store stamps on the uploads it starts from now on (their `initiated`);
+    /// `None`: the real time.
+    pub fn set_clock(&self, now: Option<SystemTime>) {
+        self.lock().clock = now;
     }
 
     pub fn stats(&self) -> MemStats {
@@ -390,17 +409,24 @@ impl ObjectStore for MemStore {
 
     async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
         self.enter(Op::CreateMultipart, key).await?;
-        let mut s = self.lock();
-        s.serial += 1;
-        let id = format!("upload-{}", s.serial);
-        s.uploads.insert(
-            id.clone(),
-            Upload {
-                key: key.to_string(),
-                parts: BTreeMap::new(),
-            },
-        );
-        Ok(id)
+        {
+            let mut s = self.lock();
+            s.serial += 1;
+            let id = format!("upload-{}", s.serial);
+            let initiated = s.clock.unwrap_or_else(SystemTime::now);
+            s.uploads.insert(
+                id.clone(),
+                Upload {
+                    key: key.to_string(),
+                    initiated,
+                    parts: BTreeMap::new(),
+                },
+            );
+            if !s.stalled.contains(&Op::CreateMultipart) {
+                return Ok(id);
+            }
+        }
+        std::future::pending().await
     }
 
     async fn upload_part(
@@ -490,6 +516,32 @@ impl ObjectStore for MemStore {
             }
             _ => Err(StoreError::NotFound(format!("{key}: upload {upload_id}"))),
         }
+    }
+
+    fn call_time_limit(&self) -> Duration {
+        crate::store::DEFAULT_CALL_TIME_LIMIT
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, StoreError> {
+        self.enter(Op::ListMultipartUploads, prefix).await?;
+        let s = self.lock();
+        let mut uploads: Vec<MultipartUpload> = s
+            .uploads
+            .iter()
+            .filter(|(_, u)| u.key.starts_with(prefix))
+            .map(|(id, u)| MultipartUpload {
+                key: u.key.clone(),
+                upload_id: id.clone(),
+                initiated: u.initiated,
+            })
+            .collect();
+        uploads.sort_by(|a, b| {
+            (&a.key, a.initiated, &a.upload_id).cmp(&(&b.key, b.initiated, &b.upload_id))
+        });
+        Ok(uploads)
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<String, StoreError> {
@@ -652,6 +704,34 @@ mod tests {
         assert_eq!(st.count(Op::Get), 5);
         assert_eq!(st.count(Op::Delete), 3);
         assert_eq!(st.bytes_read, 7);
+    }
+
+    #[tokio::test]
+    async fn uploads_are_listed_with_their_start_and_a_stalled_create_takes_effect() {
+        let s = MemStore::new();
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        s.set_clock(Some(then));
+        let old = s.create_multipart("a/k").await.unwrap();
+        s.set_clock(None);
+        let before = SystemTime::now();
+        let new = s.create_multipart("a/k").await.unwrap();
+        s.create_multipart("b").await.unwrap();
+        let listed = s.list_multipart_uploads("a/").await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            (listed[0].upload_id.as_str(), listed[0].initiated),
+            (old.as_str(), then)
+        );
+        assert_eq!(listed[1].upload_id, new);
+        assert!(listed[1].initiated >= before);
+        assert_eq!(s.stats().count(Op::ListMultipartUploads), 1);
+
+        s.stall_answers(Op::CreateMultipart);
+        let stalled = tokio::time::timeout(Duration::from_millis(50), s.create_multipart("c"));
+        assert!(stalled.await.is_err(), "no answer");
+        assert_eq!(s.list_multipart_uploads("c").await.unwrap().len(), 1);
+        s.clear_faults();
+        s.create_multipart("c").await.unwrap();
     }
 
     #[tokio::test]

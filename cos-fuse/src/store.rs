@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -36,6 +36,19 @@ pub struct CompletedPart {
     pub number: u32,
     pub etag: String,
 }
+
+/// What a store tells of one multipart upload in progress (neither completed nor aborted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When the server started it, by the server's clock (COS and S3 say it to the second).
+    pub initiated: SystemTime,
+}
+
+/// [`ObjectStore::call_time_limit`] of a store that does not say: cos-client's defaults, 5
+/// attempts of 30 s each and 4 backoffs of at most 5 s between them.
+pub const DEFAULT_CALL_TIME_LIMIT: Duration = Duration::from_secs(170);
 
 /// Why a store operation failed. The file system maps these to errno values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +127,17 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every multipart upload in progress whose key starts with `prefix`, all pages of the
+    /// listing gathered.
+    fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<MultipartUpload>, StoreError>> + Send;
+
+    /// The longest one request can take, its retries included: an upload that a
+    /// `create_multipart` started was initiated within this of the call's start.
+    fn call_time_limit(&self) -> Duration;
 
     /// Server-side copy (multipart copy for large objects is the implementation's business);
     /// returns the new object's ETag.

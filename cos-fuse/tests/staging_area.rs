@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cos_fuse::fs::{Fs, OpenFlags, ROOT_INO};
-use cos_fuse::mem::MemStore;
+use cos_fuse::mem::{MemStore, Op};
 use cos_fuse::staging_area::{mount_dir_name, prepare_mount_dir};
 use cos_fuse::upload_journal::{JOURNAL_DIR, abort_stale_uploads};
 use cos_fuse::{Errno, FsConfig, ObjectStore};
@@ -186,4 +186,106 @@ async fn a_restarted_daemon_aborts_its_own_stale_uploads_only() {
     store.abort_multipart("someone-else", &other).await.unwrap();
     assert_eq!(entries(&journal), 0);
     assert!(store.object("big").is_none());
+}
+
+/// The upload IDs of `key` (exactly) in progress in `store`.
+async fn uploads_of(store: &MemStore, key: &str) -> Vec<String> {
+    let listed = store.list_multipart_uploads(key).await.unwrap();
+    listed
+        .into_iter()
+        .filter(|u| u.key == key)
+        .map(|u| u.upload_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_daemon_killed_before_it_learns_its_upload_id_has_that_upload_aborted_at_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let area = root.path().join("staging");
+    let dir = prepare_mount_dir(&area, &mount_dir_name(&["mount"])).unwrap();
+    let store = MemStore::new();
+    // Other clients' uploads: of the same key long before, of another key and of a longer key
+    // (which a listing by the key as prefix finds) just now.
+    store.set_clock(Some(SystemTime::now() - Duration::from_secs(3600)));
+    let long_before = store.create_multipart("big").await.unwrap();
+    store.set_clock(None);
+    let other = store.create_multipart("other").await.unwrap();
+    let longer = store.create_multipart("big.bak").await.unwrap();
+
+    // The server starts our upload, and the daemon is killed before the answer arrives.
+    store.stall_answers(Op::CreateMultipart);
+    let fs = fs_in(store.clone(), &dir);
+    let (attr, fh) = fs
+        .create(ROOT_INO, "big", OpenFlags(libc::O_WRONLY))
+        .await
+        .unwrap();
+    let writer = tokio::spawn({
+        let fs = fs.clone();
+        async move {
+            fs.write(attr.ino, fh, 0, &vec![1u8; 6 * MIB as usize])
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.pending_uploads() < 4 {
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.abort();
+    assert!(writer.await.unwrap_err().is_cancelled());
+    drop(fs);
+    store.clear_faults();
+    let ours: Vec<String> = uploads_of(&store, "big")
+        .await
+        .into_iter()
+        .filter(|id| *id != long_before)
+        .collect();
+    assert_eq!(ours.len(), 1);
+
+    // The next daemon of the mount.
+    let dir = prepare_mount_dir(&area, &mount_dir_name(&["mount"])).unwrap();
+    let report = abort_stale_uploads(&store, &dir).await;
+    assert_eq!(report.aborted, vec![("big".to_owned(), ours[0].clone())]);
+    assert_eq!(report.failed, 0);
+    assert_eq!(uploads_of(&store, "big").await, vec![long_before]);
+    assert_eq!(uploads_of(&store, "other").await, vec![other]);
+    assert_eq!(uploads_of(&store, "big.bak").await, vec![longer]);
+    assert_eq!(entries(&dir.join(JOURNAL_DIR)), 0, "the intent is resolved");
+}
+
+#[tokio::test]
+async fn an_upload_the_journal_cannot_know_is_not_started() {
+    let root = tempfile::tempdir().unwrap();
+    let area = root.path().join("staging");
+    let dir = prepare_mount_dir(&area, &mount_dir_name(&["mount"])).unwrap();
+    // No journal can be written: a file is where its directory would be.
+    std::fs::write(dir.join(JOURNAL_DIR), b"").unwrap();
+    let store = MemStore::new();
+    let fs = fs_in(store.clone(), &dir);
+    let part = vec![1u8; 6 * MIB as usize];
+
+    // A staged file is uploaded when it is flushed.
+    let (attr, fh) = fs
+        .create(ROOT_INO, "staged", OpenFlags(libc::O_RDWR))
+        .await
+        .unwrap();
+    fs.write(attr.ino, fh, 0, &part).await.unwrap();
+    assert_eq!(
+        fs.flush(attr.ino, fh).await.map_err(|e| e.errno()),
+        Err(Errno::EIO)
+    );
+    // A streamed one when its first part is full.
+    let (attr, fh) = fs
+        .create(ROOT_INO, "streamed", OpenFlags(libc::O_WRONLY))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.write(attr.ino, fh, 0, &part)
+            .await
+            .map_err(|e| e.errno()),
+        Err(Errno::EIO)
+    );
+    assert_eq!(store.stats().count(Op::CreateMultipart), 0);
+    assert_eq!(store.pending_uploads(), 0);
+    assert!(store.object("staged").is_none() && store.object("streamed").is_none());
 }

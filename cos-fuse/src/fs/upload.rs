@@ -1,8 +1,9 @@
 //! Multipart uploads of a file's content: the part uploads running in the background, and the
 //! commit of a streamed buffer or a staging file as one object (a single PUT when it is small).
 //! What fails is aborted, so nothing partial becomes visible. Each upload is in the mount's
-//! journal (when it has one) from its creation to its completion or abort, so the next daemon
-//! aborts it if this one dies in between. It knows nothing of write modes, handles or the inode
+//! journal (when it has one) from before its creation to its completion or abort, so the next
+//! daemon aborts it if this one dies in between; an upload the journal cannot know is not
+//! started. It knows nothing of write modes, handles or the inode
 //! table (`fs/write.rs` decides what to upload and when).
 
 use std::sync::Arc;
@@ -47,13 +48,44 @@ pub(crate) fn stream_part_size(first: u64, number: u32) -> u64 {
 }
 
 impl Multipart {
-    /// Starts a multipart upload of `key`, journaled before any part is sent.
+    /// Starts a multipart upload of `key`. When the mount has a journal, the intent is written
+    /// first, and without it the upload does not start (EIO): a daemon killed before it learns
+    /// the upload's ID leaves an upload only the intent can find. The entry then gets the ID.
     pub(crate) async fn create<S: ObjectStore>(
         ctx: &Arc<Context<S>>,
         key: &str,
-    ) -> Result<Self, StoreError> {
-        let id = ctx.store.create_multipart(key).await?;
-        let journal = ctx.staging.journal().and_then(|j| j.record(key, &id));
+    ) -> Result<Self, FsError> {
+        let mut journal = match ctx.staging.journal().map(|j| j.intend(key)) {
+            None => None,
+            Some(Ok(entry)) => Some(entry),
+            Some(Err(e)) => {
+                tracing::error!(key, error = %e, "cannot journal a multipart upload; it is not started");
+                return Err(FsError::new(
+                    Errno::EIO,
+                    "upload: cannot journal the multipart upload",
+                )
+                .caused_by(e)
+                .with_key(key));
+            }
+        };
+        let id = match ctx.store.create_multipart(key).await {
+            Ok(id) => id,
+            Err(e) => {
+                // Unavailable, it may have been started all the same: the intent stays for the
+                // next start to resolve. Refused, nothing was started.
+                if let Some(entry) = journal.take()
+                    && !matches!(e, StoreError::Unavailable(_))
+                {
+                    entry.remove();
+                }
+                return Err(upload_error(key, e));
+            }
+        };
+        if let Some(entry) = &mut journal
+            && let Err(e) = entry.created(&id)
+        {
+            tracing::warn!(key, upload_id = %id, error = %e, "cannot record a multipart upload's ID in the journal; its intent stands for it");
+        }
         Ok(Multipart {
             id,
             handed: 0,
@@ -235,9 +267,7 @@ pub(crate) async fn commit_staged<S: ObjectStore>(
     }
     let mut m = match mpu {
         Some(m) => m,
-        None => Multipart::create(ctx, key)
-            .await
-            .map_err(|e| upload_error(key, e))?,
+        None => Multipart::create(ctx, key).await?,
     };
     let parts_left = u64::from(MAX_PARTS.saturating_sub(m.next_no.saturating_sub(1)));
     if total > 0 && parts_left == 0 {

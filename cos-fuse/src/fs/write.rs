@@ -317,10 +317,7 @@ impl WriteState {
                 if st.mpu.is_none() {
                     match Multipart::create(ctx, &self.key).await {
                         Ok(m) => st.mpu = Some(m),
-                        Err(e) => {
-                            let e = upload_error(&self.key, e);
-                            return Err(self.fail(ctx, e).await);
-                        }
+                        Err(e) => return Err(self.fail(ctx, e).await),
                     }
                 }
                 let body = st.buf.split().freeze();
