@@ -350,6 +350,7 @@ fn every_kustomization_renders_and_passes_the_kubernetes_schemas() {
     for expected in [
         "base/cbs",
         "base/cfs",
+        "base/cfsturbo",
         "base/cos",
         "base/goosefs",
         "overlays/tke",
@@ -757,9 +758,9 @@ fn registry_and_kubelet_dir_are_set_in_one_place() {
             );
         }
     }
-    assert_eq!(daemonsets, 6, "4 node plugins and 2 FUSE hosts");
+    assert_eq!(daemonsets, 7, "5 node plugins and 2 FUSE hosts");
     assert_eq!(
-        mounting, 6,
+        mounting, 7,
         "every DaemonSet mounts, and follows kubeletDir"
     );
 }
@@ -778,6 +779,7 @@ fn drivers_have_the_shape_the_design_needs() {
     for (driver, attach, fs_group) in [
         ("com.tencent.cloud.csi.cbs", true, "File"),
         ("com.tencent.cloud.csi.cfs", false, "None"),
+        ("com.tencent.cloud.csi.cfsturbo", false, "None"),
         ("com.tencent.cloud.csi.cosfs", false, "File"),
         ("com.tencent.cloud.csi.goosefs", false, "File"),
     ] {
@@ -794,7 +796,7 @@ fn drivers_have_the_shape_the_design_needs() {
         assert_eq!(strings(d, "/spec/volumeLifecycleModes"), ["Persistent"]);
     }
 
-    for short in ["cbs", "cfs", "cos", "goosefs"] {
+    for short in ["cbs", "cfs", "cfsturbo", "cos", "goosefs"] {
         // Controllers: two replicas, every Kubernetes-facing sidecar elects a leader.
         let controller = find("Deployment", &format!("csi-{short}-controller"));
         assert_eq!(controller.pointer("/spec/replicas"), Some(&Value::from(2)));
@@ -851,6 +853,52 @@ fn drivers_have_the_shape_the_design_needs() {
             "csi-{short}-node needs no API access"
         );
     }
+
+    // CFS Turbo is csi-cfs with --flavor=turbo in both workloads (else it would serve, and
+    // register with kubelet as, com.tencent.cloud.csi.cfs), with the Turbo socket path, and no
+    // API keys: it makes no cloud call.
+    for workload in [
+        find("Deployment", "csi-cfsturbo-controller"),
+        find("DaemonSet", "csi-cfsturbo-node"),
+    ] {
+        let spec = pod_spec(workload).unwrap();
+        let driver = container(spec, "driver");
+        let (image, _) = image_name_and_tag(text(driver, "/image"));
+        assert_eq!(image, "csi-cfs", "{}", name(workload));
+        let args = strings(driver, "/args");
+        assert_eq!(
+            flag_value(&args, "--flavor"),
+            Some("turbo"),
+            "{}",
+            name(workload)
+        );
+        assert!(
+            flag_value(&args, "--credentials-dir").is_none()
+                && !list(spec, "/volumes")
+                    .iter()
+                    .any(|v| v.get("secret").is_some()),
+            "{}: CFS Turbo needs no API keys",
+            name(workload)
+        );
+    }
+    let turbo_node = pod_spec(find("DaemonSet", "csi-cfsturbo-node")).unwrap();
+    let registration = list(container(turbo_node, "node-driver-registrar"), "/env")
+        .iter()
+        .find(|e| text(e, "/name") == "DRIVER_REG_SOCK_PATH")
+        .map(|e| text(e, "/value"))
+        .expect("DRIVER_REG_SOCK_PATH");
+    assert!(
+        registration.ends_with("/plugins/com.tencent.cloud.csi.cfsturbo/csi.sock"),
+        "csi-cfsturbo-node registers {registration}"
+    );
+    // Its own node-wide mounts directory: csi-cfs counts the users of the mounts in its own.
+    let mounts_dir = |n: &str| {
+        let spec = pod_spec(find("DaemonSet", n)).unwrap();
+        flag_value(&strings(container(spec, "driver"), "/args"), "--mounts-dir")
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{n}: no --mounts-dir"))
+    };
+    assert_ne!(mounts_dir("csi-cfs-node"), mounts_dir("csi-cfsturbo-node"));
 
     // The FUSE hosts: their own DaemonSets, replaced only when the operator deletes the pod,
     // never restarted by a probe, reachable by the node plugin through a shared host directory.
