@@ -16,7 +16,43 @@ pub struct Served {
     pub proc: Proc,
     pub socket: PathBuf,
     pub workdir: PathBuf,
+    /// The Turbo file system `e2e serve --driver cfsturbo` made and printed.
+    pub turbo: Option<TurboTarget>,
     _dir: tempfile::TempDir,
+}
+
+/// A Turbo file system as `e2e serve` prints it (`turbo host=<ip> fsid=<fsid>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurboTarget {
+    pub host: String,
+    pub fsid: String,
+}
+
+impl TurboTarget {
+    /// Parses the line `e2e serve` prints before `ready`.
+    pub fn parse(line: &str) -> Option<TurboTarget> {
+        let rest = line.strip_prefix("turbo ")?;
+        let (host, fsid) = rest.split_once(' ')?;
+        Some(TurboTarget {
+            host: host.strip_prefix("host=")?.to_owned(),
+            fsid: fsid.strip_prefix("fsid=")?.to_owned(),
+        })
+    }
+
+    /// The StorageClass parameters naming it, then `extra`.
+    pub fn parameters(&self, extra: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        let mut parameters: std::collections::HashMap<String, String> =
+            [("host", &self.host), ("fsid", &self.fsid)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect();
+        parameters.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        parameters
+    }
 }
 
 impl Served {
@@ -54,7 +90,16 @@ impl Served {
         }
         let log = dir.path().join("e2e.log");
         let mut proc = Proc::spawn("e2e serve", &bin_path("e2e")?, &args, &log)?;
-        let line = proc.read_line(Duration::from_secs(60)).await?;
+        let mut line = proc.read_line(Duration::from_secs(60)).await?;
+        let turbo = TurboTarget::parse(&line);
+        if driver == Driver::CfsTurbo {
+            if turbo.is_none() {
+                bail!(
+                    "e2e serve --driver cfsturbo printed {line:?}, not `turbo host=... fsid=...`"
+                );
+            }
+            line = proc.read_line(Duration::from_secs(60)).await?;
+        }
         if line != format!("ready {}", socket.display()) {
             bail!("e2e serve printed {line:?}");
         }
@@ -62,6 +107,7 @@ impl Served {
             proc,
             socket,
             workdir,
+            turbo,
             _dir: dir,
         })
     }

@@ -8,7 +8,7 @@ use csi_proto::v1 as pb;
 
 #[tokio::test]
 async fn every_driver_answers_identity_and_stops_clean() {
-    for driver in Driver::ALL {
+    for driver in Driver::EVERY {
         let served = Served::start(driver, &[]).await.unwrap();
         let mut client = served.client().await.unwrap();
 
@@ -68,6 +68,104 @@ async fn every_driver_answers_identity_and_stops_clean() {
         assert!(!socket.exists(), "{driver:?}: socket left behind");
         assert!(!workdir.exists(), "{driver:?}: work directory left behind");
     }
+}
+
+/// CFS Turbo (`csi-cfs --flavor turbo`): exactly the capabilities it serves, and the Turbo file
+/// system `e2e serve` printed is one CreateVolume can use.
+#[tokio::test]
+async fn cfs_turbo_claims_exactly_what_it_serves() {
+    use pb::controller_service_capability::rpc::Type as ControllerCap;
+    use pb::node_service_capability::rpc::Type as NodeCap;
+    let served = Served::start(Driver::CfsTurbo, &[]).await.unwrap();
+    let turbo = served
+        .turbo
+        .clone()
+        .expect("e2e serve printed the Turbo file system");
+    let mut client = served.client().await.unwrap();
+    let mut controller: Vec<i32> = client
+        .controller
+        .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| {
+            c.r#type
+                .map(|pb::controller_service_capability::Type::Rpc(rpc)| rpc.r#type)
+        })
+        .collect();
+    controller.sort();
+    let mut expected = vec![
+        ControllerCap::CreateDeleteVolume as i32,
+        ControllerCap::ExpandVolume as i32,
+    ];
+    expected.sort();
+    assert_eq!(controller, expected);
+    let mut node: Vec<i32> = client
+        .node
+        .node_get_capabilities(pb::NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| {
+            c.r#type
+                .map(|pb::node_service_capability::Type::Rpc(rpc)| rpc.r#type)
+        })
+        .collect();
+    node.sort();
+    let mut expected = vec![
+        NodeCap::StageUnstageVolume as i32,
+        NodeCap::GetVolumeStats as i32,
+        NodeCap::VolumeCondition as i32,
+    ];
+    expected.sort();
+    assert_eq!(node, expected);
+    // No attach: ControllerPublishVolume is not offered.
+    let err = client
+        .controller
+        .controller_publish_volume(pb::ControllerPublishVolumeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    let mount = pb::VolumeCapability {
+        access_mode: Some(pb::volume_capability::AccessMode {
+            mode: pb::volume_capability::access_mode::Mode::MultiNodeMultiWriter as i32,
+        }),
+        access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
+    };
+    let volume = client
+        .controller
+        .create_volume(pb::CreateVolumeRequest {
+            name: "pvc-conformance".into(),
+            volume_capabilities: vec![mount],
+            parameters: turbo.parameters(&[("on-delete", "delete")]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(
+        volume
+            .volume_id
+            .starts_with(&format!("cfsturbo/{}/{}/", turbo.host, turbo.fsid)),
+        "{}",
+        volume.volume_id
+    );
+    client
+        .controller
+        .delete_volume(pb::DeleteVolumeRequest {
+            volume_id: volume.volume_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(client);
+    served.stop().await.unwrap();
 }
 
 #[tokio::test]

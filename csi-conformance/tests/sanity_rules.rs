@@ -73,7 +73,7 @@ const CFS_SHARED: Parameters = &[
 /// volume, whatever the volume ID, and is NOT_FOUND; an empty one is INVALID_ARGUMENT.
 #[tokio::test]
 async fn a_relative_volume_path_is_not_found_on_every_driver() {
-    for driver in [Driver::Cbs, Driver::Cfs, Driver::Cos, Driver::Goosefs] {
+    for driver in Driver::EVERY {
         let served = Served::start(driver, &[]).await.unwrap();
         let mut c = served.client().await.unwrap();
         for volume_id in ["some-volume-id", "disk-abc123"] {
@@ -119,25 +119,35 @@ async fn a_relative_volume_path_is_not_found_on_every_driver() {
 /// capacity": every driver that creates volumes remembers the size each was asked with.
 #[tokio::test]
 async fn an_existing_name_with_another_size_is_already_exists_on_every_driver() {
-    let cases: [(Driver, Parameters, i64); 5] = [
+    let cases: [(Driver, Parameters, i64); 6] = [
         (Driver::Cbs, &[], 10),
         (Driver::Cfs, CFS_WHOLE, 1),
         (Driver::Cfs, CFS_SHARED, 1),
+        // Plus the host and fsid of the Turbo file system `e2e serve` made.
+        (Driver::CfsTurbo, &[], 1),
         (Driver::Cos, &[], 1),
         (Driver::Goosefs, &[], 1),
     ];
     for (driver, parameters, gib) in cases {
         let served = Served::start(driver, &[]).await.unwrap();
+        let turbo = served.turbo.clone();
+        let request = |gib: i64| {
+            let mut request = create("pvc-sized", gib, parameters);
+            if let Some(turbo) = &turbo {
+                request.parameters.extend(turbo.parameters(&[]));
+            }
+            request
+        };
         let mut c = served.client().await.unwrap();
-        let id = volume_id(&mut c, create("pvc-sized", gib, parameters)).await;
+        let id = volume_id(&mut c, request(gib)).await;
         assert_eq!(
-            volume_id(&mut c, create("pvc-sized", gib, parameters)).await,
+            volume_id(&mut c, request(gib)).await,
             id,
             "{driver:?} {parameters:?}: the same request is the same volume"
         );
         let err = c
             .controller
-            .create_volume(create("pvc-sized", gib * 5, parameters))
+            .create_volume(request(gib * 5))
             .await
             .unwrap_err();
         assert_eq!(

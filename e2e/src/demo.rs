@@ -290,6 +290,80 @@ async fn cfs_shared() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A CFS Turbo file system made in the simulator, a volume provisioned on it by the Turbo driver,
+/// a file written through the volume and found on the file system, then the volume deleted.
+async fn cfs_turbo() -> anyhow::Result<()> {
+    println!(
+        "csi-cfs --flavor turbo ({}): a volume on a CFS Turbo file system",
+        Driver::CfsTurbo.csi_name()
+    );
+    let start = Instant::now();
+    let mut env = Env::start(Driver::CfsTurbo, EnvOptions::default()).await?;
+    let turbo = env
+        .turbo
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the environment made no Turbo file system"))?;
+    step(
+        "simulator + Turbo file system + driver",
+        start,
+        &format!("{} host={} fsid={}", turbo.fs_id, turbo.host, turbo.fsid),
+    );
+    let result = async {
+        let mut k = Kubelet::new(env.client().await?, &env.workdir);
+        k.parameters = turbo.parameters(&[("on-delete", "delete")]);
+        let t = Instant::now();
+        let volume = k.create("pvc-turbo", 10, rwx(), None).await?;
+        step("CreateVolume pvc-turbo", t, &volume.id);
+        let t = Instant::now();
+        k.stage(&volume).await?;
+        k.publish(&volume, false).await?;
+        step(
+            "stage + publish",
+            t,
+            "the file system's /cfs mounted once (Lustre client via the seam), a bind",
+        );
+        let t = Instant::now();
+        std::fs::write(volume.target.join("model.bin"), b"turbo data\n")?;
+        let subdir = volume
+            .volume_context
+            .get("path")
+            .map(|p| p.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        let landed = turbo.root().join(&subdir).join("model.bin");
+        anyhow::ensure!(
+            std::fs::read(&landed)? == b"turbo data\n",
+            "the file is not at {}",
+            landed.display()
+        );
+        step(
+            "write a file through the volume",
+            t,
+            &format!("on the file system at /cfs/{subdir}/model.bin"),
+        );
+        let t = Instant::now();
+        k.unpublish(&volume).await?;
+        k.unstage(&volume).await?;
+        k.delete(&volume).await?;
+        anyhow::ensure!(
+            !turbo.root().join(&subdir).exists(),
+            "/cfs/{subdir} is left"
+        );
+        step(
+            "delete (on-delete: delete)",
+            t,
+            &format!("/cfs/{subdir} removed, /cfs kept"),
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let t = Instant::now();
+    let stopped = env.stop().await;
+    result?;
+    stopped?;
+    step("stop and clean up", t, "no socket, mount or file left");
+    Ok(())
+}
+
 pub async fn run() -> anyhow::Result<()> {
     println!("Tencent Cloud CSI bundle against tcloud-sim (no cloud account needed)\n");
     for driver in Driver::ALL {
@@ -299,6 +373,8 @@ pub async fn run() -> anyhow::Result<()> {
     cbs_lifecycle().await?;
     println!();
     cfs_shared().await?;
+    println!();
+    cfs_turbo().await?;
     println!();
     cos_bucket().await?;
     println!();

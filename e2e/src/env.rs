@@ -1,7 +1,9 @@
-//! One test environment: the simulator and one driver (mode `all`) wired together with fresh keys,
-//! in a work directory that is removed, with every mount and loop device in it, when it stops
-//! or is dropped.
+//! One test environment: the simulator and one driver (mode `all`) wired together with fresh keys
+//! (for CFS Turbo, with a Turbo file system made in the simulator first), in a work directory that
+//! is removed, with every mount and loop device in it, when it stops or is dropped. The driver's
+//! arguments come from [`driver_args`], which the soak's rig uses too.
 
+use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,17 +25,29 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 pub enum Driver {
     Cbs,
     Cfs,
+    /// CFS Turbo: `csi-cfs --flavor turbo`, on a Turbo file system the environment creates.
+    #[value(name = "cfsturbo")]
+    CfsTurbo,
     Cos,
     Goosefs,
 }
 
 impl Driver {
+    /// The four binaries, each in its default flavor (the soak's drivers).
     pub const ALL: [Driver; 4] = [Driver::Cbs, Driver::Cfs, Driver::Cos, Driver::Goosefs];
+    /// Every driver `e2e serve` runs: [`Driver::ALL`] and csi-cfs's Turbo flavor.
+    pub const EVERY: [Driver; 5] = [
+        Driver::Cbs,
+        Driver::Cfs,
+        Driver::CfsTurbo,
+        Driver::Cos,
+        Driver::Goosefs,
+    ];
 
     pub fn binary(self) -> &'static str {
         match self {
             Driver::Cbs => "csi-cbs",
-            Driver::Cfs => "csi-cfs",
+            Driver::Cfs | Driver::CfsTurbo => "csi-cfs",
             Driver::Cos => "csi-cos",
             Driver::Goosefs => "csi-goosefs",
         }
@@ -44,9 +58,246 @@ impl Driver {
         match self {
             Driver::Cbs => "com.tencent.cloud.csi.cbs",
             Driver::Cfs => "com.tencent.cloud.csi.cfs",
+            Driver::CfsTurbo => "com.tencent.cloud.csi.cfsturbo",
             Driver::Cos => "com.tencent.cloud.csi.cosfs",
             Driver::Goosefs => "com.tencent.cloud.csi.goosefs",
         }
+    }
+
+    /// The directories [`driver_args`] gives a driver of this kind under its directory `dir`.
+    pub fn own_dirs(self, dir: &Path) -> Vec<PathBuf> {
+        let names: &[&str] = match self {
+            Driver::Cbs => &[],
+            Driver::Cfs => &["cfs-mounts", "cfs-controller"],
+            Driver::CfsTurbo => &["cfsturbo-mounts", "cfsturbo-controller"],
+            Driver::Cos => &["fuse-mounts"],
+            Driver::Goosefs => &["fuse-mounts", "goosefs-cache"],
+        };
+        names.iter().map(|name| dir.join(name)).collect()
+    }
+}
+
+/// Where a driver process finds the simulator and keeps its files: what [`driver_args`] needs
+/// besides the driver's kind. [`Env`] and the soak's rig both start drivers from one.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverSetup<'a> {
+    pub socket: &'a Path,
+    /// `http://127.0.0.1:PORT` of the simulator.
+    pub sim_url: &'a str,
+    /// `http://127.0.0.1:PORT` of the simulator's COS endpoint.
+    pub cos_url: &'a str,
+    /// The simulator's `--state-dir`.
+    pub sim_state_dir: &'a Path,
+    pub credentials_dir: &'a Path,
+    /// The driver's own directory: its mounts ([`Driver::own_dirs`]) and kubelet's paths.
+    pub dir: &'a Path,
+    /// The FUSE host's socket; required by csi-cos and csi-goosefs.
+    pub fuse_host_socket: Option<&'a Path>,
+}
+
+/// The arguments of a `kind` driver in mode `all` against the simulator, then `extra`. Staging
+/// and target paths lie under `<dir>/kubelet` (see `kubelet.rs`) unless `extra` names another
+/// `--kubelet-dir` (e.g. csi-sanity's mount directories).
+pub fn driver_args(
+    kind: Driver,
+    setup: &DriverSetup<'_>,
+    extra: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let arg = |a: &str| a.to_owned();
+    let path = |p: &Path| p.display().to_string();
+    let mut args = vec![
+        arg("--endpoint"),
+        format!("unix://{}", setup.socket.display()),
+        arg("--mode"),
+        arg("all"),
+        arg("--node-id"),
+        arg(NODE_ID),
+        arg("--region"),
+        arg(REGION),
+        arg("--cloud-endpoint"),
+        arg(setup.sim_url),
+        arg("--metadata-endpoint"),
+        format!("{}/instances/{NODE_ID}", setup.sim_url),
+        arg("--credentials-dir"),
+        path(setup.credentials_dir),
+    ];
+    let own = kind.own_dirs(setup.dir);
+    let exports = setup.sim_state_dir.join("cfs/exports");
+    match (kind, own.as_slice()) {
+        (Driver::Cbs, _) => {
+            // The simulator shows attached disks to each instance under its own device tree.
+            let instance = setup.sim_state_dir.join("instances").join(NODE_ID);
+            args.extend([
+                arg("--device-dir"),
+                path(&instance.join("dev/disk/by-id")),
+                arg("--sysfs-root"),
+                path(&instance.join("sys")),
+            ]);
+        }
+        // No NFS (or Lustre) client in this kernel: the documented seam resolves the simulator's
+        // exports.
+        (Driver::Cfs, [mounts, controller]) => args.extend([
+            arg("--sim-nfs-exports"),
+            path(&exports),
+            arg("--mounts-dir"),
+            path(mounts),
+            arg("--controller-dir"),
+            path(controller),
+            // The simulated cluster's network, so StorageClasses (and csi-sanity) may omit it.
+            arg("--default-vpc-id"),
+            arg("vpc-sim00001"),
+            arg("--default-subnet-id"),
+            arg("subnet-sim00001"),
+        ]),
+        (Driver::CfsTurbo, [mounts, controller]) => args.extend([
+            arg("--flavor"),
+            arg("turbo"),
+            arg("--sim-nfs-exports"),
+            path(&exports),
+            arg("--mounts-dir"),
+            path(mounts),
+            arg("--controller-dir"),
+            path(controller),
+        ]),
+        (Driver::Cos | Driver::Goosefs, [mounts, rest @ ..]) => {
+            let host = setup
+                .fuse_host_socket
+                .with_context(|| format!("{} needs a FUSE host", kind.binary()))?;
+            args.extend([
+                arg("--fuse-host-socket"),
+                path(host),
+                arg("--mounts-dir"),
+                path(mounts),
+                // The simulated bucket, so StorageClasses (and csi-sanity) may omit it.
+                arg("--default-url"),
+                arg(setup.cos_url),
+                arg("--default-bucket"),
+                arg(SIM_BUCKET),
+            ]);
+            if let [cache] = rest {
+                args.extend([arg("--cache-dir"), path(cache)]);
+            }
+        }
+        (kind, dirs) => bail!("{kind:?} has no directories {dirs:?}"),
+    }
+    if !extra.iter().any(|a| a.starts_with("--kubelet-dir")) {
+        args.extend([arg("--kubelet-dir"), path(&setup.dir.join("kubelet"))]);
+    }
+    args.extend(extra.iter().cloned());
+    Ok(args)
+}
+
+/// A CFS Turbo file system in the simulator, as a Turbo StorageClass or PV names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurboFs {
+    /// Its mount target's address (the `host` parameter).
+    pub host: String,
+    /// Its FSID (the `fsid` parameter).
+    pub fsid: String,
+    /// Its CFS ID (`cfs-...`).
+    pub fs_id: String,
+    /// Its directory in the simulator; the root directory `/cfs` is [`TurboFs::root`].
+    pub dir: PathBuf,
+}
+
+/// How long a new Turbo file system may take to become available.
+const TURBO_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl TurboFs {
+    /// Creates a Turbo file system (TB, its minimum 40960 GiB, over a CCN) in the simulator at
+    /// `sim_url` through the cloud client, and waits until it is available and exported.
+    pub async fn create(
+        sim_url: &str,
+        credentials: tcloud::Credentials,
+        sim_state_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<TurboFs> {
+        use tcloud::cfs::{
+            CfsApi, CreateFileSystemRequest, CreateTurboFileSystemRequest,
+            DescribeFileSystemsRequest, life_cycle,
+        };
+        let client = tcloud::CloudClient::new(
+            tcloud::CloudConfig::new(sim_url, REGION),
+            tcloud::CredentialSource::Static(credentials),
+        )?;
+        let deadline = tokio::time::Instant::now() + TURBO_READY_TIMEOUT;
+        let request = CreateTurboFileSystemRequest {
+            base: CreateFileSystemRequest {
+                zone: format!("{REGION}-3"),
+                net_interface: "CCN".into(),
+                p_group_id: "pgroupbasic".into(),
+                protocol: "TURBO".into(),
+                storage_type: "TB".into(),
+                fs_name: Some(name.to_owned()),
+                client_token: Some(random_token(16)),
+                ..Default::default()
+            },
+            ccn_id: Some("ccn-sim00001".into()),
+            cidr_block: Some("10.8.0.0/24".into()),
+            capacity: Some(40_960),
+        };
+        let fs_id = client
+            .create_turbo_file_system(&request, Some(deadline))
+            .await
+            .context("CreateCfsFileSystem (Turbo)")?;
+        loop {
+            let described = client
+                .describe_file_systems(
+                    &DescribeFileSystemsRequest {
+                        file_system_id: Some(fs_id.clone()),
+                        ..Default::default()
+                    },
+                    Some(deadline),
+                )
+                .await
+                .context("DescribeCfsFileSystems")?;
+            let state = described
+                .file_systems
+                .first()
+                .map(|fs| fs.life_cycle_state.clone())
+                .unwrap_or_default();
+            match state.as_str() {
+                life_cycle::AVAILABLE => break,
+                life_cycle::CREATE_FAILED => bail!("Turbo file system {fs_id} failed to create"),
+                _ if tokio::time::Instant::now() >= deadline => {
+                    bail!("Turbo file system {fs_id} is {state:?} after {TURBO_READY_TIMEOUT:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let targets = client
+            .describe_mount_targets(&fs_id, Some(deadline))
+            .await
+            .context("DescribeMountTargets")?;
+        let target = targets
+            .into_iter()
+            .next()
+            .with_context(|| format!("Turbo file system {fs_id} has no mount target"))?;
+        Ok(TurboFs {
+            host: target.ip_address,
+            fsid: target.fsid,
+            dir: sim_state_dir.join("cfs/fs").join(&fs_id),
+            fs_id,
+        })
+    }
+
+    /// The root directory (`/cfs`) in the simulator: where volumes' subdirectories land.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("cfs")
+    }
+
+    /// StorageClass parameters naming this file system, then `extra`.
+    pub fn parameters(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut parameters: HashMap<String, String> = [("host", &self.host), ("fsid", &self.fsid)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        parameters.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        parameters
     }
 }
 
@@ -78,6 +329,8 @@ pub struct Env {
     pub cos_url: String,
     /// The FUSE host (`cos-fuse host`) of the FUSE drivers.
     pub fuse_host: Option<FuseHost>,
+    /// The Turbo file system of [`Driver::CfsTurbo`], created before the driver started.
+    pub turbo: Option<TurboFs>,
     driver_args: Vec<String>,
     /// Entries of the work directory this run created (all of it when it created the directory).
     created: Vec<PathBuf>,
@@ -177,50 +430,6 @@ impl Env {
             bail!("tcloud-sim printed {line:?} instead of `cos URL`");
         };
 
-        let mut driver_args = vec![
-            "--endpoint".to_owned(),
-            format!("unix://{}", socket.display()),
-            "--mode".to_owned(),
-            "all".to_owned(),
-            "--node-id".to_owned(),
-            NODE_ID.to_owned(),
-            "--region".to_owned(),
-            REGION.to_owned(),
-            "--cloud-endpoint".to_owned(),
-            sim_url.clone(),
-            "--metadata-endpoint".to_owned(),
-            format!("{sim_url}/instances/{NODE_ID}"),
-            "--credentials-dir".to_owned(),
-            credentials_dir.display().to_string(),
-        ];
-        if driver_kind == Driver::Cbs {
-            // The simulator shows attached disks to each instance under its own device tree.
-            let instance = state_dir.join("instances").join(NODE_ID);
-            driver_args.extend([
-                "--device-dir".to_owned(),
-                instance.join("dev/disk/by-id").display().to_string(),
-                "--sysfs-root".to_owned(),
-                instance.join("sys").display().to_string(),
-            ]);
-        }
-        if driver_kind == Driver::Cfs {
-            // No NFS client in this kernel: the documented seam resolves the simulator's exports.
-            driver_args.extend([
-                "--sim-nfs-exports".to_owned(),
-                state_dir.join("cfs/exports").display().to_string(),
-                "--mounts-dir".to_owned(),
-                workdir.join("cfs-mounts").display().to_string(),
-                "--controller-dir".to_owned(),
-                workdir.join("cfs-controller").display().to_string(),
-                // The simulated cluster's network, so StorageClasses (and csi-sanity) may omit it.
-                "--default-vpc-id".to_owned(),
-                "vpc-sim00001".to_owned(),
-                "--default-subnet-id".to_owned(),
-                "subnet-sim00001".to_owned(),
-            ]);
-            track(workdir.join("cfs-mounts"));
-            track(workdir.join("cfs-controller"));
-        }
         let fuse_host = if matches!(driver_kind, Driver::Cos | Driver::Goosefs) {
             let host = FuseHost::start(&workdir, &logs).await?;
             track(host.state_dir.clone());
@@ -230,39 +439,38 @@ impl Env {
                     .map(Path::to_path_buf)
                     .unwrap_or_default(),
             );
-            let mounts = track(workdir.join("fuse-mounts"));
-            driver_args.extend([
-                "--fuse-host-socket".to_owned(),
-                host.socket.display().to_string(),
-                "--mounts-dir".to_owned(),
-                mounts.display().to_string(),
-                // The simulated bucket, so StorageClasses (and csi-sanity) may omit it.
-                "--default-url".to_owned(),
-                cos_url.clone(),
-                "--default-bucket".to_owned(),
-                SIM_BUCKET.to_owned(),
-            ]);
-            if driver_kind == Driver::Goosefs {
-                let cache = track(workdir.join("goosefs-cache"));
-                driver_args.extend(["--cache-dir".to_owned(), cache.display().to_string()]);
-            }
             Some(host)
         } else {
             None
         };
-        // Staging and target paths lie under kubelet's directory (see `kubelet.rs`) unless the
-        // caller names another one (e.g. csi-sanity's mount directories).
-        if !options
-            .driver_args
-            .iter()
-            .any(|a| a.starts_with("--kubelet-dir"))
-        {
-            driver_args.extend([
-                "--kubelet-dir".to_owned(),
-                workdir.join("kubelet").display().to_string(),
-            ]);
+        for dir in driver_kind.own_dirs(&workdir) {
+            track(dir);
         }
-        driver_args.extend(options.driver_args);
+        let turbo = if driver_kind == Driver::CfsTurbo {
+            let credentials = tcloud::Credentials::new(&secret_id, &secret_key);
+            let fs = TurboFs::create(&sim_url, credentials, &state_dir, "e2e-turbo").await;
+            match fs {
+                Ok(fs) => Some(fs),
+                Err(e) => {
+                    let log = sim.log_tail();
+                    let _ = sim.stop(STOP_GRACE).await;
+                    remove_created(&workdir, &created);
+                    return Err(e.context(format!("tcloud-sim log:\n{log}")));
+                }
+            }
+        } else {
+            None
+        };
+        let setup = DriverSetup {
+            socket: &socket,
+            sim_url: &sim_url,
+            cos_url: &cos_url,
+            sim_state_dir: &state_dir,
+            credentials_dir: &credentials_dir,
+            dir: &workdir,
+            fuse_host_socket: fuse_host.as_ref().map(|h| h.socket.as_path()),
+        };
+        let driver_args = driver_args(driver_kind, &setup, &options.driver_args)?;
         let driver_log = logs.join(format!("{}.log", driver_kind.binary()));
         let driver = Proc::spawn(driver_kind.binary(), &driver_bin, &driver_args, &driver_log)?;
         let mut env = Env {
@@ -278,6 +486,7 @@ impl Env {
             secret_key,
             cos_url,
             fuse_host,
+            turbo,
             created,
             stopped: false,
         };
@@ -365,14 +574,7 @@ impl Env {
     }
 
     fn remove_leftovers(&self) {
-        crate::cleanup::clean(&self.workdir);
-        for path in &self.created {
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(path)
-            } else {
-                std::fs::remove_file(path)
-            };
-        }
+        remove_created(&self.workdir, &self.created);
     }
 }
 
@@ -400,6 +602,18 @@ impl Drop for Env {
             std::thread::sleep(Duration::from_millis(100));
             self.remove_leftovers();
         }
+    }
+}
+
+/// Removes every mount and loop device under `workdir`, then the files a run `created`.
+fn remove_created(workdir: &Path, created: &[PathBuf]) {
+    crate::cleanup::clean(workdir);
+    for path in created {
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
     }
 }
 

@@ -1,9 +1,11 @@
 //! `e2e`: the end-to-end harness's command line.
 //!
-//! `e2e serve --driver <cbs|cfs|cos|goosefs> --socket PATH [--workdir DIR]` starts the simulator
-//! and that driver against it, prints `ready <socket>` once the socket answers, and on SIGTERM or
-//! SIGINT stops both and removes every mount, loop device and file it made. This interface is
-//! stable: any CSI client (csi-sanity included) can be pointed at the socket.
+//! `e2e serve --driver <cbs|cfs|cfsturbo|cos|goosefs> --socket PATH [--workdir DIR]` starts the
+//! simulator and that driver against it, prints `ready <socket>` once the socket answers, and on
+//! SIGTERM or SIGINT stops both and removes every mount, loop device and file it made. With
+//! `cfsturbo` it first creates a CFS Turbo file system in the simulator and prints
+//! `turbo host=<ip> fsid=<fsid>` before `ready`, the StorageClass parameters `host` and `fsid`.
+//! This interface is stable: any CSI client (csi-sanity included) can be pointed at the socket.
 //!
 //! `e2e soak --minutes N [--seed S] [--workers K]` runs concurrent lifecycles of all four drivers
 //! against one simulator with injected errors, throttling and stuck transitions, while SIGKILLing
@@ -129,6 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 env.sim_url,
                 env.workdir.join("logs").display()
             );
+            if let Some(turbo) = &env.turbo {
+                println!("turbo host={} fsid={}", turbo.host, turbo.fsid);
+            }
             println!("ready {}", socket.display());
             std::io::stdout().flush()?;
             let exited = wait_for_signal_or_exit(&mut env, &mut term, &mut int).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::client::CsiClient;
-use crate::env::{Driver, FuseHost, NODE_ID, REGION, SIM_BUCKET, private_file, random_token};
+use crate::env::{Driver, DriverSetup, FuseHost, REGION, driver_args, private_file, random_token};
 use crate::process::{Proc, bin_path};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,7 +129,7 @@ impl Rig {
         Ok((sim_url, cos_url))
     }
 
-    /// The arguments `Env` gives each driver, with each driver in its own directory.
+    /// Starts a driver with the arguments `Env` gives it ([`driver_args`]), in its own directory.
     async fn start_driver(
         &self,
         kind: Driver,
@@ -139,67 +139,20 @@ impl Rig {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         let socket = dir.join("csi/csi.sock");
-        let mut args = vec![
-            "--endpoint".to_owned(),
-            format!("unix://{}", socket.display()),
-            "--mode".to_owned(),
-            "all".to_owned(),
-            "--node-id".to_owned(),
-            NODE_ID.to_owned(),
-            "--region".to_owned(),
-            REGION.to_owned(),
-            "--cloud-endpoint".to_owned(),
-            self.sim_url.clone(),
-            "--metadata-endpoint".to_owned(),
-            format!("{}/instances/{NODE_ID}", self.sim_url),
-            "--credentials-dir".to_owned(),
-            credentials_dir.display().to_string(),
-            // Kubelet's paths (see `kubelet.rs`) lie under the driver's directory.
-            "--kubelet-dir".to_owned(),
-            dir.join("kubelet").display().to_string(),
-        ];
-        let instance = self.state_dir.join("instances").join(NODE_ID);
-        let mut fuse_host = None;
-        match kind {
-            Driver::Cbs => args.extend([
-                "--device-dir".to_owned(),
-                instance.join("dev/disk/by-id").display().to_string(),
-                "--sysfs-root".to_owned(),
-                instance.join("sys").display().to_string(),
-            ]),
-            Driver::Cfs => args.extend([
-                "--sim-nfs-exports".to_owned(),
-                self.state_dir.join("cfs/exports").display().to_string(),
-                "--mounts-dir".to_owned(),
-                dir.join("cfs-mounts").display().to_string(),
-                "--controller-dir".to_owned(),
-                dir.join("cfs-controller").display().to_string(),
-                "--default-vpc-id".to_owned(),
-                "vpc-sim00001".to_owned(),
-                "--default-subnet-id".to_owned(),
-                "subnet-sim00001".to_owned(),
-            ]),
-            Driver::Cos | Driver::Goosefs => {
-                let host = FuseHost::start(&dir, &logs).await?;
-                args.extend([
-                    "--fuse-host-socket".to_owned(),
-                    host.socket.display().to_string(),
-                    "--mounts-dir".to_owned(),
-                    dir.join("fuse-mounts").display().to_string(),
-                    "--default-url".to_owned(),
-                    self.cos_url.clone(),
-                    "--default-bucket".to_owned(),
-                    SIM_BUCKET.to_owned(),
-                ]);
-                if kind == Driver::Goosefs {
-                    args.extend([
-                        "--cache-dir".to_owned(),
-                        dir.join("goosefs-cache").display().to_string(),
-                    ]);
-                }
-                fuse_host = Some(host);
-            }
-        }
+        let fuse_host = match kind {
+            Driver::Cos | Driver::Goosefs => Some(FuseHost::start(&dir, &logs).await?),
+            Driver::Cbs | Driver::Cfs | Driver::CfsTurbo => None,
+        };
+        let setup = DriverSetup {
+            socket: &socket,
+            sim_url: &self.sim_url,
+            cos_url: &self.cos_url,
+            sim_state_dir: &self.state_dir,
+            credentials_dir,
+            dir: &dir,
+            fuse_host_socket: fuse_host.as_ref().map(|h| h.socket.as_path()),
+        };
+        let args = driver_args(kind, &setup, &[])?;
         let proc = Proc::spawn(
             kind.binary(),
             &bin_path(kind.binary())?,

@@ -142,7 +142,8 @@ impl<'a> Lifecycle<'a> {
                 let fs = if rng.bool() { "ext4" } else { "xfs" };
                 (mount_capability(fs), 10, HashMap::new())
             }
-            Driver::Cfs => (rwx(), 10, HashMap::new()),
+            // CFS Turbo is not among the soak's drivers (`Driver::ALL`).
+            Driver::Cfs | Driver::CfsTurbo => (rwx(), 10, HashMap::new()),
             Driver::Cos => (rwx(), 1, HashMap::new()),
             Driver::Goosefs => (
                 rwx(),
