@@ -55,10 +55,11 @@ pub async fn serve(
     tracing::info!(socket = %config.socket.display(), programs = ?config.programs, "FUSE host serving");
     tokio::pin!(shutdown);
     let mut collect = tokio::time::interval(stats::STATS_INTERVAL);
+    let mut totals = stats::DaemonTotals::load(&config.state_dir);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = collect.tick() => stats::collect(host.records(), &config.metrics),
+            _ = collect.tick() => stats::collect(host.records(), &config.metrics, &mut totals),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let host = host.clone();
@@ -71,6 +72,8 @@ pub async fn serve(
             },
         }
     }
+    // The daemons outlive the host: keep their counters' latest totals for the next one.
+    stats::collect(host.records(), &config.metrics, &mut totals);
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }

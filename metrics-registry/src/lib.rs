@@ -1,6 +1,13 @@
-//! `metrics-registry`: Prometheus metrics, rendered in the text exposition format. Label sets are bounded by design:
-//! RPC method and gRPC code, cloud service, action and outcome kind; never a volume, disk, node or
-//! request ID. One registry per process, injected where it is recorded; no global.
+//! `metrics-registry`: Prometheus metrics, rendered in the text exposition format (0.0.4). Label
+//! sets are bounded by design: RPC method and gRPC code, cloud service, action and outcome kind;
+//! never a volume, disk, node or request ID. One registry per process, injected where it is
+//! recorded; no global. [`Metrics::exposition`] adds what every binary serves besides its own
+//! figures: the `process_*` series (`process`) and `tencentcloud_csi_build_info` (`build_info`).
+//! It knows no HTTP.
+
+pub mod build_info;
+mod process;
+pub mod promtool;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -42,6 +49,22 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// HELP text escapes backslash and newline.
+fn escape_help(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value as the text format spells it: `+Inf`, `-Inf` and `NaN`, not Rust's `inf`.
+fn format_float(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        value.to_string()
+    }
 }
 
 fn render_labels(out: &mut String, labels: &Labels, extra: Option<(&str, &str)>) {
@@ -114,7 +137,7 @@ impl Metrics {
     }
 
     /// Sets a value read from elsewhere (another process's counters): `kind` is `counter` or
-    /// `gauge`.
+    /// `gauge`. A counter set this way must never go down: the caller keeps it monotonic.
     pub fn set(
         &self,
         name: &'static str,
@@ -126,6 +149,28 @@ impl Metrics {
         let mut families = self.families();
         families.help.entry(name).or_insert((help, kind));
         families.counters.insert((name, labels(pairs)), value);
+    }
+
+    /// Replaces every series of the family `name` with `series` at once (a scrape sees the old set
+    /// or the new one, never a mix): figures read from elsewhere, where a series can end. `kind`
+    /// is `counter` or `gauge`; with no series the family is left out.
+    pub fn set_family(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        series: &[(Vec<(&'static str, &str)>, u64)],
+    ) {
+        let mut families = self.families();
+        families.counters.retain(|(n, _), _| *n != name);
+        if series.is_empty() {
+            families.help.remove(name);
+            return;
+        }
+        families.help.insert(name, (help, kind));
+        for (pairs, value) in series {
+            families.counters.insert((name, labels(pairs)), *value);
+        }
     }
 
     /// The value of a counter, for tests and benchmarks.
@@ -142,7 +187,11 @@ impl Metrics {
         let families = self.families();
         let mut out = String::new();
         for (name, (help, kind)) in &families.help {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} {kind}",
+                escape_help(help)
+            );
             for ((_, labels), value) in families
                 .counters
                 .range((*name, Vec::new())..)
@@ -165,7 +214,8 @@ impl Metrics {
                 let _ = write!(out, "{name}_bucket");
                 render_labels(&mut out, labels, Some(("le", "+Inf")));
                 let _ = writeln!(out, " {}", h.count);
-                for (suffix, value) in [("sum", h.sum.to_string()), ("count", h.count.to_string())]
+                for (suffix, value) in
+                    [("sum", format_float(h.sum)), ("count", h.count.to_string())]
                 {
                     let _ = write!(out, "{name}_{suffix}");
                     render_labels(&mut out, labels, None);
@@ -173,6 +223,15 @@ impl Metrics {
                 }
             }
         }
+        out
+    }
+
+    /// What `/metrics` serves: the registry, then this process's `process_*` series (read now) and
+    /// its build info.
+    pub fn exposition(&self) -> String {
+        let mut out = self.render();
+        process::render(&mut out);
+        build_info::render(&mut out);
         out
     }
 }
@@ -235,5 +294,79 @@ mod tests {
             2
         );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_family_set_from_elsewhere_is_replaced_whole() {
+        let metrics = Metrics::new();
+        metrics.set_family(
+            "fuse_memory_bytes",
+            "Memory.",
+            "gauge",
+            &[
+                (vec![("kind", "cos-fuse")], 5),
+                (vec![("kind", "goosefs-fuse")], 7),
+            ],
+        );
+        metrics.set_family(
+            "fuse_memory_bytes",
+            "Memory.",
+            "gauge",
+            &[(vec![("kind", "cos-fuse")], 6)],
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("fuse_memory_bytes{kind=\"cos-fuse\"} 6"),
+            "{text}"
+        );
+        assert!(!text.contains("goosefs-fuse"), "{text}");
+        metrics.set_family("fuse_memory_bytes", "Memory.", "gauge", &[]);
+        assert_eq!(metrics.render(), "");
+        assert_eq!(format_float(f64::INFINITY), "+Inf");
+        assert_eq!(format_float(f64::NAN), "NaN");
+        assert_eq!(format_float(0.25), "0.25");
+    }
+
+    /// The whole exposition, hostile label values included, passes the real `promtool check
+    /// metrics`; without promtool this fails and says to install it.
+    #[test]
+    fn the_exposition_passes_promtool() {
+        let metrics = Metrics::new();
+        metrics.inc(
+            "csi_operation_errors_total",
+            "Failed CSI calls, by method and gRPC code.",
+            &[("method", "a\"b\\c\nd"), ("code", "Internal")],
+        );
+        metrics.observe(
+            "csi_operation_duration_seconds",
+            "CSI call latency, by method and gRPC code.",
+            &[("method", "Probe"), ("code", "Ok")],
+            f64::INFINITY,
+        );
+        metrics.set(
+            "fuse_memory_bytes",
+            "Read-ahead and write buffer memory the daemons hold now.",
+            "gauge",
+            &[("kind", "cos-fuse")],
+            3,
+        );
+        let text = metrics.exposition();
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+            "tencentcloud_csi_build_info",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family}: {text}"
+            );
+        }
+        if let Err(e) = promtool::check_metrics(&text) {
+            panic!("{e}");
+        }
     }
 }
