@@ -8,6 +8,44 @@ use csi_proto::v1 as pb;
 use crate::env::{Driver, Env, EnvOptions};
 use crate::kubelet::{GIB, Kubelet, df_bytes, mount_capability};
 
+/// The programs the demo's drivers and simulator run: losetup (the simulator's loop devices),
+/// blkid, mkfs.xfs and xfs_growfs (the CBS volume). Mounts are mount(2) calls, FUSE as root needs no
+/// fusermount3, and the demo formats no ext4.
+const DEMO_TOOLS: &[&str] = &["losetup", "blkid", "mkfs.xfs", "xfs_growfs"];
+/// The kernel devices it opens: the loop driver's control device and FUSE's.
+const DEMO_DEVICES: &[&str] = &["/dev/loop-control", "/dev/fuse"];
+
+/// Checks, before the first step, that everything in [`DEMO_TOOLS`] is on `PATH`, that the
+/// [`DEMO_DEVICES`] exist and that we are root, so a missing one stops the demo at once with one
+/// line naming all of them rather than halfway through.
+fn preflight() -> anyhow::Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = |tool: &str| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    };
+    let mut missing: Vec<&str> = DEMO_TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
+    missing.extend(
+        DEMO_DEVICES
+            .iter()
+            .copied()
+            .filter(|d| !std::path::Path::new(d).exists()),
+    );
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the demo cannot start, missing: {}; run `scripts/setup demo` as root (it installs them)",
+        missing.join(", ")
+    );
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the demo needs root (it makes loop devices and mounts): run it as root"
+    );
+    Ok(())
+}
+
 /// Prints one step and how long it took.
 pub fn step(label: &str, start: Instant, detail: &str) {
     println!(
@@ -365,6 +403,7 @@ async fn cfs_turbo() -> anyhow::Result<()> {
 }
 
 pub async fn run() -> anyhow::Result<()> {
+    preflight()?;
     println!("Tencent Cloud CSI bundle against tcloud-sim (no cloud account needed)\n");
     for driver in Driver::ALL {
         identity(driver).await?;
