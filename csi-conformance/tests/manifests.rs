@@ -23,10 +23,11 @@ use serde_json::Value;
 const OUR_IMAGES: [&str; 4] = ["csi-cbs", "csi-cfs", "csi-cos", "csi-goosefs"];
 const OUR_BINARIES: [&str; 5] = ["csi-cbs", "csi-cfs", "csi-cos", "csi-goosefs", "cos-fuse"];
 
-/// The oldest Kubernetes the manifests support (fsGroup delegation to CSI drivers is GA from
-/// 1.26, and csi-cos and csi-goosefs rely on it). They are also checked against the newest
-/// version kubernetes-validate knows.
-const OLDEST_KUBERNETES: &str = "1.26.0";
+/// The oldest Kubernetes the manifests support: 1.30, the oldest the pinned sidecars
+/// (csi-provisioner v6.1, csi-resizer v2.0, built for 1.34) are run with here; fsGroup delegation
+/// to CSI drivers (GA in 1.26), which csi-cos and csi-goosefs rely on, is older. They are also
+/// checked against the newest version kubernetes-validate knows.
+const OLDEST_KUBERNETES: &str = "1.30.0";
 
 /// Kinds with no schema in kubernetes-validate: the snapshot CRDs, which are not part of
 /// Kubernetes itself. Left out of the schema check by name; any other kind without a schema
@@ -42,7 +43,7 @@ const CRD_KINDS: [(&str, &str); 2] = [
 const SIDECARS: [(&str, &str, &[&str]); 6] = [
     (
         "csi-provisioner",
-        "v5",
+        "v6",
         &[
             "csi-address",
             "leader-election",
@@ -80,7 +81,7 @@ const SIDECARS: [(&str, &str, &[&str]); 6] = [
     ),
     (
         "csi-resizer",
-        "v1",
+        "v2",
         &[
             "csi-address",
             "leader-election",
@@ -1024,4 +1025,344 @@ fn drivers_have_the_shape_the_design_needs() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sidecar RBAC
+
+/// When a sidecar needs an API rule.
+#[derive(Clone, Copy, Debug)]
+enum Needed {
+    Always,
+    /// Only when the sidecar is given this argument.
+    With(&'static str),
+    /// Unless the sidecar is given this argument.
+    Unless(&'static str),
+    /// Only when the driver's CSIDriver has `attachRequired: true`.
+    WhenAttaching,
+    /// Only when the pod also runs this sidecar.
+    AlongWith(&'static str),
+}
+
+/// The API access each sidecar version we pin needs: `(group, resource, verbs, when)`. Taken from
+/// each sidecar's `deploy/kubernetes/rbac.yaml` at that tag and the informers and clients its
+/// code starts, less what it never uses: `list`/`watch`/`update` on events (client-go's event
+/// recorder only creates and patches them). csi-provisioner v6 and csi-resizer v2 list and
+/// watch `storage.k8s.io/v1` VolumeAttributesClasses (GA in Kubernetes 1.34; csi-resizer v1.14
+/// asked for v1beta1, which 1.34 no longer serves). node-driver-registrar and livenessprobe
+/// never call the API server. A new tag needs its entry here, checked against its sources.
+type Rule = (&'static str, &'static str, &'static [&'static str], Needed);
+const SIDECAR_RBAC: &[(&str, &str, &[Rule])] = &[
+    (
+        "csi-provisioner",
+        "v6.1.0",
+        &[
+            (
+                "",
+                "persistentvolumes",
+                &["get", "list", "watch", "create", "patch", "delete"],
+                Needed::Always,
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                &["get", "list", "watch", "update"],
+                Needed::Always,
+            ),
+            (
+                "storage.k8s.io",
+                "storageclasses",
+                &["get", "list", "watch"],
+                Needed::Always,
+            ),
+            ("", "events", &["create", "patch"], Needed::Always),
+            // The selected node of a WaitForFirstConsumer claim.
+            ("", "nodes", &["get"], Needed::Always),
+            // Topology: the informers of nodes and CSINodes.
+            (
+                "",
+                "nodes",
+                &["list", "watch"],
+                Needed::With("--feature-gates=Topology=true"),
+            ),
+            (
+                "storage.k8s.io",
+                "csinodes",
+                &["get", "list", "watch"],
+                Needed::With("--feature-gates=Topology=true"),
+            ),
+            // A volume is deleted only once no VolumeAttachment uses it.
+            (
+                "storage.k8s.io",
+                "volumeattachments",
+                &["get", "list", "watch"],
+                Needed::WhenAttaching,
+            ),
+            // Restores from a VolumeSnapshot.
+            (
+                "snapshot.storage.k8s.io",
+                "volumesnapshots",
+                &["get", "list"],
+                Needed::AlongWith("csi-snapshotter"),
+            ),
+            (
+                "snapshot.storage.k8s.io",
+                "volumesnapshotcontents",
+                &["get", "list"],
+                Needed::AlongWith("csi-snapshotter"),
+            ),
+            (
+                "storage.k8s.io",
+                "volumeattributesclasses",
+                &["get", "list", "watch"],
+                Needed::Always,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                &["get", "list", "watch", "create", "update", "delete"],
+                Needed::With("--leader-election"),
+            ),
+        ],
+    ),
+    (
+        "csi-attacher",
+        "v4.10.0",
+        &[
+            (
+                "",
+                "persistentvolumes",
+                &["get", "list", "watch", "patch"],
+                Needed::Always,
+            ),
+            (
+                "storage.k8s.io",
+                "csinodes",
+                &["get", "list", "watch"],
+                Needed::Always,
+            ),
+            (
+                "storage.k8s.io",
+                "volumeattachments",
+                &["get", "list", "watch", "patch"],
+                Needed::Always,
+            ),
+            (
+                "storage.k8s.io",
+                "volumeattachments/status",
+                &["patch"],
+                Needed::Always,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                &["get", "list", "watch", "create", "update", "delete"],
+                Needed::With("--leader-election"),
+            ),
+        ],
+    ),
+    (
+        "csi-resizer",
+        "v2.0.0",
+        &[
+            (
+                "",
+                "persistentvolumes",
+                &["get", "list", "watch", "patch"],
+                Needed::Always,
+            ),
+            (
+                "",
+                "persistentvolumeclaims",
+                &["get", "list", "watch"],
+                Needed::Always,
+            ),
+            (
+                "",
+                "persistentvolumeclaims/status",
+                &["patch"],
+                Needed::Always,
+            ),
+            (
+                "",
+                "pods",
+                &["get", "list", "watch"],
+                Needed::Unless("--handle-volume-inuse-error=false"),
+            ),
+            ("", "events", &["create", "patch"], Needed::Always),
+            (
+                "storage.k8s.io",
+                "volumeattributesclasses",
+                &["get", "list", "watch"],
+                Needed::Always,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                &["get", "list", "watch", "create", "update", "delete"],
+                Needed::With("--leader-election"),
+            ),
+        ],
+    ),
+    (
+        "csi-snapshotter",
+        "v8.4.0",
+        &[
+            ("", "events", &["create", "patch"], Needed::Always),
+            (
+                "snapshot.storage.k8s.io",
+                "volumesnapshotclasses",
+                &["get", "list", "watch"],
+                Needed::Always,
+            ),
+            (
+                "snapshot.storage.k8s.io",
+                "volumesnapshotcontents",
+                &["get", "list", "watch", "update", "patch"],
+                Needed::Always,
+            ),
+            (
+                "snapshot.storage.k8s.io",
+                "volumesnapshotcontents/status",
+                &["update", "patch"],
+                Needed::Always,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                &["get", "list", "watch", "create", "update", "delete"],
+                Needed::With("--leader-election"),
+            ),
+        ],
+    ),
+    ("csi-node-driver-registrar", "v2.15.0", &[]),
+    ("livenessprobe", "v2.17.0", &[]),
+];
+
+/// The rules granted to a service account: every Role and ClusterRole bound to it.
+fn granted_rules<'a>(docs: &'a [Value], namespace: &str, account: &str) -> Vec<&'a Value> {
+    let mut rules = Vec::new();
+    for binding in docs
+        .iter()
+        .filter(|d| matches!(kind(d), "RoleBinding" | "ClusterRoleBinding"))
+    {
+        let bound = list(binding, "/subjects").iter().any(|s| {
+            text(s, "/kind") == "ServiceAccount"
+                && text(s, "/name") == account
+                && text(s, "/namespace") == namespace
+        });
+        // A RoleBinding grants only in its own namespace: the sidecars' namespaced needs
+        // (leases) are in the pod's namespace.
+        if !bound
+            || (kind(binding) == "RoleBinding" && text(binding, "/metadata/namespace") != namespace)
+        {
+            continue;
+        }
+        let role_kind = text(binding, "/roleRef/kind");
+        let role_name = text(binding, "/roleRef/name");
+        let role = docs
+            .iter()
+            .find(|d| {
+                kind(d) == role_kind
+                    && name(d) == role_name
+                    && (role_kind == "ClusterRole"
+                        || text(d, "/metadata/namespace") == text(binding, "/metadata/namespace"))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} {} binds a missing {role_kind} {role_name}",
+                    kind(binding),
+                    name(binding)
+                )
+            });
+        rules.extend(list(role, "/rules"));
+    }
+    rules
+}
+
+fn grants(rules: &[&Value], group: &str, resource: &str, verb: &str) -> bool {
+    let has = |r: &Value, field: &str, want: &str| {
+        strings(r, field).iter().any(|v| v == want || v == "*")
+    };
+    rules.iter().any(|r| {
+        has(r, "/apiGroups", group) && has(r, "/resources", resource) && has(r, "/verbs", verb)
+    })
+}
+
+#[test]
+fn every_sidecar_is_granted_what_its_version_lists_and_watches() {
+    let docs = render(&deploy_dir(), "overlays/tke");
+    let mut failures = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    let mut checked = 0;
+    for obj in &docs {
+        let Some(spec) = pod_spec(obj) else { continue };
+        let namespace = text(obj, "/metadata/namespace");
+        let account = text(spec, "/serviceAccountName");
+        let rules = granted_rules(&docs, namespace, account);
+        let pod_images: Vec<&str> = containers(spec)
+            .map(|c| image_name_and_tag(text(c, "/image")).0)
+            .collect();
+        let driver = text(obj, "/metadata/labels/app.kubernetes.io~1name");
+        let attaching = docs.iter().any(|d| {
+            kind(d) == "CSIDriver"
+                && text(d, "/metadata/labels/app.kubernetes.io~1name") == driver
+                && d.pointer("/spec/attachRequired") == Some(&Value::Bool(true))
+        });
+        for c in containers(spec) {
+            let (image, tag) = image_name_and_tag(text(c, "/image"));
+            if OUR_IMAGES.contains(&image) {
+                continue;
+            }
+            let at = format!("{} {}/{image}:{tag}", name(obj), text(c, "/name"));
+            let Some((_, _, needs)) = SIDECAR_RBAC
+                .iter()
+                .find(|(i, t, _)| *i == image && *t == tag)
+            else {
+                failures.insert(format!(
+                    "{at}: no SIDECAR_RBAC entry for this version; add what its rbac.yaml and \
+                     code need"
+                ));
+                continue;
+            };
+            used.insert(format!("{image}:{tag}"));
+            let args = strings(c, "/args");
+            for (group, resource, verbs, when) in *needs {
+                let needed = match when {
+                    Needed::Always => true,
+                    Needed::With(arg) => args.iter().any(|a| a == arg),
+                    Needed::Unless(arg) => !args.iter().any(|a| a == arg),
+                    Needed::WhenAttaching => attaching,
+                    Needed::AlongWith(other) => pod_images.contains(other),
+                };
+                if !needed {
+                    continue;
+                }
+                checked += 1;
+                let missing: Vec<&str> = verbs
+                    .iter()
+                    .copied()
+                    .filter(|v| !grants(&rules, group, resource, v))
+                    .collect();
+                if !missing.is_empty() {
+                    let group = if group.is_empty() { "core" } else { group };
+                    failures.insert(format!(
+                        "{at}: service account {namespace}/{account} may not {missing:?} \
+                         {group}/{resource}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "sidecar RBAC:\n{}",
+        failures.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    assert!(checked > 50, "only {checked} rules checked");
+    assert_eq!(
+        used.len(),
+        SIDECAR_RBAC.len(),
+        "every SIDECAR_RBAC entry is a version we pin: {used:?}"
+    );
 }
