@@ -2,12 +2,14 @@
 //! or run the FUSE host the CSI node plugins ask for mounts.
 //!
 //! ```text
+//! cos-fuse data-1250000000:/logs /mnt/data -o url=https://cos.ap-guangzhou.myqcloud.com,allow_other
 //! cos-fuse mount --endpoint https://cos.ap-guangzhou.myqcloud.com --bucket data-1250000000 \
 //!     --credentials-file ~/.passwd-cosfs -o allow_other -o uid=1000 /mnt/data
 //! cos-fuse host --socket /run/csi-fuse/host.sock --state-dir /var/lib/csi-fuse/cos
 //! ```
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,9 +18,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cos_cache::{CacheOptions, CachedStore};
-use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
+use cos_client::{ObjectClient, ObjectConfig};
 #[cfg(test)]
 use cos_fuse::config::MIB;
+use cos_fuse::config::{format_size, parse_size};
 use cos_fuse::cos::CosStore;
 use cos_fuse::fuse::MountOptions;
 use cos_fuse::options::{self, OptionError};
@@ -27,15 +30,29 @@ use cos_fuse::upload_journal::abort_stale_uploads;
 use cos_fuse::{Fs, FsConfig, MountConfig};
 use csi_common::cli::LogFormat;
 
+mod credentials;
+mod daemon;
+mod direct;
+mod logging;
 mod report;
+
+use credentials::Keys;
+use direct::DirectArgs;
+
+/// `--version`: the package version and the git commit it was built from.
+pub const VERSION: &str = csi_common::metrics::BUILD_LONG_VERSION;
+
+/// The block cache's default capacity.
+const DEFAULT_CACHE_CAPACITY: &str = "20GiB";
 
 type CacheStatsFn = Box<dyn Fn() -> cos_cache::CacheStatsSnapshot + Send + Sync>;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cos-fuse",
-    version,
-    about = "A FUSE file system over COS buckets."
+    version = VERSION,
+    about = "A FUSE file system over COS buckets. By hand: cos-fuse BUCKET[:/PREFIX] MOUNTPOINT \
+             -o url=ENDPOINT [-f] (see `cos-fuse BUCKET --help`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -87,8 +104,8 @@ struct MountArgs {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
 
-    /// The most the block cache holds on disk, in bytes.
-    #[arg(long, default_value_t = 20 << 30)]
+    /// The most the block cache holds on disk: bytes, or with a unit (`20GiB`, `512MiB`).
+    #[arg(long, default_value = DEFAULT_CACHE_CAPACITY, value_parser = parse_bytes)]
     cache_capacity: u64,
 
     /// A key prefix under the mount's root to warm into the cache after mounting (repeatable).
@@ -106,14 +123,19 @@ struct MountArgs {
     #[arg(long, env = fuse_host::STAGING_AREA_ENV)]
     staging_area: Option<PathBuf>,
 
-    /// The cap of the staging area, all its mounts together, in bytes (`staging_max_mb`
-    /// otherwise).
-    #[arg(long, env = fuse_host::STAGING_MAX_BYTES_ENV, requires = "staging_area")]
+    /// The cap of the staging area, all its mounts together: bytes, or with a unit (`16GiB`)
+    /// (`staging_max_mb` otherwise).
+    #[arg(long, env = fuse_host::STAGING_MAX_BYTES_ENV, requires = "staging_area", value_parser = parse_bytes)]
     staging_area_max_bytes: Option<u64>,
 
-    /// error, warn, info or debug (RUST_LOG overrides).
-    #[arg(long, default_value = "info")]
+    /// error, warn, info, debug or trace (RUST_LOG overrides); the drivers' -v is debug, -vv
+    /// trace.
+    #[arg(long, default_value = "info", value_parser = logging::parse_log_level)]
     log_level: String,
+
+    /// The instance metadata service, for the CVM role's keys.
+    #[arg(long, default_value = tcloud::metadata::DEFAULT_METADATA_ENDPOINT, hide = true)]
+    metadata_endpoint: String,
 
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -181,6 +203,13 @@ fn options_long_help() -> String {
     )
 }
 
+/// A size in bytes: a plain number, or with a unit (`20GiB`, `512MiB`).
+fn parse_bytes(value: &str) -> Result<u64, String> {
+    parse_size(value, 1).ok_or_else(|| {
+        format!("{value:?} is not a size: bytes, or a number with a unit (512MiB, 20GiB)")
+    })
+}
+
 fn parse_program(value: &str) -> Result<(String, PathBuf), String> {
     let (kind, path) = value
         .split_once('=')
@@ -210,10 +239,14 @@ fn one_malloc_arena() {
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     one_malloc_arena();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Mount(args) => mount(args),
-        Command::Host(args) => host(args),
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let result = if is_direct_form(&argv) {
+        direct(DirectArgs::parse_from(argv))
+    } else {
+        match Cli::parse_from(argv).command {
+            Command::Mount(args) => mount(args),
+            Command::Host(args) => host(args),
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,6 +256,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the command line is `cos-fuse SOURCE MOUNTPOINT …` rather than a subcommand (or
+/// the top-level `--help`/`--version`).
+fn is_direct_form(argv: &[OsString]) -> bool {
+    match argv.get(1).and_then(|a| a.to_str()) {
+        None => false,
+        Some("mount" | "host" | "help") => false,
+        Some("-h" | "--help" | "-V" | "--version") => argv.len() > 2,
+        Some(_) => true,
+    }
+}
+
+/// `cos-fuse BUCKET[:/PREFIX] MOUNTPOINT -o …`: in the background unless `-f`, returning once
+/// the mount answers (or with its error).
+fn direct(args: DirectArgs) -> Result<(), String> {
+    let target = args.resolve(|name| std::env::var(name).ok())?;
+    // The daemon leaves the working directory.
+    let mountpoint = std::fs::canonicalize(&args.mountpoint).map_err(|e| {
+        format!(
+            "the mount point {} cannot be used: {e}",
+            args.mountpoint.display()
+        )
+    })?;
+    let mount_args = MountArgs {
+        endpoint: target.endpoint,
+        bucket: target.bucket,
+        prefix: target.prefix,
+        region: args.region,
+        credentials_stdin: false,
+        credentials_file: None,
+        options: args.options,
+        cache_dir: None,
+        cache_capacity: parse_bytes(DEFAULT_CACHE_CAPACITY)?,
+        preload: Vec::new(),
+        stats_file: None,
+        staging_area: None,
+        staging_area_max_bytes: None,
+        log_level: args.log_level,
+        log_format: args.log_format,
+        metadata_endpoint: args.metadata_endpoint,
+        mountpoint,
+    };
+    // The keys before forking: a bad passwd file is the caller's error, with its name.
+    let keys = resolve_keys(&mount_args)?;
+    if args.foreground {
+        return mount_with(mount_args, keys);
+    }
+    let notifier = daemon::daemonize(args.log_file.as_deref())?;
+    let result = notifier
+        .watch(&mount_args.mountpoint)
+        .and_then(|()| mount_with(mount_args, keys));
+    if let Err(error) = &result {
+        notifier.failed(error);
+    }
+    result
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -263,56 +352,9 @@ fn host(args: HostArgs) -> Result<(), String> {
     })
 }
 
-/// Keys as the FUSE host hands them over (JSON) or as cosfs's passwd file holds them.
-#[derive(serde::Deserialize)]
-struct Keys {
-    #[serde(rename = "SecretId")]
-    secret_id: String,
-    #[serde(rename = "SecretKey")]
-    secret_key: String,
-    #[serde(rename = "Token", default)]
-    token: Option<String>,
-}
-
-fn parse_keys(text: &str, bucket: &str) -> Result<ObjectCredentials, String> {
-    let text = text.trim();
-    let keys = if text.starts_with('{') {
-        serde_json::from_str::<Keys>(text)
-            .map_err(|e| format!("the credentials are not the expected JSON: {e}"))?
-    } else {
-        // passwd-cosfs: one `bucket:id:key` line per bucket, or a single `id:key` line.
-        let line = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .find_map(|l| {
-                let fields: Vec<&str> = l.split(':').collect();
-                match fields.as_slice() {
-                    [b, id, key] if *b == bucket => Some((*id, *key)),
-                    [id, key] => Some((*id, *key)),
-                    _ => None,
-                }
-            })
-            .ok_or_else(|| {
-                format!("no `{bucket}:SecretId:SecretKey` or `SecretId:SecretKey` line in the credentials")
-            })?;
-        Keys {
-            secret_id: line.0.to_owned(),
-            secret_key: line.1.to_owned(),
-            token: None,
-        }
-    };
-    if keys.secret_id.trim().is_empty() || keys.secret_key.trim().is_empty() {
-        return Err("the credentials hold an empty SecretId or SecretKey".into());
-    }
-    Ok(ObjectCredentials::new(
-        &keys.secret_id,
-        &keys.secret_key,
-        keys.token.as_deref(),
-    ))
-}
-
-fn read_credentials(args: &MountArgs) -> Result<ObjectCredentials, String> {
+/// Where the keys come from: handed over on standard input or in `--credentials-file`, else
+/// the chain of [`credentials::discover`].
+fn resolve_keys(args: &MountArgs) -> Result<Keys, String> {
     let text = if args.credentials_stdin {
         let mut text = String::new();
         std::io::stdin()
@@ -320,20 +362,20 @@ fn read_credentials(args: &MountArgs) -> Result<ObjectCredentials, String> {
             .map_err(|e| format!("cannot read the credentials from standard input: {e}"))?;
         text
     } else if let Some(path) = &args.credentials_file {
-        use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "{} is readable by others: chmod 600 it",
-                path.display()
-            ));
-        }
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        credentials::read_private_file(path)?
     } else {
-        return Err("give the keys with --credentials-file or --credentials-stdin".into());
+        let settings = parse_options(&args.options).map_err(|e| e.to_string())?;
+        let env = |name: &str| std::env::var(name).ok();
+        return credentials::discover(&credentials::ChainParams {
+            bucket: &args.bucket,
+            passwd_file: settings.passwd_file.as_deref(),
+            home: credentials::home_dir(),
+            system_file: Path::new(credentials::SYSTEM_PASSWD_FILE),
+            env: &env,
+            metadata_endpoint: &args.metadata_endpoint,
+        });
     };
-    parse_keys(&text, &args.bucket)
+    credentials::parse_handed_over(&text, &args.bucket).map(Keys::Fixed)
 }
 
 /// What the `-o` options set (the grammar is `cos_fuse::options`).
@@ -380,27 +422,13 @@ fn apply_diskfree(settings: &mut MountConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn init_mount_logging(args: &MountArgs) {
-    let level = match args.log_level.as_str() {
-        "error" | "crit" | "err" => "error",
-        "warn" => "warn",
-        "debug" | "dbg" => "debug",
-        _ => "info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+fn mount(args: MountArgs) -> Result<(), String> {
+    let keys = resolve_keys(&args)?;
+    mount_with(args, keys)
 }
 
-fn mount(args: MountArgs) -> Result<(), String> {
-    init_mount_logging(&args);
-    let credentials = read_credentials(&args)?;
+fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
+    logging::init(&args.log_level, args.log_format);
     let mut settings = parse_options(&args.options).map_err(|e| e.to_string())?;
     settings.fs.prefix = args.prefix.clone();
     let mount_dir = join_staging_area(&args, &mut settings)?;
@@ -417,8 +445,10 @@ fn mount(args: MountArgs) -> Result<(), String> {
     if let Some(timeout) = settings.request_timeout {
         config.timeout = timeout;
     }
-    let client = ObjectClient::new(config, credentials).map_err(|e| e.to_string())?;
     let rt = runtime()?;
+    let credentials = rt.block_on(keys.current())?;
+    let client = ObjectClient::new(config, credentials).map_err(|e| e.to_string())?;
+    keys.keep_fresh(client.clone(), &rt);
     // Fail here, with the server's words, rather than mount something that answers EIO.
     rt.block_on(client.head_bucket())
         .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
@@ -518,6 +548,10 @@ fn serve<S: cos_fuse::ObjectStore>(
     cache_stats: Option<CacheStatsFn>,
     warmup: Arc<Mutex<Option<(u64, u64)>>>,
 ) -> Result<(), String> {
+    let sizes = (
+        format_size(config.memory_budget),
+        format_size(config.staging_max_bytes),
+    );
     let fs = Fs::new(store, config).map_err(|e| e.to_string())?;
     let reporter = args.stats_file.clone().map(|path| {
         let for_stats = fs.clone();
@@ -534,6 +568,9 @@ fn serve<S: cos_fuse::ObjectStore>(
         prefix = args.prefix,
         mountpoint = %args.mountpoint.display(),
         cache = args.cache_dir.is_some(),
+        cache_capacity = %format_size(args.cache_capacity),
+        memory_budget = %sizes.0,
+        staging_max = %sizes.1,
         "mounting"
     );
     let served = cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options)
@@ -551,17 +588,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_come_as_json_or_as_a_passwd_line() {
-        let json = parse_keys(r#"{"SecretId":"AKID","SecretKey":"k","Token":"t"}"#, "b").unwrap();
-        assert_eq!(
-            (json.secret_id.as_str(), json.token.as_deref()),
-            ("AKID", Some("t"))
-        );
-        let passwd = parse_keys("other:X:Y\nb-1:AKID2:key2\n", "b-1").unwrap();
-        assert_eq!(passwd.secret_id, "AKID2");
-        assert_eq!(parse_keys("AKID3:key3", "b").unwrap().secret_key, "key3");
-        assert!(parse_keys("nothing useful", "b").is_err());
-        assert!(parse_keys(r#"{"SecretId":"","SecretKey":"k"}"#, "b").is_err());
+    fn subcommands_and_the_direct_form_are_told_apart() {
+        let argv = |args: &[&str]| -> Vec<OsString> {
+            std::iter::once("cos-fuse")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        for (args, direct) in [
+            (
+                &["mount", "--endpoint", "e", "--bucket", "b", "/m"][..],
+                false,
+            ),
+            (&["host"][..], false),
+            (&["--version"][..], false),
+            (&["--help"][..], false),
+            (&[][..], false),
+            (&["b-1:/p", "/mnt", "-o", "url=x"][..], true),
+            (&["-f", "b-1", "/mnt"][..], true),
+        ] {
+            assert_eq!(is_direct_form(&argv(args)), direct, "{args:?}");
+        }
+        let cli = Cli::try_parse_from(argv(&[
+            "mount",
+            "--endpoint",
+            "http://e",
+            "--bucket",
+            "b",
+            "--cache-capacity",
+            "512MiB",
+            "/m",
+        ]))
+        .unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("mount")
+        };
+        assert_eq!(m.cache_capacity, 512 * MIB);
+        assert_eq!(m.log_level, "info");
+        for bad in [
+            &[
+                "mount",
+                "--endpoint",
+                "e",
+                "--bucket",
+                "b",
+                "--log-level",
+                "loud",
+                "/m",
+            ][..],
+            &[
+                "mount",
+                "--endpoint",
+                "e",
+                "--bucket",
+                "b",
+                "--cache-capacity",
+                "lots",
+                "/m",
+            ][..],
+        ] {
+            assert!(Cli::try_parse_from(argv(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_bytes("20GiB").unwrap(), 20 << 30);
+        assert_eq!(parse_bytes("1073741824").unwrap(), 1 << 30);
+        assert!(VERSION.contains("(commit "));
     }
 
     #[test]
@@ -579,7 +669,13 @@ mod tests {
         assert_eq!((s.fs.file_mode, s.fs.dir_mode), (0o640, 0o750));
         assert_eq!(s.fs.part_size, 16 * MIB);
         assert_eq!(s.fs.list_ttl, Duration::from_secs(5));
-        for bad in ["use_cache=/tmp", "uid=x", "ro=1", "umask=999"] {
+        for bad in [
+            "use_cache=/tmp",
+            "uid=x",
+            "ro=1",
+            "umask=999",
+            "endpoint=ap-guangzhou",
+        ] {
             assert!(parse_options(&[bad.into()]).is_err(), "{bad}");
         }
     }

@@ -99,6 +99,50 @@ pub struct MountConfig {
     /// Bytes to keep free on the staging disk: the program caps `fs.staging_max_bytes` by the
     /// space available at mount time less this.
     pub ensure_diskfree: Option<u64>,
+    /// The endpoint (`url=`), for `cos-fuse BUCKET MOUNTPOINT`; `cos-fuse mount` takes
+    /// `--endpoint`.
+    pub endpoint: Option<String>,
+    /// A cosfs passwd file to read the keys from (`passwd_file=`), before the default ones.
+    pub passwd_file: Option<PathBuf>,
+}
+
+/// Parses a size: a plain number of `unit` bytes (`512`), or a number with a binary unit
+/// (`512MiB`, `20GiB`, `4k`, `1T`, `100B`; `K`, `M`, `G`, `T` and their `iB` forms are powers of
+/// 1024). `None` when it is not one, or overflows.
+pub fn parse_size(text: &str, unit: u64) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" => unit,
+        "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// A size as people read it: the largest binary unit it is a whole number of (`20GiB`,
+/// `512MiB`, `4KiB`, `1000B`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, size) in UNITS {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{name}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
 }
 
 /// A mount option with a value the file system cannot use.
@@ -191,6 +235,42 @@ mod tests {
         for (raw, want) in cases {
             let got = normalize_prefix(raw).map_err(|_| ());
             assert_eq!(got, want.map(str::to_string), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_read_and_printed_human_readable() {
+        let cases: &[(&str, u64, Option<u64>)] = &[
+            ("512", MIB, Some(512 * MIB)),
+            ("512MiB", 1, Some(512 * MIB)),
+            ("20GiB", 1, Some(20 << 30)),
+            ("20g", MIB, Some(20 << 30)),
+            ("4k", 1, Some(4096)),
+            ("4KiB", MIB, Some(4096)),
+            ("1T", 1, Some(1 << 40)),
+            ("100B", MIB, Some(100)),
+            (" 8 MiB ", 1, Some(8 * MIB)),
+            ("0", MIB, Some(0)),
+            ("", MIB, None),
+            ("MiB", 1, None),
+            ("1.5GiB", 1, None),
+            ("-1", 1, None),
+            ("5MB", 1, None),
+            ("20000000TiB", 1, None),
+        ];
+        for (text, unit, want) in cases {
+            assert_eq!(parse_size(text, *unit), *want, "{text:?}");
+        }
+        for (bytes, text) in [
+            (20u64 << 30, "20GiB"),
+            (512 * MIB, "512MiB"),
+            (1536 * 1024, "1536KiB"),
+            (1000, "1000B"),
+            (0, "0B"),
+            (1 << 40, "1TiB"),
+        ] {
+            assert_eq!(format_size(bytes), text);
+            assert_eq!(parse_size(text, 1), Some(bytes), "{text} reads back");
         }
     }
 

@@ -12,10 +12,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{MIB, MountConfig};
+use crate::config::{MIB, MountConfig, parse_size};
 
 /// Why csi-cos refuses cosfs's disk cache options.
 const NO_DISK_CACHE: &str = "csi-cos keeps no disk cache; use csi-goosefs for a node-local cache";
+
+/// Why csi-cos drops the options only /etc/fstab and mount(8) use.
+const FSTAB_ONLY: &str = "an /etc/fstab option for mount(8); a volume is not in fstab";
+
+/// Why csi-cos refuses the kernel's `suid` and `dev`.
+const NO_SUID_DEV: &str = "a FUSE mount must not honour setuid binaries or device files";
 
 /// Every option, in the order `--help`, csi-cos's error messages and the README list them.
 pub static OPTIONS: &[MountOption] = &[
@@ -32,6 +38,13 @@ pub static OPTIONS: &[MountOption] = &[
         sets: Sets::Flag(|c| c.fs.read_only = true),
         csi: Csi::Acts,
         help: "Mount read-only: every change fails with EROFS.",
+    },
+    MountOption {
+        name: "rw",
+        aliases: &[],
+        sets: Sets::Flag(|c| c.fs.read_only = false),
+        csi: Csi::Acts,
+        help: "Mount read-write (the default; mount(8) passes it from /etc/fstab).",
     },
     MountOption {
         name: "uid",
@@ -63,7 +76,7 @@ pub static OPTIONS: &[MountOption] = &[
         aliases: &[],
         sets: Sets::Size(Unit::MiB, |c, bytes| c.fs.part_size = bytes),
         csi: Csi::Acts,
-        help: "First part size of multipart uploads (default 8), grown so a file fits in 10000 \
+        help: "First part size of multipart uploads (default 8MiB), grown so a file fits in 10000 \
                parts.",
     },
     MountOption {
@@ -123,7 +136,7 @@ pub static OPTIONS: &[MountOption] = &[
         aliases: &[],
         sets: Sets::Size(Unit::MiB, |c, bytes| c.fs.memory_budget = bytes),
         csi: Csi::Acts,
-        help: "Memory of read-ahead and write buffers, all handles together (default 128; at \
+        help: "Memory of read-ahead and write buffers, all handles together (default 128MiB; at \
                least twice `multipart_size`).",
     },
     MountOption {
@@ -134,7 +147,7 @@ pub static OPTIONS: &[MountOption] = &[
             c.fs.read_ahead_initial = c.fs.read_ahead_initial.min(c.fs.read_ahead_max);
         }),
         csi: Csi::Acts,
-        help: "Largest read-ahead window of a sequential read (default 64, at least 1).",
+        help: "Largest read-ahead window of a sequential read (default 64MiB, at least 1MiB).",
     },
     MountOption {
         name: "kernel_read_ahead_kb",
@@ -185,7 +198,7 @@ pub static OPTIONS: &[MountOption] = &[
         csi: Csi::Refused(
             "csi-cos does not serve it: the node's staging space is shared by its volumes",
         ),
-        help: "Space of all staging files together (default 16384): past it a write fails with \
+        help: "Space of all staging files together (default 16GiB): past it a write fails with \
                ENOSPC, and a larger file with EFBIG.",
     },
     MountOption {
@@ -212,16 +225,25 @@ pub static OPTIONS: &[MountOption] = &[
     MountOption {
         name: "passwd_file",
         aliases: &[],
-        sets: Sets::NotServed(Kind::Path),
+        sets: Sets::Path(|c, path| c.passwd_file = Some(path)),
         csi: Csi::Refused("credentials come from the volume's secret (SecretId, SecretKey)"),
-        help: "cosfs's keys; cos-fuse takes `--credentials-file` or `--credentials-stdin`.",
+        help: "A cosfs passwd file (`bucket:SecretId:SecretKey` or `SecretId:SecretKey`, mode \
+               0600) read before the environment and the default files.",
     },
     MountOption {
         name: "url",
-        aliases: &["endpoint"],
-        sets: Sets::NotServed(Kind::Text("URL")),
-        csi: Csi::Refused("the endpoint comes from the `url` attribute"),
-        help: "cosfs's endpoint; cos-fuse takes `--endpoint`.",
+        aliases: &[],
+        sets: Sets::Text("URL", |c, url| c.endpoint = Some(url.to_owned())),
+        csi: Csi::Refused(URL_REASON),
+        help: "The endpoint, e.g. `https://cos.ap-guangzhou.myqcloud.com`, of `cos-fuse BUCKET \
+               MOUNTPOINT` (else `COS_ENDPOINT`); `cos-fuse mount` takes `--endpoint`.",
+    },
+    MountOption {
+        name: "endpoint",
+        aliases: &[],
+        sets: Sets::NotServed(Kind::Text("REGION")),
+        csi: Csi::Refused(URL_REASON),
+        help: "s3fs's signing region; cos-fuse reads the region from `url`.",
     },
     MountOption {
         name: "bucket",
@@ -230,7 +252,54 @@ pub static OPTIONS: &[MountOption] = &[
         csi: Csi::Refused("the bucket comes from the `bucket` attribute"),
         help: "cosfs's bucket; cos-fuse takes `--bucket`.",
     },
+    fstab_only("defaults", "mount(8)'s default options; changes nothing."),
+    fstab_only("auto", "`mount -a` mounts the entry; changes nothing."),
+    fstab_only("noauto", "`mount -a` skips the entry; changes nothing."),
+    fstab_only(
+        "_netdev",
+        "The entry needs the network: mounted after it is up; changes nothing.",
+    ),
+    fstab_only(
+        "nofail",
+        "A failure to mount the entry does not fail the boot; changes nothing.",
+    ),
+    fstab_only(
+        "user",
+        "Any user may mount the entry (mount(8) then adds `noexec,nosuid,nodev`); changes \
+         nothing.",
+    ),
+    fstab_only("nouser", "Only root may mount the entry; changes nothing."),
+    MountOption {
+        name: "suid",
+        aliases: &["dev"],
+        sets: Sets::Flag(|_| {}),
+        csi: Csi::Refused(NO_SUID_DEV),
+        help: "Added by mount.fuse3 when root mounts; changes nothing: cos-fuse shows no \
+               set-user-ID bits and no device files.",
+    },
+    MountOption {
+        name: "nosuid",
+        aliases: &["nodev", "exec", "noexec"],
+        sets: Sets::Flag(|_| {}),
+        csi: Csi::Ignored("the node plugin sets the kernel mount's flags"),
+        help: "Kernel mount flags mount(8) may pass; accepted and not applied.",
+    },
 ];
+
+/// Why csi-cos refuses `url` and `endpoint` in `additional_args`.
+const URL_REASON: &str = "the endpoint comes from the `url` attribute";
+
+/// A row for an option only /etc/fstab and mount(8) use: cos-fuse takes it as a flag and does
+/// nothing; csi-cos drops it.
+const fn fstab_only(name: &'static str, help: &'static str) -> MountOption {
+    MountOption {
+        name,
+        aliases: &[],
+        sets: Sets::Flag(|_| {}),
+        csi: Csi::Ignored(FSTAB_ONLY),
+        help,
+    }
+}
 
 /// One mount option: a row of [`OPTIONS`].
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +333,8 @@ pub enum Sets {
     Seconds(fn(&mut MountConfig, Duration)),
     /// `name=PATH`, taken as it is.
     Path(fn(&mut MountConfig, PathBuf)),
+    /// `name=TEXT`, non-empty, shown with this placeholder.
+    Text(&'static str, fn(&mut MountConfig, &str)),
     /// Nothing: a cosfs option `cos-fuse mount` does not take, listed for csi-cos's answer and
     /// the README. The kind says what cosfs expects.
     NotServed(Kind),
@@ -355,8 +426,10 @@ impl Kind {
             Kind::Integer => "a whole number",
             Kind::Id => "a whole number up to 4294967295",
             Kind::Mode => "an octal mode up to 777",
-            Kind::Size(Unit::KiB) => "a whole number of KiB",
-            Kind::Size(Unit::MiB) => "a whole number of MiB",
+            Kind::Size(Unit::KiB) => "a size: a whole number of KiB, or with a unit (512KiB, 4MiB)",
+            Kind::Size(Unit::MiB) => {
+                "a size: a whole number of MiB, or with a unit (512MiB, 20GiB)"
+            }
             Kind::Seconds => "a whole number of seconds",
             Kind::Path => "a path",
             Kind::Text(_) => "a value",
@@ -370,8 +443,8 @@ impl Kind {
             Kind::Integer => "integer",
             Kind::Id => "user or group ID",
             Kind::Mode => "octal mask",
-            Kind::Size(Unit::KiB) => "size in KiB",
-            Kind::Size(Unit::MiB) => "size in MiB",
+            Kind::Size(Unit::KiB) => "size (KiB, or 4MiB)",
+            Kind::Size(Unit::MiB) => "size (MiB, or 20GiB)",
             Kind::Seconds => "seconds",
             Kind::Path => "path",
             Kind::Text(_) => "text",
@@ -389,6 +462,7 @@ impl Sets {
             Sets::Size(unit, _) => Kind::Size(*unit),
             Sets::Seconds(_) => Kind::Seconds,
             Sets::Path(_) => Kind::Path,
+            Sets::Text(placeholder, _) => Kind::Text(placeholder),
             Sets::NotServed(kind) => *kind,
         }
     }
@@ -441,9 +515,15 @@ impl MountOption {
                     .filter(|mode| *mode <= 0o777)
                     .ok_or_else(bad)?,
             ),
-            Sets::Size(unit, set) => set(config, number()?.saturating_mul(unit.bytes())),
+            Sets::Size(unit, set) => set(
+                config,
+                value
+                    .and_then(|v| parse_size(v, unit.bytes()))
+                    .ok_or_else(bad)?,
+            ),
             Sets::Seconds(set) => set(config, Duration::from_secs(number()?)),
             Sets::Path(set) => set(config, PathBuf::from(value.ok_or_else(bad)?)),
+            Sets::Text(_, set) => set(config, value.filter(|v| !v.is_empty()).ok_or_else(bad)?),
             Sets::NotServed(_) => {
                 return Err(OptionError::Unknown {
                     name: self.name.to_owned(),
@@ -619,6 +699,15 @@ mod tests {
             ("staging_dir", false),
             ("nonempty", true),
             ("nonempty=1", false),
+            ("multipart_size=16MiB", true),
+            ("max_memory_mb=1GiB", true),
+            ("kernel_read_ahead_kb=1MiB", true),
+            ("multipart_size=16MB", false),
+            ("url=http://127.0.0.1:9000", true),
+            ("url=", false),
+            ("url", false),
+            ("passwd_file=/root/.passwd-cosfs", true),
+            ("endpoint=ap-guangzhou", false),
         ];
         for (item, ok) in cases {
             let got = parsed(&[item]);
@@ -670,16 +759,56 @@ mod tests {
             path_style: true,
             request_timeout: Some(Duration::from_secs(1)),
             ensure_diskfree: Some(2 * mib),
+            endpoint: None,
+            passwd_file: None,
         };
         assert_eq!(c, want);
         assert_eq!(parsed(&[]).unwrap(), MountConfig::default());
+        assert!(parsed(&["multipart_size=99999999999999999"]).is_err());
+    }
+
+    #[test]
+    fn sizes_take_units_and_plain_numbers_keep_their_unit() {
+        let c = parsed(&[
+            "multipart_size=16",
+            "max_memory_mb=1GiB",
+            "kernel_read_ahead_kb=2MiB",
+        ])
+        .unwrap();
+        assert_eq!(c.fs.part_size, 16 * MIB);
+        assert_eq!(c.fs.memory_budget, 1024 * MIB);
+        assert_eq!(c.fs.kernel_read_ahead, 2 * MIB);
         assert_eq!(
-            parsed(&["multipart_size=99999999999999999"])
+            parsed(&["kernel_read_ahead_kb=512"])
                 .unwrap()
                 .fs
-                .part_size,
-            u64::MAX
+                .kernel_read_ahead,
+            512 * 1024
         );
+    }
+
+    #[test]
+    fn fstab_and_mount_helper_options_are_taken() {
+        // What mount(8) and mount.fuse3 hand a helper from /etc/fstab.
+        let c = parsed(&[
+            "rw,noexec,nosuid,nodev,allow_other,uid=1000,_netdev,nofail,user,dev,suid",
+            "defaults,auto,noauto,nouser,exec,url=http://h:1,passwd_file=/p",
+        ])
+        .unwrap();
+        assert!(c.allow_other && !c.fs.read_only);
+        assert_eq!(c.endpoint.as_deref(), Some("http://h:1"));
+        assert_eq!(c.passwd_file, Some(PathBuf::from("/p")));
+        assert!(parsed(&["ro"]).unwrap().fs.read_only);
+        assert!(
+            !parsed(&["ro,rw"]).unwrap().fs.read_only,
+            "the later one wins"
+        );
+        for name in ["_netdev", "nofail", "defaults", "noauto", "user"] {
+            assert!(matches!(csi_answer(name), Csi::Ignored(_)), "{name}");
+        }
+        for name in ["suid", "dev"] {
+            assert!(matches!(csi_answer(name), Csi::Refused(_)), "{name}");
+        }
     }
 
     #[test]

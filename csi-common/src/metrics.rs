@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 pub use metrics_registry::Metrics;
-pub use metrics_registry::build_info::{COMMIT as BUILD_COMMIT, VERSION as BUILD_VERSION};
+pub use metrics_registry::build_info::{
+    COMMIT as BUILD_COMMIT, LONG_VERSION as BUILD_LONG_VERSION, VERSION as BUILD_VERSION,
+};
 /// `promtool check metrics` over an exposition, for the tests of the crates that serve one.
 pub use metrics_registry::promtool::{PromtoolError, check_metrics as promtool_check};
 

@@ -8,6 +8,13 @@ use std::fmt::Write;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The short git commit this build comes from, or `unknown` (see `build.rs`).
 pub const COMMIT: &str = env!("METRICS_REGISTRY_COMMIT");
+/// `--version` of the bundle's binaries: `0.1.0 (commit abc1234)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("METRICS_REGISTRY_COMMIT"),
+    ")"
+);
 
 /// The program's name as it was started (`csi-cbs`, `cos-fuse`, ...): the file name of `argv[0]`,
 /// cut to 64 characters of `[A-Za-z0-9._-]`; `unknown` when there is none.
