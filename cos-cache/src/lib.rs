@@ -98,6 +98,8 @@ mod stats;
 mod store;
 
 pub use options::{CacheError, CacheOptions, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
-pub use preload::{PreloadOutcome, PreloadProgress, PreloadReport};
+pub use preload::{
+    PreloadOutcome, PreloadProgress, PreloadReport, WarmupLog, rate_and_eta, summary,
+};
 pub use stats::{CacheStats, CacheStatsSnapshot};
 pub use store::CachedStore;

@@ -20,13 +20,17 @@ pub fn parse_log_level(text: &str) -> Result<String, String> {
         })
 }
 
-/// Logs at `level` (RUST_LOG overrides) on standard error.
+/// Logs at `level` (RUST_LOG overrides) on standard error. A line that cannot be written (the
+/// FUSE host that read the daemon's standard error is gone: EPIPE, SIGPIPE being ignored, as Rust
+/// programs do) is dropped: tracing-subscriber would otherwise report it with `eprintln!`, which
+/// panics when standard error is broken.
 pub fn init(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

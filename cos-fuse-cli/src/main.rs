@@ -35,6 +35,7 @@ mod daemon;
 mod direct;
 mod logging;
 mod report;
+mod status;
 
 use credentials::Keys;
 use direct::DirectArgs;
@@ -63,7 +64,8 @@ struct Cli {
 enum Command {
     /// Mounts a bucket (or a prefix of it) and serves it until it is unmounted.
     Mount(MountArgs),
-    /// Runs the FUSE host: starts, watches and stops FUSE daemons for the CSI node plugins.
+    /// Runs the FUSE host: starts, watches and stops FUSE daemons for the CSI node plugins
+    /// (`cos-fuse host status` lists its mounts).
     Host(HostArgs),
 }
 
@@ -145,7 +147,11 @@ struct MountArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct HostArgs {
+    #[command(subcommand)]
+    action: Option<HostAction>,
+
     /// The socket node plugins call (0600, in a 0700 directory it creates).
     #[arg(long, default_value = "/run/csi-fuse/host.sock")]
     socket: PathBuf,
@@ -193,6 +199,13 @@ struct HostArgs {
     /// More log detail: -v debug, -vv trace.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum HostAction {
+    /// Lists the node's mounts: volume, bucket and prefix, daemon PID and uptime, memory, cache
+    /// use, warm-up progress, last error.
+    Status(status::StatusArgs),
 }
 
 /// The `-o` flag's `--help`: the options' table, from `cos_fuse::options`.
@@ -245,6 +258,10 @@ fn main() -> ExitCode {
     } else {
         match Cli::parse_from(argv).command {
             Command::Mount(args) => mount(args),
+            Command::Host(HostArgs {
+                action: Some(HostAction::Status(args)),
+                ..
+            }) => status::run(args),
             Command::Host(args) => host(args),
         }
     };
@@ -465,7 +482,7 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
             );
         }
     }
-    let warmup = Arc::new(Mutex::new(None));
+    let warmup = report::SharedStatus::default();
     match &args.cache_dir {
         None => serve(store, settings.fs, &rt, &args, &options, None, warmup),
         Some(dir) => {
@@ -509,33 +526,71 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
     }
 }
 
-/// Warms the cache in the background; stopping half-way leaves it consistent.
+/// How often a running warm-up logs its progress.
+const WARMUP_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// The most warm-up errors logged one by one per interval; the rest are counted.
+const WARMUP_ERRORS_PER_INTERVAL: u32 = 5;
+
+/// Warms the cache in the background; stopping half-way leaves it consistent. Logs a summary
+/// every [`WARMUP_LOG_INTERVAL`] and at the end, and skipped objects one by one (bounded).
 async fn warm<S: cos_fuse::ObjectStore>(
     cache: CachedStore<S>,
     prefixes: Vec<String>,
-    shown: Arc<Mutex<Option<(u64, u64)>>>,
+    status: report::SharedStatus,
 ) {
+    use report::DaemonStatus;
     let started = std::time::Instant::now();
-    let progress = |p: cos_cache::PreloadProgress| {
-        *shown.lock().unwrap_or_else(|e| e.into_inner()) = Some((p.bytes_done, p.bytes_total));
-        tracing::info!(
-            objects_done = p.objects_done,
-            objects_total = p.objects_total,
-            bytes_done = p.bytes_done,
-            bytes_total = p.bytes_total,
-            "warming the cache"
-        );
+    let log = Mutex::new(cos_cache::WarmupLog::new(
+        started,
+        WARMUP_LOG_INTERVAL,
+        WARMUP_ERRORS_PER_INTERVAL,
+    ));
+    let summarise = |p: cos_cache::PreloadProgress| {
+        let line = log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .progress(p, std::time::Instant::now());
+        if let Some(line) = line {
+            tracing::info!("warming the cache: {line}");
+        }
     };
-    match cache.preload(&prefixes, 8, progress).await {
+    let progress = |p: cos_cache::PreloadProgress| {
+        DaemonStatus::set_warmup(&status, p);
+        summarise(p);
+    };
+    let skipped = |key: &str, e: &cos_fuse::store::StoreError| {
+        DaemonStatus::set_error(&status, &format!("warm-up skipped {key}: {e}"));
+        if log.lock().unwrap_or_else(|e| e.into_inner()).error() {
+            tracing::warn!(key, error = %e, "cache warm-up skipped an object");
+        }
+    };
+    let preload = cache.preload_with(&prefixes, 8, progress, skipped);
+    tokio::pin!(preload);
+    let mut tick = tokio::time::interval(WARMUP_LOG_INTERVAL);
+    let result = loop {
+        tokio::select! {
+            result = &mut preload => break result,
+            _ = tick.tick() => {
+                if let Some(p) = DaemonStatus::warmup(&status) {
+                    summarise(p);
+                }
+            }
+        }
+    };
+    match result {
         Ok(report) => tracing::info!(
             outcome = ?report.outcome,
             objects = report.objects_cached,
             bytes = report.bytes_cached,
             fetched = report.bytes_fetched,
+            skipped = report.objects_changed,
             seconds = started.elapsed().as_secs_f64(),
             "cache warm-up finished"
         ),
-        Err(e) => tracing::warn!(error = %e, "cache warm-up stopped"),
+        Err(e) => {
+            DaemonStatus::set_error(&status, &format!("cache warm-up stopped: {e}"));
+            tracing::warn!(error = %e, "cache warm-up stopped");
+        }
     }
 }
 
@@ -546,7 +601,7 @@ fn serve<S: cos_fuse::ObjectStore>(
     args: &MountArgs,
     options: &MountOptions,
     cache_stats: Option<CacheStatsFn>,
-    warmup: Arc<Mutex<Option<(u64, u64)>>>,
+    warmup: report::SharedStatus,
 ) -> Result<(), String> {
     let sizes = (
         format_size(config.memory_budget),
@@ -559,7 +614,7 @@ fn serve<S: cos_fuse::ObjectStore>(
             counters: Arc::clone(&options.counters),
             fs: Box::new(move || for_stats.stats()),
             cache: cache_stats,
-            warmup,
+            status: warmup,
         };
         (sources.spawn(path.clone(), rt), path)
     });

@@ -1,11 +1,13 @@
 //! The daemon's figures for the FUSE host's `/metrics`: every few seconds (and at exit) the
-//! counters are written, atomically, to the file the host named in `$CSI_FUSE_STATS_FILE`.
+//! counters are written, atomically, to the file the host named in `$CSI_FUSE_STATS_FILE`, with
+//! what `cos-fuse host status` shows beside them: the warm-up's progress and the last error
+//! (bounded, never a key).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cos_cache::CacheStatsSnapshot;
+use cos_cache::{CacheStatsSnapshot, PreloadProgress};
 use cos_fuse::fs::FsStats;
 use cos_fuse::fuse::FuseCounters;
 use serde_json::{Value, json};
@@ -17,8 +19,54 @@ pub struct Sources {
     pub counters: Arc<FuseCounters>,
     pub fs: Box<dyn Fn() -> FsStats + Send + Sync>,
     pub cache: Option<Box<dyn Fn() -> CacheStatsSnapshot + Send + Sync>>,
-    /// Bytes done and total of the warm-up, when one runs.
-    pub warmup: Arc<Mutex<Option<(u64, u64)>>>,
+    /// The warm-up's progress and the last error.
+    pub status: SharedStatus,
+}
+
+/// What the daemon says of itself in the stats file beyond its samples.
+#[derive(Debug, Default)]
+pub struct DaemonStatus {
+    warmup: Option<PreloadProgress>,
+    last_error: Option<String>,
+}
+
+/// The daemon's status, shared between what changes it and the writer.
+pub type SharedStatus = Arc<Mutex<DaemonStatus>>;
+
+/// The most characters of the last error written.
+const MAX_ERROR_CHARS: usize = fuse_host::MAX_ERROR_CHARS;
+
+impl DaemonStatus {
+    pub fn set_warmup(status: &SharedStatus, progress: PreloadProgress) {
+        status.lock().unwrap_or_else(|p| p.into_inner()).warmup = Some(progress);
+    }
+
+    pub fn warmup(status: &SharedStatus) -> Option<PreloadProgress> {
+        status.lock().unwrap_or_else(|p| p.into_inner()).warmup
+    }
+
+    /// Keeps `error` as the last one: on one line, at most [`MAX_ERROR_CHARS`] characters. The
+    /// callers pass error texts, which never hold a key.
+    pub fn set_error(status: &SharedStatus, error: &str) {
+        let one_line: String = error
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_ERROR_CHARS)
+            .collect();
+        status.lock().unwrap_or_else(|p| p.into_inner()).last_error = Some(one_line);
+    }
+
+    fn to_json(&self) -> Value {
+        let warmup = self.warmup.map(|p| {
+            json!({
+                "objects_done": p.objects_done,
+                "objects_total": p.objects_total,
+                "bytes_done": p.bytes_done,
+                "bytes_total": p.bytes_total,
+            })
+        });
+        json!({ "warmup": warmup, "last_error": self.last_error })
+    }
 }
 
 fn sample(name: &str, labels: Value, value: u64) -> Value {
@@ -89,16 +137,21 @@ impl Sources {
                 c.capacity_bytes,
             ));
         }
-        if let Some((done, total)) = *self.warmup.lock().unwrap_or_else(|p| p.into_inner()) {
-            out.push(sample("fuse_warmup_done_bytes", json!({}), done));
-            out.push(sample("fuse_warmup_total_bytes", json!({}), total));
+        if let Some(p) = DaemonStatus::warmup(&self.status) {
+            out.push(sample("fuse_warmup_done_bytes", json!({}), p.bytes_done));
+            out.push(sample("fuse_warmup_total_bytes", json!({}), p.bytes_total));
         }
         out
     }
 
     /// Writes the figures once; a failure is logged, never fatal.
     pub fn write(&self, path: &PathBuf) {
-        let body = json!({ "samples": self.samples() }).to_string();
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_json();
+        let body = json!({ "samples": self.samples(), "status": status }).to_string();
         let tmp = path.with_extension("tmp");
         let written = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
@@ -118,5 +171,35 @@ impl Sources {
             }
         });
         sources
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_holds_warmup_and_a_bounded_one_line_error() {
+        let status = SharedStatus::default();
+        assert_eq!(
+            status.lock().unwrap().to_json(),
+            json!({ "warmup": null, "last_error": null })
+        );
+        DaemonStatus::set_warmup(
+            &status,
+            PreloadProgress {
+                objects_done: 1,
+                objects_total: 2,
+                bytes_done: 3,
+                bytes_total: 4,
+            },
+        );
+        DaemonStatus::set_error(&status, &format!("line one\n{}", "x".repeat(500)));
+        let value = status.lock().unwrap().to_json();
+        assert_eq!(value["warmup"]["objects_total"], 2);
+        assert_eq!(value["warmup"]["bytes_done"], 3);
+        let error = value["last_error"].as_str().unwrap();
+        assert_eq!(error.chars().count(), MAX_ERROR_CHARS);
+        assert!(error.starts_with("line one x"), "{error}");
     }
 }

@@ -145,6 +145,21 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// A size rounded for people to read at a glance (`512B`, `1.5KiB`, `3.0GiB`): logs and status.
+pub fn format_size_approx(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match UNITS.get(unit) {
+        Some(name) if unit > 0 => format!("{value:.1}{name}"),
+        _ => format!("{bytes}B"),
+    }
+}
+
 /// A mount option with a value the file system cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

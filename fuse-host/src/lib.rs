@@ -15,8 +15,11 @@ mod protocol;
 mod server;
 
 pub use client::{HostClient, HostError};
-pub use protocol::{ErrorCode, MountRequest, MountStatus, Request, Response};
-pub use server::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV, serve};
+pub use protocol::{
+    ErrorCode, MAX_ERROR_CHARS, MountDetails, MountRequest, MountStatus, Request, Response,
+    WarmupStatus,
+};
+pub use server::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV, STATS_ENV, serve};
 
 use csi_common::csi::{CsiError, error_chain};
 

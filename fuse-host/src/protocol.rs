@@ -69,6 +69,53 @@ pub struct MountStatus {
     /// Set on a mount answer: an identical healthy mount was already there.
     #[serde(default)]
     pub reused: bool,
+    /// What else the host knows or can read of the mount (`cos-fuse host status`); on status and
+    /// list answers. Never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<MountDetails>,
+}
+
+/// A mount as `cos-fuse host status` shows it: from the record, the daemon's arguments and
+/// `/proc`, and the figures the daemon writes to its stats file. Each part is `None` when it
+/// cannot be read (the daemon is gone, or writes no such figure).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountDetails {
+    /// The volume, as named in the target path (the persistent volume's name under kubelet).
+    pub volume: String,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Seconds since the daemon started.
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// The daemon's resident memory (`VmRSS`).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    /// The read-ahead and write buffers the daemon holds now.
+    #[serde(default)]
+    pub buffer_bytes: Option<u64>,
+    #[serde(default)]
+    pub cache_used_bytes: Option<u64>,
+    #[serde(default)]
+    pub cache_capacity_bytes: Option<u64>,
+    #[serde(default)]
+    pub warmup: Option<WarmupStatus>,
+    /// The daemon's last error, at most [`MAX_ERROR_CHARS`] characters.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// The most characters of a daemon's last error the host passes on.
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// Where a daemon's cache warm-up is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmupStatus {
+    pub objects_done: u64,
+    pub objects_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,10 +2,13 @@
 //!
 //! This root only wires the parts together and runs the accept loop: the settings (`config`), the
 //! state directory and its records (`records`), the daemons' supervisor (`supervisor`), the
-//! socket and its requests (`socket`), and the daemons' figures on `/metrics` (`stats`). It holds
+//! socket and its requests (`socket`), the daemons' figures on `/metrics` (`stats`), what
+//! `cos-fuse host status` shows of a mount (`describe`) and the daemons' output (`logs`). It holds
 //! no logic of its own beyond the order things start and stop in.
 
 mod config;
+mod describe;
+mod logs;
 mod records;
 mod socket;
 mod stats;
@@ -21,6 +24,7 @@ use records::Records;
 use supervisor::Supervisor;
 
 pub use config::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV};
+pub use stats::STATS_ENV;
 
 /// Serves the host's socket until `shutdown` completes. Daemons keep running after the host exits:
 /// they are in their own process groups, and the next host re-adopts them from the records.

@@ -30,6 +30,19 @@ echo "mounted $target"
 while mountpoint -q "$target"; do sleep 0.05; done
 "#;
 
+/// A stand-in that talks: `mount --bucket B --prefix P TARGET`; writes figures and a status where
+/// the host says (`$CSI_FUSE_STATS_FILE`), and a line on each of its streams.
+const CHATTY: &str = r#"#!/bin/sh
+set -e
+target="$6"
+cat > /dev/null
+printf '%s' '{"samples":[{"name":"fuse_cache_used_bytes","labels":{},"value":4096},{"name":"fuse_memory_bytes","labels":{},"value":1024}],"status":{"warmup":{"objects_done":1,"objects_total":2,"bytes_done":3,"bytes_total":4},"last_error":"warm-up skipped x: not found"}}' > "$CSI_FUSE_STATS_FILE"
+mount -t tmpfs -o size=1m standin "$target"
+echo "chatty says hello"
+echo "2026-12-06T23:31:20Z  WARN chatty: running low" >&2
+while mountpoint -q "$target"; do sleep 0.05; done
+"#;
+
 struct Scratch {
     dir: tempfile::TempDir,
     targets: Vec<PathBuf>,
@@ -41,6 +54,7 @@ impl Scratch {
             nix::unistd::geteuid().is_root(),
             "the FUSE host tests mount tmpfs and need root; run `cargo test` as root"
         );
+        captured();
         let dir = tempfile::tempdir().unwrap();
         let program = dir.path().join("stand-in");
         std::fs::write(&program, STAND_IN).unwrap();
@@ -52,6 +66,9 @@ impl Scratch {
         )
         .unwrap();
         std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let chatty = dir.path().join("chatty");
+        std::fs::write(&chatty, CHATTY).unwrap();
+        std::fs::set_permissions(&chatty, std::fs::Permissions::from_mode(0o755)).unwrap();
         Scratch {
             dir,
             targets: Vec::new(),
@@ -75,6 +92,7 @@ impl Scratch {
             programs: BTreeMap::from([
                 ("cos-fuse".to_owned(), self.path("stand-in")),
                 ("broken".to_owned(), self.path("failing")),
+                ("chatty".to_owned(), self.path("chatty")),
             ]),
             target_dir: self.dir.path().to_owned(),
             ready_timeout: Duration::from_secs(5),
@@ -350,4 +368,138 @@ async fn an_absent_host_is_named_in_the_error() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/host.sock"), "{err}");
+}
+
+/// The host's output of every test in this file: set as the global subscriber before any host
+/// runs (a scoped one misses events whose callsites other tests' threads registered first).
+fn captured() -> &'static Capture {
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing::subscriber::set_global_default(capture.clone()).unwrap();
+        capture
+    })
+}
+
+/// Records every event's fields (the message as `message`): the host's output, as a test sees it.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<BTreeMap<String, String>>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = BTreeMap::new();
+        fields.insert("level".to_owned(), event.metadata().level().to_string());
+        event.record(&mut Fields(&mut fields));
+        self.0.lock().unwrap().push(fields);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The daemon's lines reach the host's log with its volume, target and stream (and its level);
+/// its file keeps them too; `list` answers what `cos-fuse host status` shows, and no secret.
+#[tokio::test]
+async fn daemon_output_reaches_the_hosts_log_and_status_shows_the_mount() {
+    let mut scratch = Scratch::new();
+    let capture = captured();
+    let target = scratch.target("vol-chatty");
+    let (host, client) = Running::start(scratch.config()).await;
+    let request = MountRequest {
+        target: target.clone(),
+        kind: "chatty".into(),
+        args: ["--bucket", "data-1250000000", "--prefix", "train/"]
+            .map(String::from)
+            .to_vec(),
+        secret: Some("SecretKey=not-for-status".into()),
+        fingerprint: "fp".into(),
+    };
+    let status = client.mount(request, T).await.unwrap();
+    let wanted = target.display().to_string();
+    let mut seen = Vec::new();
+    for _ in 0..250 {
+        seen = capture.0.lock().unwrap().clone();
+        let lines = seen
+            .iter()
+            .filter(|f| f.get("target") == Some(&wanted) && f.contains_key("stream"))
+            .count();
+        if lines >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = |text: &str| {
+        seen.iter()
+            .find(|f| f.get("message").is_some_and(|m| m.contains(text)))
+            .unwrap_or_else(|| panic!("no {text:?} in {seen:?}"))
+            .clone()
+    };
+    let hello = line("chatty says hello");
+    assert_eq!(hello.get("target"), Some(&wanted));
+    assert_eq!(hello.get("volume").map(String::as_str), Some("vol-chatty"));
+    assert_eq!(hello.get("stream").map(String::as_str), Some("stdout"));
+    let warning = line("running low");
+    assert_eq!(warning.get("stream").map(String::as_str), Some("stderr"));
+    assert_eq!(warning.get("level").map(String::as_str), Some("WARN"));
+
+    let log_dir = scratch.path("state").join("logs");
+    let logged: String = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(logged.contains("chatty says hello"), "{logged}");
+
+    let listed = client.list(T).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let details = listed[0].details.clone().expect("details on a list answer");
+    assert_eq!(details.volume, "vol-chatty");
+    assert_eq!(details.bucket.as_deref(), Some("data-1250000000"));
+    assert_eq!(details.prefix.as_deref(), Some("train/"));
+    assert!(details.uptime_secs.is_some_and(|u| u < 60), "{details:?}");
+    assert!(details.rss_bytes.is_some_and(|r| r > 0), "{details:?}");
+    assert_eq!(details.cache_used_bytes, Some(4096));
+    assert_eq!(details.buffer_bytes, Some(1024));
+    assert_eq!(
+        details.warmup,
+        Some(fuse_host::WarmupStatus {
+            objects_done: 1,
+            objects_total: 2,
+            bytes_done: 3,
+            bytes_total: 4,
+        })
+    );
+    assert_eq!(
+        details.last_error.as_deref(),
+        Some("warm-up skipped x: not found")
+    );
+    let answer = format!("{listed:?}");
+    assert!(!answer.contains("not-for-status"), "{answer}");
+
+    client.unmount(&target, T).await.unwrap();
+    wait_gone(status.pid).await;
+    host.stop().await;
 }

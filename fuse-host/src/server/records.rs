@@ -1,5 +1,5 @@
 //! The state directory: one JSON record per mount under `mounts/`, kept in memory too, and the
-//! per-mount files the daemons write under `logs/` and `stats/`. A restarted host reads the
+//! per-mount files the daemons write under `logs/` (with `.log.1`, the rotated log) and `stats/`. A restarted host reads the
 //! records back to re-adopt the daemons that outlived it. It only keeps and names files: it never
 //! looks at processes or mounts.
 
@@ -96,10 +96,28 @@ impl Records {
         Ok(())
     }
 
-    /// Forgets the mount at `target`: its record, its daemon's log and its figures.
+    /// Forgets the mount at `target`: its record, its daemon's log (and the rotated one) and its
+    /// figures.
     pub(super) fn forget(&self, target: &Path) {
+        self.forget_files(
+            target,
+            &[
+                ("mounts", "json"),
+                ("logs", "log"),
+                ("logs", "log.1"),
+                ("stats", "json"),
+            ],
+        );
+    }
+
+    /// Forgets the mount at `target` but keeps its daemon's log, for the next daemon to append to.
+    pub(super) fn forget_keeping_log(&self, target: &Path) {
+        self.forget_files(target, &[("mounts", "json"), ("stats", "json")]);
+    }
+
+    fn forget_files(&self, target: &Path, files: &[(&str, &str)]) {
         self.lock().remove(target);
-        for (dir, extension) in [("mounts", "json"), ("logs", "log"), ("stats", "json")] {
+        for (dir, extension) in files {
             let path = self.file_for(target, dir, extension);
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound

@@ -5,7 +5,6 @@
 //! every request. It keeps records through [`Records`] and never reads the socket.
 
 use std::collections::HashMap;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +17,8 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 
 use super::config::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV};
+use super::describe;
+use super::logs::{self, LogFile, Origin, Stream};
 use super::records::{Record, Records};
 use super::stats::{STATS_ENV, kind_label};
 use crate::protocol::{ErrorCode, MountRequest, MountStatus, Response};
@@ -101,6 +102,7 @@ impl Supervisor {
                 if status.fingerprint == request.fingerprint {
                     return Response::ok(vec![MountStatus {
                         reused: true,
+                        details: None,
                         ..status.clone()
                     }]);
                 }
@@ -116,7 +118,8 @@ impl Supervisor {
                 &[("kind", kind_label(&status.kind))],
             );
         }
-        if let Err(response) = self.tear_down(&target).await {
+        // A repair keeps the dead daemon's log: the new one appends to it.
+        if let Err(response) = self.tear_down(&target, true).await {
             return response;
         }
         if let Err(e) = std::fs::create_dir_all(&target) {
@@ -149,16 +152,10 @@ impl Supervisor {
         let failed = |what: &str, e: std::io::Error| {
             Response::error(ErrorCode::Failed, format!("{what}: {e}"))
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&log_path)
+        // Appended to (a repaired mount keeps its dead daemon's lines), rotated past a size.
+        let log = LogFile::open(&log_path, logs::MAX_LOG_BYTES)
             .map_err(|e| failed("cannot open the daemon log", e))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| failed("cannot open the daemon log", e))?;
+        let log = Arc::new(Mutex::new(log));
         let mut command = tokio::process::Command::new(program);
         // The subcommand is pinned: a request chooses arguments of `mount`, never another one.
         command
@@ -172,8 +169,8 @@ impl Supervisor {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(false);
         if let Ok(filter) = std::env::var("RUST_LOG") {
             command.env("RUST_LOG", filter);
@@ -191,6 +188,21 @@ impl Supervisor {
             .spawn()
             .map_err(|e| failed(&format!("cannot start {}", program.display()), e))?;
         let pid = child.id().unwrap_or(0);
+        // The daemon's output reaches the host's log and its file; the relays end when the
+        // daemon (and whatever shares its output) closes it.
+        let origin = Origin {
+            volume: describe::volume_of(target),
+            target: target.display().to_string(),
+        };
+        let mut relays = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let (origin, log) = (origin.clone(), Arc::clone(&log));
+            relays.push(tokio::spawn(logs::relay(out, Stream::Stdout, origin, log)));
+        }
+        if let Some(err) = child.stderr.take() {
+            let (origin, log) = (origin.clone(), Arc::clone(&log));
+            relays.push(tokio::spawn(logs::relay(err, Stream::Stderr, origin, log)));
+        }
         if let Some(mut stdin) = child.stdin.take() {
             let secret = request.secret.clone().unwrap_or_default();
             if let Err(e) = stdin.write_all(secret.as_bytes()).await {
@@ -202,6 +214,9 @@ impl Supervisor {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let _ = self.tear_down_mount(target).await;
+                // Its last lines, for the error.
+                let relayed = join_all(std::mem::take(&mut relays));
+                let _ = tokio::time::timeout(Duration::from_secs(1), relayed).await;
                 return Err(Response::error(
                     ErrorCode::Failed,
                     format!(
@@ -267,6 +282,7 @@ impl Supervisor {
             mounted: true,
             healthy: true,
             reused: false,
+            details: None,
         })
     }
 
@@ -277,14 +293,15 @@ impl Supervisor {
         }
         let lock = self.lock(target);
         let _guard = lock.lock().await;
-        match self.tear_down(target).await {
+        match self.tear_down(target, false).await {
             Ok(()) => Response::ok(Vec::new()),
             Err(response) => response,
         }
     }
 
-    /// Unmounts `target`, lets its daemon finish (then kills it), and forgets the record.
-    async fn tear_down(&self, target: &Path) -> Result<(), Response> {
+    /// Unmounts `target`, lets its daemon finish (then kills it), and forgets the record (and,
+    /// unless `keep_log`, the daemon's log).
+    async fn tear_down(&self, target: &Path, keep_log: bool) -> Result<(), Response> {
         let record = self.records.get(target);
         self.tear_down_mount(target).await?;
         if let Some(record) = &record
@@ -300,7 +317,11 @@ impl Supervisor {
                 stop_group(record.pid).await;
             }
         }
-        self.records.forget(target);
+        if keep_log {
+            self.records.forget_keeping_log(target);
+        } else {
+            self.records.forget(target);
+        }
         Ok(())
     }
 
@@ -353,6 +374,7 @@ impl Supervisor {
         let alive = process_alive(record.pid, record.start_ticks);
         let mounted = matches!(self.mounter.mount_at(target), Ok(Some(_)));
         let healthy = mounted && stat_answers(target).await;
+        let details = describe::details(&self.records, &record, alive);
         Some(MountStatus {
             target: record.target,
             kind: record.kind,
@@ -362,6 +384,7 @@ impl Supervisor {
             mounted,
             healthy,
             reused: false,
+            details: Some(details),
         })
     }
 }
@@ -427,6 +450,13 @@ async fn stat_answers(target: &Path) -> bool {
     let owned = target.to_owned();
     let stat = tokio::task::spawn_blocking(move || std::fs::metadata(&owned).is_ok());
     matches!(tokio::time::timeout(STAT_TIMEOUT, stat).await, Ok(Ok(true)))
+}
+
+/// Waits for every relay to end.
+async fn join_all(relays: Vec<tokio::task::JoinHandle<()>>) {
+    for relay in relays {
+        let _ = relay.await;
+    }
 }
 
 fn log_tail(path: &Path) -> String {
