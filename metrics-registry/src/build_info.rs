@@ -50,9 +50,9 @@ pub(crate) fn render(out: &mut String) {
         "# HELP tencentcloud_csi_build_info The program, its version and the commit it was built from; always 1.\n\
          # TYPE tencentcloud_csi_build_info gauge\n\
          tencentcloud_csi_build_info{{binary=\"{}\",version=\"{}\",commit=\"{}\"}} 1",
-        crate::escape(&binary_name()),
-        crate::escape(VERSION),
-        crate::escape(COMMIT),
+        crate::text::escape(&binary_name()),
+        crate::text::escape(VERSION),
+        crate::text::escape(COMMIT),
     );
 }
 

@@ -8,6 +8,9 @@
 pub mod build_info;
 mod process;
 pub mod promtool;
+mod text;
+
+use text::{escape, escape_help, format_float};
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -41,30 +44,6 @@ pub struct Metrics {
 
 fn labels(pairs: &[(&'static str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
-}
-
-/// Prometheus label values escape backslash, quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// HELP text escapes backslash and newline.
-fn escape_help(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// A sample value as the text format spells it: `+Inf`, `-Inf` and `NaN`, not Rust's `inf`.
-fn format_float(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        value.to_string()
-    }
 }
 
 fn render_labels(out: &mut String, labels: &Labels, extra: Option<(&str, &str)>) {

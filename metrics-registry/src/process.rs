@@ -69,7 +69,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-        crate::format_float(value)
+        crate::text::format_float(value)
     );
 }
 
