@@ -151,7 +151,8 @@ impl Env {
     }
 
     fn mounts_under(&self, sub: &str) -> Vec<String> {
-        let prefix = format!("{}/", self.path(sub).display());
+        let base = self.path(sub).display().to_string();
+        let prefix = format!("{}/", base.trim_end_matches('/'));
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
@@ -377,7 +378,9 @@ async fn paths_outside_the_kubelet_directory_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(env.mounts_under(""), Vec::<String>::new());
+    assert_eq!(env.mounts_under("kubelet"), Vec::<String>::new());
+    assert_eq!(env.mounts_under("mounts"), Vec::<String>::new());
+    assert_eq!(env.mounts_under("elsewhere"), Vec::<String>::new());
 }
 
 #[tokio::test]
