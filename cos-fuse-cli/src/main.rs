@@ -30,6 +30,7 @@ use cos_fuse::upload_journal::abort_stale_uploads;
 use cos_fuse::{Fs, FsConfig, MountConfig};
 use csi_common::cli::LogFormat;
 
+mod cleanup;
 mod credentials;
 mod daemon;
 mod direct;
@@ -141,6 +142,12 @@ struct MountArgs {
 
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Mount nothing: abort the multipart uploads a dead daemon of this mount left open (its
+    /// journal in the staging area), remove the mount's directory there, and exit. The FUSE
+    /// host runs this when it unmounts a mount whose daemon died.
+    #[arg(long, requires = "staging_area")]
+    abort_stale_uploads: bool,
 
     /// Where to mount.
     mountpoint: PathBuf,
@@ -314,6 +321,7 @@ fn direct(args: DirectArgs) -> Result<(), String> {
         log_level: args.log_level,
         log_format: args.log_format,
         metadata_endpoint: args.metadata_endpoint,
+        abort_stale_uploads: false,
         mountpoint,
     };
     // The keys before forking: a bad passwd file is the caller's error, with its name.
@@ -400,6 +408,31 @@ fn parse_options(options: &[String]) -> Result<MountConfig, OptionError> {
     options::parse(options.iter().map(String::as_str))
 }
 
+/// The name of this mount's directory in the staging area: the same for every daemon of it.
+fn mount_dir_of(args: &MountArgs) -> String {
+    let mountpoint = args.mountpoint.to_string_lossy();
+    mount_dir_name(&[&args.endpoint, &args.bucket, &args.prefix, &mountpoint])
+}
+
+/// The client of the mount's bucket, with the keys kept fresh.
+fn connect(
+    args: &MountArgs,
+    settings: &MountConfig,
+    keys: Keys,
+    rt: &tokio::runtime::Runtime,
+) -> Result<ObjectClient, String> {
+    let mut config = ObjectConfig::new(&args.endpoint, &args.bucket);
+    config.region = args.region.clone();
+    config.path_style = settings.path_style;
+    if let Some(timeout) = settings.request_timeout {
+        config.timeout = timeout;
+    }
+    let credentials = rt.block_on(keys.current())?;
+    let client = ObjectClient::new(config, credentials).map_err(|e| e.to_string())?;
+    keys.keep_fresh(client.clone(), rt);
+    Ok(client)
+}
+
 /// With `--staging-area`: stages in this mount's directory of the area (prepared: leftovers of a
 /// previous daemon removed), capped by the area's cap; returns that directory.
 fn join_staging_area(
@@ -409,9 +442,7 @@ fn join_staging_area(
     let Some(area) = &args.staging_area else {
         return Ok(None);
     };
-    let mountpoint = args.mountpoint.to_string_lossy();
-    let name = mount_dir_name(&[&args.endpoint, &args.bucket, &args.prefix, &mountpoint]);
-    let dir = prepare_mount_dir(area, &name).map_err(|e| e.to_string())?;
+    let dir = prepare_mount_dir(area, &mount_dir_of(args)).map_err(|e| e.to_string())?;
     settings.fs.staging_dir = dir.clone();
     if let Some(cap) = args.staging_area_max_bytes {
         settings.fs.staging_max_bytes = cap;
@@ -448,6 +479,13 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
     logging::init(&args.log_level, args.log_format);
     let mut settings = parse_options(&args.options).map_err(|e| e.to_string())?;
     settings.fs.prefix = args.prefix.clone();
+    if let (true, Some(area)) = (args.abort_stale_uploads, &args.staging_area) {
+        let rt = runtime()?;
+        let dir = area.join(mount_dir_of(&args));
+        return cleanup::abort_left_uploads(&dir, &rt, || {
+            connect(&args, &settings, keys, &rt).map(CosStore::new)
+        });
+    }
     let mount_dir = join_staging_area(&args, &mut settings)?;
     apply_diskfree(&mut settings)?;
     if !Path::new(&args.mountpoint).is_dir() {
@@ -456,16 +494,8 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
             args.mountpoint.display()
         ));
     }
-    let mut config = ObjectConfig::new(&args.endpoint, &args.bucket);
-    config.region = args.region.clone();
-    config.path_style = settings.path_style;
-    if let Some(timeout) = settings.request_timeout {
-        config.timeout = timeout;
-    }
     let rt = runtime()?;
-    let credentials = rt.block_on(keys.current())?;
-    let client = ObjectClient::new(config, credentials).map_err(|e| e.to_string())?;
-    keys.keep_fresh(client.clone(), &rt);
+    let client = connect(&args, &settings, keys, &rt)?;
     // Fail here, with the server's words, rather than mount something that answers EIO.
     rt.block_on(client.head_bucket())
         .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
@@ -483,7 +513,7 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
         }
     }
     let warmup = report::SharedStatus::default();
-    match &args.cache_dir {
+    let served = match &args.cache_dir {
         None => serve(store, settings.fs, &rt, &args, &options, None, warmup),
         Some(dir) => {
             let identity = format!("{}/{}", args.endpoint.trim_end_matches('/'), args.bucket);
@@ -523,7 +553,11 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
                 warmup,
             )
         }
+    };
+    if let Some(dir) = &mount_dir {
+        cleanup::forget_mount_dir(dir);
     }
+    served
 }
 
 /// How often a running warm-up logs its progress.

@@ -141,6 +141,43 @@ pub fn prepare_mount_dir(area: &Path, name: &str) -> Result<PathBuf, AreaError> 
     Ok(dir)
 }
 
+/// Removes the mount's directory `dir` of an area when no daemon holds a lease in it and
+/// `keep` does not ask to keep it (the journal still names uploads): a mount that is gone for
+/// good leaves nothing behind. Decided under the area's lock, so no daemon takes a lease in it
+/// meanwhile. True when it went (or was already gone).
+pub fn remove_idle_mount_dir(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<bool, AreaError> {
+    let Some(area) = dir.parent().filter(|_| is_mount_dir(dir)) else {
+        return Ok(false);
+    };
+    if !dir.exists() {
+        return Ok(true);
+    }
+    let _guard = lock_area(area)?;
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir, "cannot list"))?;
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(LEASE_PREFIX)
+        {
+            continue;
+        }
+        let live = OpenOptions::new()
+            .read(true)
+            .open(entry.path())
+            .and_then(|file| try_lock(&file).map(|locked| !locked))
+            .unwrap_or(true);
+        if live {
+            return Ok(false);
+        }
+    }
+    if keep(dir) {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(dir).map_err(io_error(dir, "cannot remove the mount's directory"))?;
+    Ok(true)
+}
+
 /// Whether `dir` is a mount's directory in an area: its parent holds `area.lock`.
 pub fn is_mount_dir(dir: &Path) -> bool {
     dir.parent()
@@ -428,5 +465,29 @@ mod tests {
         assert_eq!(again, a);
         assert!(!a.join(".tmpXYZ").exists());
         assert!(a.join("uploads").is_dir());
+    }
+
+    #[test]
+    fn an_idle_mount_dir_goes_unless_a_lease_lives_or_it_is_kept() {
+        let (_root, a, _b) = area();
+        std::fs::create_dir(a.join("uploads")).unwrap();
+        let lease = Lease::open(&a, 64 * MIB).unwrap();
+        assert!(
+            !remove_idle_mount_dir(&a, |_| false).unwrap(),
+            "a live lease"
+        );
+        drop(lease);
+        assert!(!remove_idle_mount_dir(&a, |_| true).unwrap(), "kept");
+        assert!(a.is_dir());
+        assert!(remove_idle_mount_dir(&a, |_| false).unwrap());
+        assert!(!a.exists());
+        assert!(
+            remove_idle_mount_dir(&a, |_| false).unwrap(),
+            "already gone"
+        );
+        // Not a mount's directory of an area: never touched.
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(!remove_idle_mount_dir(elsewhere.path(), |_| false).unwrap());
+        assert!(elsewhere.path().is_dir());
     }
 }

@@ -227,6 +227,17 @@ pub async fn abort_stale_uploads<S: ObjectStore>(store: &S, mount_dir: &Path) ->
     report
 }
 
+/// How many entries the journal in `mount_dir` holds: uploads (or intents) a daemon of the
+/// mount left unresolved. 0 when there is no journal.
+pub fn pending(mount_dir: &Path) -> usize {
+    std::fs::read_dir(mount_dir.join(JOURNAL_DIR)).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(ENTRY_PREFIX))
+            .count()
+    })
+}
+
 /// Aborts the uploads an intent of `key` at `time` may have started; true when none is left.
 async fn resolve<S: ObjectStore>(
     store: &S,

@@ -19,7 +19,8 @@ pub struct MountRequest {
     pub kind: String,
     /// The arguments of the program's `mount` subcommand.
     pub args: Vec<String>,
-    /// Handed to the daemon on its standard input, then forgotten.
+    /// Handed to the daemon on its standard input; kept in the host's memory (never on disk) while
+    /// the mount lives, to abort the uploads its daemon leaves open if it dies.
     #[serde(default)]
     pub secret: Option<String>,
     /// Identifies what is mounted (source and options, not secrets): a second request for the same

@@ -8,6 +8,7 @@
 
 mod config;
 mod describe;
+mod leftovers;
 mod logs;
 mod records;
 mod socket;

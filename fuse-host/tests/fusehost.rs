@@ -23,6 +23,10 @@ const STAND_IN: &str = r#"#!/bin/sh
 set -e
 [ "$1" = mount ] || { echo "run as $1, not mount" >&2; exit 9; }
 out="$3"
+if [ "$4" = --abort-stale-uploads ]; then
+  printf 'clean-up of %s in %s with %s\n' "$5" "$CSI_FUSE_STAGING_AREA" "$(cat)" >> "$out.cleanups"
+  exit 0
+fi
 target="$4"
 cat > "$out"
 mount -t tmpfs -o size=1m standin "$target"
@@ -305,6 +309,65 @@ async fn a_restarted_host_adopts_its_mounts_and_repairs_a_dead_daemon() {
     assert!(is_mounted(&target));
     client.unmount(&target, T).await.unwrap();
     wait_gone(repaired.pid).await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_daemons_uploads_are_cleaned_up_when_its_mount_is_unpublished() {
+    let mut scratch = Scratch::new();
+    let target = scratch.target("vol-j");
+    let area = scratch.path("staging");
+    let cleanups = scratch.path("secret-seen.cleanups");
+    let mut config = scratch.config();
+    config.staging_area = Some(area.clone());
+    let metrics = std::sync::Arc::clone(&config.metrics);
+    let (host, client) = Running::start(config).await;
+
+    // A daemon that finishes by itself when unmounted leaves nothing to clean up.
+    let clean = client
+        .mount(scratch.request(&target, "fp"), T)
+        .await
+        .unwrap();
+    client.unmount(&target, T).await.unwrap();
+    wait_gone(clean.pid).await;
+
+    // A daemon that died: its unmount runs the program once more, with the same keys.
+    let killed = client
+        .mount(scratch.request(&target, "fp"), T)
+        .await
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_gone(killed.pid).await;
+    client.unmount(&target, T).await.unwrap();
+    // It runs in the background, holding the target: the next request for it waits.
+    let remount = client
+        .mount(scratch.request(&target, "fp"), T)
+        .await
+        .unwrap();
+    let lines = std::fs::read_to_string(&cleanups).unwrap();
+    assert_eq!(
+        lines,
+        format!(
+            "clean-up of {} in {} with SecretKey=not-for-argv\n",
+            target.display(),
+            area.display()
+        ),
+        "exactly one clean-up, of the dead daemon's mount"
+    );
+    client.unmount(&target, T).await.unwrap();
+    wait_gone(remount.pid).await;
+    assert_eq!(std::fs::read_to_string(&cleanups).unwrap(), lines);
+    assert_eq!(
+        metrics.counter(
+            "fuse_host_upload_cleanups_total",
+            &[("kind", "cos-fuse"), ("result", "ok")]
+        ),
+        1
+    );
     host.stop().await;
 }
 

@@ -5,9 +5,7 @@
 //! every request. It keeps records through [`Records`] and never reads the socket.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,8 +14,9 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 
-use super::config::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV};
+use super::config::HostConfig;
 use super::describe;
+use super::leftovers::{self, Launch, program_command};
 use super::logs::{self, LogFile, Origin, Stream};
 use super::records::{Record, Records};
 use super::stats::{STATS_ENV, kind_label};
@@ -37,6 +36,8 @@ pub(super) struct Supervisor {
     mounter: LinuxMounter,
     records: Records,
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// What each mount this host started was started with (its keys included), while it lives.
+    launched: Mutex<HashMap<PathBuf, Launch>>,
 }
 
 impl Supervisor {
@@ -46,6 +47,7 @@ impl Supervisor {
             mounter: LinuxMounter::new(),
             records,
             locks: Mutex::new(HashMap::new()),
+            launched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,34 +158,8 @@ impl Supervisor {
         let log = LogFile::open(&log_path, logs::MAX_LOG_BYTES)
             .map_err(|e| failed("cannot open the daemon log", e))?;
         let log = Arc::new(Mutex::new(log));
-        let mut command = tokio::process::Command::new(program);
-        // The subcommand is pinned: a request chooses arguments of `mount`, never another one.
-        command
-            .arg("mount")
-            .args(&request.args)
-            .arg(target)
-            .env_clear()
-            .env(STATS_ENV, self.records.file_for(target, "stats", "json"))
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        if let Ok(filter) = std::env::var("RUST_LOG") {
-            command.env("RUST_LOG", filter);
-        }
-        if let Some(area) = &self.config.staging_area {
-            command.env(STAGING_AREA_ENV, area).env(
-                STAGING_MAX_BYTES_ENV,
-                self.config.staging_max_bytes.to_string(),
-            );
-        }
-        // Its own process group: signals aimed at the host's group (a terminal's ^C, a container
-        // runtime's stop) do not reach it, and stopping it stops its helpers too.
-        command.as_std_mut().process_group(0);
+        let mut command = program_command(&self.config, program, request, &[]);
+        command.env(STATS_ENV, self.records.file_for(target, "stats", "json"));
         let mut child = command
             .spawn()
             .map_err(|e| failed(&format!("cannot start {}", program.display()), e))?;
@@ -254,6 +230,16 @@ impl Supervisor {
             pid,
             start_ticks: start_ticks(pid).unwrap_or(0),
         };
+        self.launched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                target.clone(),
+                Launch {
+                    program: program.to_owned(),
+                    request: request.clone(),
+                },
+            );
         if let Err(e) = self.records.save(&record) {
             tracing::error!(error = %e, target = %target.display(), "cannot record a mount; it will not be re-adopted after a host restart");
         }
@@ -291,19 +277,36 @@ impl Supervisor {
         if let Err(message) = check_target(target, &self.config.target_dir) {
             return Response::error(ErrorCode::Invalid, message);
         }
-        let lock = self.lock(target);
-        let _guard = lock.lock().await;
+        let guard = self.lock(target).lock_owned().await;
         match self.tear_down(target, false).await {
-            Ok(()) => Response::ok(Vec::new()),
+            Ok(None) => Response::ok(Vec::new()),
+            // In the background, holding the target's lock: a new daemon of the mount waits,
+            // so the clean-up never takes one of its uploads for a dead daemon's.
+            Ok(Some(launch)) => {
+                let host = Arc::clone(self);
+                tokio::spawn(async move {
+                    leftovers::abort_left_uploads(&host.config, &launch).await;
+                    drop(guard);
+                });
+                Response::ok(Vec::new())
+            }
             Err(response) => response,
         }
     }
 
     /// Unmounts `target`, lets its daemon finish (then kills it), and forgets the record (and,
-    /// unless `keep_log`, the daemon's log).
-    async fn tear_down(&self, target: &Path, keep_log: bool) -> Result<(), Response> {
+    /// unless `keep_log`, the daemon's log). Returns what the mount was started with when its
+    /// daemon did not finish by itself (it had died, or had to be stopped) and may have left
+    /// uploads open that only a program run with the same keys can abort.
+    async fn tear_down(&self, target: &Path, keep_log: bool) -> Result<Option<Launch>, Response> {
         let record = self.records.get(target);
         self.tear_down_mount(target).await?;
+        let launch = self
+            .launched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target);
+        let mut finished = false;
         if let Some(record) = &record
             && process_alive(record.pid, record.start_ticks)
         {
@@ -315,6 +318,8 @@ impl Supervisor {
             if process_alive(record.pid, record.start_ticks) {
                 tracing::warn!(target = %target.display(), pid = record.pid, "FUSE daemon still running after unmount: stopping it");
                 stop_group(record.pid).await;
+            } else {
+                finished = true;
             }
         }
         if keep_log {
@@ -322,7 +327,7 @@ impl Supervisor {
         } else {
             self.records.forget(target);
         }
-        Ok(())
+        Ok(launch.filter(|l| !finished && leftovers::journals(&self.config, l)))
     }
 
     /// Unmounts everything at `target`, detaching lazily when an unmount blocks.

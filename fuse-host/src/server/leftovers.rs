@@ -1,0 +1,136 @@
+//! How the host runs a configured program, and what it runs once a mount is gone: a cos-fuse
+//! daemon that died (or had to be killed) may have left multipart uploads open, which only a
+//! daemon of the same mount, with the same keys, can abort. When the mount is being unpublished
+//! there will be no next daemon, so the host runs the program once more as
+//! `PROGRAM mount ARGS --abort-stale-uploads TARGET` with the request's keys on its standard
+//! input: it aborts what the mount's journal names, removes the mount's staging directory, and
+//! exits without mounting.
+//!
+//! The keys live only in the host's memory, for as long as the mount does; a mount re-adopted
+//! after a host restart has none, and its journal waits for the next daemon of the mount.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::config::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV};
+use super::stats::kind_label;
+use crate::protocol::MountRequest;
+
+/// The kind whose program keeps an upload journal and understands `--abort-stale-uploads`.
+pub(super) const JOURNALING_KIND: &str = "cos-fuse";
+/// How long the clean-up may take: the journal's slowest case is a listing and an abort per
+/// entry, each within cos-client's call limit (170 s).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of a failed clean-up's output is logged.
+const OUTPUT_TAIL_BYTES: usize = 2048;
+
+/// What the host started a mount with, kept in memory while the mount lives.
+#[derive(Debug, Clone)]
+pub(super) struct Launch {
+    pub program: PathBuf,
+    pub request: MountRequest,
+}
+
+/// `PROGRAM mount ARGS... [EXTRA] TARGET`, with a clean environment (the search path, the log
+/// filter, the node's staging area) and its own process group: signals aimed at the host's group
+/// (a terminal's ^C, a container runtime's stop) do not reach it, and stopping it stops its
+/// helpers too. The subcommand is pinned: a request chooses arguments of `mount`, never another.
+pub(super) fn program_command(
+    config: &HostConfig,
+    program: &Path,
+    request: &MountRequest,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("mount")
+        .args(&request.args)
+        .args(extra)
+        .arg(&request.target)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        command.env("RUST_LOG", filter);
+    }
+    if let Some(area) = &config.staging_area {
+        command
+            .env(STAGING_AREA_ENV, area)
+            .env(STAGING_MAX_BYTES_ENV, config.staging_max_bytes.to_string());
+    }
+    std::os::unix::process::CommandExt::process_group(command.as_std_mut(), 0);
+    command
+}
+
+/// Whether a mount started by `launch` can have left a journal for the host to clean up.
+pub(super) fn journals(config: &HostConfig, launch: &Launch) -> bool {
+    config.staging_area.is_some() && launch.request.kind == JOURNALING_KIND
+}
+
+/// Runs the clean-up of a gone mount's uploads and waits for it (bounded); reports through the
+/// log and `fuse_host_upload_cleanups_total`.
+pub(super) async fn abort_left_uploads(config: &HostConfig, launch: &Launch) {
+    let target = launch.request.target.display().to_string();
+    let mut command = program_command(
+        config,
+        &launch.program,
+        &launch.request,
+        &["--abort-stale-uploads"],
+    );
+    command.kill_on_drop(true);
+    let outcome = async {
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", launch.program.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let secret = launch.request.secret.clone().unwrap_or_default();
+            // A program that reads no keys closes its end early: not an error here.
+            let _ = stdin.write_all(secret.as_bytes()).await;
+        }
+        let output = tokio::time::timeout(CLEANUP_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| format!("still running after {CLEANUP_TIMEOUT:?}: stopped"))?
+            .map_err(|e| format!("cannot wait for it: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let text = String::from_utf8_lossy(&output.stderr);
+            let tail = text.get(text.len().saturating_sub(OUTPUT_TAIL_BYTES)..);
+            Err(format!(
+                "{}: {}",
+                output.status,
+                tail.unwrap_or(&text).trim()
+            ))
+        }
+    }
+    .await;
+    let result = if outcome.is_ok() { "ok" } else { "failed" };
+    config.metrics.inc(
+        "fuse_host_upload_cleanups_total",
+        "Unmounted FUSE mounts whose dead daemon's open uploads the host aborted, by result.",
+        &[
+            ("kind", kind_label(&launch.request.kind)),
+            ("result", result),
+        ],
+    );
+    match outcome {
+        Ok(()) => tracing::info!(
+            target,
+            "aborted the uploads a dead daemon of this mount left"
+        ),
+        Err(e) => tracing::warn!(
+            target,
+            error = %e,
+            "cannot abort the uploads a dead daemon of this mount left; they stay journaled for its next daemon"
+        ),
+    }
+}
