@@ -79,29 +79,37 @@ impl Sources {
         let fuse = self.counters.snapshot();
         for (op, (ok, errors)) in &fuse.ops {
             out.push(sample(
-                "fuse_operations_total",
+                "tencentcloud_csi_fuse_operations_total",
                 json!({ "op": op }),
                 ok + errors,
             ));
             out.push(sample(
-                "fuse_operation_errors_total",
+                "tencentcloud_csi_fuse_operation_errors_total",
                 json!({ "op": op }),
                 *errors,
             ));
         }
         out.push(sample(
-            "fuse_bytes_total",
+            "tencentcloud_csi_fuse_bytes_total",
             json!({ "direction": "read" }),
             fuse.bytes_read,
         ));
         out.push(sample(
-            "fuse_bytes_total",
+            "tencentcloud_csi_fuse_bytes_total",
             json!({ "direction": "written" }),
             fuse.bytes_written,
         ));
         let fs = (self.fs)();
-        out.push(sample("fuse_memory_bytes", json!({}), fs.memory_in_use));
-        out.push(sample("fuse_memory_peak_bytes", json!({}), fs.memory_peak));
+        out.push(sample(
+            "tencentcloud_csi_fuse_memory_bytes",
+            json!({}),
+            fs.memory_in_use,
+        ));
+        out.push(sample(
+            "tencentcloud_csi_fuse_memory_peak_bytes",
+            json!({}),
+            fs.memory_peak,
+        ));
         if let Some(cache) = &self.cache {
             let c = cache();
             for (result, requests, bytes) in [
@@ -109,37 +117,53 @@ impl Sources {
                 ("miss", c.miss_requests, c.miss_bytes),
             ] {
                 out.push(sample(
-                    "fuse_cache_requests_total",
+                    "tencentcloud_csi_fuse_cache_requests_total",
                     json!({ "result": result }),
                     requests,
                 ));
                 out.push(sample(
-                    "fuse_cache_bytes_total",
+                    "tencentcloud_csi_fuse_cache_bytes_total",
                     json!({ "result": result }),
                     bytes,
                 ));
             }
             out.push(sample(
-                "fuse_cache_origin_bytes_total",
+                "tencentcloud_csi_fuse_cache_origin_bytes_total",
                 json!({}),
                 c.origin_bytes,
             ));
-            out.push(sample("fuse_cache_evictions_total", json!({}), c.evictions));
             out.push(sample(
-                "fuse_cache_corrupt_blocks_total",
+                "tencentcloud_csi_fuse_cache_evictions_total",
+                json!({}),
+                c.evictions,
+            ));
+            out.push(sample(
+                "tencentcloud_csi_fuse_cache_corrupt_blocks_total",
                 json!({}),
                 c.corrupt_blocks,
             ));
-            out.push(sample("fuse_cache_used_bytes", json!({}), c.used_bytes));
             out.push(sample(
-                "fuse_cache_capacity_bytes",
+                "tencentcloud_csi_fuse_cache_used_bytes",
+                json!({}),
+                c.used_bytes,
+            ));
+            out.push(sample(
+                "tencentcloud_csi_fuse_cache_capacity_bytes",
                 json!({}),
                 c.capacity_bytes,
             ));
         }
         if let Some(p) = DaemonStatus::warmup(&self.status) {
-            out.push(sample("fuse_warmup_done_bytes", json!({}), p.bytes_done));
-            out.push(sample("fuse_warmup_total_bytes", json!({}), p.bytes_total));
+            out.push(sample(
+                "tencentcloud_csi_fuse_warmup_done_bytes",
+                json!({}),
+                p.bytes_done,
+            ));
+            out.push(sample(
+                "tencentcloud_csi_fuse_warmup_total_bytes",
+                json!({}),
+                p.bytes_total,
+            ));
         }
         out
     }

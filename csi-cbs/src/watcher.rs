@@ -164,7 +164,7 @@ impl DiskWatcher {
 
     /// Polls `disk_id` until `check` says [`Wait::Done`] (returning the disk), `check` fails, or
     /// `deadline` passes. Polls quickly at first, then less often. The time spent is recorded as
-    /// `cloud_wait_duration_seconds{resource="disk", wait=what, outcome}` (`what` is a fixed
+    /// `tencentcloud_csi_cloud_wait_duration_seconds{resource="disk", wait=what, outcome}` (`what` is a fixed
     /// phrase, so the label stays bounded).
     pub async fn wait_until(
         &self,

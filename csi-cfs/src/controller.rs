@@ -197,7 +197,7 @@ impl<C: CfsApi, M: Mounter + 'static> ControllerService<C, M> {
     }
 
     /// Waits (within the deadline; the retry resumes) until the file system is `available`;
-    /// the time is recorded as `cloud_wait_duration_seconds{resource="file_system"}`.
+    /// the time is recorded as `tencentcloud_csi_cloud_wait_duration_seconds{resource="file_system"}`.
     async fn wait_available(&self, fs_id: &str, deadline: Instant) -> Result<FileSystem> {
         let started = std::time::Instant::now();
         let result = self.poll_available(fs_id, deadline).await;

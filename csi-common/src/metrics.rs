@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-pub use metrics_registry::Metrics;
 pub use metrics_registry::build_info::{
     COMMIT as BUILD_COMMIT, LONG_VERSION as BUILD_LONG_VERSION, VERSION as BUILD_VERSION,
 };
 /// `promtool check metrics` over an exposition, for the tests of the crates that serve one.
 pub use metrics_registry::promtool::{PromtoolError, check_metrics as promtool_check};
+pub use metrics_registry::{Metrics, PREFIX};
 
 /// Serves `GET /metrics` on `address` until the process ends.
 pub async fn serve_metrics(
@@ -51,19 +51,19 @@ mod tests {
     async fn a_drivers_metrics_endpoint_passes_promtool() {
         let metrics = Metrics::new();
         metrics.inc(
-            "csi_operation_errors_total",
+            "tencentcloud_csi_operation_errors_total",
             "Failed CSI calls, by method and gRPC code.",
             &[("method", "CreateVolume"), ("code", "Internal")],
         );
         metrics.observe(
-            "csi_operation_duration_seconds",
+            "tencentcloud_csi_operation_duration_seconds",
             "CSI call latency, by method and gRPC code.",
             &[("method", "CreateVolume"), ("code", "Internal")],
             0.3,
         );
         metrics.observe_cloud_wait("disk", "the attach", "ok", 2.0);
         metrics.inc(
-            "mount_operation_errors_total",
+            "tencentcloud_csi_mount_operation_errors_total",
             "Mount-layer operations that failed, by operation.",
             &[("op", "format")],
         );

@@ -20,114 +20,142 @@ use serde_json::Value;
 /// to the repository root. Add a series here only with the file whose code names it.
 const SERIES: &[(&str, bool, &str)] = &[
     (
-        "csi_operation_duration_seconds",
+        "tencentcloud_csi_operation_duration_seconds",
         true,
         "csi-common/src/csi/rpclog.rs",
     ),
     (
-        "csi_operation_errors_total",
+        "tencentcloud_csi_operation_errors_total",
         false,
         "csi-common/src/csi/rpclog.rs",
     ),
-    ("cloud_api_calls_total", false, "tcloud/src/client.rs"),
-    ("cloud_api_duration_seconds", true, "tcloud/src/client.rs"),
-    ("cloud_api_retries_total", false, "tcloud/src/client.rs"),
-    ("cloud_api_throttled_total", false, "tcloud/src/client.rs"),
-    ("cloud_api_paced_total", false, "tcloud/src/client.rs"),
     (
-        "cloud_wait_duration_seconds",
+        "tencentcloud_csi_cloud_api_calls_total",
+        false,
+        "tcloud/src/client.rs",
+    ),
+    (
+        "tencentcloud_csi_cloud_api_duration_seconds",
+        true,
+        "tcloud/src/client.rs",
+    ),
+    (
+        "tencentcloud_csi_cloud_api_retries_total",
+        false,
+        "tcloud/src/client.rs",
+    ),
+    (
+        "tencentcloud_csi_cloud_api_throttled_total",
+        false,
+        "tcloud/src/client.rs",
+    ),
+    (
+        "tencentcloud_csi_cloud_api_paced_total",
+        false,
+        "tcloud/src/client.rs",
+    ),
+    (
+        "tencentcloud_csi_cloud_wait_duration_seconds",
         true,
         "metrics-registry/src/lib.rs",
     ),
     (
-        "mount_operation_duration_seconds",
+        "tencentcloud_csi_mount_operation_duration_seconds",
         true,
         "csi-common/src/mount/metered.rs",
     ),
     (
-        "mount_operation_errors_total",
+        "tencentcloud_csi_mount_operation_errors_total",
         false,
         "csi-common/src/mount/metered.rs",
     ),
     (
-        "fuse_host_daemons_started_total",
+        "tencentcloud_csi_fuse_host_daemons_started_total",
         false,
         "fuse-host/src/server/supervisor.rs",
     ),
     (
-        "fuse_host_daemon_exits_total",
+        "tencentcloud_csi_fuse_host_daemon_exits_total",
         false,
         "fuse-host/src/server/supervisor.rs",
     ),
     (
-        "fuse_host_repairs_total",
+        "tencentcloud_csi_fuse_host_repairs_total",
         false,
         "fuse-host/src/server/supervisor.rs",
     ),
     (
-        "fuse_host_operation_duration_seconds",
+        "tencentcloud_csi_fuse_host_operation_duration_seconds",
         true,
         "fuse-host/src/server/socket.rs",
     ),
     (
-        "fuse_operations_total",
+        "tencentcloud_csi_fuse_operations_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_operation_errors_total",
-        false,
-        "fuse-host/src/server/stats.rs",
-    ),
-    ("fuse_bytes_total", false, "fuse-host/src/server/stats.rs"),
-    ("fuse_memory_bytes", false, "fuse-host/src/server/stats.rs"),
-    (
-        "fuse_memory_peak_bytes",
+        "tencentcloud_csi_fuse_operation_errors_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_requests_total",
+        "tencentcloud_csi_fuse_bytes_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_bytes_total",
+        "tencentcloud_csi_fuse_memory_bytes",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_origin_bytes_total",
+        "tencentcloud_csi_fuse_memory_peak_bytes",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_evictions_total",
+        "tencentcloud_csi_fuse_cache_requests_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_corrupt_blocks_total",
+        "tencentcloud_csi_fuse_cache_bytes_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_used_bytes",
+        "tencentcloud_csi_fuse_cache_origin_bytes_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_cache_capacity_bytes",
+        "tencentcloud_csi_fuse_cache_evictions_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_warmup_done_bytes",
+        "tencentcloud_csi_fuse_cache_corrupt_blocks_total",
         false,
         "fuse-host/src/server/stats.rs",
     ),
     (
-        "fuse_warmup_total_bytes",
+        "tencentcloud_csi_fuse_cache_used_bytes",
+        false,
+        "fuse-host/src/server/stats.rs",
+    ),
+    (
+        "tencentcloud_csi_fuse_cache_capacity_bytes",
+        false,
+        "fuse-host/src/server/stats.rs",
+    ),
+    (
+        "tencentcloud_csi_fuse_warmup_done_bytes",
+        false,
+        "fuse-host/src/server/stats.rs",
+    ),
+    (
+        "tencentcloud_csi_fuse_warmup_total_bytes",
         false,
         "fuse-host/src/server/stats.rs",
     ),
@@ -135,7 +163,7 @@ const SERIES: &[(&str, bool, &str)] = &[
 
 /// Prefixes of our series: an identifier in a query starting with one of these must be in
 /// [`SERIES`]. (PromQL functions and label names never start with them.)
-const OUR_PREFIXES: [&str; 4] = ["csi_", "cloud_", "mount_", "fuse_"];
+const OUR_PREFIXES: [&str; 1] = [metrics_registry::PREFIX];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

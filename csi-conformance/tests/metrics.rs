@@ -89,17 +89,27 @@ async fn a_cbs_lifecycle_shows_in_the_metrics() {
 
     let text = scrape(&address).await;
     for expected in [
-        "csi_operation_duration_seconds_count{method=\"CreateVolume\",code=\"Ok\"} 1",
-        "csi_operation_duration_seconds_count{method=\"DeleteVolume\",code=\"Ok\"} 1",
-        "csi_operation_errors_total{method=\"ControllerPublishVolume\",code=\"NotFound\"} 1",
-        "cloud_api_calls_total{service=\"cbs\",action=\"CreateDisks\",outcome=\"ok\"} 1",
-        "cloud_api_calls_total{service=\"cbs\",action=\"TerminateDisks\",outcome=\"ok\"} 1",
-        "# TYPE cloud_api_duration_seconds histogram",
-        "cloud_wait_duration_seconds_count{resource=\"disk\",wait=\"the attach\",outcome=\"reached\"} 1",
-        "cloud_wait_duration_seconds_count{resource=\"disk\",wait=\"the detach\",outcome=\"reached\"} 1",
+        "tencentcloud_csi_operation_duration_seconds_count{method=\"CreateVolume\",code=\"Ok\"} 1",
+        "tencentcloud_csi_operation_duration_seconds_count{method=\"DeleteVolume\",code=\"Ok\"} 1",
+        "tencentcloud_csi_operation_errors_total{method=\"ControllerPublishVolume\",code=\"NotFound\"} 1",
+        "tencentcloud_csi_cloud_api_calls_total{service=\"cbs\",action=\"CreateDisks\",outcome=\"ok\"} 1",
+        "tencentcloud_csi_cloud_api_calls_total{service=\"cbs\",action=\"TerminateDisks\",outcome=\"ok\"} 1",
+        "# TYPE tencentcloud_csi_cloud_api_duration_seconds histogram",
+        "tencentcloud_csi_cloud_wait_duration_seconds_count{resource=\"disk\",wait=\"the attach\",outcome=\"reached\"} 1",
+        "tencentcloud_csi_cloud_wait_duration_seconds_count{resource=\"disk\",wait=\"the detach\",outcome=\"reached\"} 1",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    let unprefixed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter(|l| !l.starts_with(metrics_registry::PREFIX) && !l.starts_with("process_"))
+        .collect();
+    assert!(
+        unprefixed.is_empty(),
+        "series not named tencentcloud_csi_* (or process_*): {unprefixed:?}"
+    );
     for forbidden in [
         volume.volume_id.as_str(),
         "disk-nothere1",

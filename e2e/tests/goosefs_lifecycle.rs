@@ -170,7 +170,7 @@ async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
         text = host.scrape().await.unwrap();
         if value(
             &text,
-            "fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}",
+            "tencentcloud_csi_fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}",
         ) > 0
         {
             break;
@@ -178,12 +178,12 @@ async fn two_mounts_share_the_cache_and_it_survives_a_daemon_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for series in [
-        "fuse_operations_total{kind=\"cos-fuse\",op=\"read\"}",
-        "fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}",
-        "fuse_cache_requests_total{kind=\"cos-fuse\",result=\"hit\"}",
-        "fuse_cache_origin_bytes_total{kind=\"cos-fuse\"}",
-        "fuse_cache_capacity_bytes{kind=\"cos-fuse\"}",
-        "fuse_host_daemons_started_total{kind=\"cos-fuse\"}",
+        "tencentcloud_csi_fuse_operations_total{kind=\"cos-fuse\",op=\"read\"}",
+        "tencentcloud_csi_fuse_bytes_total{kind=\"cos-fuse\",direction=\"read\"}",
+        "tencentcloud_csi_fuse_cache_requests_total{kind=\"cos-fuse\",result=\"hit\"}",
+        "tencentcloud_csi_fuse_cache_origin_bytes_total{kind=\"cos-fuse\"}",
+        "tencentcloud_csi_fuse_cache_capacity_bytes{kind=\"cos-fuse\"}",
+        "tencentcloud_csi_fuse_host_daemons_started_total{kind=\"cos-fuse\"}",
     ] {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }

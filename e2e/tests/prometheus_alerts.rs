@@ -102,7 +102,7 @@ fn rule_file() -> String {
             if r["alert"] == ALERT {
                 assert!(
                     r["expr"].as_str().is_some_and(|e| e.contains(
-                        "csi_operation_errors_total{method=\"ControllerPublishVolume\", code=\"Internal\"}"
+                        "tencentcloud_csi_operation_errors_total{method=\"ControllerPublishVolume\", code=\"Internal\"}"
                     )),
                     "{ALERT} no longer counts ControllerPublishVolume's INTERNAL answers: {}",
                     r["expr"]
@@ -386,7 +386,7 @@ async fn prometheus_fires_the_stuck_attach_alert_on_an_attach_stuck_in_attaching
     prometheus
         .wait_for_sample(
             &format!(
-                "sum(csi_operation_duration_seconds_count{{job=\"{JOB}\", method=\"ControllerPublishVolume\"}})"
+                "sum(tencentcloud_csi_operation_duration_seconds_count{{job=\"{JOB}\", method=\"ControllerPublishVolume\"}})"
             ),
             1.0,
             PROMETHEUS_READY,
@@ -411,7 +411,9 @@ async fn prometheus_fires_the_stuck_attach_alert_on_an_attach_stuck_in_attaching
             "{ALERT} did not fire within {FIRE_WITHIN:?} of a stuck attach ({internals} INTERNAL \
              answers; its states: {states:?}; errors scraped: {:?})",
             prometheus
-                .query("csi_operation_errors_total{method=\"ControllerPublishVolume\"}")
+                .query(
+                    "tencentcloud_csi_operation_errors_total{method=\"ControllerPublishVolume\"}"
+                )
                 .await
         );
         match publish(&mut k, &volume.id).await {

@@ -40,7 +40,7 @@ const CHATTY: &str = r#"#!/bin/sh
 set -e
 target="$6"
 cat > /dev/null
-printf '%s' '{"samples":[{"name":"fuse_cache_used_bytes","labels":{},"value":4096},{"name":"fuse_memory_bytes","labels":{},"value":1024}],"status":{"warmup":{"objects_done":1,"objects_total":2,"bytes_done":3,"bytes_total":4},"last_error":"warm-up skipped x: not found"}}' > "$CSI_FUSE_STATS_FILE"
+printf '%s' '{"samples":[{"name":"tencentcloud_csi_fuse_cache_used_bytes","labels":{},"value":4096},{"name":"tencentcloud_csi_fuse_memory_bytes","labels":{},"value":1024}],"status":{"warmup":{"objects_done":1,"objects_total":2,"bytes_done":3,"bytes_total":4},"last_error":"warm-up skipped x: not found"}}' > "$CSI_FUSE_STATS_FILE"
 mount -t tmpfs -o size=1m standin "$target"
 echo "chatty says hello"
 echo "2026-12-06T23:31:20Z  WARN chatty: running low" >&2
@@ -363,7 +363,7 @@ async fn a_dead_daemons_uploads_are_cleaned_up_when_its_mount_is_unpublished() {
     assert_eq!(std::fs::read_to_string(&cleanups).unwrap(), lines);
     assert_eq!(
         metrics.counter(
-            "fuse_host_upload_cleanups_total",
+            "tencentcloud_csi_fuse_host_upload_cleanups_total",
             &[("kind", "cos-fuse"), ("result", "ok")]
         ),
         1

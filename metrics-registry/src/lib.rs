@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
+/// The prefix of every series of ours (`process_*` are the standard's, unprefixed), so they never
+/// collide with another exporter's in one Prometheus.
+pub const PREFIX: &str = "tencentcloud_csi_";
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -99,7 +103,7 @@ impl Metrics {
     }
 
     /// Records a controller's wait for a cloud resource to reach a state:
-    /// `cloud_wait_duration_seconds{resource, wait, outcome}`. All three are fixed words.
+    /// `tencentcloud_csi_cloud_wait_duration_seconds{resource, wait, outcome}`. All three are fixed words.
     pub fn observe_cloud_wait(
         &self,
         resource: &'static str,
@@ -108,7 +112,7 @@ impl Metrics {
         seconds: f64,
     ) {
         self.observe(
-            "cloud_wait_duration_seconds",
+            "tencentcloud_csi_cloud_wait_duration_seconds",
             "Time controllers spent waiting for cloud resources to reach a state, by wait and outcome.",
             &[("resource", resource), ("wait", wait), ("outcome", outcome)],
             seconds,
@@ -223,51 +227,53 @@ mod tests {
     fn renders_counters_and_histograms_in_the_text_format() {
         let metrics = Metrics::new();
         metrics.inc(
-            "csi_operation_errors_total",
+            "tencentcloud_csi_operation_errors_total",
             "Failed CSI calls.",
             &[("method", "CreateVolume"), ("code", "NotFound")],
         );
         metrics.inc(
-            "csi_operation_errors_total",
+            "tencentcloud_csi_operation_errors_total",
             "Failed CSI calls.",
             &[("method", "CreateVolume"), ("code", "NotFound")],
         );
         metrics.observe(
-            "csi_operation_duration_seconds",
+            "tencentcloud_csi_operation_duration_seconds",
             "CSI call latency.",
             &[("method", "Probe"), ("code", "Ok")],
             0.02,
         );
         let text = metrics.render();
         assert!(
-            text.contains("# TYPE csi_operation_errors_total counter"),
+            text.contains("# TYPE tencentcloud_csi_operation_errors_total counter"),
             "{text}"
         );
         assert!(
             text.contains(
-                "csi_operation_errors_total{method=\"CreateVolume\",code=\"NotFound\"} 2"
+                "tencentcloud_csi_operation_errors_total{method=\"CreateVolume\",code=\"NotFound\"} 2"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "csi_operation_duration_seconds_bucket{method=\"Probe\",code=\"Ok\",le=\"0.01\"} 0"
+                "tencentcloud_csi_operation_duration_seconds_bucket{method=\"Probe\",code=\"Ok\",le=\"0.01\"} 0"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "csi_operation_duration_seconds_bucket{method=\"Probe\",code=\"Ok\",le=\"0.025\"} 1"
+                "tencentcloud_csi_operation_duration_seconds_bucket{method=\"Probe\",code=\"Ok\",le=\"0.025\"} 1"
             ),
             "{text}"
         );
         assert!(
-            text.contains("csi_operation_duration_seconds_count{method=\"Probe\",code=\"Ok\"} 1"),
+            text.contains(
+                "tencentcloud_csi_operation_duration_seconds_count{method=\"Probe\",code=\"Ok\"} 1"
+            ),
             "{text}"
         );
         assert_eq!(
             metrics.counter(
-                "csi_operation_errors_total",
+                "tencentcloud_csi_operation_errors_total",
                 &[("method", "CreateVolume"), ("code", "NotFound")]
             ),
             2
@@ -279,7 +285,7 @@ mod tests {
     fn a_family_set_from_elsewhere_is_replaced_whole() {
         let metrics = Metrics::new();
         metrics.set_family(
-            "fuse_memory_bytes",
+            "tencentcloud_csi_fuse_memory_bytes",
             "Memory.",
             "gauge",
             &[
@@ -288,18 +294,23 @@ mod tests {
             ],
         );
         metrics.set_family(
-            "fuse_memory_bytes",
+            "tencentcloud_csi_fuse_memory_bytes",
             "Memory.",
             "gauge",
             &[(vec![("kind", "cos-fuse")], 6)],
         );
         let text = metrics.render();
         assert!(
-            text.contains("fuse_memory_bytes{kind=\"cos-fuse\"} 6"),
+            text.contains("tencentcloud_csi_fuse_memory_bytes{kind=\"cos-fuse\"} 6"),
             "{text}"
         );
         assert!(!text.contains("goosefs-fuse"), "{text}");
-        metrics.set_family("fuse_memory_bytes", "Memory.", "gauge", &[]);
+        metrics.set_family(
+            "tencentcloud_csi_fuse_memory_bytes",
+            "Memory.",
+            "gauge",
+            &[],
+        );
         assert_eq!(metrics.render(), "");
         assert_eq!(format_float(f64::INFINITY), "+Inf");
         assert_eq!(format_float(f64::NAN), "NaN");
@@ -312,18 +323,18 @@ mod tests {
     fn the_exposition_passes_promtool() {
         let metrics = Metrics::new();
         metrics.inc(
-            "csi_operation_errors_total",
+            "tencentcloud_csi_operation_errors_total",
             "Failed CSI calls, by method and gRPC code.",
             &[("method", "a\"b\\c\nd"), ("code", "Internal")],
         );
         metrics.observe(
-            "csi_operation_duration_seconds",
+            "tencentcloud_csi_operation_duration_seconds",
             "CSI call latency, by method and gRPC code.",
             &[("method", "Probe"), ("code", "Ok")],
             f64::INFINITY,
         );
         metrics.set(
-            "fuse_memory_bytes",
+            "tencentcloud_csi_fuse_memory_bytes",
             "Read-ahead and write buffer memory the daemons hold now.",
             "gauge",
             &[("kind", "cos-fuse")],

@@ -208,12 +208,12 @@ impl CloudClient {
             ("outcome", outcome.as_str()),
         ];
         self.metrics.inc(
-            "cloud_api_calls_total",
+            "tencentcloud_csi_cloud_api_calls_total",
             "Cloud API calls (after retries), by service, action and outcome.",
             &labels,
         );
         self.metrics.observe(
-            "cloud_api_duration_seconds",
+            "tencentcloud_csi_cloud_api_duration_seconds",
             "Cloud API call latency including retries, by service, action and outcome.",
             &labels,
             start.elapsed().as_secs_f64(),
@@ -267,7 +267,7 @@ impl CloudClient {
                 }
                 self.stats.paced.fetch_add(1, Ordering::Relaxed);
                 self.metrics.inc(
-                    "cloud_api_paced_total",
+                    "tencentcloud_csi_cloud_api_paced_total",
                     "Cloud API calls that waited for their slot in the client's pacing, by service and action.",
                     &[("service", service.name), ("action", action)],
                 );
@@ -309,7 +309,7 @@ impl CloudClient {
             if error.kind() == ErrorKind::Throttled {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                 self.metrics.inc(
-                    "cloud_api_throttled_total",
+                    "tencentcloud_csi_cloud_api_throttled_total",
                     "Cloud API attempts refused with RequestLimitExceeded, by service and action.",
                     &[("service", service.name), ("action", action)],
                 );
@@ -334,7 +334,7 @@ impl CloudClient {
             tracing::debug!(action, attempt, ?backoff, error = %error, "retrying cloud call");
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.metrics.inc(
-                "cloud_api_retries_total",
+                "tencentcloud_csi_cloud_api_retries_total",
                 "Cloud API attempts retried, by service and action.",
                 &[("service", service.name), ("action", action)],
             );

@@ -43,7 +43,7 @@ impl<C: CbsApi> ControllerService<C> {
     }
 
     /// Attaches `volume_id` to `node_id` (or confirms it); the time is recorded as
-    /// `cloud_wait_duration_seconds{resource="disk", wait="the attach"}`.
+    /// `tencentcloud_csi_cloud_wait_duration_seconds{resource="disk", wait="the attach"}`.
     pub(super) async fn publish(
         &self,
         volume_id: &str,

@@ -108,14 +108,14 @@ where
                     let code = format!("{code:?}");
                     let labels = [("method", metric_method(&path)), ("code", code.as_str())];
                     metrics.observe(
-                        "csi_operation_duration_seconds",
+                        "tencentcloud_csi_operation_duration_seconds",
                         "CSI call latency, by method and gRPC code.",
                         &labels,
                         elapsed_ms / 1000.0,
                     );
                     if code != "Ok" {
                         metrics.inc(
-                            "csi_operation_errors_total",
+                            "tencentcloud_csi_operation_errors_total",
                             "Failed CSI calls, by method and gRPC code.",
                             &labels,
                         );
@@ -377,7 +377,10 @@ mod tests {
             service.call(request).await.unwrap();
         }
         let labels = [("method", "unknown"), ("code", "Unimplemented")];
-        assert_eq!(metrics.counter("csi_operation_errors_total", &labels), 4);
+        assert_eq!(
+            metrics.counter("tencentcloud_csi_operation_errors_total", &labels),
+            4
+        );
         let rendered = metrics.render();
         for leaked in ["Evil0001", "Evil0002", "Whatever"] {
             assert!(!rendered.contains(leaked), "{leaked} in {rendered}");
@@ -389,7 +392,10 @@ mod tests {
             .unwrap();
         service.call(request).await.unwrap();
         let probe = [("method", "Probe"), ("code", "Unimplemented")];
-        assert_eq!(metrics.counter("csi_operation_errors_total", &probe), 1);
+        assert_eq!(
+            metrics.counter("tencentcloud_csi_operation_errors_total", &probe),
+            1
+        );
     }
 
     #[test]

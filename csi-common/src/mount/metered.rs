@@ -1,6 +1,6 @@
 //! A [`Mounter`] that records every state-changing operation in the metrics registry:
-//! `mount_operation_duration_seconds{op, outcome}` (a histogram, so its `_count` is the number of
-//! operations) and `mount_operation_errors_total{op}`. Reads of the mount table and stats are not
+//! `tencentcloud_csi_mount_operation_duration_seconds{op, outcome}` (a histogram, so its `_count` is the number of
+//! operations) and `tencentcloud_csi_mount_operation_errors_total{op}`. Reads of the mount table and stats are not
 //! counted: they are frequent and cheap, and their failures surface as the operations' failures.
 
 use std::path::Path;
@@ -35,14 +35,14 @@ impl<M: Mounter> MeteredMounter<M> {
             Err(_) => "error",
         };
         self.metrics.observe(
-            "mount_operation_duration_seconds",
+            "tencentcloud_csi_mount_operation_duration_seconds",
             "Mount-layer operations (mount, bind, unmount, probe, format, grow) by outcome.",
             &[("op", op), ("outcome", outcome)],
             started.elapsed().as_secs_f64(),
         );
         if result.is_err() {
             self.metrics.inc(
-                "mount_operation_errors_total",
+                "tencentcloud_csi_mount_operation_errors_total",
                 "Mount-layer operations that failed, by operation.",
                 &[("op", op)],
             );
@@ -140,14 +140,17 @@ mod tests {
         assert!(mounter.unmount(Path::new("/mnt/a")).unwrap());
         let text = metrics.render();
         for series in [
-            r#"mount_operation_duration_seconds_count{op="mount",outcome="ok"} 1"#,
-            r#"mount_operation_duration_seconds_count{op="unmount",outcome="ok"} 1"#,
-            r#"mount_operation_errors_total{op="bind"} 1"#,
+            r#"tencentcloud_csi_mount_operation_duration_seconds_count{op="mount",outcome="ok"} 1"#,
+            r#"tencentcloud_csi_mount_operation_duration_seconds_count{op="unmount",outcome="ok"} 1"#,
+            r#"tencentcloud_csi_mount_operation_errors_total{op="bind"} 1"#,
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }
         assert_eq!(
-            metrics.counter("mount_operation_errors_total", &[("op", "mount")]),
+            metrics.counter(
+                "tencentcloud_csi_mount_operation_errors_total",
+                &[("op", "mount")]
+            ),
             0
         );
     }

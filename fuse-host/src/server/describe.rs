@@ -72,9 +72,9 @@ pub(super) fn details(records: &Records, record: &Record, alive: bool) -> MountD
                 .find(|s| s.name == name)
                 .map(|s| s.value)
         };
-        details.buffer_bytes = sample("fuse_memory_bytes");
-        details.cache_used_bytes = sample("fuse_cache_used_bytes");
-        details.cache_capacity_bytes = sample("fuse_cache_capacity_bytes");
+        details.buffer_bytes = sample("tencentcloud_csi_fuse_memory_bytes");
+        details.cache_used_bytes = sample("tencentcloud_csi_fuse_cache_used_bytes");
+        details.cache_capacity_bytes = sample("tencentcloud_csi_fuse_cache_capacity_bytes");
         details.warmup = stats.status.warmup;
         details.last_error = stats.status.last_error.map(|e| bounded_error(&e));
     }

@@ -77,7 +77,7 @@ pub(super) fn journals(config: &HostConfig, launch: &Launch) -> bool {
 }
 
 /// Runs the clean-up of a gone mount's uploads and waits for it (bounded); reports through the
-/// log and `fuse_host_upload_cleanups_total`.
+/// log and `tencentcloud_csi_fuse_host_upload_cleanups_total`.
 pub(super) async fn abort_left_uploads(config: &HostConfig, launch: &Launch) {
     let target = launch.request.target.display().to_string();
     let mut command = program_command(
@@ -115,7 +115,7 @@ pub(super) async fn abort_left_uploads(config: &HostConfig, launch: &Launch) {
     .await;
     let result = if outcome.is_ok() { "ok" } else { "failed" };
     config.metrics.inc(
-        "fuse_host_upload_cleanups_total",
+        "tencentcloud_csi_fuse_host_upload_cleanups_total",
         "Unmounted FUSE mounts whose dead daemon's open uploads the host aborted, by result.",
         &[
             ("kind", kind_label(&launch.request.kind)),

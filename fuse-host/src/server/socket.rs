@@ -78,7 +78,7 @@ async fn handle(host: &Arc<Supervisor>, request: Request) -> Response {
         Some((ErrorCode::Timeout, _)) => "timeout",
     };
     host.config().metrics.observe(
-        "fuse_host_operation_duration_seconds",
+        "tencentcloud_csi_fuse_host_operation_duration_seconds",
         "FUSE host operations (mount, unmount, status, list) by outcome.",
         &[("op", op), ("outcome", outcome)],
         started.elapsed().as_secs_f64(),

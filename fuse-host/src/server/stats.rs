@@ -59,85 +59,85 @@ enum Merge {
 /// daemon cannot grow the label sets.
 const DAEMON_METRICS: &[(&str, &str, &str, Merge)] = &[
     (
-        "fuse_operations_total",
+        "tencentcloud_csi_fuse_operations_total",
         "counter",
         "FUSE requests the daemons served, by kind and operation.",
         Merge::Sum,
     ),
     (
-        "fuse_operation_errors_total",
+        "tencentcloud_csi_fuse_operation_errors_total",
         "counter",
         "FUSE requests answered with an error, by kind and operation.",
         Merge::Sum,
     ),
     (
-        "fuse_bytes_total",
+        "tencentcloud_csi_fuse_bytes_total",
         "counter",
         "Bytes read and written through FUSE mounts, by kind and direction.",
         Merge::Sum,
     ),
     (
-        "fuse_memory_bytes",
+        "tencentcloud_csi_fuse_memory_bytes",
         "gauge",
         "Read-ahead and write buffer memory the daemons hold now.",
         Merge::Sum,
     ),
     (
-        "fuse_memory_peak_bytes",
+        "tencentcloud_csi_fuse_memory_peak_bytes",
         "gauge",
         "The most buffer memory one daemon held at once.",
         Merge::Max,
     ),
     (
-        "fuse_cache_requests_total",
+        "tencentcloud_csi_fuse_cache_requests_total",
         "counter",
         "Block cache reads by result (hit or miss).",
         Merge::Sum,
     ),
     (
-        "fuse_cache_bytes_total",
+        "tencentcloud_csi_fuse_cache_bytes_total",
         "counter",
         "Bytes read through the block cache by result (hit or miss).",
         Merge::Sum,
     ),
     (
-        "fuse_cache_origin_bytes_total",
+        "tencentcloud_csi_fuse_cache_origin_bytes_total",
         "counter",
         "Bytes the block cache fetched from the object store.",
         Merge::Sum,
     ),
     (
-        "fuse_cache_evictions_total",
+        "tencentcloud_csi_fuse_cache_evictions_total",
         "counter",
         "Blocks evicted from the block cache.",
         Merge::Sum,
     ),
     (
-        "fuse_cache_corrupt_blocks_total",
+        "tencentcloud_csi_fuse_cache_corrupt_blocks_total",
         "counter",
         "Cached blocks that failed their checksum and were fetched again.",
         Merge::Sum,
     ),
     (
-        "fuse_cache_used_bytes",
+        "tencentcloud_csi_fuse_cache_used_bytes",
         "gauge",
         "Bytes the node's block cache holds on disk.",
         Merge::Max,
     ),
     (
-        "fuse_cache_capacity_bytes",
+        "tencentcloud_csi_fuse_cache_capacity_bytes",
         "gauge",
         "The node's block cache capacity.",
         Merge::Max,
     ),
     (
-        "fuse_warmup_done_bytes",
+        "tencentcloud_csi_fuse_warmup_done_bytes",
         "gauge",
         "Bytes of preloaded prefixes already in the cache.",
         Merge::Sum,
     ),
     (
-        "fuse_warmup_total_bytes",
+        "tencentcloud_csi_fuse_warmup_total_bytes",
         "gauge",
         "Bytes of the prefixes being preloaded.",
         Merge::Sum,
@@ -184,8 +184,12 @@ type SeriesKey = (
 );
 
 /// The metric's entry in [`DAEMON_METRICS`].
+/// Also under the name without the project's prefix, as daemons (and saved totals) of releases
+/// before it report them: a host upgraded under running daemons keeps counting them.
 fn metric(name: &str) -> Option<&'static (&'static str, &'static str, &'static str, Merge)> {
-    DAEMON_METRICS.iter().find(|(n, ..)| *n == name)
+    DAEMON_METRICS
+        .iter()
+        .find(|(n, ..)| *n == name || n.strip_prefix(csi_common::metrics::PREFIX) == Some(name))
 }
 
 /// The labels a daemon reported, cut to the listed keys and values.
@@ -498,8 +502,8 @@ mod tests {
         /// The daemon at `target` writes its figures: `reads` read operations, `memory` held now.
         fn report(&self, target: &str, reads: u64, memory: u64) {
             let stats = serde_json::json!({ "samples": [
-                { "name": "fuse_operations_total", "labels": { "op": "read" }, "value": reads },
-                { "name": "fuse_memory_bytes", "labels": {}, "value": memory },
+                { "name": "tencentcloud_csi_fuse_operations_total", "labels": { "op": "read" }, "value": reads },
+                { "name": "tencentcloud_csi_fuse_memory_bytes", "labels": {}, "value": memory },
             ]});
             std::fs::write(
                 self.records.file_for(Path::new(target), "stats", "json"),
@@ -516,7 +520,7 @@ mod tests {
         fn reads(&mut self) -> u64 {
             self.collect();
             self.metrics.counter(
-                "fuse_operations_total",
+                "tencentcloud_csi_fuse_operations_total",
                 &[("kind", "cos-fuse"), ("op", "read")],
             )
         }
@@ -524,7 +528,9 @@ mod tests {
         fn memory(&mut self) -> Option<u64> {
             let text = self.collect();
             text.lines()
-                .find_map(|l| l.strip_prefix("fuse_memory_bytes{kind=\"cos-fuse\"} "))
+                .find_map(|l| {
+                    l.strip_prefix("tencentcloud_csi_fuse_memory_bytes{kind=\"cos-fuse\"} ")
+                })
                 .map(|v| v.parse().unwrap())
         }
     }
@@ -593,16 +599,33 @@ mod tests {
         assert_eq!(host.reads(), 6);
     }
 
+    /// A daemon of a release before the prefix (re-adopted by an upgraded host) keeps counting.
+    #[test]
+    fn unprefixed_names_of_older_daemons_are_read() {
+        let mut host = Host::new();
+        host.record("/mnt/a", "cos-fuse");
+        let stats = serde_json::json!({ "samples": [
+            { "name": "fuse_operations_total", "labels": { "op": "read" }, "value": 7 },
+        ]});
+        std::fs::write(
+            host.records.file_for(Path::new("/mnt/a"), "stats", "json"),
+            serde_json::to_vec(&stats).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(host.reads(), 7);
+        assert!(!host.collect().contains("\nfuse_operations_total"));
+    }
+
     /// Label keys and values outside the lists never reach `/metrics`.
     #[test]
     fn daemon_labels_are_bounded() {
         let mut host = Host::new();
         host.record("/mnt/a", "some-new-daemon");
         let stats = serde_json::json!({ "samples": [
-            { "name": "fuse_operations_total",
+            { "name": "tencentcloud_csi_fuse_operations_total",
               "labels": { "op": "/volumes/pvc-123/secret", "volume": "pvc-123" }, "value": 2 },
-            { "name": "fuse_operations_total", "labels": { "op": "ioctl" }, "value": 3 },
-            { "name": "fuse_bytes_total", "labels": { "direction": "sideways" }, "value": 4 },
+            { "name": "tencentcloud_csi_fuse_operations_total", "labels": { "op": "ioctl" }, "value": 3 },
+            { "name": "tencentcloud_csi_fuse_bytes_total", "labels": { "direction": "sideways" }, "value": 4 },
             { "name": "made_up_total", "labels": {}, "value": 5 },
         ]});
         std::fs::write(
@@ -612,12 +635,15 @@ mod tests {
         .unwrap();
         let text = host.collect();
         assert!(
-            text.contains("fuse_operations_total{kind=\"other\",op=\"other\"} 5"),
+            text.contains("tencentcloud_csi_fuse_operations_total{kind=\"other\",op=\"other\"} 5"),
             "{text}"
         );
         assert!(
-            text.contains("fuse_bytes_total{direction=\"other\",kind=\"other\"} 4")
-                || text.contains("fuse_bytes_total{kind=\"other\",direction=\"other\"} 4"),
+            text.contains(
+                "tencentcloud_csi_fuse_bytes_total{direction=\"other\",kind=\"other\"} 4"
+            ) || text.contains(
+                "tencentcloud_csi_fuse_bytes_total{kind=\"other\",direction=\"other\"} 4"
+            ),
             "{text}"
         );
         for absent in [
@@ -636,9 +662,9 @@ mod tests {
         host.record("/mnt/g", "goosefs-fuse");
         host.report("/mnt/a", 10, 100);
         let stats = serde_json::json!({ "samples": [
-            { "name": "fuse_cache_requests_total", "labels": { "result": "hit" }, "value": 7 },
-            { "name": "fuse_cache_used_bytes", "labels": {}, "value": 4096 },
-            { "name": "fuse_bytes_total", "labels": { "direction": "read" }, "value": 1 },
+            { "name": "tencentcloud_csi_fuse_cache_requests_total", "labels": { "result": "hit" }, "value": 7 },
+            { "name": "tencentcloud_csi_fuse_cache_used_bytes", "labels": {}, "value": 4096 },
+            { "name": "tencentcloud_csi_fuse_bytes_total", "labels": { "direction": "read" }, "value": 1 },
         ]});
         std::fs::write(
             host.records.file_for(Path::new("/mnt/g"), "stats", "json"),
@@ -647,12 +673,12 @@ mod tests {
         .unwrap();
         host.collect();
         host.metrics.inc(
-            "fuse_host_daemons_started_total",
+            "tencentcloud_csi_fuse_host_daemons_started_total",
             "FUSE daemons the host started, by kind.",
             &[("kind", "cos-fuse")],
         );
         host.metrics.observe(
-            "fuse_host_operation_duration_seconds",
+            "tencentcloud_csi_fuse_host_operation_duration_seconds",
             "FUSE host operations (mount, unmount, status, list) by outcome.",
             &[("op", "mount"), ("outcome", "ok")],
             0.2,

@@ -115,7 +115,7 @@ impl Supervisor {
             }
             tracing::warn!(target = %target.display(), alive = status.alive, mounted = status.mounted, "repairing a broken FUSE mount");
             self.config.metrics.inc(
-                "fuse_host_repairs_total",
+                "tencentcloud_csi_fuse_host_repairs_total",
                 "Broken FUSE mounts (dead or hung daemon) torn down to be mounted again.",
                 &[("kind", kind_label(&status.kind))],
             );
@@ -133,7 +133,7 @@ impl Supervisor {
         match self.start(&program, &request).await {
             Ok(status) => {
                 self.config.metrics.inc(
-                    "fuse_host_daemons_started_total",
+                    "tencentcloud_csi_fuse_host_daemons_started_total",
                     "FUSE daemons the host started, by kind.",
                     &[("kind", kind_label(&request.kind))],
                 );
@@ -252,7 +252,7 @@ impl Supervisor {
             tracing::info!(target = %reaped_target.display(), pid, ?status, "FUSE daemon exited");
             if let Some(host) = host.upgrade() {
                 host.config.metrics.inc(
-                    "fuse_host_daemon_exits_total",
+                    "tencentcloud_csi_fuse_host_daemon_exits_total",
                     "FUSE daemons that exited, for any reason, by kind.",
                     &[("kind", kind_label(&kind))],
                 );
