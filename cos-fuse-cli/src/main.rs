@@ -501,6 +501,7 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
         .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
     let mut options = MountOptions::new(&args.bucket, &args.prefix);
     options.allow_other = settings.allow_other;
+    options.no_exec = settings.no_exec;
     let store = CosStore::new(client);
     if let Some(dir) = &mount_dir {
         let stale = rt.block_on(abort_stale_uploads(&store, dir));

@@ -92,6 +92,8 @@ pub struct MountConfig {
     pub fs: FsConfig,
     /// Let users other than the mounting one in (the FUSE mount's `allow_other`).
     pub allow_other: bool,
+    /// Refuse to execute files of the mount (the kernel mount's `noexec`).
+    pub no_exec: bool,
     /// Address the bucket in the path rather than the host name (the object client's).
     pub path_style: bool,
     /// The object client's timeout of one attempt; `None` keeps its default.

@@ -279,12 +279,29 @@ pub static OPTIONS: &[MountOption] = &[
     },
     MountOption {
         name: "nosuid",
-        aliases: &["nodev", "exec", "noexec"],
+        aliases: &["nodev"],
         sets: Sets::Flag(|_| {}),
-        csi: Csi::Ignored("the node plugin sets the kernel mount's flags"),
-        help: "Kernel mount flags mount(8) may pass; accepted and not applied.",
+        csi: Csi::Ignored(KERNEL_FLAGS),
+        help: "Always in force: cos-fuse mounts with `nosuid,nodev`.",
+    },
+    MountOption {
+        name: "noexec",
+        aliases: &[],
+        sets: Sets::Flag(|c| c.no_exec = true),
+        csi: Csi::Ignored(KERNEL_FLAGS),
+        help: "Files of the mount cannot be executed (the kernel mount's `noexec`).",
+    },
+    MountOption {
+        name: "exec",
+        aliases: &[],
+        sets: Sets::Flag(|c| c.no_exec = false),
+        csi: Csi::Ignored(KERNEL_FLAGS),
+        help: "Files of the mount may be executed (the default; undoes an earlier `noexec`).",
     },
 ];
+
+/// Why csi-cos drops the kernel mount's flags from `additional_args`.
+const KERNEL_FLAGS: &str = "the node plugin sets the kernel mount's flags";
 
 /// Why csi-cos refuses `url` and `endpoint` in `additional_args`.
 const URL_REASON: &str = "the endpoint comes from the `url` attribute";
@@ -756,6 +773,7 @@ mod tests {
                 ..FsConfig::default()
             },
             allow_other: true,
+            no_exec: false,
             path_style: true,
             request_timeout: Some(Duration::from_secs(1)),
             ensure_diskfree: Some(2 * mib),
@@ -796,6 +814,8 @@ mod tests {
         ])
         .unwrap();
         assert!(c.allow_other && !c.fs.read_only);
+        assert!(!c.no_exec, "the later `exec` wins");
+        assert!(parsed(&["noexec"]).unwrap().no_exec);
         assert_eq!(c.endpoint.as_deref(), Some("http://h:1"));
         assert_eq!(c.passwd_file, Some(PathBuf::from("/p")));
         assert!(parsed(&["ro"]).unwrap().fs.read_only);

@@ -427,7 +427,7 @@ async fn fstab_entries_mount_through_mount_fuse3_and_unmount_with_umount() {
         format!(
             "# cos-fuse entries, as a user writes them\n\
              {}#{SIM_BUCKET}:/a {} fuse _netdev,allow_other,nofail,auto,{} 0 0\n\
-             {SIM_BUCKET}:/b {} fuse.cos-fuse _netdev,defaults,noauto,user,rw,{} 0 0\n",
+             {SIM_BUCKET}:/b {} fuse.cos-fuse _netdev,defaults,noauto,user,rw,noexec,{} 0 0\n",
             cos_fuse.display(),
             by_path.display(),
             rig.options(&keys),
@@ -460,6 +460,32 @@ async fn fstab_entries_mount_through_mount_fuse3_and_unmount_with_umount() {
     assert!(out.status.success(), "mount -T FSTAB POINT: {}", text(&out));
     assert!(is_mounted(&by_type));
     write_through(&by_type, &bucket, "two.txt", "b/two.txt").await;
+    let flags = |point: &Path| -> Vec<String> {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let point = point.display().to_string();
+        table
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.get(4) == Some(&point.as_str()))
+            .and_then(|f| f.get(5).map(|o| o.split(',').map(str::to_owned).collect()))
+            .unwrap_or_default()
+    };
+    for point in [&by_path, &by_type] {
+        let flags = flags(point);
+        assert!(
+            flags.iter().any(|f| f == "nosuid") && flags.iter().any(|f| f == "nodev"),
+            "{}: {flags:?}",
+            point.display()
+        );
+    }
+    assert!(
+        flags(&by_type).iter().any(|f| f == "noexec"),
+        "the entry's noexec applies"
+    );
+    assert!(
+        !flags(&by_path).iter().any(|f| f == "noexec"),
+        "no noexec asked"
+    );
     assert!(
         !by_type.join("one.txt").exists() && !by_path.join("two.txt").exists(),
         "each entry mounts its own prefix"

@@ -31,6 +31,8 @@ pub struct MountOptions {
     pub default_permissions: bool,
     /// Mount read-only (also set when the file system is configured read-only).
     pub read_only: bool,
+    /// Mount `noexec`.
+    pub no_exec: bool,
     /// Unmount when the process dies. Needs `fusermount3` (the `fuse3` package).
     pub auto_unmount: bool,
     /// Threads reading requests from /dev/fuse (they only dispatch; default 1).
@@ -47,6 +49,7 @@ impl MountOptions {
             allow_other: true,
             default_permissions: true,
             read_only: false,
+            no_exec: false,
             auto_unmount: false,
             threads: 1,
             counters: Arc::default(),
@@ -70,6 +73,9 @@ impl MountOptions {
         } else {
             MountOption::RW
         });
+        if self.no_exec {
+            options.push(MountOption::NoExec);
+        }
         if self.auto_unmount {
             options.push(MountOption::AutoUnmount);
         }
@@ -195,6 +201,20 @@ mod tests {
         assert!(cfg.mount_options.contains(&MountOption::RO));
         assert!(cfg.mount_options.contains(&MountOption::DefaultPermissions));
         assert_eq!(cfg.acl, SessionACL::All);
+        for flag in [MountOption::NoSuid, MountOption::NoDev] {
+            assert!(cfg.mount_options.contains(&flag), "{flag:?}");
+        }
+        assert!(!cfg.mount_options.contains(&MountOption::NoExec));
+        let no_exec = MountOptions {
+            no_exec: true,
+            ..o.clone()
+        };
+        assert!(
+            no_exec
+                .fuser_config(false)
+                .mount_options
+                .contains(&MountOption::NoExec)
+        );
         let cfg = MountOptions {
             allow_other: false,
             default_permissions: false,
