@@ -20,10 +20,10 @@ pub fn parse_log_level(text: &str) -> Result<String, String> {
         })
 }
 
-/// Logs at `level` (RUST_LOG overrides) on standard error. A line that cannot be written (the
-/// FUSE host that read the daemon's standard error is gone: EPIPE, SIGPIPE being ignored, as Rust
-/// programs do) is dropped: tracing-subscriber would otherwise report it with `eprintln!`, which
-/// panics when standard error is broken.
+/// Logs at `level` (RUST_LOG overrides) on standard error. A line that cannot be written (by
+/// hand, standard error a pipe whose reader is gone: EPIPE, SIGPIPE being ignored, as Rust
+/// programs do; under the FUSE host it is a file) is dropped: tracing-subscriber would otherwise
+/// report it with `eprintln!`, which panics when standard error is broken.
 pub fn init(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

@@ -55,6 +55,7 @@ pub async fn serve(
             "adopted a recorded mount"
         );
     }
+    host.follow_adopted();
     let config = host.config();
     let listener = socket::listen(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), programs = ?config.programs, "FUSE host serving");
@@ -77,6 +78,7 @@ pub async fn serve(
             },
         }
     }
+    host.stop_following();
     // The daemons outlive the host: keep their counters' latest totals for the next one.
     stats::collect(host.records(), &config.metrics, &mut totals);
     let _ = std::fs::remove_file(&config.socket);

@@ -1,79 +1,50 @@
-//! The daemons' output: each line a daemon writes to its standard output or error is re-emitted
-//! through the host's own log (so `kubectl logs` shows it, in the host's format, with the
-//! `volume`, `target` and `stream` fields) and appended to the daemon's file in the state
-//! directory, which is rotated to `.1` past [`MAX_LOG_BYTES`]. It reads pipes and writes one file;
-//! it never starts or stops a daemon.
+//! The daemons' output. A daemon's standard output and error are its log file in the state
+//! directory itself (opened `O_APPEND`, 0600), never a pipe to the host: a daemon outlives the
+//! host that started it, and a pipe would break with the host and lose every later line. The
+//! host follows each live daemon's file ([`follow`]) and re-emits each new line through its own
+//! log (so `kubectl logs` shows it, in the host's format, with the `volume` and `target` fields);
+//! a restarted host follows the daemons it re-adopts from where their files end.
 //!
-//! A daemon must not depend on the pipe: when the host goes, the pipe breaks and the daemon's
-//! writes fail with EPIPE (cos-fuse ignores SIGPIPE and drops log lines it cannot write). A
-//! daemon the next host re-adopts keeps writing to the broken pipe, so its later lines are lost;
-//! see the README.
+//! The follower also rotates: past [`MAX_LOG_BYTES`] the file is copied to `.1` (replacing the
+//! one there) and truncated, which an `O_APPEND` writer carries on after; a line the daemon
+//! writes between the copy and the truncation is lost. At most twice the limit per mount on
+//! disk. It never starts or stops a daemon.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-
-/// Past this size the daemon's log file is moved to `.1` (replacing the one there) and started
-/// afresh: at most twice this per mount on disk.
+/// Past this size the daemon's log file is copied to `.1` and truncated.
 pub(super) const MAX_LOG_BYTES: u64 = 10 << 20;
 /// A longer line is passed on in pieces of this size.
-const MAX_LINE_BYTES: u64 = 16 << 10;
+const MAX_LINE_BYTES: usize = 16 << 10;
+/// How often a daemon's file is looked at for new lines.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+/// The most read from a file at one look.
+const READ_CHUNK: u64 = 1 << 20;
 
-/// A daemon's log file, appended to and rotated; shared by its two streams.
-#[derive(Debug)]
-pub(super) struct LogFile {
-    path: PathBuf,
-    max_bytes: u64,
-    file: Option<std::fs::File>,
-    size: u64,
-}
-
-impl LogFile {
-    /// Opens (creates, 0600) `path` for appending.
-    pub(super) fn open(path: &Path, max_bytes: u64) -> std::io::Result<LogFile> {
-        let file = open_append(path)?;
-        let size = file.metadata()?.len();
-        Ok(LogFile {
-            path: path.to_owned(),
-            max_bytes,
-            file: Some(file),
-            size,
-        })
+/// Opens (creates; 0600 either way) the daemon's log for appending: what it gets as its standard output and
+/// error. Also returns the file's length now, where following it starts.
+pub(super) fn daemon_output(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-
-    /// Appends one line (a newline is added), rotating first when it would pass the limit.
-    /// Failures are logged by the caller's stream at most once per rotation, never fatal.
-    pub(super) fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let len = line.len() as u64 + 1;
-        if self.size > 0 && self.size + len > self.max_bytes {
-            self.file = None;
-            let rotated = rotated_path(&self.path);
-            std::fs::rename(&self.path, &rotated)?;
-            self.file = Some(open_append(&self.path)?);
-            self.size = 0;
-        }
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(open_append(&self.path)?),
-        };
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line);
-        bytes.push(b'\n');
-        file.write_all(&bytes)?;
-        self.size += len;
-        Ok(())
-    }
-}
-
-fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    // Also a file an older host (or anyone) left with a looser mode.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let len = file.metadata()?.len();
+    Ok((file, len))
+}
+
+/// The length of the file at `path` now (0 when there is none): where a follower of a daemon
+/// that is already running starts.
+pub(super) fn end_of(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Where a log file goes when it is rotated: `NAME.1`.
@@ -83,69 +54,138 @@ pub(super) fn rotated_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Which of a daemon's streams a line came from.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    fn name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
-
-/// Who a stream belongs to, for the fields of each re-emitted line.
+/// Who a daemon is, for the fields of each re-emitted line.
 #[derive(Debug, Clone)]
 pub(super) struct Origin {
     pub(super) volume: String,
     pub(super) target: String,
 }
 
-/// Reads `reader` to its end, line by line: each line to the host's log and to `file`.
-pub(super) async fn relay(
-    reader: impl AsyncRead + Unpin,
-    stream: Stream,
-    origin: Origin,
-    file: Arc<Mutex<LogFile>>,
-) {
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    let mut file_failed = false;
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(target = %origin.target, stream = stream.name(), error = %e, "cannot read a FUSE daemon's output");
+/// Reading one daemon's file from an offset: complete lines out, the partial last one kept.
+#[derive(Debug)]
+pub(super) struct Tail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    max_bytes: u64,
+}
+
+impl Tail {
+    /// Follows `path` from `offset`, rotating it past `max_bytes`.
+    pub(super) fn new(path: &Path, offset: u64, max_bytes: u64) -> Tail {
+        Tail {
+            path: path.to_owned(),
+            offset,
+            partial: Vec::new(),
+            max_bytes,
+        }
+    }
+
+    /// The lines written since the last look (a line longer than [`MAX_LINE_BYTES`] in pieces);
+    /// with `last`, also what is left of an unfinished line. Rotates the file when it is past
+    /// its limit and everything in it has been read.
+    pub(super) fn read(&mut self, last: bool) -> std::io::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(lines),
+            Err(e) => return Err(e),
+        };
+        loop {
+            let len = file.metadata()?.len();
+            if len < self.offset {
+                // Truncated by someone else: start again from its beginning.
+                self.offset = 0;
+            }
+            if len == self.offset {
                 break;
             }
+            file.seek(SeekFrom::Start(self.offset))?;
+            let mut chunk = Vec::new();
+            let read = (&mut file)
+                .take((len - self.offset).min(READ_CHUNK))
+                .read_to_end(&mut chunk)?;
+            if read == 0 {
+                break;
+            }
+            self.offset += read as u64;
+            self.split(&chunk, &mut lines);
         }
-        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            line.pop();
+        if last && !self.partial.is_empty() {
+            lines.push(take_line(&mut self.partial, usize::MAX));
         }
-        if line.is_empty() {
-            continue;
+        if self.offset >= self.max_bytes {
+            std::fs::copy(&self.path, rotated_path(&self.path))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)?
+                .set_len(0)?;
+            self.offset = 0;
         }
-        let appended = file.lock().unwrap_or_else(|p| p.into_inner()).append(&line);
-        match appended {
-            Ok(()) => file_failed = false,
-            Err(e) if !file_failed => {
-                file_failed = true;
-                tracing::warn!(target = %origin.target, error = %e, "cannot write a FUSE daemon's log file");
+        Ok(lines)
+    }
+
+    fn split(&mut self, chunk: &[u8], lines: &mut Vec<String>) {
+        for byte in chunk {
+            if *byte == b'\n' {
+                let line = take_line(&mut self.partial, usize::MAX);
+                if !line.is_empty() {
+                    lines.push(line);
+                }
+            } else {
+                self.partial.push(*byte);
+                if self.partial.len() >= MAX_LINE_BYTES {
+                    lines.push(take_line(&mut self.partial, MAX_LINE_BYTES));
+                }
+            }
+        }
+    }
+}
+
+/// The first `at_most` bytes of `buffer` as a line (a trailing `\r` dropped), taken out of it.
+fn take_line(buffer: &mut Vec<u8>, at_most: usize) -> String {
+    let rest = buffer.split_off(at_most.min(buffer.len()));
+    let mut line = std::mem::replace(buffer, rest);
+    while line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Re-emits the lines a daemon appends to `path` from `offset` on, until `alive` says the daemon
+/// is gone (then the rest of the file, and done) or `stop` changes (the host is stopping; the
+/// next host follows on).
+pub(super) async fn follow(
+    path: PathBuf,
+    offset: u64,
+    origin: Origin,
+    alive: impl Fn() -> bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tail = Tail::new(&path, offset, MAX_LOG_BYTES);
+    let mut failed = false;
+    loop {
+        let gone = !alive();
+        match tail.read(gone) {
+            Ok(lines) => {
+                failed = false;
+                for line in lines {
+                    emit(&origin, &line);
+                }
+            }
+            Err(e) if !failed => {
+                failed = true;
+                tracing::warn!(target = %origin.target, error = %e, "cannot read a FUSE daemon's log file");
             }
             Err(_) => {}
         }
-        emit(&origin, stream, &String::from_utf8_lossy(&line));
+        if gone {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
@@ -172,26 +212,22 @@ pub(super) fn level_of(line: &str) -> tracing::Level {
     }
 }
 
-fn emit(origin: &Origin, stream: Stream, line: &str) {
-    let (volume, target, stream) = (
-        origin.volume.as_str(),
-        origin.target.as_str(),
-        stream.name(),
-    );
+fn emit(origin: &Origin, line: &str) {
+    let (volume, target) = (origin.volume.as_str(), origin.target.as_str());
     match level_of(line) {
         tracing::Level::ERROR => {
-            tracing::error!(volume = volume, target = target, stream = stream, "{line}")
+            tracing::error!(volume = volume, target = target, "{line}")
         }
         tracing::Level::WARN => {
-            tracing::warn!(volume = volume, target = target, stream = stream, "{line}")
+            tracing::warn!(volume = volume, target = target, "{line}")
         }
         tracing::Level::DEBUG => {
-            tracing::debug!(volume = volume, target = target, stream = stream, "{line}")
+            tracing::debug!(volume = volume, target = target, "{line}")
         }
         tracing::Level::TRACE => {
-            tracing::trace!(volume = volume, target = target, stream = stream, "{line}")
+            tracing::trace!(volume = volume, target = target, "{line}")
         }
-        _ => tracing::info!(volume = volume, target = target, stream = stream, "{line}"),
+        _ => tracing::info!(volume = volume, target = target, "{line}"),
     }
 }
 
@@ -200,29 +236,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_log_file_is_appended_to_and_rotated_past_its_limit() {
+    fn lines_are_read_as_they_come_and_the_file_rotates_past_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.log");
         std::fs::write(&path, "from the last daemon\n").unwrap();
-        let mut log = LogFile::open(&path, 64).unwrap();
-        log.append(b"first").unwrap();
+        let (mut out, start) = daemon_output(&path).unwrap();
+        let mut tail = Tail::new(&path, start, 64);
+        use std::io::Write;
+        out.write_all(b"first\nhalf").unwrap();
+        assert_eq!(tail.read(false).unwrap(), ["first"], "only what is new");
+        out.write_all(b" done\r\n\n").unwrap();
+        assert_eq!(tail.read(false).unwrap(), ["half done"]);
+        out.write_all(&[b'x'; 40]).unwrap();
+        out.write_all(b"\n").unwrap();
+        assert_eq!(tail.read(false).unwrap(), ["x".repeat(40)]);
         assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "from the last daemon\nfirst\n",
-            "appended, not truncated"
+            std::fs::read(rotated_path(&path)).unwrap().len(),
+            80,
+            "rotated once past 64 bytes"
         );
-        log.append(&[b'x'; 40]).unwrap();
-        let rotated = rotated_path(&path);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 0);
+        // The daemon's O_APPEND output carries on at the start of the truncated file.
+        out.write_all(b"after\nunfinished").unwrap();
+        assert_eq!(tail.read(false).unwrap(), ["after"]);
         assert_eq!(
-            std::fs::read_to_string(&rotated).unwrap(),
-            "from the last daemon\nfirst\n"
+            tail.read(true).unwrap(),
+            ["unfinished"],
+            "the rest at the end"
         );
-        assert_eq!(std::fs::read(&path).unwrap().len(), 41);
-        log.append(&[b'y'; 40]).unwrap();
-        assert_eq!(std::fs::read(&rotated).unwrap().len(), 41, ".1 replaced");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\nunfinished");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let mut input = vec![b'a'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\nshort\r\n\nlast");
+        std::fs::write(&path, &input).unwrap();
+        let lines = Tail::new(&path, 0, MAX_LOG_BYTES).read(true).unwrap();
+        assert_eq!(lines.len(), 4, "{}", lines.len());
+        assert_eq!(lines[0].len(), MAX_LINE_BYTES);
+        assert_eq!(&lines[1..], ["aaaaaaaaaa", "short", "last"]);
     }
 
     #[test]
@@ -239,24 +297,5 @@ mod tests {
         ] {
             assert_eq!(level_of(line), level, "{line}");
         }
-    }
-
-    #[tokio::test]
-    async fn long_lines_come_in_pieces_and_all_reach_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.log");
-        let file = Arc::new(Mutex::new(LogFile::open(&path, MAX_LOG_BYTES).unwrap()));
-        let mut input = vec![b'a'; MAX_LINE_BYTES as usize + 10];
-        input.extend_from_slice(b"\nshort\r\n\nlast");
-        let origin = Origin {
-            volume: "v".into(),
-            target: "/t".into(),
-        };
-        relay(&input[..], Stream::Stderr, origin, Arc::clone(&file)).await;
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{}", lines.len());
-        assert_eq!(lines[0].len(), MAX_LINE_BYTES as usize);
-        assert_eq!(&lines[1..], ["aaaaaaaaaa", "short", "last"]);
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use super::config::HostConfig;
 use super::describe;
 use super::leftovers::{self, Launch, program_command};
-use super::logs::{self, LogFile, Origin, Stream};
+use super::logs::{self, Origin};
 use super::records::{Record, Records};
 use super::stats::{STATS_ENV, kind_label};
 use crate::protocol::{ErrorCode, MountRequest, MountStatus, Response};
@@ -38,6 +38,8 @@ pub(super) struct Supervisor {
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     /// What each mount this host started was started with (its keys included), while it lives.
     launched: Mutex<HashMap<PathBuf, Launch>>,
+    /// Set when the host stops: the followers of the daemons' logs end (the next host follows on).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Supervisor {
@@ -48,7 +50,36 @@ impl Supervisor {
             records,
             locks: Mutex::new(HashMap::new()),
             launched: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Follows the logs of the recorded daemons still running (a restarted host's), from where
+    /// their files end now.
+    pub(super) fn follow_adopted(&self) {
+        for record in self.records.all() {
+            if process_alive(record.pid, record.start_ticks) {
+                let path = self.records.file_for(&record.target, "logs", "log");
+                let offset = logs::end_of(&path);
+                self.follow_log(&record.target, path, offset, record.pid, record.start_ticks);
+            }
+        }
+    }
+
+    /// Re-emits what the daemon `pid` appends to its log `path` from `offset` on, while it lives.
+    fn follow_log(&self, target: &Path, path: PathBuf, offset: u64, pid: u32, ticks: u64) {
+        let origin = Origin {
+            volume: describe::volume_of(target),
+            target: target.display().to_string(),
+        };
+        let alive = move || process_alive(pid, ticks);
+        let stop = self.stopping.subscribe();
+        tokio::spawn(logs::follow(path, offset, origin, alive, stop));
+    }
+
+    /// Ends the followers of the daemons' logs: the host is stopping.
+    pub(super) fn stop_following(&self) {
+        self.stopping.send_replace(true);
     }
 
     pub(super) fn config(&self) -> &HostConfig {
@@ -154,31 +185,24 @@ impl Supervisor {
         let failed = |what: &str, e: std::io::Error| {
             Response::error(ErrorCode::Failed, format!("{what}: {e}"))
         };
-        // Appended to (a repaired mount keeps its dead daemon's lines), rotated past a size.
-        let log = LogFile::open(&log_path, logs::MAX_LOG_BYTES)
+        // Appended to (a repaired mount keeps its dead daemon's lines); its output goes there
+        // directly, so it outlives this host, and is followed from here on.
+        let (output, offset) =
+            logs::daemon_output(&log_path).map_err(|e| failed("cannot open the daemon log", e))?;
+        let errors = output
+            .try_clone()
             .map_err(|e| failed("cannot open the daemon log", e))?;
-        let log = Arc::new(Mutex::new(log));
         let mut command = program_command(&self.config, program, request, &[]);
-        command.env(STATS_ENV, self.records.file_for(target, "stats", "json"));
+        command
+            .env(STATS_ENV, self.records.file_for(target, "stats", "json"))
+            .stdout(output)
+            .stderr(errors);
         let mut child = command
             .spawn()
             .map_err(|e| failed(&format!("cannot start {}", program.display()), e))?;
         let pid = child.id().unwrap_or(0);
-        // The daemon's output reaches the host's log and its file; the relays end when the
-        // daemon (and whatever shares its output) closes it.
-        let origin = Origin {
-            volume: describe::volume_of(target),
-            target: target.display().to_string(),
-        };
-        let mut relays = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            let (origin, log) = (origin.clone(), Arc::clone(&log));
-            relays.push(tokio::spawn(logs::relay(out, Stream::Stdout, origin, log)));
-        }
-        if let Some(err) = child.stderr.take() {
-            let (origin, log) = (origin.clone(), Arc::clone(&log));
-            relays.push(tokio::spawn(logs::relay(err, Stream::Stderr, origin, log)));
-        }
+        let ticks = start_ticks(pid).unwrap_or(0);
+        self.follow_log(target, log_path.clone(), offset, pid, ticks);
         if let Some(mut stdin) = child.stdin.take() {
             let secret = request.secret.clone().unwrap_or_default();
             if let Err(e) = stdin.write_all(secret.as_bytes()).await {
@@ -190,9 +214,6 @@ impl Supervisor {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let _ = self.tear_down_mount(target).await;
-                // Its last lines, for the error.
-                let relayed = join_all(std::mem::take(&mut relays));
-                let _ = tokio::time::timeout(Duration::from_secs(1), relayed).await;
                 return Err(Response::error(
                     ErrorCode::Failed,
                     format!(
@@ -228,7 +249,7 @@ impl Supervisor {
             kind: request.kind.clone(),
             fingerprint: request.fingerprint.clone(),
             pid,
-            start_ticks: start_ticks(pid).unwrap_or(0),
+            start_ticks: ticks,
         };
         self.launched
             .lock()
@@ -455,13 +476,6 @@ async fn stat_answers(target: &Path) -> bool {
     let owned = target.to_owned();
     let stat = tokio::task::spawn_blocking(move || std::fs::metadata(&owned).is_ok());
     matches!(tokio::time::timeout(STAT_TIMEOUT, stat).await, Ok(Ok(true)))
-}
-
-/// Waits for every relay to end.
-async fn join_all(relays: Vec<tokio::task::JoinHandle<()>>) {
-    for relay in relays {
-        let _ = relay.await;
-    }
 }
 
 fn log_tail(path: &Path) -> String {
