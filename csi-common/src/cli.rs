@@ -28,6 +28,17 @@ impl Mode {
     }
 }
 
+/// What a StorageClass key that no driver (ours or Tencent's) ever knew gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum UnknownParameters {
+    /// INVALID_ARGUMENT naming the key: a typo never silently changes what is provisioned.
+    #[default]
+    Refuse,
+    /// A warning naming the key, and the key is ignored (as Tencent's drivers did): for a
+    /// migration, until the StorageClasses are cleaned up.
+    Warn,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -80,6 +91,11 @@ pub struct CommonArgs {
     /// SecretKey); re-read when it changes. Without it: environment, then the CVM role.
     #[arg(long, env = "TENCENTCLOUD_CREDENTIALS_DIR")]
     pub credentials_dir: Option<PathBuf>,
+
+    /// A StorageClass key no driver ever knew: `refuse` (INVALID_ARGUMENT naming it) or `warn`
+    /// (log it and go on, as Tencent's drivers did; for a migration).
+    #[arg(long, env = "UNKNOWN_PARAMETERS", value_enum, default_value_t = UnknownParameters::Refuse)]
+    pub unknown_parameters: UnknownParameters,
 
     /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9809); off when empty.
     #[arg(long, env = "METRICS_ADDRESS")]
