@@ -1,9 +1,8 @@
 //! The `csi-cbs` binary: flags in, `run` out. All logic lives in the library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let config = csi_cbs::Config::parse();
+    // Tencent's manifests' flags (`--nodeID`, `--v=5`, ...) are read as ours.
+    let (config, notes) = csi_common::legacy_flags::parse::<csi_cbs::Config>();
     let common = config.common.clone();
-    csi_common::cli::run_main("csi-cbs", &common, || csi_cbs::run(config))
+    csi_common::cli::run_main("csi-cbs", &common, &notes, || csi_cbs::run(config))
 }

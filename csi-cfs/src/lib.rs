@@ -59,7 +59,7 @@ pub struct Config {
     pub common: CommonArgs,
 
     /// CFS, or CFS Turbo (whose driver name is then com.tencent.cloud.csi.cfsturbo).
-    #[arg(long, value_enum, default_value_t = Flavor::Cfs)]
+    #[arg(long, env = "CSI_CFS_FLAVOR", value_enum, default_value_t = Flavor::Cfs)]
     pub flavor: Flavor,
 
     /// Where the node mounts each file system once, for all its volumes.

@@ -1,9 +1,8 @@
 //! The `csi-cfs` binary: flags in, `run` out. All logic lives in the library.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let config = csi_cfs::Config::parse();
+    // Tencent's manifests' flags (`--nodeID`, `--v=5`, ...) are read as ours.
+    let (config, notes) = csi_common::legacy_flags::parse::<csi_cfs::Config>();
     let common = config.common.clone();
-    csi_common::cli::run_main("csi-cfs", &common, || csi_cfs::run(config))
+    csi_common::cli::run_main("csi-cfs", &common, &notes, || csi_cfs::run(config))
 }

@@ -250,11 +250,13 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     }
 }
 
-/// The body of every driver's `main`: logging, a runtime, the driver's `run`, and a one-line error
-/// with its cause chain and exit status 1 on failure (never a panic on bad input).
+/// The body of every driver's `main`: logging (then `notes`, warnings about the arguments), a
+/// runtime, the driver's `run`, and a one-line error with its cause chain and exit status 1 on
+/// failure (never a panic on bad input).
 pub fn run_main<F, E>(
     program: &str,
     common: &CommonArgs,
+    notes: &[String],
     run: impl FnOnce() -> F,
 ) -> std::process::ExitCode
 where
@@ -262,6 +264,9 @@ where
     E: std::error::Error + 'static,
 {
     init_logging(common.log_format, common.verbose);
+    for note in notes {
+        tracing::warn!("{note}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

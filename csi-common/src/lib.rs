@@ -6,9 +6,11 @@
 //!   one error type and its code map, the request rules.
 //! - [`mount`]: the Mounter seam, its Linux implementation and its fake.
 //! - [`cli`]: the flags every driver binary accepts, and logging setup.
+//! - [`legacy_flags`]: the flags of Tencent's Go drivers, read as ours.
 //! - [`metrics`]: the Prometheus endpoint.
 
 pub mod cli;
 pub mod csi;
+pub mod legacy_flags;
 pub mod metrics;
 pub mod mount;

@@ -1,4 +1,5 @@
-//! The `--endpoint` value: `unix:///absolute/path` (also `unix:/path`) or `tcp://host:port`.
+//! The `--endpoint` value: `unix:///absolute/path` (also `unix:/path`, and `unix://dir/file` as
+//! Tencent's manifests write it) or `tcp://host:port`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,8 +27,14 @@ impl FromStr for Endpoint {
             reason,
         };
         if let Some(rest) = value.strip_prefix("unix:") {
-            // unix:///a/b and unix:/a/b both name /a/b; unix://a/b would silently be relative.
-            let path = rest.strip_prefix("//").unwrap_or(rest);
+            // unix:///a/b and unix:/a/b both name /a/b. Tencent's manifests say
+            // unix://plugin/csi.sock, which their drivers read as authority and path joined,
+            // relative to the container's working directory, its root: /plugin/csi.sock.
+            let path = match rest.strip_prefix("//") {
+                Some(go) if !go.starts_with('/') && go.contains('/') => format!("/{go}"),
+                Some(path) => path.to_owned(),
+                None => rest.to_owned(),
+            };
             if !path.starts_with('/') {
                 return Err(fail("the socket path must be absolute"));
             }
@@ -70,6 +77,16 @@ mod tests {
                 Endpoint::Unix("/csi/csi.sock".into()),
             ),
             ("unix:/csi/csi.sock", Endpoint::Unix("/csi/csi.sock".into())),
+            (
+                "unix://plugin/csi.sock",
+                Endpoint::Unix("/plugin/csi.sock".into()),
+            ),
+            (
+                "unix://var/lib/kubelet/plugins/com.tencent.cloud.csi.cosfs/csi.sock",
+                Endpoint::Unix(
+                    "/var/lib/kubelet/plugins/com.tencent.cloud.csi.cosfs/csi.sock".into(),
+                ),
+            ),
             (
                 "tcp://127.0.0.1:10000",
                 Endpoint::Tcp("127.0.0.1:10000".into()),
