@@ -65,6 +65,12 @@ pub struct CommonArgs {
     #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
     pub kubelet_dir: PathBuf,
 
+    /// A kubeconfig file for the Kubernetes API, which a node plugin reads when its node ID is a
+    /// Kubernetes node name (the Node's providerID names the instance); the pod's service account
+    /// otherwise.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// The CSI driver name; defaults to the name Tencent's drivers use, so existing PVs keep working.
     #[arg(long)]
     pub driver_name: Option<String>,

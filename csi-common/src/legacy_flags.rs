@@ -67,11 +67,7 @@ const OLD_FLAGS: &[(&str, Old)] = &[
     ),
     (
         "master",
-        Old::DropValue("the drivers do not read the Kubernetes API yet"),
-    ),
-    (
-        "kubeconfig",
-        Old::DropValue("the drivers do not read the Kubernetes API yet"),
+        Old::DropValue("the API server's address comes from --kubeconfig or the service account"),
     ),
     (
         "time-interval",

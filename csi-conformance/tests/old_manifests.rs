@@ -290,10 +290,13 @@ fn every_old_cbs_flag_is_read() {
     );
     assert_eq!(config.common.verbose, 2, "-v 6 is trace");
     assert_eq!(config.common.mode, Mode::Node);
+    assert_eq!(
+        config.common.kubeconfig,
+        Some(PathBuf::from("/root/.kube/config"))
+    );
     for dropped in [
         "--cbs_url",
         "--master",
-        "--kubeconfig",
         "--time-interval",
         "--environment_type",
         "-logtostderr",
