@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use csi_common::cli::UnknownParameters;
 use csi_common::csi::reply::{answer_by, controller_caps, validation};
 use csi_common::csi::request::{self, Capacity, Supported};
 use csi_common::csi::{InFlight, pb};
@@ -30,7 +31,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result, required};
 use crate::params::{CbsParams, GIB, MutableParams, size_gib};
-use crate::topology::{Zones, requirement_zones, topology_for};
+use crate::topology::{Zones, preferred_zones, requirement_zones, topology_for, zone_from_list};
 use crate::watcher::{DiskWatcher, Learned};
 
 pub const PUBLISH_CONTEXT_DISK_ID: &str = "diskId";
@@ -51,6 +52,8 @@ pub struct ControllerConfig {
     pub attach_timeout: Duration,
     /// The zone of a volume whose request names none: this controller's own zone, when known.
     pub default_zone: Option<String>,
+    /// What a StorageClass key no CBS driver ever knew gets (`--unknown-parameters`).
+    pub unknown_parameters: UnknownParameters,
 }
 
 #[derive(Debug)]
@@ -131,6 +134,53 @@ fn volume_proto(disk: &Disk, content_source: Option<pb::VolumeContentSource>) ->
     }
 }
 
+/// The volume context key carrying the class's `fstype`, as the old driver's context did.
+pub const VOLUME_CONTEXT_FS_TYPE: &str = "fstype";
+
+/// A new volume as CreateVolume answers it: with the class's file system in its context, for the
+/// node to format with when the capability names none.
+fn created_volume(
+    disk: &Disk,
+    params: &CbsParams,
+    content_source: Option<pb::VolumeContentSource>,
+) -> pb::Volume {
+    let mut volume = volume_proto(disk, content_source);
+    if let Some(fs_type) = &params.fs_type {
+        volume
+            .volume_context
+            .insert(VOLUME_CONTEXT_FS_TYPE.to_owned(), fs_type.clone());
+    }
+    volume
+}
+
+/// The refusal of a class asking for a volume of several disks, until they are built.
+fn refuse_multi_disk(params: &CbsParams) -> Result<()> {
+    match &params.multi_disk {
+        None => Ok(()),
+        Some(multi) => Err(Error::InvalidArgument(format!(
+            "multi-disk volumes (devicemapper) are not supported yet: the StorageClass parameter \
+             devicemapper asks for one ({}); use a class without devicemapper, devices and level",
+            multi.describe()
+        ))),
+    }
+}
+
+/// A file system named by the class that a capability contradicts: the capability is what the
+/// node formats with (as with the old driver), so this only warns.
+fn warn_on_fs_type_mismatch(name: &str, params: &CbsParams, capabilities: &[pb::VolumeCapability]) {
+    let Some(wanted) = &params.fs_type else {
+        return;
+    };
+    for capability in capabilities {
+        if let Some(pb::volume_capability::AccessType::Mount(mount)) = &capability.access_type
+            && !mount.fs_type.is_empty()
+            && !mount.fs_type.eq_ignore_ascii_case(wanted)
+        {
+            tracing::warn!(volume = %name, fstype = %wanted, capability_fs_type = %mount.fs_type, "the StorageClass's fstype differs from the volume capability's fs_type; the node formats with the capability's");
+        }
+    }
+}
+
 impl<C: CbsApi> ControllerService<C> {
     /// Records the time spent waiting on disk states in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<csi_common::metrics::Metrics>) -> Self {
@@ -170,8 +220,18 @@ impl<C: CbsApi> ControllerService<C> {
             .ok_or_else(|| Error::NotFound(format!("volume {volume_id} does not exist")))
     }
 
-    /// The zone for a new disk: `diskZone`, else the topology's preferred then requisite zones,
-    /// else this controller's zone, else a zone of the region. Checked against the requisite topology when there is one.
+    /// Zone names for zone names or numeric IDs.
+    async fn zone_names(&self, zones: &[String], deadline: Instant) -> Result<Vec<String>> {
+        let mut names = Vec::with_capacity(zones.len());
+        for zone in zones {
+            names.push(self.zones.name_of(zone, Some(deadline)).await?);
+        }
+        Ok(names)
+    }
+
+    /// The zone for a new disk: `diskZone`, else one of `diskZones` (see [`zone_from_list`]),
+    /// else the topology's preferred then requisite zones, else this controller's zone, else a
+    /// zone of the region. Checked against the requisite topology when there is one.
     async fn choose_zone(
         &self,
         name: &str,
@@ -180,6 +240,14 @@ impl<C: CbsApi> ControllerService<C> {
         deadline: Instant,
     ) -> Result<String> {
         let (ordered, requisite) = requirement_zones(requirement);
+        if params.zone.is_none() && !params.zones.is_empty() {
+            let list = self.zone_names(&params.zones, deadline).await?;
+            let preferred = self
+                .zone_names(&preferred_zones(requirement), deadline)
+                .await?;
+            let requisite = self.zone_names(&requisite, deadline).await?;
+            return zone_from_list(name, &list, &preferred, &requisite);
+        }
         let zone = match (&params.zone, ordered.first()) {
             (Some(zone), _) => self.zones.name_of(zone, Some(deadline)).await?,
             (None, Some(zone)) => self.zones.name_of(zone, Some(deadline)).await?,
@@ -223,6 +291,17 @@ impl<C: CbsApi> ControllerService<C> {
             && !zone.bytes().all(|b| b.is_ascii_digit())
         {
             mismatches.push(format!("it is in zone {}", disk.placement.zone));
+        }
+        if !params.zones.is_empty()
+            && !params
+                .zones
+                .iter()
+                .any(|z| *z == disk.placement.zone || z.bytes().all(|b| b.is_ascii_digit()))
+        {
+            mismatches.push(format!(
+                "it is in zone {}, not one of diskZones",
+                disk.placement.zone
+            ));
         }
         // DescribeDisks does not always say which snapshot a disk came from; compare when it does.
         if let Some(snapshot) = snapshot
@@ -273,8 +352,13 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         let req = request.into_inner();
         request::require(&req.name, "name")?;
         check_capabilities(&req.volume_capabilities)?;
-        let mut params = CbsParams::parse(&req.parameters)?;
+        let mut params = CbsParams::parse_with(&req.parameters, self.config.unknown_parameters)?;
+        if !params.ignored.is_empty() {
+            tracing::warn!(volume = %req.name, keys = ?params.ignored, "ignoring StorageClass parameters no CBS driver knows (--unknown-parameters=warn)");
+        }
+        refuse_multi_disk(&params)?;
         MutableParams::parse(&req.mutable_parameters)?.apply(&mut params)?;
+        warn_on_fs_type_mismatch(&req.name, &params, &req.volume_capabilities);
         let Capacity {
             required: required_bytes,
             limit: limit_bytes,
@@ -311,7 +395,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
                 snapshot_id.as_deref(),
             )?;
             return Ok(Response::new(pb::CreateVolumeResponse {
-                volume: Some(volume_proto(&disk, req.volume_content_source)),
+                volume: Some(created_volume(&disk, &params, req.volume_content_source)),
             }));
         }
         if let Some(id) = &snapshot_id {
@@ -386,7 +470,7 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             tracing::warn!(disk = %disk_id, policy = %policy, error = %e, "cannot bind the auto-snapshot policy; the volume is created without it");
         }
         Ok(Response::new(pb::CreateVolumeResponse {
-            volume: Some(volume_proto(&disk, req.volume_content_source)),
+            volume: Some(created_volume(&disk, &params, req.volume_content_source)),
         }))
     }
 

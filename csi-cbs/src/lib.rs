@@ -130,6 +130,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
                 driver_name: driver_name.clone(),
                 attach_timeout: Duration::from_secs(config.attach_timeout_secs),
                 default_zone: zone.clone(),
+                unknown_parameters: common.unknown_parameters,
             },
         )
         .with_metrics(Arc::clone(&metrics));

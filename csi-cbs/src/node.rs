@@ -94,12 +94,34 @@ fn mount_volume(capability: &pb::VolumeCapability) -> Option<&pb::volume_capabil
     }
 }
 
+/// The file system a blank device gets: the capability's, else the volume context's `fstype`
+/// (the StorageClass's unprefixed `fstype`, as Tencent's driver kept it), else [`DEFAULT_FS`].
+fn requested_fs<'a>(
+    capability: &'a pb::VolumeCapability,
+    context: &'a std::collections::HashMap<String, String>,
+) -> Result<&'a str> {
+    if let Some(fs) = mount_volume(capability)
+        .map(|m| m.fs_type.as_str())
+        .filter(|f| !f.is_empty())
+    {
+        return Ok(fs);
+    }
+    match context.get("fstype").map(String::as_str) {
+        None | Some("") => Ok(DEFAULT_FS),
+        Some(fs @ ("ext4" | "ext3" | "xfs")) => Ok(fs),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "volume_context fstype {other:?} is not ext4, ext3 or xfs"
+        ))),
+    }
+}
+
 /// Stages a filesystem volume: format only a blank device, mount, grow when the device is larger.
 fn stage_mount<M: Mounter>(
     mounter: &M,
     device: &Path,
     staging: &Path,
     capability: &pb::VolumeCapability,
+    requested: &str,
 ) -> Result<()> {
     if let Some(existing) = prepare_mount_point(mounter, staging)? {
         if Path::new(&existing.source) == device {
@@ -117,10 +139,6 @@ fn stage_mount<M: Mounter>(
             device.display()
         )));
     }
-    let requested = mount_volume(capability)
-        .map(|m| m.fs_type.as_str())
-        .filter(|f| !f.is_empty())
-        .unwrap_or(DEFAULT_FS);
     let fs_type = match mounter.probe(device)? {
         DeviceContent::Blank => {
             mounter.format(&FormatParams {
@@ -273,6 +291,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
         disk_id(&req.volume_id)?;
+        let fs_type = requested_fs(&capability, &req.volume_context)?.to_owned();
         let guard = self.inflight.acquire(&req.volume_id)?;
         let device = self.wait_for_device(&req.volume_id, deadline).await?;
         let volume_id = req.volume_id.clone();
@@ -282,7 +301,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                     .map_err(io(&staging, "cannot create the staging directory"))?;
                 bind_device(m, &device, &block_staging_file(&staging, &volume_id), false)
             } else {
-                stage_mount(m, &device, &staging, &capability)
+                stage_mount(m, &device, &staging, &capability, &fs_type)
             }
         })
         .await?;

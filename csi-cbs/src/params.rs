@@ -1,12 +1,22 @@
 //! StorageClass parameters and capacity: pure functions from a CSI request to typed arguments.
 //!
-//! Keys are case-insensitive and accept the old driver's aliases; an unknown key is an error that
-//! names it. Sizes are rounded *up* to the disk type's step and minimum (the old driver rounded
-//! down and gave a `100G` claim a 93 GiB disk).
+//! Keys are case-insensitive and accept the old driver's aliases (named in [`keys`]); the old
+//! driver's keys that need more than a value check are parsed in [`legacy`]. A key no CBS driver
+//! ever knew is refused with its name, or under [`UnknownParameters::Warn`] kept aside for the
+//! caller to log. Sizes are rounded *up* to the disk type's step and minimum (the old driver
+//! rounded down and gave a `100G` claim a 93 GiB disk). Nothing here calls the cloud.
 
 use std::collections::HashMap;
 
+use csi_common::cli::UnknownParameters;
 use tcloud::cbs::Tag;
+
+mod keys;
+pub mod legacy;
+
+pub use keys::ParamError;
+use keys::{Key, conflict, invalid};
+pub use legacy::{DeviceMapper, MultiDisk};
 
 pub const GIB: u64 = 1 << 30;
 /// CBS sizes are multiples of this many GiB.
@@ -22,28 +32,6 @@ pub const PV_NAME_KEY: &str = "csi.storage.k8s.io/pv/name";
 pub const TAG_PVC_NAME: &str = "kubernetes.io/created-for/pvc/name";
 pub const TAG_PVC_NAMESPACE: &str = "kubernetes.io/created-for/pvc/namespace";
 pub const TAG_PV_NAME: &str = "kubernetes.io/created-for/pv/name";
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParamError {
-    #[error("unknown StorageClass parameter {0:?}; accepted: {accepted}", accepted = Key::accepted())]
-    Unknown(String),
-    #[error(
-        "mutable parameter {0:?} cannot be changed in place; accepted: diskType, throughputperformance"
-    )]
-    NotMutable(String),
-    #[error("parameter {key} is given twice (as {first:?} and {second:?})")]
-    Duplicate {
-        key: &'static str,
-        first: String,
-        second: String,
-    },
-    #[error("parameter {key}={value:?} is invalid: {reason}")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        reason: String,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
@@ -62,83 +50,19 @@ pub enum SizeError {
     TooLarge { requested_gib: u64 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Key {
-    DiskType,
-    Zone,
-    ChargeType,
-    PrepaidPeriod,
-    RenewFlag,
-    Project,
-    Encrypt,
-    Tags,
-    Throughput,
-    CdcId,
-    AutoSnapshotPolicy,
-}
-
-impl Key {
-    const ALL: [Key; 11] = [
-        Key::DiskType,
-        Key::Zone,
-        Key::ChargeType,
-        Key::PrepaidPeriod,
-        Key::RenewFlag,
-        Key::Project,
-        Key::Encrypt,
-        Key::Tags,
-        Key::Throughput,
-        Key::CdcId,
-        Key::AutoSnapshotPolicy,
-    ];
-
-    /// Every documented name, for the message that refuses an unknown key.
-    fn accepted() -> String {
-        Key::ALL.map(Key::name).join(", ")
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Key::DiskType => "diskType",
-            Key::Zone => "diskZone",
-            Key::ChargeType => "diskChargeType",
-            Key::PrepaidPeriod => "diskChargeTypePrepaidPeriod",
-            Key::RenewFlag => "diskChargePrepaidRenewFlag",
-            Key::Project => "project",
-            Key::Encrypt => "encrypt",
-            Key::Tags => "disktags",
-            Key::Throughput => "throughputperformance",
-            Key::CdcId => "cdcid",
-            Key::AutoSnapshotPolicy => "aspid",
-        }
-    }
-
-    /// Accepted spellings, lower-cased: the documented name and the old driver's alias.
-    fn parse(lower: &str) -> Option<Key> {
-        Some(match lower {
-            "disktype" | "type" => Key::DiskType,
-            "diskzone" | "zone" => Key::Zone,
-            "diskchargetype" | "paymode" => Key::ChargeType,
-            "diskchargetypeprepaidperiod" => Key::PrepaidPeriod,
-            "diskchargeprepaidrenewflag" | "renewflag" => Key::RenewFlag,
-            "project" => Key::Project,
-            "encrypt" => Key::Encrypt,
-            "disktags" => Key::Tags,
-            "throughputperformance" => Key::Throughput,
-            "cdcid" => Key::CdcId,
-            "aspid" => Key::AutoSnapshotPolicy,
-            _ => return None,
-        })
-    }
-}
-
 /// Everything a StorageClass can say about a new disk.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CbsParams {
+    /// A CBS type; `diskType: cbs` (the old "let the driver pick") becomes
+    /// [`legacy::AUTO_DISK_TYPE_PICK`].
     pub disk_type: String,
+    /// `diskZone`: the one zone the disk goes to.
     pub zone: Option<String>,
-    /// `POSTPAID_BY_HOUR` (default) or `PREPAID`.
+    /// `diskZones`: the zones the disk may go to; the controller picks one.
+    pub zones: Vec<String>,
+    /// `POSTPAID_BY_HOUR` (default), `PREPAID`, or `CDCPAID` (whenever `cdcid` is given).
     pub charge_type: String,
+    /// Months, only for `PREPAID` (1 when the class names none).
     pub prepaid_period: Option<u32>,
     pub renew_flag: Option<String>,
     pub project_id: Option<i64>,
@@ -147,6 +71,12 @@ pub struct CbsParams {
     pub throughput_mbps: Option<u64>,
     pub cdc_id: Option<String>,
     pub auto_snapshot_policy: Option<String>,
+    /// `fstype` or `csi.storage.k8s.io/fstype`, lower-cased.
+    pub fs_type: Option<String>,
+    /// `devicemapper` with `devices` (and `level`): a volume of several disks.
+    pub multi_disk: Option<MultiDisk>,
+    /// Keys no CBS driver knows, ignored under [`UnknownParameters::Warn`] (sorted).
+    pub ignored: Vec<String>,
 }
 
 /// Disk types CBS offers, with their minimum size in GiB.
@@ -155,14 +85,6 @@ pub fn min_size_gib(disk_type: &str) -> Option<u64> {
         "CLOUD_BASIC" | "CLOUD_PREMIUM" | "CLOUD_BSSD" => Some(10),
         "CLOUD_SSD" | "CLOUD_HSSD" | "CLOUD_TSSD" => Some(20),
         _ => None,
-    }
-}
-
-fn invalid(key: Key, value: &str, reason: impl Into<String>) -> ParamError {
-    ParamError::Invalid {
-        key: key.name(),
-        value: value.to_owned(),
-        reason: reason.into(),
     }
 }
 
@@ -193,12 +115,26 @@ pub fn parse_tags(key: &'static str, value: &str) -> Result<Vec<Tag>, ParamError
     Ok(tags)
 }
 
+/// Prepaid terms when a class says `PREPAID` and no period, as the old driver did.
+pub const DEFAULT_PREPAID_MONTHS: u32 = 1;
+
 impl CbsParams {
-    /// Parses CreateVolume parameters. Keys under `csi.storage.k8s.io/` belong to Kubernetes: the
-    /// PV/PVC names become tags, the rest are ignored.
+    /// Parses CreateVolume parameters, refusing unknown keys. See [`CbsParams::parse_with`].
     pub fn parse(params: &HashMap<String, String>) -> Result<CbsParams, ParamError> {
+        CbsParams::parse_with(params, UnknownParameters::Refuse)
+    }
+
+    /// Parses CreateVolume parameters. Keys under `csi.storage.k8s.io/` belong to Kubernetes: the
+    /// PV/PVC names become tags, `fstype` is read, the rest are ignored. A key no CBS driver knew
+    /// is refused, or with `unknown` [`UnknownParameters::Warn`] listed in `ignored`.
+    pub fn parse_with(
+        params: &HashMap<String, String>,
+        unknown: UnknownParameters,
+    ) -> Result<CbsParams, ParamError> {
         let mut seen: HashMap<Key, (String, String)> = HashMap::new();
         let mut k8s_tags = Vec::new();
+        let mut k8s_fs_type = None;
+        let mut ignored = Vec::new();
         // Sorted, so errors about duplicates are deterministic.
         let mut entries: Vec<_> = params.iter().collect();
         entries.sort();
@@ -208,6 +144,10 @@ impl CbsParams {
                     "pvc/name" => TAG_PVC_NAME,
                     "pvc/namespace" => TAG_PVC_NAMESPACE,
                     "pv/name" => TAG_PV_NAME,
+                    "fstype" => {
+                        k8s_fs_type = Some(value.trim()).filter(|v| !v.is_empty());
+                        continue;
+                    }
                     _ => continue,
                 };
                 k8s_tags.push(Tag {
@@ -216,8 +156,15 @@ impl CbsParams {
                 });
                 continue;
             }
-            let key = Key::parse(&raw_key.to_ascii_lowercase())
-                .ok_or_else(|| ParamError::Unknown(raw_key.clone()))?;
+            let Some(key) = Key::parse(&raw_key.to_ascii_lowercase()) else {
+                match unknown {
+                    UnknownParameters::Refuse => return Err(ParamError::Unknown(raw_key.clone())),
+                    UnknownParameters::Warn => {
+                        ignored.push(raw_key.clone());
+                        continue;
+                    }
+                }
+            };
             if let Some((first, _)) = seen.get(&key) {
                 return Err(ParamError::Duplicate {
                     key: key.name(),
@@ -233,26 +180,33 @@ impl CbsParams {
                 .filter(|v| !v.is_empty())
         };
 
-        let disk_type = get(Key::DiskType)
+        let mut disk_type = get(Key::DiskType)
             .unwrap_or(DEFAULT_DISK_TYPE)
             .to_ascii_uppercase();
+        if disk_type == legacy::AUTO_DISK_TYPE {
+            disk_type = legacy::AUTO_DISK_TYPE_PICK.to_owned();
+        }
         if min_size_gib(&disk_type).is_none() {
             return Err(invalid(
                 Key::DiskType,
                 &disk_type,
-                "expected CLOUD_PREMIUM, CLOUD_SSD, CLOUD_HSSD, CLOUD_BSSD, CLOUD_TSSD or CLOUD_BASIC",
+                "expected CLOUD_PREMIUM, CLOUD_SSD, CLOUD_HSSD, CLOUD_BSSD, CLOUD_TSSD, CLOUD_BASIC or cbs (the driver picks)",
             ));
         }
-        let charge_type = get(Key::ChargeType)
-            .unwrap_or("POSTPAID_BY_HOUR")
-            .to_ascii_uppercase();
-        if charge_type != "POSTPAID_BY_HOUR" && charge_type != "PREPAID" {
-            return Err(invalid(
-                Key::ChargeType,
-                &charge_type,
-                "expected POSTPAID_BY_HOUR or PREPAID",
+        let zone = get(Key::Zone).map(str::to_owned);
+        let zones = match get(Key::Zones) {
+            None => Vec::new(),
+            Some(v) => legacy::parse_zones(v)?,
+        };
+        if let (Some(one), Some(list)) = (&zone, get(Key::Zones)) {
+            return Err(conflict(
+                (Key::Zone, one),
+                (Key::Zones.name(), list),
+                "give one zone or a list of zones, not both",
             ));
         }
+        let cdc_id = get(Key::CdcId).map(str::to_owned);
+        let charge_type = charge_type(get(Key::ChargeType), cdc_id.as_deref())?;
         let prepaid_period = match get(Key::PrepaidPeriod) {
             None => None,
             Some(v) => match v.parse::<u32>() {
@@ -266,6 +220,9 @@ impl CbsParams {
                 }
             },
         };
+        // Prepaid terms only go with PREPAID; elsewhere the old driver ignored them too.
+        let prepaid_period =
+            (charge_type == "PREPAID").then(|| prepaid_period.unwrap_or(DEFAULT_PREPAID_MONTHS));
         let renew_flag = match get(Key::RenewFlag) {
             None => None,
             Some(v) => {
@@ -284,13 +241,6 @@ impl CbsParams {
                 }
             }
         };
-        if charge_type == "PREPAID" && prepaid_period.is_none() {
-            return Err(ParamError::Invalid {
-                key: Key::PrepaidPeriod.name(),
-                value: String::new(),
-                reason: "required when diskChargeType is PREPAID".into(),
-            });
-        }
         let project_id = match get(Key::Project) {
             None => None,
             Some(v) => Some(v.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
@@ -332,7 +282,8 @@ impl CbsParams {
         };
         Ok(CbsParams {
             disk_type,
-            zone: get(Key::Zone).map(str::to_owned),
+            zone,
+            zones,
             charge_type,
             prepaid_period,
             renew_flag,
@@ -340,9 +291,42 @@ impl CbsParams {
             encrypt,
             tags,
             throughput_mbps,
-            cdc_id: get(Key::CdcId).map(str::to_owned),
+            cdc_id,
             auto_snapshot_policy: get(Key::AutoSnapshotPolicy).map(str::to_owned),
+            fs_type: legacy::fs_type(get(Key::FsType), k8s_fs_type)?,
+            multi_disk: legacy::multi_disk(
+                get(Key::DeviceMapper),
+                get(Key::Devices),
+                get(Key::Level),
+            )?,
+            ignored,
         })
+    }
+}
+
+/// The charge type: `cdcid` makes it `CDCPAID` (as the old driver did, over `POSTPAID_BY_HOUR`);
+/// `CDCPAID` needs `cdcid`, and a prepaid disk cannot be in a CDC.
+fn charge_type(given: Option<&str>, cdc_id: Option<&str>) -> Result<String, ParamError> {
+    let upper = given.map(str::to_ascii_uppercase);
+    match (upper.as_deref(), cdc_id) {
+        (None | Some("POSTPAID_BY_HOUR" | "CDCPAID"), Some(_)) => Ok("CDCPAID".to_owned()),
+        (None, None) => Ok("POSTPAID_BY_HOUR".to_owned()),
+        (Some(c @ ("POSTPAID_BY_HOUR" | "PREPAID")), None) => Ok(c.to_owned()),
+        (Some("PREPAID"), Some(cdc)) => Err(conflict(
+            (Key::ChargeType, "PREPAID"),
+            (Key::CdcId.name(), cdc),
+            "a disk in a CDC is charged CDCPAID; drop one of them",
+        )),
+        (Some("CDCPAID"), None) => Err(invalid(
+            Key::ChargeType,
+            "CDCPAID",
+            "needs cdcid, the CDC the disk goes to",
+        )),
+        (Some(other), _) => Err(invalid(
+            Key::ChargeType,
+            other,
+            "expected POSTPAID_BY_HOUR, PREPAID or CDCPAID (with cdcid)",
+        )),
     }
 }
 
@@ -452,18 +436,6 @@ pub fn size_gib(disk_type: &str, required_bytes: u64, limit_bytes: u64) -> Resul
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_documented_key_parses_and_is_named_when_refusing_another() {
-        for key in Key::ALL {
-            assert_eq!(Key::parse(&key.name().to_ascii_lowercase()), Some(key));
-        }
-        let err = ParamError::Unknown("sizeGB".into()).to_string();
-        assert!(err.contains("\"sizeGB\""), "{err}");
-        for key in Key::ALL {
-            assert!(err.contains(key.name()), "{err} lacks {}", key.name());
-        }
-    }
-
     use proptest::prelude::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<CbsParams, ParamError> {
@@ -495,8 +467,8 @@ mod tests {
             ("project", "1001"),
             ("encrypt", "ENCRYPT"),
             ("disktags", "team:storage, env:prod"),
-            ("cdcid", "cluster-1"),
             ("aspid", "asp-123"),
+            ("FSType", "XFS"),
             ("csi.storage.k8s.io/pvc/name", "data"),
             ("csi.storage.k8s.io/pvc/namespace", "default"),
             ("csi.storage.k8s.io/pv/name", "pvc-1"),
@@ -527,8 +499,19 @@ mod tests {
                 (TAG_PVC_NAMESPACE, "default"),
             ]
         );
-        assert_eq!(p.cdc_id.as_deref(), Some("cluster-1"));
+        assert_eq!(p.cdc_id, None);
         assert_eq!(p.auto_snapshot_policy.as_deref(), Some("asp-123"));
+        assert_eq!(p.fs_type.as_deref(), Some("xfs"));
+        assert_eq!((p.multi_disk, p.zones.len()), (None, 0));
+
+        let p = parse(&[("Type", "CBS"), ("diskZones", "ap-shanghai-1,200002")]).unwrap();
+        assert_eq!(p.disk_type, legacy::AUTO_DISK_TYPE_PICK);
+        assert_eq!(p.zones, ["ap-shanghai-1", "200002"]);
+        let p = parse(&[("cdcid", "cluster-1")]).unwrap();
+        assert_eq!(
+            (p.charge_type.as_str(), p.cdc_id.as_deref()),
+            ("CDCPAID", Some("cluster-1"))
+        );
     }
 
     #[test]
@@ -551,8 +534,31 @@ mod tests {
                 "parameter diskChargeType=\"FREE\" is invalid",
             ),
             (
-                &[("diskChargeType", "PREPAID")],
-                "diskChargeTypePrepaidPeriod=\"\" is invalid: required when",
+                &[("diskChargeType", "PREPAID"), ("cdcid", "cluster-1")],
+                "parameters diskChargeType=\"PREPAID\" and cdcid=\"cluster-1\" conflict",
+            ),
+            (
+                &[("diskChargeType", "CDCPAID")],
+                "parameter diskChargeType=\"CDCPAID\" is invalid: needs cdcid",
+            ),
+            (
+                &[
+                    ("diskZone", "ap-shanghai-1"),
+                    ("diskZones", "ap-shanghai-2"),
+                ],
+                "parameters diskZone=\"ap-shanghai-1\" and diskZones=\"ap-shanghai-2\" conflict",
+            ),
+            (
+                &[("diskZones", ",")],
+                "parameter diskZones=\",\" is invalid",
+            ),
+            (
+                &[("fstype", "ext4"), ("csi.storage.k8s.io/fstype", "xfs")],
+                "parameters fstype=\"ext4\" and csi.storage.k8s.io/fstype=\"xfs\" conflict",
+            ),
+            (
+                &[("devicemapper", "LVM")],
+                "parameter devices=\"\" is invalid",
             ),
             (&[("diskChargeTypePrepaidPeriod", "13")], "expected months"),
             (
@@ -578,6 +584,26 @@ mod tests {
         }
         let p = parse(&[("diskType", "CLOUD_HSSD"), ("throughputperformance", "100")]).unwrap();
         assert_eq!(p.throughput_mbps, Some(100));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_or_set_aside_under_warn() {
+        let params: HashMap<String, String> =
+            [("diskSize", "10"), ("Zone", "ap-shanghai-1"), ("bogus", "")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
+        let err = CbsParams::parse(&params).unwrap_err();
+        assert_eq!(
+            err,
+            ParamError::Unknown("bogus".into()),
+            "the first unknown key, sorted"
+        );
+        let p = CbsParams::parse_with(&params, UnknownParameters::Warn).unwrap();
+        assert_eq!(p.ignored, ["bogus", "diskSize"]);
+        assert_eq!(p.zone.as_deref(), Some("ap-shanghai-1"));
+        // Warn never loosens a known key's value.
+        let bad: HashMap<String, String> = [("diskType".to_owned(), "FLOPPY".to_owned())].into();
+        assert!(CbsParams::parse_with(&bad, UnknownParameters::Warn).is_err());
     }
 
     #[test]

@@ -628,6 +628,48 @@ async fn stage_formats_a_blank_device_with_the_requested_filesystem() {
     }
 }
 
+/// The StorageClass's unprefixed `fstype` (in the volume context, as Tencent's driver kept it)
+/// formats a blank device when the capability names no file system; the capability wins.
+#[tokio::test]
+async fn the_volume_contexts_fstype_formats_when_the_capability_names_none() {
+    for (capability_fs, context_fs, want) in [
+        ("", Some("xfs"), Ok("xfs")),
+        ("", Some("ext3"), Ok("ext3")),
+        ("ext4", Some("xfs"), Ok("ext4")),
+        ("", None, Ok("ext4")),
+        (
+            "",
+            Some("btrfs"),
+            Err("volume_context fstype \"btrfs\" is not ext4, ext3 or xfs"),
+        ),
+    ] {
+        let node = Fixture::new();
+        let device = node.attach("vdb", VOL, 10 * GIB, DeviceContent::Blank);
+        let staging = node.staging(VOL);
+        let mut request = stage_req(VOL, &staging, writer(capability_fs));
+        if let Some(fs) = context_fs {
+            request.volume_context.insert("fstype".into(), fs.into());
+        }
+        let staged = node.service.node_stage_volume(Request::new(request)).await;
+        match want {
+            Ok(fs) => {
+                staged.unwrap_or_else(|e| panic!("{capability_fs:?}/{context_fs:?}: {e:?}"));
+                assert_eq!(
+                    node.fake.device(&device).unwrap().content,
+                    DeviceContent::Filesystem(fs.into()),
+                    "{capability_fs:?}/{context_fs:?}"
+                );
+            }
+            Err(message) => {
+                let status = staged.unwrap_err();
+                assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                assert!(status.message().contains(message), "{}", status.message());
+                assert_eq!(node.fake.calls(FakeOp::Format), 0, "nothing formatted");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn stage_never_formats_a_device_with_a_filesystem() {
     let cases = [
