@@ -14,8 +14,27 @@ use std::time::Duration;
 
 use crate::config::{MIB, MountConfig, parse_size};
 
-/// Why csi-cos refuses cosfs's disk cache options.
-const NO_DISK_CACHE: &str = "csi-cos keeps no disk cache; use csi-goosefs for a node-local cache";
+mod kind;
+mod render;
+
+pub use render::{help, readme_table};
+
+/// Why csi-cos drops cosfs's disk cache options (with a warning naming them).
+const NO_DISK_CACHE: &str =
+    "cos-fuse keeps no disk cache of cosfs's kind; csi-goosefs serves a node-local cache";
+
+/// Why csi-cos drops cosfs's own retry and connection tuning (with a warning naming them).
+const COSFS_REQUESTS: &str =
+    "it tunes cosfs's HTTP machinery; cos-fuse times out, retries and backs off on its own";
+
+/// Why csi-cos drops cosfs's upload and copy strategy options (with a warning naming them).
+const COSFS_UPLOADS: &str = "it picks cosfs's upload or copy strategy; cos-fuse has its own";
+
+/// Why csi-cos drops libfuse's tuning options (with a warning naming them).
+const LIBFUSE_TUNING: &str = "it tunes libfuse's kernel interface; cos-fuse sets its own";
+
+/// Why csi-cos drops cosfs's debugging and logging options (with a warning naming them).
+const COSFS_LOGS: &str = "cosfs's debugging output; cos-fuse logs to the FUSE host's log";
 
 /// Why csi-cos drops the options only /etc/fstab and mount(8) use.
 const FSTAB_ONLY: &str = "an /etc/fstab option for mount(8); a volume is not in fstab";
@@ -201,26 +220,194 @@ pub static OPTIONS: &[MountOption] = &[
         help: "Space of all staging files together (default 16GiB): past it a write fails with \
                ENOSPC, and a larger file with EFBIG.",
     },
+    cosfs_only(
+        "use_cache",
+        Kind::Path,
+        NO_DISK_CACHE,
+        "cosfs's disk cache directory; cos-fuse's block cache is `--cache-dir`.",
+    ),
+    cosfs_only(
+        "del_cache",
+        Kind::Flag,
+        NO_DISK_CACHE,
+        "cosfs empties its disk cache at start and exit.",
+    ),
+    cosfs_only(
+        "check_cache_dir_exist",
+        Kind::Flag,
+        NO_DISK_CACHE,
+        "cosfs checks at start that its disk cache directory exists.",
+    ),
+    cosfs_only(
+        "enable_noobj_cache",
+        Kind::Flag,
+        NO_DISK_CACHE,
+        "cosfs caches \"no such object\" answers; cos-fuse always does, for `stat_cache_expire`.",
+    ),
+    cosfs_only(
+        "retries",
+        Kind::Integer,
+        COSFS_REQUESTS,
+        "How often cosfs retries a failed request.",
+    ),
+    cosfs_only(
+        "connect_timeout",
+        Kind::Seconds,
+        COSFS_REQUESTS,
+        "cosfs's connection timeout.",
+    ),
+    cosfs_only(
+        "multireq_max",
+        Kind::Integer,
+        COSFS_REQUESTS,
+        "cosfs's parallel requests when it lists a directory.",
+    ),
+    cosfs_only(
+        "nodnscache",
+        Kind::Flag,
+        COSFS_REQUESTS,
+        "cosfs does not cache DNS answers.",
+    ),
+    cosfs_only(
+        "nosscache",
+        Kind::Flag,
+        COSFS_REQUESTS,
+        "cosfs does not share TLS sessions between connections.",
+    ),
+    cosfs_only(
+        "nomultipart",
+        Kind::Flag,
+        COSFS_UPLOADS,
+        "cosfs uploads every file in one request.",
+    ),
+    cosfs_only(
+        "singlepart_copy_limit",
+        Kind::Size(Unit::MiB),
+        COSFS_UPLOADS,
+        "The largest object cosfs copies in one request.",
+    ),
+    cosfs_only(
+        "nocopyapi",
+        Kind::Flag,
+        COSFS_UPLOADS,
+        "cosfs changes attributes by uploading again rather than copying.",
+    ),
+    cosfs_only(
+        "norenameapi",
+        Kind::Flag,
+        COSFS_UPLOADS,
+        "cosfs renames by uploading again rather than copying.",
+    ),
+    cosfs_only(
+        "complement_stat",
+        Kind::Flag,
+        COSFS_UPLOADS,
+        "cosfs makes up modes for objects without them; cos-fuse gives every object the `umask` mode.",
+    ),
+    cosfs_only(
+        "kernel_cache",
+        Kind::Flag,
+        LIBFUSE_TUNING,
+        "libfuse keeps the kernel's page cache across opens.",
+    ),
+    cosfs_only(
+        "auto_cache",
+        Kind::Flag,
+        LIBFUSE_TUNING,
+        "libfuse drops the kernel's page cache when a file's time changes.",
+    ),
+    cosfs_only(
+        "direct_io",
+        Kind::Flag,
+        LIBFUSE_TUNING,
+        "libfuse bypasses the kernel's page cache.",
+    ),
+    cosfs_only(
+        "big_writes",
+        Kind::Flag,
+        LIBFUSE_TUNING,
+        "libfuse 2 writes more than 4KiB at once (always so with cos-fuse).",
+    ),
+    cosfs_only(
+        "max_write",
+        Kind::Integer,
+        LIBFUSE_TUNING,
+        "libfuse's largest write request, in bytes.",
+    ),
+    cosfs_only(
+        "max_read",
+        Kind::Integer,
+        LIBFUSE_TUNING,
+        "libfuse's largest read request, in bytes.",
+    ),
+    cosfs_only(
+        "max_background",
+        Kind::Integer,
+        LIBFUSE_TUNING,
+        "libfuse's background requests in flight.",
+    ),
+    cosfs_only(
+        "congestion_threshold",
+        Kind::Integer,
+        LIBFUSE_TUNING,
+        "libfuse's background requests before the kernel holds back.",
+    ),
+    cosfs_only(
+        "attr_timeout",
+        Kind::Seconds,
+        LIBFUSE_TUNING,
+        "libfuse's attribute timeout; cos-fuse's is `stat_cache_expire`.",
+    ),
+    cosfs_only(
+        "entry_timeout",
+        Kind::Seconds,
+        LIBFUSE_TUNING,
+        "libfuse's name timeout; cos-fuse's is `stat_cache_expire`.",
+    ),
+    cosfs_only(
+        "negative_timeout",
+        Kind::Seconds,
+        LIBFUSE_TUNING,
+        "libfuse's \"no such file\" timeout; cos-fuse's is `stat_cache_expire`.",
+    ),
+    cosfs_only(
+        "curldbg",
+        Kind::Flag,
+        COSFS_LOGS,
+        "cosfs logs its HTTP traffic.",
+    ),
+    cosfs_only("logfile", Kind::Path, COSFS_LOGS, "The file cosfs logs to."),
+    cosfs_only(
+        "instance_name",
+        Kind::Text("NAME"),
+        COSFS_LOGS,
+        "The name cosfs logs under.",
+    ),
+    cosfs_only(
+        "tmpdir",
+        Kind::Path,
+        NO_DISK_CACHE,
+        "cosfs's directory of temporary files; cos-fuse's is `staging_dir`.",
+    ),
     MountOption {
-        name: "use_cache",
+        name: "use_sse",
         aliases: &[],
-        sets: Sets::NotServed(Kind::Path),
-        csi: Csi::Refused(NO_DISK_CACHE),
-        help: "cosfs's disk cache; cos-fuse's block cache is `--cache-dir`.",
+        sets: Sets::NotServed(Kind::Text("TYPE")),
+        csi: Csi::Refused(
+            "cos-fuse does not ask COS for server-side encryption: objects would be stored \
+             unencrypted",
+        ),
+        help: "cosfs asks COS to encrypt what it uploads (SSE-COS, SSE-KMS, SSE-C).",
     },
     MountOption {
-        name: "del_cache",
+        name: "enable_content_md5",
         aliases: &[],
         sets: Sets::NotServed(Kind::Flag),
-        csi: Csi::Refused(NO_DISK_CACHE),
-        help: "cosfs empties its disk cache at start and exit.",
-    },
-    MountOption {
-        name: "check_cache_dir_exist",
-        aliases: &[],
-        sets: Sets::NotServed(Kind::Flag),
-        csi: Csi::Refused(NO_DISK_CACHE),
-        help: "cosfs checks at start that its disk cache directory exists.",
+        csi: Csi::Refused(
+            "cos-fuse sends no Content-MD5 with uploads: the integrity check asked for would \
+             not happen",
+        ),
+        help: "cosfs sends each upload's MD5 for COS to check.",
     },
     MountOption {
         name: "passwd_file",
@@ -305,6 +492,23 @@ const KERNEL_FLAGS: &str = "the node plugin sets the kernel mount's flags";
 
 /// Why csi-cos refuses `url` and `endpoint` in `additional_args`.
 const URL_REASON: &str = "the endpoint comes from the `url` attribute";
+
+/// A row for a cosfs option that only tunes cosfs's (or libfuse's) own machinery: `cos-fuse
+/// mount` does not take it; csi-cos accepts it with any value, drops it and names it in a warning.
+const fn cosfs_only(
+    name: &'static str,
+    kind: Kind,
+    why: &'static str,
+    help: &'static str,
+) -> MountOption {
+    MountOption {
+        name,
+        aliases: &[],
+        sets: Sets::NotServed(kind),
+        csi: Csi::Ignored(why),
+        help,
+    }
+}
 
 /// A row for an option only /etc/fstab and mount(8) use: cos-fuse takes it as a flag and does
 /// nothing; csi-cos drops it.
@@ -392,7 +596,8 @@ impl Unit {
 pub enum Csi {
     /// Accepted and passed on to `cos-fuse mount`.
     Acts,
-    /// Accepted with any value and dropped: it would change nothing, for this reason.
+    /// Accepted with any value, dropped and named in csi-cos's warning: it would change nothing,
+    /// for this reason.
     Ignored(&'static str),
     /// Refused, for this reason.
     Refused(&'static str),
@@ -419,54 +624,6 @@ pub enum OptionError {
         expected: &'static str,
         placeholder: &'static str,
     },
-}
-
-impl Kind {
-    /// What stands for the value in `name=VALUE` (also in error messages).
-    pub fn placeholder(self) -> &'static str {
-        match self {
-            Kind::Flag => "",
-            Kind::Integer | Kind::Id => "N",
-            Kind::Mode => "022",
-            Kind::Size(Unit::KiB) => "KiB",
-            Kind::Size(Unit::MiB) => "MiB",
-            Kind::Seconds => "SECONDS",
-            Kind::Path => "PATH",
-            Kind::Text(placeholder) => placeholder,
-        }
-    }
-
-    /// What a value must be, after "needs".
-    fn expected(self) -> &'static str {
-        match self {
-            Kind::Flag => "no value",
-            Kind::Integer => "a whole number",
-            Kind::Id => "a whole number up to 4294967295",
-            Kind::Mode => "an octal mode up to 777",
-            Kind::Size(Unit::KiB) => "a size: a whole number of KiB, or with a unit (512KiB, 4MiB)",
-            Kind::Size(Unit::MiB) => {
-                "a size: a whole number of MiB, or with a unit (512MiB, 20GiB)"
-            }
-            Kind::Seconds => "a whole number of seconds",
-            Kind::Path => "a path",
-            Kind::Text(_) => "a value",
-        }
-    }
-
-    /// The kind in a word or two, for the README.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Kind::Flag => "flag",
-            Kind::Integer => "integer",
-            Kind::Id => "user or group ID",
-            Kind::Mode => "octal mask",
-            Kind::Size(Unit::KiB) => "size (KiB, or 4MiB)",
-            Kind::Size(Unit::MiB) => "size (MiB, or 20GiB)",
-            Kind::Seconds => "seconds",
-            Kind::Path => "path",
-            Kind::Text(_) => "text",
-        }
-    }
 }
 
 impl Sets {
@@ -599,54 +756,6 @@ pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<MountConfig
     Ok(config)
 }
 
-/// The options `cos-fuse mount -o` takes, a line each, for `--help`.
-pub fn help() -> String {
-    let lines: Vec<String> = OPTIONS
-        .iter()
-        .filter(|o| o.served())
-        .map(|o| format!("{:<26} {}", o.usage(), o.help))
-        .collect();
-    lines.join("\n")
-}
-
-/// The README's table of options (csi-cos section), header included, a line per row: a row per
-/// option, then one for every other name.
-pub fn readme_table() -> Vec<String> {
-    let mut lines = vec![
-        "| option | value | cos-fuse | csi-cos `additional_args` |".to_owned(),
-        "|---|---|---|---|".to_owned(),
-    ];
-    for option in OPTIONS {
-        let mut names = format!("`{}`", option.usage());
-        for alias in option.aliases {
-            names.push_str(&format!(", `{alias}`"));
-        }
-        let effect = if option.served() {
-            option.help.to_owned()
-        } else {
-            format!("not a cos-fuse option: {}", option.help)
-        };
-        lines.push(format!(
-            "| {names} | {} | {effect} | {} |",
-            option.kind().describe(),
-            csi_cell(option.csi)
-        ));
-    }
-    lines.push(format!(
-        "| anything else | | refused as unknown | {} |",
-        csi_cell(Csi::UNKNOWN)
-    ));
-    lines
-}
-
-fn csi_cell(csi: Csi) -> String {
-    match csi {
-        Csi::Acts => "accepted".to_owned(),
-        Csi::Ignored(why) => format!("accepted, changes nothing: {why}"),
-        Csi::Refused(why) => format!("refused: {why}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,7 +781,7 @@ mod tests {
                     && option
                         .name
                         .chars()
-                        .all(|c| c.is_ascii_lowercase() || c == '_'),
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{}: names are lower_case",
                 option.name
             );
@@ -684,7 +793,7 @@ mod tests {
                     option.name
                 );
             }
-            let texts = [option.help, csi_cell(option.csi).as_str()].concat();
+            let texts = [option.help, render::csi_cell(option.csi).as_str()].concat();
             assert!(
                 !texts.contains('|'),
                 "{}: `|` would split the README's cell",
@@ -846,6 +955,36 @@ mod tests {
         }
         assert_eq!(csi_answer("endpoint"), csi_answer("url"));
         assert_eq!(csi_answer("no_such_option"), Csi::UNKNOWN);
+    }
+
+    #[test]
+    fn cosfs_tuning_is_dropped_by_csi_cos_and_security_options_are_refused() {
+        for name in [
+            "use_cache",
+            "del_cache",
+            "retries",
+            "connect_timeout",
+            "multireq_max",
+            "nomultipart",
+            "kernel_cache",
+            "attr_timeout",
+            "curldbg",
+            "tmpdir",
+        ] {
+            assert!(matches!(csi_answer(name), Csi::Ignored(_)), "{name}");
+            assert!(
+                matches!(parsed(&[name]), Err(OptionError::Unknown { .. })),
+                "{name}: cos-fuse itself does not take it"
+            );
+        }
+        for name in [
+            "use_sse",
+            "enable_content_md5",
+            "passwd_file",
+            "staging_dir",
+        ] {
+            assert!(matches!(csi_answer(name), Csi::Refused(_)), "{name}");
+        }
     }
 
     #[test]

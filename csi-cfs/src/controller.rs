@@ -299,15 +299,28 @@ impl<C: CfsApi, M: Mounter + 'static> pb::controller_server::Controller
         }
         let params =
             CfsParams::parse_with(&req.parameters, &self.config.defaults).map_err(Error::from)?;
+        if !params.ignored.is_empty() {
+            tracing::warn!(
+                volume = req.name,
+                ignored = params.ignored.join(", "),
+                "StorageClass parameters ignored"
+            );
+        }
         let capacity = Capacity::parse(req.capacity_range.as_ref())?.nominal();
         let _guard = self.inflight.acquire(&req.name)?;
-        let volume = if params.shared {
+        let mut volume = if params.shared {
             self.create_subdir(&req.name, &params, capacity, deadline)
                 .await?
         } else {
             self.create_whole(&req.name, &params, capacity, deadline)
                 .await?
         };
+        // Tencent's controller handed its StorageClass's `options` to every volume's node.
+        if let Some(options) = &params.options {
+            volume
+                .volume_context
+                .insert("options".to_owned(), options.clone());
+        }
         Ok(Response::new(pb::CreateVolumeResponse {
             volume: Some(volume),
         }))

@@ -145,7 +145,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         let controller = turbo_controller::TurboController::new(
             Arc::clone(&mounter),
             roots::Roots::new(config.controller_dir.clone(), nfs.clone()),
-        );
+        )
+        .with_unknown_parameters(common.unknown_parameters);
         routes = routes.add_service(controller.into_server());
     } else if common.mode.controller() {
         let cloud = common
@@ -168,6 +169,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 defaults: params::Defaults {
                     vpc_id: config.default_vpc_id.clone(),
                     subnet_id: config.default_subnet_id.clone(),
+                    unknown_parameters: common.unknown_parameters,
                 },
             },
         )

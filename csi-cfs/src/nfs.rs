@@ -54,7 +54,7 @@ fn option_key(option: &str) -> &str {
 }
 
 impl NfsSource {
-    /// Reads the volume context (static PVs and our own volumes alike).
+    /// Reads the volume context (static PVs and our own volumes alike), its keys lower-case.
     pub fn from_context(context: &HashMap<String, String>) -> Result<NfsSource, String> {
         let host = context
             .get("host")
@@ -79,15 +79,18 @@ impl NfsSource {
                 "volume attribute path {path:?} must be absolute and must not contain .."
             ));
         }
-        let vers = match context.get("vers").map(|v| v.trim()) {
-            None | Some("") | Some("4") | Some("4.0") => 4,
-            Some("3") => 3,
-            Some(other) => return Err(format!("volume attribute vers {other:?} must be 3 or 4")),
-        };
         let fsid = context
             .get("fsid")
             .map(|f| f.trim().to_owned())
             .filter(|f| !f.is_empty());
+        // Without `vers`, an `fsid` means NFSv3, as Tencent's node read it: the PVs its
+        // controller made carry `fsid` and no `vers`.
+        let vers = match context.get("vers").map(|v| v.trim()) {
+            None | Some("") if fsid.is_some() => 3,
+            None | Some("") | Some("4") | Some("4.0") => 4,
+            Some("3") => 3,
+            Some(other) => return Err(format!("volume attribute vers {other:?} must be 3 or 4")),
+        };
         if let Some(fsid) = &fsid
             && !fsid.bytes().all(|b| b.is_ascii_alphanumeric())
         {

@@ -77,13 +77,33 @@ impl<M: Mounter + 'static> NodeService<M> {
     }
 }
 
+/// The volume context with lower-cased keys: Tencent's nodes lower-cased attribute keys, so a PV
+/// may say `Host` or `FSID`. Two spellings of one key with different values are refused (which
+/// one the old node used was up to chance).
+fn lowered(context: &HashMap<String, String>) -> Result<HashMap<String, String>> {
+    let mut out: HashMap<String, String> = HashMap::with_capacity(context.len());
+    for (key, value) in context {
+        let lower = key.to_ascii_lowercase();
+        if let Some(other) = out.get(&lower)
+            && other.trim() != value.trim()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "volume attribute {key:?} is given twice (keys are case-insensitive) with two values"
+            )));
+        }
+        out.insert(lower, value.clone());
+    }
+    Ok(out)
+}
+
 fn source_of(
     flavor: crate::params::Flavor,
     context: &HashMap<String, String>,
 ) -> Result<NfsSource> {
+    let context = lowered(context)?;
     match flavor {
-        crate::params::Flavor::Cfs => NfsSource::from_context(context),
-        crate::params::Flavor::Turbo => crate::turbo::source_from_context(context),
+        crate::params::Flavor::Cfs => NfsSource::from_context(&context),
+        crate::params::Flavor::Turbo => crate::turbo::source_from_context(&context),
     }
     .map_err(Error::InvalidArgument)
 }
@@ -261,5 +281,137 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             max_volumes_per_node: 0,
             accessible_topology: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::nfs::NfsMounter;
+    use crate::params::Flavor;
+
+    fn context(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// The attributes of every CFS PV in Tencent's examples and the TKE documentation, and the
+    /// exact `mount` argument vector each becomes (no mount flags, read-write).
+    #[test]
+    fn tencents_cfs_pvs_mount_as_the_old_node_mounted_them() {
+        /// (what, attributes, `mount` arguments)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let table: &[Case] = &[
+            (
+                "deploy/cfs/examples/static-allinone.yaml",
+                &[("host", "10.0.0.116"), ("path", "/")],
+                &[
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "vers=4,hard,timeo=600,retrans=2",
+                    "10.0.0.116:/",
+                    "/t",
+                ],
+            ),
+            (
+                // What the old controller returned for deploy/cfs/examples/dynamic-provison-allinone.yaml:
+                // the StorageClass's parameters plus host and fsid, and no vers: NFSv3.
+                "a PV of the old controller",
+                &[
+                    ("vpcid", "vpc-xxxxxxxx"),
+                    ("subnetid", "subnet-xxxxxxxx"),
+                    ("resourcetags", "a:b,c:d"),
+                    ("host", "10.0.0.116"),
+                    ("fsid", "fsid1234"),
+                ],
+                &[
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "vers=3,noresvport,nolock,proto=tcp,hard,timeo=600,retrans=2",
+                    "10.0.0.116:/fsid1234",
+                    "/t",
+                ],
+            ),
+            (
+                "TKE static PV (002:35115)",
+                &[
+                    ("fsid", "XXXXXX"),
+                    ("host", "192.168.1.2"),
+                    ("path", "/"),
+                    ("vers", "3"),
+                ],
+                &[
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "vers=3,noresvport,nolock,proto=tcp,hard,timeo=600,retrans=2",
+                    "192.168.1.2:/XXXXXX",
+                    "/t",
+                ],
+            ),
+            (
+                "TKE static PV with vers 4 and an fsid",
+                &[
+                    ("fsid", "XXXXXX"),
+                    ("host", "192.168.1.2"),
+                    ("path", "/data"),
+                    ("vers", "4"),
+                ],
+                &[
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "vers=4,noresvport,hard,timeo=600,retrans=2",
+                    "192.168.1.2:/data",
+                    "/t",
+                ],
+            ),
+            (
+                "keys in any case, a subdirectory and options",
+                &[
+                    ("Host", "10.0.0.9"),
+                    ("FSID", "ab12"),
+                    ("Path", "/sub/"),
+                    ("Options", "rsize=1048576,wsize=1048576"),
+                ],
+                &[
+                    "-t",
+                    "nfs",
+                    "-o",
+                    "vers=3,noresvport,nolock,proto=tcp,hard,timeo=600,retrans=2,rsize=1048576,wsize=1048576",
+                    "10.0.0.9:/ab12/sub",
+                    "/t",
+                ],
+            ),
+        ];
+        for (name, attributes, args) in table {
+            let source = source_of(Flavor::Cfs, &context(attributes))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                NfsMounter::kernel_args(&source, Path::new("/t"), &[], false),
+                *args,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_spellings_of_one_attribute_must_agree() {
+        let same = context(&[("host", "h"), ("HOST", "h")]);
+        assert!(source_of(Flavor::Cfs, &same).is_ok());
+        let two = context(&[("host", "h1"), ("Host", "h2")]);
+        let err = source_of(Flavor::Cfs, &two).unwrap_err().to_string();
+        assert!(err.contains("case-insensitive"), "{err}");
+        let turbo = context(&[("HOST", "10.0.0.1"), ("FsId", "f1"), ("Proto", "nfs")]);
+        assert_eq!(
+            source_of(Flavor::Turbo, &turbo).unwrap().device(),
+            "10.0.0.1:/f1/cfs"
+        );
     }
 }

@@ -1,7 +1,14 @@
 //! CFS StorageClass parameters, the subdirectory pattern of shared-instance mode, and the volume ID.
 //! Pure functions, tested by tables and properties.
+//!
+//! Keys are case-insensitive (Tencent's controller lower-cased them). Keys Tencent's drivers knew
+//! but that mean nothing for a new volume ([`LEGACY_KEYS`]) are accepted and named in
+//! [`CfsParams::ignored`]; a key no driver ever knew is refused, or with `--unknown-parameters
+//! warn` named there too. Callers log what is ignored, once per call; nothing here logs.
 
 use std::collections::HashMap;
+
+pub use csi_common::cli::UnknownParameters;
 
 use tcloud::cfs::ResourceTag;
 
@@ -49,13 +56,17 @@ pub enum Flavor {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
     #[error(
-        "unknown StorageClass parameter {0:?}; accepted: vpcid, subnetid, zone, pgroupid, storagetype, resourcetags, vers, subdir-share, subdir-pattern, on-delete"
+        "unknown StorageClass parameter {0:?}; accepted: vpcid, subnetid, zone, pgroupid, storagetype, resourcetags, vers, options, subdir-share, subdir-pattern, on-delete (and Tencent's host, fsid, path); --unknown-parameters warn ignores unknown keys"
     )]
     Unknown(String),
     #[error(
-        "unknown StorageClass parameter {0:?}; accepted: host, fsid, proto, rootdir, options, subdir-pattern, on-delete"
+        "unknown StorageClass parameter {0:?}; accepted: host, fsid, proto, rootdir, options, subdir-pattern, on-delete (and Tencent's path); --unknown-parameters warn ignores unknown keys"
     )]
     UnknownTurbo(String),
+    #[error(
+        "StorageClass parameter {0:?} is given twice (keys are case-insensitive) with two values"
+    )]
+    Twice(String),
     #[error("parameter {key} is required{why}")]
     Missing {
         key: &'static str,
@@ -87,6 +98,67 @@ pub struct CfsParams {
     pub pvc_name: Option<String>,
     pub pvc_namespace: Option<String>,
     pub pv_name: Option<String>,
+    /// `options`: NFS mount options every volume's `options` attribute carries (Tencent's
+    /// controller copied the StorageClass's parameters into each volume's attributes).
+    pub options: Option<String>,
+    /// Keys accepted and ignored, each with why, for one warning.
+    pub ignored: Vec<String>,
+}
+
+/// StorageClass keys Tencent's CFS controller passed on to its volumes that mean nothing for a
+/// new file system, with why they are ignored.
+pub const LEGACY_KEYS: &[(&str, &str)] = &[
+    (
+        "host",
+        "Tencent's controller replaced it with the new file system's mount target",
+    ),
+    (
+        "fsid",
+        "Tencent's controller replaced it with the new file system's FSID",
+    ),
+    (
+        "path",
+        "a new file system has nothing under its root to mount",
+    ),
+];
+
+/// What a key no CFS driver knew gets, for [`ParamError::Unknown`] or the warning.
+pub(crate) fn unknown_key(
+    key: &str,
+    policy: UnknownParameters,
+    ignored: &mut Vec<String>,
+    error: impl FnOnce(String) -> ParamError,
+) -> Result<(), ParamError> {
+    match policy {
+        UnknownParameters::Refuse => Err(error(key.to_owned())),
+        UnknownParameters::Warn => {
+            ignored.push(format!("{key} (no CFS driver knows it)"));
+            Ok(())
+        }
+    }
+}
+
+/// Sorted keys of `params`, so errors and warnings come out the same on every call.
+pub(crate) fn sorted_keys(params: &HashMap<String, String>) -> Vec<&String> {
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    keys
+}
+
+/// `options` of a StorageClass or PV: comma-separated mount options, none with spaces.
+pub(crate) fn check_options(value: &str) -> Result<String, String> {
+    let items: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if items
+        .iter()
+        .any(|o| o.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err("expected comma-separated mount options without spaces".into());
+    }
+    Ok(items.join(","))
 }
 
 pub const DEFAULT_PATTERN: &str = "${pv.metadata.name}";
@@ -96,6 +168,8 @@ pub const DEFAULT_PATTERN: &str = "${pv.metadata.name}";
 pub struct Defaults {
     pub vpc_id: Option<String>,
     pub subnet_id: Option<String>,
+    /// What a key no driver ever knew gets (`--unknown-parameters`).
+    pub unknown_parameters: UnknownParameters,
 }
 
 impl CfsParams {
@@ -110,7 +184,9 @@ impl CfsParams {
     ) -> Result<CfsParams, ParamError> {
         let mut lower: HashMap<String, String> = HashMap::new();
         let (mut pvc_name, mut pvc_namespace, mut pv_name) = (None, None, None);
-        for (key, value) in params {
+        let mut ignored = Vec::new();
+        for key in sorted_keys(params) {
+            let value = &params[key];
             match key.as_str() {
                 "csi.storage.k8s.io/pvc/name" => pvc_name = Some(value.clone()),
                 "csi.storage.k8s.io/pvc/namespace" => pvc_namespace = Some(value.clone()),
@@ -118,7 +194,7 @@ impl CfsParams {
                 k if k.starts_with("csi.storage.k8s.io/") => {}
                 k => {
                     let k = k.to_ascii_lowercase();
-                    const KNOWN: [&str; 10] = [
+                    const KNOWN: [&str; 11] = [
                         "vpcid",
                         "subnetid",
                         "zone",
@@ -126,14 +202,29 @@ impl CfsParams {
                         "storagetype",
                         "resourcetags",
                         "vers",
+                        "options",
                         "subdir-share",
                         "subdir-pattern",
                         "on-delete",
                     ];
-                    if !KNOWN.contains(&k.as_str()) {
-                        return Err(ParamError::Unknown(key.clone()));
+                    if let Some((_, why)) = LEGACY_KEYS.iter().find(|(l, _)| *l == k) {
+                        ignored.push(format!("{k} ({why})"));
+                        continue;
                     }
-                    lower.insert(k, value.trim().to_owned());
+                    if !KNOWN.contains(&k.as_str()) {
+                        unknown_key(
+                            key,
+                            defaults.unknown_parameters,
+                            &mut ignored,
+                            ParamError::Unknown,
+                        )?;
+                        continue;
+                    }
+                    let value = value.trim().to_owned();
+                    if lower.get(&k).is_some_and(|v| *v != value) {
+                        return Err(ParamError::Twice(k));
+                    }
+                    lower.insert(k, value);
                 }
             }
         }
@@ -203,6 +294,11 @@ impl CfsParams {
         // Validate the pattern's variables now, with placeholder values.
         expand_pattern(&pattern, "pv", Some("pvc"), Some("ns"))
             .map_err(|reason| invalid("subdir-pattern", &pattern, &reason))?;
+        let options = match get("options") {
+            None => None,
+            Some(v) => Some(check_options(&v).map_err(|reason| invalid("options", &v, &reason))?)
+                .filter(|o| !o.is_empty()),
+        };
         Ok(CfsParams {
             vpc_id,
             subnet_id,
@@ -217,6 +313,8 @@ impl CfsParams {
             pvc_name,
             pvc_namespace,
             pv_name,
+            options,
+            ignored,
         })
     }
 }
@@ -439,6 +537,7 @@ mod tests {
         let defaults = Defaults {
             vpc_id: Some("vpc-default".into()),
             subnet_id: Some("subnet-default".into()),
+            ..Defaults::default()
         };
         let p = CfsParams::parse_with(&HashMap::new(), &defaults).unwrap();
         assert_eq!(
@@ -499,6 +598,95 @@ mod tests {
             let err = parse(pairs).unwrap_err().to_string();
             assert!(err.contains(expected), "{pairs:?}: {err}");
         }
+    }
+
+    /// Every CFS StorageClass of Tencent's examples and the TKE documentation, and what it becomes.
+    #[test]
+    fn tencents_storage_classes_parse() {
+        // deploy/cfs/examples/dynamic-provison-allinone.yaml
+        let p = parse(&[
+            ("vpcid", "vpc-xxxxxxxx"),
+            ("subnetid", "subnet-xxxxxxxx"),
+            ("resourcetags", "a:b,c:d"),
+        ])
+        .unwrap();
+        assert_eq!((p.vers, p.shared, p.tags.len()), (4, false, 2));
+        assert!(p.ignored.is_empty() && p.options.is_none());
+        // TKE (002:34702): every documented key, an empty resourcetags.
+        let tke = [
+            ("pgroupid", "pgroup-xxxxxxxx"),
+            ("storagetype", "SD"),
+            ("vpcid", "vpc-xxxxxxxx"),
+            ("subnetid", "subnet-xxxxxxxx"),
+            ("vers", "3"),
+            ("resourcetags", ""),
+            ("zone", "ap-guangzhou-3"),
+        ];
+        let p = parse(&tke).unwrap();
+        assert_eq!(
+            (
+                p.pgroup_id.as_str(),
+                p.vers,
+                p.zone.as_deref(),
+                p.tags.len()
+            ),
+            ("pgroup-xxxxxxxx", 3, Some("ap-guangzhou-3"), 0)
+        );
+        // The shared-instance class of the same page.
+        let mut shared = tke.to_vec();
+        shared.push(("subdir-share", "true"));
+        assert!(parse(&shared).unwrap().shared);
+        // Keys in any case; the attributes Tencent's controller passed on to volumes.
+        let p = parse(&[
+            ("VpcId", "vpc-1"),
+            ("SubnetId", "subnet-1"),
+            ("StorageType", "HP"),
+            ("Options", "rsize=1048576, wsize=1048576"),
+            ("host", "10.0.0.1"),
+            ("fsid", "abc"),
+            ("path", "/"),
+        ])
+        .unwrap();
+        assert_eq!(p.storage_type, "HP");
+        assert_eq!(p.options.as_deref(), Some("rsize=1048576,wsize=1048576"));
+        assert_eq!(p.ignored.len(), 3);
+        for (key, ignored) in ["fsid", "host", "path"].iter().zip(&p.ignored) {
+            assert!(ignored.starts_with(&format!("{key} (")), "{ignored}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_follow_the_policy_and_spellings_must_agree() {
+        let pairs: HashMap<String, String> =
+            [("vpcid", "vpc-1"), ("subnetid", "subnet-1"), ("size", "1")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let warn = Defaults {
+            unknown_parameters: UnknownParameters::Warn,
+            ..Defaults::default()
+        };
+        let p = CfsParams::parse_with(&pairs, &warn).unwrap();
+        assert_eq!(p.ignored, ["size (no CFS driver knows it)"]);
+        let err = CfsParams::parse_with(&pairs, &Defaults::default()).unwrap_err();
+        assert_eq!(err, ParamError::Unknown("size".into()));
+        let err = parse(&[
+            ("vpcid", "vpc-1"),
+            ("VPCID", "vpc-2"),
+            ("subnetid", "subnet-1"),
+        ])
+        .unwrap_err();
+        assert_eq!(err, ParamError::Twice("vpcid".into()));
+        assert!(
+            parse(&[
+                ("vpcid", "vpc-1"),
+                ("subnetid", "subnet-1"),
+                ("options", "a b")
+            ])
+            .unwrap_err()
+            .to_string()
+            .contains("options")
+        );
     }
 
     #[test]

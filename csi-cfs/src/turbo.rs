@@ -16,7 +16,10 @@
 use std::collections::HashMap;
 
 use crate::nfs::{NfsSource, Transport};
-use crate::params::{DEFAULT_PATTERN, OnDelete, ParamError, expand_pattern, owner_digest};
+use crate::params::{
+    DEFAULT_PATTERN, OnDelete, ParamError, UnknownParameters, expand_pattern, owner_digest,
+    sorted_keys, unknown_key,
+};
 
 pub const DRIVER_NAME: &str = "com.tencent.cloud.csi.cfsturbo";
 pub const DEFAULT_ROOT_DIR: &str = "/cfs";
@@ -126,13 +129,27 @@ pub struct TurboParams {
     pub pv_name: Option<String>,
     pub pvc_name: Option<String>,
     pub pvc_namespace: Option<String>,
+    /// Keys accepted and ignored, each with why, for one warning.
+    pub ignored: Vec<String>,
 }
 
 impl TurboParams {
+    /// Refuses keys no driver ever knew.
     pub fn parse(parameters: &HashMap<String, String>) -> Result<TurboParams, ParamError> {
+        Self::parse_with(parameters, UnknownParameters::Refuse)
+    }
+
+    /// Keys no driver ever knew get `policy`. `path`, which Tencent's controller replaced with
+    /// `/<cluster>/<pv>`, is accepted and ignored.
+    pub fn parse_with(
+        parameters: &HashMap<String, String>,
+        policy: UnknownParameters,
+    ) -> Result<TurboParams, ParamError> {
         let (mut pv_name, mut pvc_name, mut pvc_namespace) = (None, None, None);
         let mut get = HashMap::new();
-        for (key, value) in parameters {
+        let mut ignored = Vec::new();
+        for key in sorted_keys(parameters) {
+            let value = &parameters[key];
             match key.as_str() {
                 "csi.storage.k8s.io/pv/name" => pv_name = Some(value.clone()),
                 "csi.storage.k8s.io/pvc/name" => pvc_name = Some(value.clone()),
@@ -140,6 +157,13 @@ impl TurboParams {
                 k if k.starts_with("csi.storage.k8s.io/") => {}
                 k => {
                     let k = k.to_ascii_lowercase();
+                    if k == "path" {
+                        ignored.push(
+                            "path (Tencent's controller replaced it with the volume's subdirectory)"
+                                .to_owned(),
+                        );
+                        continue;
+                    }
                     if !matches!(
                         k.as_str(),
                         "host"
@@ -150,9 +174,14 @@ impl TurboParams {
                             | "subdir-pattern"
                             | "on-delete"
                     ) {
-                        return Err(ParamError::UnknownTurbo(key.clone()));
+                        unknown_key(key, policy, &mut ignored, ParamError::UnknownTurbo)?;
+                        continue;
                     }
-                    get.insert(k, value.trim().to_owned());
+                    let value = value.trim().to_owned();
+                    if get.get(&k).is_some_and(|v| *v != value) {
+                        return Err(ParamError::Twice(k));
+                    }
+                    get.insert(k, value);
                 }
             }
         }
@@ -193,6 +222,7 @@ impl TurboParams {
             pv_name,
             pvc_name,
             pvc_namespace,
+            ignored,
         })
     }
 }
@@ -498,6 +528,37 @@ mod tests {
         assert!(err.to_string().contains("vpcid"), "{err}");
         let err = TurboParams::parse(&map(&[("host", "h")])).unwrap_err();
         assert!(err.to_string().contains("fsid"), "{err}");
+    }
+
+    /// deploy/cfsturbo/examples/dynamic/sc.yaml, and the keys Tencent's controller passed on.
+    #[test]
+    fn tencents_storage_classes_and_the_unknown_key_policy() {
+        let params =
+            TurboParams::parse(&map(&[("fsid", "ab12cd34"), ("host", "10.0.0.9")])).unwrap();
+        assert_eq!(
+            (
+                params.host.as_str(),
+                params.fsid.as_str(),
+                params.ignored.len()
+            ),
+            ("10.0.0.9", "ab12cd34", 0)
+        );
+        let with_path = map(&[("fsid", "ab12cd34"), ("host", "10.0.0.9"), ("path", "/")]);
+        let params = TurboParams::parse(&with_path).unwrap();
+        assert_eq!(params.ignored.len(), 1);
+        assert!(params.ignored[0].starts_with("path ("));
+        let unknown = map(&[("fsid", "ab12cd34"), ("host", "10.0.0.9"), ("zone", "z")]);
+        assert_eq!(
+            TurboParams::parse(&unknown).unwrap_err(),
+            ParamError::UnknownTurbo("zone".into())
+        );
+        let params = TurboParams::parse_with(&unknown, UnknownParameters::Warn).unwrap();
+        assert_eq!(params.ignored, ["zone (no CFS driver knows it)"]);
+        let twice = map(&[("fsid", "a1"), ("FSID", "b2"), ("host", "10.0.0.9")]);
+        assert_eq!(
+            TurboParams::parse(&twice).unwrap_err(),
+            ParamError::Twice("fsid".into())
+        );
     }
 
     #[test]

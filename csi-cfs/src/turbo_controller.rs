@@ -27,6 +27,7 @@ pub struct TurboController<M> {
     mounter: Arc<M>,
     roots: Roots,
     inflight: InFlight,
+    unknown_parameters: crate::params::UnknownParameters,
 }
 
 impl<M: Mounter + 'static> TurboController<M> {
@@ -35,7 +36,14 @@ impl<M: Mounter + 'static> TurboController<M> {
             mounter,
             roots,
             inflight: InFlight::new(),
+            unknown_parameters: crate::params::UnknownParameters::Refuse,
         }
+    }
+
+    /// What a StorageClass key no driver ever knew gets (`--unknown-parameters`).
+    pub fn with_unknown_parameters(mut self, policy: crate::params::UnknownParameters) -> Self {
+        self.unknown_parameters = policy;
+        self
     }
 
     pub fn into_server(self) -> pb::controller_server::ControllerServer<Self> {
@@ -152,7 +160,15 @@ impl<M: Mounter + 'static> pb::controller_server::Controller for TurboController
             )
             .into());
         }
-        let params = TurboParams::parse(&req.parameters).map_err(Error::from)?;
+        let params = TurboParams::parse_with(&req.parameters, self.unknown_parameters)
+            .map_err(Error::from)?;
+        if !params.ignored.is_empty() {
+            tracing::warn!(
+                volume = req.name,
+                ignored = params.ignored.join(", "),
+                "StorageClass parameters ignored"
+            );
+        }
         let capacity = Capacity::parse(req.capacity_range.as_ref())?.nominal();
         let _guard = self.inflight.acquire(&req.name)?;
         let volume = self.create(&req.name, &params, capacity).await?;

@@ -175,6 +175,7 @@ impl Env {
                 defaults: Defaults {
                     vpc_id: Some("vpc-test0001".into()),
                     subnet_id: Some("subnet-test0001".into()),
+                    ..Defaults::default()
                 },
             },
         );

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use cos_client::{
     BucketApi, Buckets, ListParams, ObjectConfig, ObjectCredentials, ObjectError, RemoteBuckets,
 };
+use csi_common::cli::UnknownParameters;
 use csi_common::csi::reply::{controller_caps, validation};
 use csi_common::csi::request::{self, Capacity};
 use csi_common::csi::{InFlight, pb};
@@ -24,12 +25,20 @@ use crate::node::SUPPORTED;
 use crate::params::{CosSource, Keys, ParamError, check_bucket, check_url, clean_prefix};
 
 /// StorageClass parameters of the prefix itself. With the driver's node parameters, these are
-/// all a StorageClass may hold: `csi.storage.k8s.io/*` ones (the sidecar's) are ignored,
-/// anything else is refused by name.
+/// all a StorageClass may hold (keys case-insensitive, as Tencent's drivers lower-cased them):
+/// `csi.storage.k8s.io/*` ones (the sidecar's) are ignored, anything else is refused by name, or
+/// with `--unknown-parameters warn` named in a warning and ignored.
 const PREFIX_PARAMETERS: &[&str] = &["url", "bucket", "path", "onDelete"];
 
-/// csi-cos's parameters passed through to the node as volume attributes.
-pub const COS_NODE_PARAMETERS: &[&str] = &["additional_args", "mounter", "dbglevel"];
+/// csi-cos's parameters passed through to the node as volume attributes: every attribute of
+/// Tencent's COS PVs but the bucket's own.
+pub const COS_NODE_PARAMETERS: &[&str] = &[
+    "additional_args",
+    "mounter",
+    "dbglevel",
+    "core_site",
+    "goosefs_lite",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,6 +114,8 @@ pub struct ControllerConfig {
     pub default_bucket: Option<String>,
     /// Keys for requests without a provisioner secret: the controller's own credentials chain.
     pub fallback_keys: Option<std::sync::Arc<tcloud::CredentialSource>>,
+    /// What a StorageClass key no driver knows gets (`--unknown-parameters`).
+    pub unknown_parameters: UnknownParameters,
 }
 
 /// The prefix-per-PV controller, opening buckets through `B`.
@@ -128,19 +139,68 @@ fn object_error(error: ObjectError) -> Error {
     }
 }
 
-fn parameter_check(parameters: &HashMap<String, String>, node: &[&str]) -> Result<()> {
-    for key in parameters.keys() {
-        let known = PREFIX_PARAMETERS.contains(&key.as_str()) || node.contains(&key.as_str());
-        if !key.starts_with("csi.storage.k8s.io/") && !known {
+/// A StorageClass's parameters by their own spelling (keys are case-insensitive; empty values
+/// count as absent), and the keys no driver knows that `policy` lets through, for a warning.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Parameters {
+    values: HashMap<&'static str, String>,
+    unknown: Vec<String>,
+}
+
+impl Parameters {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+fn parameter_check(
+    parameters: &HashMap<String, String>,
+    node: &[&'static str],
+    policy: UnknownParameters,
+) -> Result<Parameters> {
+    let mut out = Parameters::default();
+    let mut keys: Vec<&String> = parameters.keys().collect();
+    keys.sort();
+    for key in keys {
+        if key.starts_with("csi.storage.k8s.io/") {
+            continue;
+        }
+        let known = PREFIX_PARAMETERS
+            .iter()
+            .chain(node)
+            .find(|k| k.eq_ignore_ascii_case(key));
+        let Some(known) = known else {
+            match policy {
+                UnknownParameters::Refuse => {
+                    return Err(ParamError(format!(
+                        "StorageClass parameter {key:?} is not known (known: {}, {}); \
+                         --unknown-parameters warn ignores such keys",
+                        PREFIX_PARAMETERS.join(", "),
+                        node.join(", ")
+                    ))
+                    .into());
+                }
+                UnknownParameters::Warn => {
+                    out.unknown.push(key.clone());
+                    continue;
+                }
+            }
+        };
+        let value = parameters[key].trim();
+        if value.is_empty() {
+            continue;
+        }
+        if let Some(other) = out.values.get(known)
+            && other != value
+        {
             return Err(ParamError(format!(
-                "StorageClass parameter {key:?} is not known (known: {}, {})",
-                PREFIX_PARAMETERS.join(", "),
-                node.join(", ")
+                "StorageClass parameter {known:?} is given twice (keys are case-insensitive) with two values"
             ))
             .into());
         }
+        out.values.insert(known, value.to_owned());
     }
-    Ok(())
+    Ok(out)
 }
 
 impl ControllerService {
@@ -245,9 +305,19 @@ impl<B: Buckets> pb::controller_server::Controller for ControllerService<B> {
                 "csi-cos cannot create a volume from a snapshot or another volume",
             ));
         }
-        let params = &req.parameters;
-        parameter_check(params, self.config.node_parameters)?;
-        let get = |key: &str| params.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let params = parameter_check(
+            &req.parameters,
+            self.config.node_parameters,
+            self.config.unknown_parameters,
+        )?;
+        if !params.unknown.is_empty() {
+            tracing::warn!(
+                volume = req.name,
+                keys = params.unknown.join(", "),
+                "StorageClass parameters no COS driver knows are ignored (--unknown-parameters warn)"
+            );
+        }
+        let get = |key: &str| params.get(key);
         let url = check_url(get("url").or(self.config.default_url.as_deref()).ok_or_else(|| {
             ParamError("StorageClass parameter `url` is required (e.g. https://cos.ap-guangzhou.myqcloud.com)".into())
         })?)?;
@@ -295,7 +365,14 @@ impl<B: Buckets> pb::controller_server::Controller for ControllerService<B> {
             }
         }
         // The node must be able to mount what we hand out: check it now, not at the first pod.
-        CosSource::from_context(&context)?;
+        let source = CosSource::from_context(&context)?;
+        if !source.ignored.is_empty() {
+            tracing::warn!(
+                volume = req.name,
+                ignored = source.ignored.join(", "),
+                "StorageClass parameters with no cos-fuse equivalent are ignored by the node"
+            );
+        }
         // A prefix has no size: report what was asked, so the PV shows the claim's size.
         let capacity = Capacity::parse(req.capacity_range.as_ref())?.nominal();
         let _guard = self.inflight.acquire(&req.name)?;
@@ -561,14 +638,58 @@ mod tests {
         }
     }
 
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     #[test]
-    fn unknown_parameters_are_named() {
-        let params = HashMap::from([
-            ("bucket".to_owned(), "b-1".to_owned()),
-            ("csi.storage.k8s.io/pvc/name".to_owned(), "x".to_owned()),
-            ("reclaim".to_owned(), "yes".to_owned()),
+    fn unknown_parameters_are_named_or_warned_by_policy() {
+        let params = map(&[
+            ("bucket", "b-1"),
+            ("csi.storage.k8s.io/pvc/name", "x"),
+            ("reclaim", "yes"),
         ]);
-        let err = parameter_check(&params, COS_NODE_PARAMETERS).unwrap_err();
+        let err =
+            parameter_check(&params, COS_NODE_PARAMETERS, UnknownParameters::Refuse).unwrap_err();
         assert!(err.to_string().contains("\"reclaim\""), "{err}");
+        let warned =
+            parameter_check(&params, COS_NODE_PARAMETERS, UnknownParameters::Warn).unwrap();
+        assert_eq!(warned.unknown, ["reclaim"]);
+        assert_eq!(warned.get("bucket"), Some("b-1"));
+        assert_eq!(warned.get("reclaim"), None);
+    }
+
+    #[test]
+    fn every_attribute_of_tencents_cos_pvs_is_a_storage_class_key_in_any_case() {
+        // The attributes of deploy/cosfs/examples/{cosfs,goosefs-lite}/pv.yaml and TKE's COS PV.
+        let params = map(&[
+            ("URL", "http://cos.ap-guangzhou.myqcloud.com"),
+            ("Bucket", "xxx-1250000000"),
+            ("path", "/"),
+            ("onDelete", "retain"),
+            ("mounter", "lite"),
+            ("dbglevel", "err"),
+            ("additional_args", "-oensure_diskfree=20480"),
+            (
+                "core_site",
+                "fs.cosn.maxRetries=100, fs.cosn.retry.interval.seconds=4",
+            ),
+            ("GOOSEFS_LITE", "goosefs.fuse.umount.timeout=110000"),
+        ]);
+        let got = parameter_check(&params, COS_NODE_PARAMETERS, UnknownParameters::Refuse).unwrap();
+        assert!(got.unknown.is_empty());
+        for key in ["url", "bucket", "path", "onDelete"]
+            .iter()
+            .chain(COS_NODE_PARAMETERS)
+        {
+            assert!(got.get(key).is_some(), "{key}");
+        }
+        let twice = map(&[("bucket", "a-1"), ("BUCKET", "b-1")]);
+        let err =
+            parameter_check(&twice, COS_NODE_PARAMETERS, UnknownParameters::Warn).unwrap_err();
+        assert!(err.to_string().contains("\"bucket\""), "{err}");
     }
 }

@@ -109,6 +109,7 @@ pub async fn run_fuse_driver<P: node::Planner>(
             default_url: args.default_url.clone(),
             default_bucket: args.default_bucket.clone(),
             fallback_keys: Some(Arc::clone(&own_keys)),
+            unknown_parameters: common.unknown_parameters,
         });
         routes = routes.add_service(controller.into_server());
     }

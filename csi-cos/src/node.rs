@@ -55,6 +55,12 @@ pub trait Planner: Send + Sync + std::fmt::Debug + 'static {
         secrets: &HashMap<String, String>,
         capability: &pb::VolumeCapability,
     ) -> Result<FusePlan>;
+
+    /// What the attributes hold that the plan drops (no equivalent in the daemon), each as
+    /// `attribute: key`, for one warning when the volume is mounted. Nothing by default.
+    fn ignored(&self, _context: &HashMap<String, String>) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// csi-cos: `cos-fuse` with the PV's attributes and the publish secret's keys.
@@ -79,6 +85,12 @@ impl Planner for CosPlanner {
             secret: Some(keys.to_stdin()),
             fingerprint: source.fingerprint(),
         })
+    }
+
+    fn ignored(&self, context: &HashMap<String, String>) -> Vec<String> {
+        CosSource::from_context(context)
+            .map(|source| source.ignored)
+            .unwrap_or_default()
     }
 }
 
@@ -283,6 +295,14 @@ impl<M: Mounter + 'static, P: Planner> pb::node_server::Node for NodeService<M, 
             reused = status.reused,
             "node-wide FUSE mount ready"
         );
+        let ignored = self.planner.ignored(&req.volume_context);
+        if !status.reused && !ignored.is_empty() {
+            tracing::warn!(
+                volume_id,
+                ignored = ignored.join(", "),
+                "volume attributes with no cos-fuse equivalent are ignored"
+            );
+        }
         self.blocking(&guard, move |m| {
             bind_target(m, &global, &target, read_only, &volume_id)
         })

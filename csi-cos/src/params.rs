@@ -1,9 +1,14 @@
 //! What a COS volume is: the PV attributes of Tencent's driver (`url`, `bucket`, `path`,
-//! `additional_args`, `mounter`, `dbglevel`), the StorageClass parameters of prefix-per-PV
-//! provisioning, and the credentials in the publish secret. `additional_args` holds cosfs `-o`
-//! options, judged by the one table of them, `cos_fuse::options`: accepted ones are passed on to
-//! `cos-fuse mount`, ignored ones dropped, every other one refused by name with the table's
-//! reason. Nothing here ever reaches a shell.
+//! `additional_args`, `mounter`, `dbglevel`, `core_site`, `goosefs_lite`; keys case-insensitive,
+//! as that driver lower-cased them), the StorageClass parameters of prefix-per-PV provisioning,
+//! and the credentials in the publish secret. `additional_args` holds cosfs `-o` options, judged
+//! by the one table of them, `cos_fuse::options`: accepted ones are passed on to `cos-fuse mount`,
+//! ignored ones dropped and named in [`CosSource::ignored`], every other one refused by name with
+//! the table's reason. `core_site` and `goosefs_lite` (GooseFS-Lite's settings) are translated by
+//! [`lite`]. Nothing here ever reaches a shell, and nothing here logs: callers warn once per
+//! volume with [`CosSource::ignored`].
+
+pub mod lite;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,6 +46,12 @@ pub struct MountOptions(pub BTreeMap<String, Option<String>>);
 impl MountOptions {
     /// Parses cosfs-style arguments: `-oallow_other -ouid=1000,gid=1000 -o umask=022`.
     pub fn parse(args: &str) -> Result<Self, ParamError> {
+        Self::parse_noting(args, &mut Vec::new())
+    }
+
+    /// Like [`MountOptions::parse`], adding the name of every option accepted but dropped (cosfs
+    /// tuning cos-fuse has no use for) to `ignored`, as `additional_args: <name>`.
+    pub fn parse_noting(args: &str, ignored: &mut Vec<String>) -> Result<Self, ParamError> {
         let mut options = BTreeMap::new();
         let mut tokens = args.split_whitespace();
         while let Some(token) = tokens.next() {
@@ -56,8 +67,16 @@ impl MountOptions {
                 }
             };
             for (name, value) in list.split(',').filter_map(options::split_item) {
-                if let Some(name) = check_option(name, value)? {
-                    options.insert(name.to_owned(), value.map(str::to_owned));
+                match check_option(name, value)? {
+                    Some(name) => {
+                        options.insert(name.to_owned(), value.map(str::to_owned));
+                    }
+                    None => {
+                        let noted = format!("additional_args: {name}");
+                        if !ignored.contains(&noted) {
+                            ignored.push(noted);
+                        }
+                    }
                 }
             }
         }
@@ -139,10 +158,61 @@ pub struct CosSource {
     pub mounter: String,
     /// The log level asked for (cosfs `dbglevel`), as a `cos-fuse --log-level`.
     pub log_level: Option<String>,
+    /// What the attributes hold that has no cos-fuse equivalent and is dropped, each as
+    /// `attribute: key` (never a value): the caller names them in one warning.
+    pub ignored: Vec<String>,
 }
 
 fn get<'a>(map: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// The attributes with lower-cased keys (Tencent's driver lower-cased them). Two spellings of one
+/// key with different values are refused: which one the old driver used was up to chance.
+pub fn lowered(map: &HashMap<String, String>) -> Result<HashMap<String, String>, ParamError> {
+    let mut out: HashMap<String, String> = HashMap::with_capacity(map.len());
+    let mut spelled: HashMap<String, &str> = HashMap::new();
+    for (key, value) in map {
+        let lower = key.to_ascii_lowercase();
+        if let Some(other) = out.get(&lower)
+            && other.trim() != value.trim()
+        {
+            return Err(bad(format!(
+                "volume attributes {:?} and {key:?} are one key (keys are case-insensitive) with two values",
+                spelled.get(&lower).copied().unwrap_or_default()
+            )));
+        }
+        spelled.insert(lower.clone(), key);
+        out.insert(lower, value.clone());
+    }
+    Ok(out)
+}
+
+/// Mounter names: Tencent's `cosfs` and `goosefs-lite`, and `lite` (its GooseFS-Lite example's
+/// spelling).
+fn is_lite(mounter: &str) -> Option<bool> {
+    match mounter {
+        "cosfs" => Some(false),
+        "goosefs-lite" | "lite" => Some(true),
+        _ => None,
+    }
+}
+
+/// The endpoint GooseFS-Lite used: it built it from the region of a `cos.<region>.myqcloud.com`
+/// url and `fs.cosn.useHttps` (default true); another url is used as written unless `useHttps`
+/// says otherwise.
+fn lite_url(url: String, https: Option<bool>) -> String {
+    let (scheme, host) = match url.split_once("://") {
+        Some((scheme, host)) => (scheme, host),
+        None => return url,
+    };
+    let tencent = host.starts_with("cos.") && host.ends_with(".myqcloud.com");
+    match https {
+        Some(true) => format!("https://{host}"),
+        Some(false) => format!("http://{host}"),
+        None if tencent => format!("https://{host}"),
+        None => format!("{scheme}://{host}"),
+    }
 }
 
 /// A key prefix made safe: no leading/trailing slash, no empty, `.` or `..` segments.
@@ -212,9 +282,26 @@ const LOG_LEVELS: &[(&str, &str)] = &[
     ("dbg", "debug"),
 ];
 
+/// cosfs's `dbglevel` as a `cos-fuse --log-level`.
+fn log_level(level: Option<&str>) -> Result<Option<String>, ParamError> {
+    let Some(level) = level else {
+        return Ok(None);
+    };
+    LOG_LEVELS
+        .iter()
+        .find(|(name, _)| *name == level)
+        .map(|(_, ours)| Some((*ours).to_owned()))
+        .ok_or_else(|| {
+            bad(format!(
+                "dbglevel {level:?} is not one of crit, err, warn, info, debug"
+            ))
+        })
+}
+
 impl CosSource {
     /// From a PV's `volumeAttributes` (static PVs, and the context our CreateVolume returns).
     pub fn from_context(context: &HashMap<String, String>) -> Result<Self, ParamError> {
+        let context = &lowered(context)?;
         let url = check_url(get(context, "url").ok_or_else(|| {
             bad("volume attribute `url` is required (e.g. http://cos.ap-guangzhou.myqcloud.com)")
         })?)?;
@@ -223,26 +310,45 @@ impl CosSource {
                 .ok_or_else(|| bad("volume attribute `bucket` is required (`<name>-<appid>`)"))?,
         )?;
         let prefix = clean_prefix(get(context, "path").unwrap_or("/"), "path")?;
-        let options = MountOptions::parse(get(context, "additional_args").unwrap_or(""))?;
         let mounter = get(context, "mounter").unwrap_or("cosfs").to_owned();
-        if mounter != "cosfs" && mounter != "goosefs-lite" {
-            return Err(bad(format!(
+        let lite = is_lite(&mounter).ok_or_else(|| {
+            bad(format!(
                 "mounter {mounter:?} is not supported (cosfs or goosefs-lite; both are served by cos-fuse)"
-            )));
-        }
-        let log_level = match get(context, "dbglevel") {
-            None => None,
-            Some(level) => Some(
-                LOG_LEVELS
-                    .iter()
-                    .find(|(name, _)| *name == level)
-                    .map(|(_, ours)| (*ours).to_owned())
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "dbglevel {level:?} is not one of crit, err, warn, info, debug"
-                        ))
-                    })?,
-            ),
+            ))
+        })?;
+        let mut ignored = Vec::new();
+        // What Tencent's driver did not apply with this mounter is not applied here either: the
+        // volume worked without it.
+        let not_for = |keys: &[&str], ignored: &mut Vec<String>| {
+            for key in keys {
+                if get(context, key).is_some() {
+                    ignored.push(format!("{key} (not used with mounter {mounter})"));
+                }
+            }
+        };
+        let (url, options, log_level) = if lite {
+            not_for(&["additional_args", "dbglevel"], &mut ignored);
+            let translation = lite::translate(
+                get(context, lite::CORE_SITE),
+                get(context, lite::GOOSEFS_LITE),
+            )
+            .map_err(|e| bad(e.to_string()))?;
+            ignored.extend(translation.ignored);
+            let options = MountOptions(
+                translation
+                    .options
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), Some(value)))
+                    .collect(),
+            );
+            (lite_url(url, translation.https), options, None)
+        } else {
+            not_for(&[lite::CORE_SITE, lite::GOOSEFS_LITE], &mut ignored);
+            let options = MountOptions::parse_noting(
+                get(context, "additional_args").unwrap_or(""),
+                &mut ignored,
+            )?;
+            (url, options, log_level(get(context, "dbglevel"))?)
         };
         Ok(CosSource {
             url,
@@ -251,6 +357,7 @@ impl CosSource {
             options,
             mounter,
             log_level,
+            ignored,
         })
     }
 
@@ -406,7 +513,9 @@ mod tests {
     #[test]
     fn unsupported_and_malformed_arguments_are_refused_by_name() {
         for (args, named) in [
-            ("-ouse_cache=/tmp", "use_cache"),
+            ("-ouse_sse=kmsid", "use_sse"),
+            ("-oenable_content_md5", "enable_content_md5"),
+            ("-ostaging_dir=/var/lib", "staging_dir"),
             ("-opasswd_file=/etc/passwd-cosfs", "passwd_file"),
             ("-d", "\"-d\""),
             ("-ouid=root", "uid"),
@@ -419,6 +528,229 @@ mod tests {
             let err = MountOptions::parse(args).unwrap_err();
             assert!(err.0.contains(named), "{args}: {err}");
         }
+    }
+
+    /// The attributes of every COS PV in Tencent's examples (`deploy/cosfs/examples/*/pv.yaml`)
+    /// and the TKE documentation (`002:33712`, its core_site and goosefs_lite tables), and what
+    /// each becomes: the `cos-fuse mount` arguments and the keys named in the warning.
+    #[test]
+    fn tencents_cos_pvs_become_cos_fuse_arguments() {
+        const GZ: &str = "http://cos.ap-guangzhou.myqcloud.com";
+        const HEAD: [&str; 5] = [
+            "--endpoint",
+            "http://cos.ap-guangzhou.myqcloud.com",
+            "--bucket",
+            "xxx",
+            "--credentials-stdin",
+        ];
+        let lite_head = |rest: &[&str]| {
+            let mut args = vec![
+                "--endpoint",
+                "https://cos.ap-guangzhou.myqcloud.com",
+                "--bucket",
+                "xxx",
+                "--credentials-stdin",
+            ];
+            args.extend(rest);
+            args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        let cosfs_head = |rest: &[&str]| {
+            let mut args = HEAD.to_vec();
+            args.extend(rest);
+            args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        /// (what, attributes, `cos-fuse mount` arguments, keys named in the warning)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<String>, Vec<&'a str>);
+        let table: Vec<Case> = vec![
+            (
+                "examples/cosfs/pv.yaml",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("path", "/"),
+                    ("dbglevel", "err"),
+                    ("additional_args", "-oensure_diskfree=20480"),
+                ],
+                cosfs_head(&["--log-level", "error", "-o", "ensure_diskfree=20480"]),
+                vec![],
+            ),
+            (
+                "examples/goosefs-lite/pv.yaml",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("path", "/"),
+                    ("mounter", "lite"),
+                    ("core_site", ""),
+                    ("goosefs_lite", ""),
+                ],
+                lite_head(&[]),
+                vec![],
+            ),
+            (
+                "examples/goosefs-lite/pv.yaml with its comments' values",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("mounter", "goosefs-lite"),
+                    (
+                        "core_site",
+                        "fs.cosn.maxRetries=100, fs.cosn.retry.interval.seconds=4",
+                    ),
+                    ("goosefs_lite", "goosefs.fuse.umount.timeout=110000"),
+                ],
+                lite_head(&[]),
+                vec![
+                    "core_site: fs.cosn.maxRetries",
+                    "core_site: fs.cosn.retry.interval.seconds",
+                    "goosefs_lite: goosefs.fuse.umount.timeout",
+                ],
+            ),
+            (
+                "TKE: COS PV with a subdirectory",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("path", "/costest"),
+                    ("additional_args", "-oallow_other"),
+                ],
+                cosfs_head(&["--prefix", "costest", "-o", "allow_other"]),
+                vec![],
+            ),
+            (
+                "TKE: every documented GooseFS-Lite key",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("mounter", "goosefs-lite"),
+                    (
+                        "core_site",
+                        "fs.cosn.useHttps=true,fs.cosn.upload.part.size=8388608,\
+                         fs.cosn.upload_thread_pool=32,fs.cosn.read.ahead.block.size=1048576,\
+                         fs.cosn.read.ahead.queue.size=6,fs.cosn.trsf.fs.ofs.tmp.cache.dir=/tmp/ofs,\
+                         fs.cosn.trsf.fs.ofs.user.appid=1250000000,\
+                         fs.cosn.trsf.fs.ofs.bucket.region=ap-guangzhou",
+                    ),
+                    (
+                        "goosefs_lite",
+                        "goosefs.fuse.list.entries.cache.enabled=true,\
+                         goosefs.fuse.list.entries.cache.max.size=100000,\
+                         goosefs.fuse.list.entries.cache.max.expiration.time=15000,\
+                         goosefs.fuse.async.release.wait_time.max.ms=5000,\
+                         goosefs.fuse.umount.timeout=120000",
+                    ),
+                ],
+                lite_head(&[
+                    "-o",
+                    "max_stat_cache_size=100000",
+                    "-o",
+                    "multipart_size=8MiB",
+                    "-o",
+                    "parallel_count=32",
+                    "-o",
+                    "read_ahead_mb=6MiB",
+                    "-o",
+                    "stat_cache_expire=15",
+                ]),
+                vec![
+                    "core_site: fs.cosn.trsf.fs.ofs.tmp.cache.dir",
+                    "core_site: fs.cosn.trsf.fs.ofs.user.appid",
+                    "core_site: fs.cosn.trsf.fs.ofs.bucket.region",
+                    "goosefs_lite: goosefs.fuse.async.release.wait_time.max.ms",
+                    "goosefs_lite: goosefs.fuse.umount.timeout",
+                ],
+            ),
+            (
+                "cosfs tuning: accepted, dropped, named",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    (
+                        "additional_args",
+                        "-oallow_other -oretries=5 -ouse_cache=/data/cache -odel_cache,multipart_size=16 -o kernel_cache -ononempty",
+                    ),
+                ],
+                cosfs_head(&["-o", "allow_other", "-o", "multipart_size=16"]),
+                vec![
+                    "additional_args: retries",
+                    "additional_args: use_cache",
+                    "additional_args: del_cache",
+                    "additional_args: kernel_cache",
+                    "additional_args: nonempty",
+                ],
+            ),
+            (
+                "mounter cosfs: GooseFS-Lite settings were never applied",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("core_site", "fs.cosn.upload_thread_pool=4"),
+                ],
+                cosfs_head(&[]),
+                vec!["core_site (not used with mounter cosfs)"],
+            ),
+            (
+                "mounter goosefs-lite: cosfs settings were never applied",
+                vec![
+                    ("url", GZ),
+                    ("bucket", "xxx"),
+                    ("mounter", "goosefs-lite"),
+                    ("additional_args", "-oro"),
+                    ("dbglevel", "dbg"),
+                    ("core_site", "fs.cosn.useHttps=false"),
+                ],
+                cosfs_head(&[]),
+                vec![
+                    "additional_args (not used with mounter goosefs-lite)",
+                    "dbglevel (not used with mounter goosefs-lite)",
+                ],
+            ),
+            (
+                "keys in any case",
+                vec![
+                    ("URL", GZ),
+                    ("Bucket", "xxx"),
+                    ("Path", "/a/"),
+                    ("DbgLevel", "info"),
+                    ("Additional_Args", "-ouid=1000"),
+                ],
+                cosfs_head(&["--prefix", "a", "--log-level", "info", "-o", "uid=1000"]),
+                vec![],
+            ),
+        ];
+        for (name, attributes, args, ignored) in table {
+            let source = CosSource::from_context(&context(&attributes))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(source.fuse_args(), args, "{name}");
+            assert_eq!(source.ignored, ignored, "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_goosefs_lite_settings_name_their_attribute() {
+        for (key, value) in [
+            ("core_site", "fs.cosn.maxRetries"),
+            (
+                "goosefs_lite",
+                "goosefs.fuse.list.entries.cache.max.size=lots",
+            ),
+        ] {
+            let err = CosSource::from_context(&context(&[
+                ("url", "http://cos.ap-guangzhou.myqcloud.com"),
+                ("bucket", "b-1250000000"),
+                ("mounter", "goosefs-lite"),
+                (key, value),
+            ]))
+            .unwrap_err();
+            assert!(err.0.contains(&format!("volume attribute {key}")), "{err}");
+        }
+        let err = CosSource::from_context(&context(&[
+            ("url", "http://cos.ap-guangzhou.myqcloud.com"),
+            ("bucket", "b-1250000000"),
+            ("BUCKET", "c-1250000000"),
+        ]))
+        .unwrap_err();
+        assert!(err.0.contains("case-insensitive"), "{err}");
     }
 
     #[test]

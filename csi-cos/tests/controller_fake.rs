@@ -37,6 +37,7 @@ fn controller(fake: &FakeBuckets) -> ControllerService<FakeBuckets> {
             default_url: None,
             default_bucket: None,
             fallback_keys: None,
+            unknown_parameters: csi_common::cli::UnknownParameters::Refuse,
         },
     )
 }
