@@ -12,6 +12,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+#[cfg(feature = "fixture")]
+pub mod fixture;
+
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 

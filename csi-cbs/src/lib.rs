@@ -87,18 +87,46 @@ pub fn plugin_caps(mode: Mode) -> PluginCaps {
     }
 }
 
+/// How often the node asks the Kubernetes API for its Node before giving up, and the first wait.
+const NODE_LOOKUP_ATTEMPTS: u32 = 6;
+const NODE_LOOKUP_FIRST_WAIT: Duration = Duration::from_secs(1);
+
+/// The node's CVM instance ID, which the controller attaches disks to: `--node-id` when it is one;
+/// when it is a Kubernetes node name (Tencent's DaemonSet sets NODE_ID to `spec.nodeName`), the
+/// instance its Node's providerID names; without it, instance metadata's.
+async fn node_instance_id(common: &CommonArgs) -> Result<String, StartupError> {
+    match common.node_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) if cluster::is_instance_id(id) => Ok(id.to_owned()),
+        Some(node) => {
+            let failed = |source: cluster::ClusterError| StartupError::NodeFromCluster {
+                node: node.to_owned(),
+                source: Box::new(source),
+            };
+            let api = cluster::Cluster::connect(common.kubeconfig.as_deref())
+                .await
+                .map_err(failed)?;
+            let instance = api
+                .node_instance_retried(node, NODE_LOOKUP_ATTEMPTS, NODE_LOOKUP_FIRST_WAIT)
+                .await
+                .map_err(failed)?;
+            tracing::info!(node, node_id = instance.instance_id, "node ID read from the Node's providerID");
+            Ok(instance.instance_id)
+        }
+        None => {
+            let id = common
+                .metadata_client()?
+                .instance_id()
+                .await
+                .map_err(StartupError::NodeIdFromMetadata)?;
+            tracing::info!(node_id = id, "node ID read from instance metadata");
+            Ok(id)
+        }
+    }
+}
+
 pub async fn run(mut config: Config) -> Result<(), StartupError> {
-    // The node ID is the CVM instance ID (the controller attaches disks to it). Kubernetes cannot
-    // hand a pod its node's instance ID, so without --node-id it comes from instance metadata.
-    if config.common.mode.node() && config.common.node_id.as_deref().is_none_or(str::is_empty) {
-        let id = config
-            .common
-            .metadata_client()?
-            .instance_id()
-            .await
-            .map_err(StartupError::NodeIdFromMetadata)?;
-        tracing::info!(node_id = id, "node ID read from instance metadata");
-        config.common.node_id = Some(id);
+    if config.common.mode.node() {
+        config.common.node_id = Some(node_instance_id(&config.common).await?);
     }
     let common = &config.common;
     common.validate()?;

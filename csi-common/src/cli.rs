@@ -128,6 +128,12 @@ pub enum StartupError {
     Region(#[source] MetadataError),
     #[error("--node-id not given and instance metadata could not tell this instance's ID")]
     NodeIdFromMetadata(#[source] MetadataError),
+    #[error("--node-id {node:?} is a Kubernetes node name, and its Node could not tell the instance")]
+    NodeFromCluster {
+        node: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot build the HTTP client")]
     Http(#[from] reqwest::Error),
     #[error("invalid --cloud-endpoint {endpoint:?}: {detail}")]

@@ -365,3 +365,104 @@ async fn csi_cfs_starts_with_the_old_node_plugins_arguments() {
     assert!(text.contains("DEBUG"), "--v=5 is debug level:\n{text}");
     proc.stop(std::time::Duration::from_secs(10)).await.unwrap();
 }
+
+/// Starts `program args...`; waits for `socket`, or returns the log if it exits first.
+async fn start(
+    program: &str,
+    args: &[String],
+    socket: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<e2e::process::Proc, String> {
+    let path = e2e::bin_path(program).unwrap();
+    let mut proc = e2e::process::Proc::spawn(program, &path, args, log).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !socket.exists() {
+        if proc.try_status().is_some() {
+            return Err(std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket: {}",
+            proc.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(proc)
+}
+
+/// The old CBS DaemonSet sets NODE_ID to the Kubernetes node name: csi-cbs reads the instance
+/// from the Node's providerID (here a stand-in for the Nodes API), and names the Node when it
+/// cannot.
+#[tokio::test]
+async fn csi_cbs_with_a_node_name_finds_its_instance_through_the_node() {
+    use cluster::fixture::{Routes, kubeconfig, node, serve, status};
+    let routes: Routes = [
+        (
+            "/api/v1/nodes/10.0.0.12".to_owned(),
+            (
+                200,
+                node("10.0.0.12", Some("qcloud:///100003/ins-k8snode1")),
+            ),
+        ),
+        (
+            "/api/v1/nodes/10.0.0.13".to_owned(),
+            (200, node("10.0.0.13", Some("qcloud:///100003/"))),
+        ),
+        (
+            "/api/v1/nodes/10.0.0.99".to_owned(),
+            (
+                404,
+                status(404, "NotFound", "nodes \"10.0.0.99\" not found"),
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let (server, _) = serve(routes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &server);
+    let args = |node: &str, socket: &std::path::Path| -> Vec<String> {
+        vec![
+            "--v=5".into(),
+            "--logtostderr=true".into(),
+            format!("--endpoint=unix://{}", socket.display()),
+            "--component_type=node".into(),
+            format!("--nodeID={node}"),
+            format!("--kubeconfig={}", config.display()),
+            // Isolation from the machine, not part of the old arguments.
+            "--node-zone=ap-guangzhou-3".into(),
+            format!("--kubelet-dir={}", dir.path().display()),
+        ]
+    };
+
+    let socket = dir.path().join("cbs.sock");
+    let log = dir.path().join("cbs.log");
+    let mut proc = start("csi-cbs", &args("10.0.0.12", &socket), &socket, &log)
+        .await
+        .unwrap_or_else(|log| panic!("csi-cbs did not start:\n{log}"));
+    let mut client = e2e::client::CsiClient::connect(&socket).await.unwrap();
+    let info = client
+        .node
+        .node_get_info(csi_proto::v1::NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, "ins-k8snode1");
+    proc.stop(std::time::Duration::from_secs(10)).await.unwrap();
+
+    for (node, says) in [
+        ("10.0.0.99", "Node \"10.0.0.99\" does not exist"),
+        ("10.0.0.13", "names no CVM instance"),
+    ] {
+        let socket = dir.path().join(format!("{node}.sock"));
+        let log = dir.path().join(format!("{node}.log"));
+        let Err(text) = start("csi-cbs", &args(node, &socket), &socket, &log).await else {
+            panic!("csi-cbs started with the Node {node} unreadable");
+        };
+        assert!(
+            text.contains(&format!("--node-id \"{node}\" is a Kubernetes node name"))
+                && text.contains(says),
+            "{node}: {text}"
+        );
+    }
+}
