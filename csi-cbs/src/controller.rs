@@ -12,7 +12,8 @@
 //! inherent methods in the children: `snapshots` (CreateSnapshot, DeleteSnapshot,
 //! ListSnapshots), `modify` (ControllerExpandVolume, ControllerModifyVolume) and `listing`
 //! (ListVolumes, ControllerGetVolume); `attach` holds the publish state machine, `create` finds
-//! and creates a volume's disk, `names` gives CSI names their cloud names. Children use the
+//! and creates a volume's disk, `names` gives CSI names their cloud names, `multi` holds the
+//! multi-disk (`devicemapper`) variants of create, delete, publish, unpublish and expand. Children use the
 //! service and the ID and proto helpers here; this file imports from no child but the leaf
 //! `names`, so the files form a DAG.
 
@@ -32,6 +33,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{Error, Result, required};
 use crate::params::{CbsParams, GIB, MutableParams, size_gib};
 use crate::topology::{Zones, preferred_zones, requirement_zones, topology_for, zone_from_list};
+use crate::volume_id::multi_disk_ids;
 use crate::watcher::{DiskWatcher, Learned};
 
 pub const PUBLISH_CONTEXT_DISK_ID: &str = "diskId";
@@ -40,6 +42,7 @@ mod attach;
 mod create;
 mod listing;
 mod modify;
+mod multi;
 mod names;
 mod snapshots;
 
@@ -98,12 +101,7 @@ impl Terminated {
     }
 }
 
-/// CBS disk IDs look like `disk-xxxxxxxx`; anything else cannot exist, so no cloud call is made.
-pub fn is_disk_id(id: &str) -> bool {
-    id.strip_prefix("disk-").is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 32 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-    })
-}
+pub use crate::volume_id::is_disk_id;
 
 fn is_snapshot_id(id: &str) -> bool {
     id.strip_prefix("snap-").is_some_and(|rest| {
@@ -151,18 +149,6 @@ fn created_volume(
             .insert(VOLUME_CONTEXT_FS_TYPE.to_owned(), fs_type.clone());
     }
     volume
-}
-
-/// The refusal of a class asking for a volume of several disks, until they are built.
-fn refuse_multi_disk(params: &CbsParams) -> Result<()> {
-    match &params.multi_disk {
-        None => Ok(()),
-        Some(multi) => Err(Error::InvalidArgument(format!(
-            "multi-disk volumes (devicemapper) are not supported yet: the StorageClass parameter \
-             devicemapper asks for one ({}); use a class without devicemapper, devices and level",
-            multi.describe()
-        ))),
-    }
 }
 
 /// A file system named by the class that a capability contradicts: the capability is what the
@@ -215,6 +201,12 @@ impl<C: CbsApi> ControllerService<C> {
     }
 
     async fn existing_disk(&self, volume_id: &str) -> Result<Disk> {
+        if multi_disk_ids(volume_id).is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "volume {volume_id} is a multi-disk (devicemapper) volume; this call works on \
+                 single-disk volumes only"
+            )));
+        }
         self.disk(volume_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("volume {volume_id} does not exist")))
@@ -356,9 +348,16 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         if !params.ignored.is_empty() {
             tracing::warn!(volume = %req.name, keys = ?params.ignored, "ignoring StorageClass parameters no CBS driver knows (--unknown-parameters=warn)");
         }
-        refuse_multi_disk(&params)?;
         MutableParams::parse(&req.mutable_parameters)?.apply(&mut params)?;
         warn_on_fs_type_mismatch(&req.name, &params, &req.volume_capabilities);
+        if let Some(multi) = params.multi_disk {
+            let volume = self
+                .create_multi_disk(&req, &params, multi, deadline)
+                .await?;
+            return Ok(Response::new(pb::CreateVolumeResponse {
+                volume: Some(volume),
+            }));
+        }
         let Capacity {
             required: required_bytes,
             limit: limit_bytes,
@@ -483,6 +482,11 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         if volume_id.is_empty() {
             return Err(required("volume_id").into());
         }
+        if let Some(disks) = multi_disk_ids(&volume_id) {
+            let _guard = self.inflight.acquire(&volume_id)?;
+            self.delete_multi_disk(&volume_id, &disks, deadline).await?;
+            return Ok(Response::new(pb::DeleteVolumeResponse {}));
+        }
         if !is_disk_id(&volume_id) {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         }
@@ -528,7 +532,13 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             .ok_or_else(|| required("volume_capability"))?;
         check_capabilities(std::slice::from_ref(&capability))?;
         let _guard = self.inflight.acquire(&req.volume_id)?;
-        let publish_context = self.publish(&req.volume_id, &req.node_id, deadline).await?;
+        let publish_context = match multi_disk_ids(&req.volume_id) {
+            Some(disks) => {
+                self.publish_multi_disk(&req.volume_id, &disks, &req.node_id, deadline)
+                    .await?
+            }
+            None => self.publish(&req.volume_id, &req.node_id, deadline).await?,
+        };
         Ok(Response::new(pb::ControllerPublishVolumeResponse {
             publish_context,
         }))
@@ -544,8 +554,16 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
             return Err(required("volume_id").into());
         }
         let _guard = self.inflight.acquire(&req.volume_id)?;
-        self.unpublish(&req.volume_id, &req.node_id, deadline)
-            .await?;
+        match multi_disk_ids(&req.volume_id) {
+            Some(disks) => {
+                self.unpublish_multi_disk(&disks, &req.node_id, deadline)
+                    .await?
+            }
+            None => {
+                self.unpublish(&req.volume_id, &req.node_id, deadline)
+                    .await?
+            }
+        }
         Ok(Response::new(pb::ControllerUnpublishVolumeResponse {}))
     }
 
@@ -560,7 +578,21 @@ impl<C: CbsApi> pb::controller_server::Controller for ControllerService<C> {
         if req.volume_capabilities.is_empty() {
             return Err(required("volume_capabilities").into());
         }
-        self.existing_disk(&req.volume_id).await?;
+        match multi_disk_ids(&req.volume_id) {
+            Some(disks) => {
+                for disk_id in disks {
+                    self.disk(disk_id).await?.ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "disk {disk_id} of volume {} does not exist",
+                            req.volume_id
+                        ))
+                    })?;
+                }
+            }
+            None => {
+                self.existing_disk(&req.volume_id).await?;
+            }
+        }
         let outcome = check_capabilities(&req.volume_capabilities).map_err(|e| e.to_string());
         let response = validation(req, outcome);
         Ok(Response::new(response))

@@ -8,9 +8,11 @@
 pub mod controller;
 pub mod device;
 pub mod error;
+pub mod multidisk;
 pub mod node;
 pub mod params;
 pub mod topology;
+pub mod volume_id;
 pub mod watcher;
 
 use std::path::PathBuf;
@@ -109,7 +111,11 @@ async fn node_instance_id(common: &CommonArgs) -> Result<String, StartupError> {
                 .node_instance_retried(node, NODE_LOOKUP_ATTEMPTS, NODE_LOOKUP_FIRST_WAIT)
                 .await
                 .map_err(failed)?;
-            tracing::info!(node, node_id = instance.instance_id, "node ID read from the Node's providerID");
+            tracing::info!(
+                node,
+                node_id = instance.instance_id,
+                "node ID read from the Node's providerID"
+            );
             Ok(instance.instance_id)
         }
         None => {

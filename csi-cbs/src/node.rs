@@ -18,10 +18,14 @@ use csi_common::mount::{DeviceContent, FormatParams, Mounter};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::controller::{check_capabilities, is_disk_id};
+use crate::controller::check_capabilities;
 use crate::device::{DeviceRoots, device_for_serial, device_has_serial};
 use crate::error::{Error, Result, required};
+use crate::multidisk::assemble::{Assembler, Plan, assemble, disassemble, grow};
+use crate::multidisk::tools::Tools;
+use crate::multidisk::{layout_from, volume_name};
 use crate::topology::TOPOLOGY_KEY;
+use crate::volume_id::{EXPECTED, VolumeId, is_volume_id, multi_disk_ids};
 
 pub const DEFAULT_FS: &str = "ext4";
 /// A filesystem this much smaller than its device is grown (slack for metadata rounding).
@@ -40,23 +44,35 @@ pub struct NodeConfig {
     pub kubelet_dir: PathBuf,
 }
 
+/// The node service over a mounter and, for multi-disk volumes, the LVM and mdadm tools.
 #[derive(Debug)]
-pub struct NodeService<M> {
+pub struct NodeService<M, A = Tools> {
     mounter: Arc<M>,
+    assembler: Arc<A>,
     config: NodeConfig,
     paths: NodePaths,
     inflight: InFlight,
 }
 
-/// A request's volume ID names a file in the staging directory: one that is not a CBS disk ID
-/// (`disk-xxxxxxxx`) is NOT_FOUND, checked after the request's required fields, never a path.
+/// A request's volume ID names a file in the staging directory: one that is not a CBS volume ID
+/// (`disk-xxxxxxxx`, or disk IDs joined by commas) is NOT_FOUND, checked after the request's
+/// required fields, never a path.
 fn disk_id(value: &str) -> Result<()> {
-    if is_disk_id(value) {
+    if is_volume_id(value) {
         return Ok(());
     }
     Err(Error::NotFound(format!(
-        "no CBS disk has the volume ID {value:?}: CBS volume IDs look like disk-xxxxxxxx"
+        "no CBS volume has the volume ID {value:?}: {EXPECTED}"
     )))
+}
+
+/// The devices of a multi-disk volume's disks found on this node, in volume ID order.
+fn devices_present(roots: &DeviceRoots, disks: &[&str]) -> Vec<PathBuf> {
+    disks
+        .iter()
+        .filter_map(|d| device_for_serial(roots, d))
+        .map(|found| found.device)
+        .collect()
 }
 
 /// Runs a blocking mount-layer call on the blocking pool. The volume's in-flight `guard` stays held
@@ -225,14 +241,60 @@ impl<M: Mounter + 'static> NodeService<M> {
     pub fn new(mounter: Arc<M>, config: NodeConfig) -> Self {
         NodeService {
             mounter,
+            assembler: Arc::new(Tools::new(config.devices.clone())),
             paths: NodePaths::new([config.kubelet_dir.clone()]),
             config,
             inflight: InFlight::new(),
         }
     }
+}
+
+impl<M: Mounter + 'static, A: Assembler + 'static> NodeService<M, A> {
+    /// The same service assembling multi-disk volumes with `assembler`.
+    pub fn with_assembler<B: Assembler + 'static>(self, assembler: B) -> NodeService<M, B> {
+        NodeService {
+            mounter: self.mounter,
+            assembler: Arc::new(assembler),
+            config: self.config,
+            paths: self.paths,
+            inflight: self.inflight,
+        }
+    }
 
     pub fn into_server(self) -> pb::node_server::NodeServer<Self> {
         pb::node_server::NodeServer::new(self)
+    }
+
+    /// The device to stage: the disk's, or the assembled device of a multi-disk volume's disks.
+    async fn stage_device(
+        &self,
+        volume_id: &str,
+        context: &std::collections::HashMap<String, String>,
+        staging: &Path,
+        guard: &InFlightGuard,
+        deadline: Option<Instant>,
+    ) -> Result<PathBuf> {
+        let Some(disks) = multi_disk_ids(volume_id) else {
+            return self.wait_for_device(volume_id, deadline).await;
+        };
+        let layout = layout_from(context, disks.len())?;
+        let name = volume_name(context, staging);
+        let mut devices = Vec::with_capacity(disks.len());
+        for disk in &disks {
+            devices.push(self.wait_for_device(disk, deadline).await?);
+        }
+        let assembler = Arc::clone(&self.assembler);
+        let dev_root = self.config.devices.dev_root.clone();
+        run_blocking(Some(guard), move || {
+            let plan = Plan {
+                devices: &devices,
+                layout,
+                name: name.as_deref(),
+                dev_root: &dev_root,
+            };
+            assemble(assembler.as_ref(), &plan)
+        })
+        .await
     }
 
     /// Waits (bounded) for the disk's block device to appear on this node.
@@ -273,7 +335,7 @@ fn node_capabilities() -> Vec<pb::NodeServiceCapability> {
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
-impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
+impl<M: Mounter + 'static, A: Assembler + 'static> pb::node_server::Node for NodeService<M, A> {
     async fn node_stage_volume(
         &self,
         request: Request<pb::NodeStageVolumeRequest>,
@@ -293,7 +355,15 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         disk_id(&req.volume_id)?;
         let fs_type = requested_fs(&capability, &req.volume_context)?.to_owned();
         let guard = self.inflight.acquire(&req.volume_id)?;
-        let device = self.wait_for_device(&req.volume_id, deadline).await?;
+        let device = self
+            .stage_device(
+                &req.volume_id,
+                &req.volume_context,
+                &staging,
+                &guard,
+                deadline,
+            )
+            .await?;
         let volume_id = req.volume_id.clone();
         blocking(&self.mounter, Some(&guard), move |m| {
             if is_block(&capability) {
@@ -322,13 +392,21 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
         let volume_id = req.volume_id;
+        // A multi-disk volume is taken apart once unmounted: its disks are still attached.
+        let members =
+            multi_disk_ids(&volume_id).map(|disks| devices_present(&self.config.devices, &disks));
+        let assembler = Arc::clone(&self.assembler);
         blocking(&self.mounter, Some(&guard), move |m| {
             let block_file = block_staging_file(&staging, &volume_id);
             if block_file.exists() {
                 unmount_all(m, &block_file)?;
                 remove_target(&block_file)?;
             }
-            Ok(unmount_all(m, &staging)?)
+            unmount_all(m, &staging)?;
+            match members {
+                Some(devices) => disassemble(assembler.as_ref(), &devices),
+                None => Ok(()),
+            }
         })
         .await?;
         Ok(Response::new(pb::NodeUnstageVolumeResponse {}))
@@ -440,12 +518,24 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
                 VolumePath::Unhealthy(answer) => return Ok(answer),
                 VolumePath::Mounted { info, is_dir } => (info, is_dir),
             };
+            let disks = VolumeId::parse(&volume_id).map_or_else(Vec::new, |v| v.disks());
+            let multi = disks.len() > 1;
+            let present = devices_present(&devices, &disks);
             let found = device_for_serial(&devices, &volume_id);
-            let device_gone = found.is_none();
+            let device_gone = if multi {
+                present.len() != disks.len()
+            } else {
+                found.is_none()
+            };
             if !is_dir {
                 // A published block volume: its size is all there is to report.
                 let total = match &found {
                     Some(found) => m.device_size(&found.device)?,
+                    // A multi-disk volume: its disks' sizes, near enough to the assembly's.
+                    None if multi => present
+                        .iter()
+                        .map(|d| m.device_size(d))
+                        .sum::<std::result::Result<u64, _>>()?,
                     None => 0,
                 };
                 let usage = vec![pb::VolumeUsage {
@@ -476,7 +566,7 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
             let mount_rw = !info.options.iter().any(|o| o == "ro");
             let super_ro = info.super_options.iter().any(|o| o == "ro");
             let condition = if device_gone
-                || !device_has_serial(&devices, Path::new(&info.source), &volume_id)
+                || (!multi && !device_has_serial(&devices, Path::new(&info.source), &volume_id))
             {
                 pb::VolumeCondition {
                     abnormal: true,
@@ -522,20 +612,47 @@ impl<M: Mounter + 'static> pb::node_server::Node for NodeService<M> {
         };
         disk_id(&req.volume_id)?;
         let guard = self.inflight.acquire(&req.volume_id)?;
-        let device = device_for_serial(&self.config.devices, &req.volume_id)
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "volume {} is not attached to this node",
-                    req.volume_id
-                ))
-            })?
-            .device;
+        let device = match multi_disk_ids(&req.volume_id) {
+            None => {
+                device_for_serial(&self.config.devices, &req.volume_id)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!(
+                            "volume {} is not attached to this node",
+                            req.volume_id
+                        ))
+                    })?
+                    .device
+            }
+            Some(disks) => {
+                let devices = devices_present(&self.config.devices, &disks);
+                if devices.len() != disks.len() {
+                    return Err(Error::NotFound(format!(
+                        "not every disk of volume {} is attached to this node",
+                        req.volume_id
+                    ))
+                    .into());
+                }
+                let assembler = Arc::clone(&self.assembler);
+                let dev_root = self.config.devices.dev_root.clone();
+                run_blocking(Some(&guard), move || {
+                    let plan = Plan {
+                        devices: &devices,
+                        layout: crate::multidisk::Layout::Lvm,
+                        name: None,
+                        dev_root: &dev_root,
+                    };
+                    grow(assembler.as_ref(), &plan)
+                })
+                .await?
+            }
+        };
+        let multi = multi_disk_ids(&req.volume_id).is_some();
         let capacity = blocking(&self.mounter, Some(&guard), move |m| {
             if !block {
                 let info = m.mount_at(&path)?.ok_or_else(|| {
                     Error::NotFound(format!("volume path {} is not mounted", path.display()))
                 })?;
-                if Path::new(&info.source) != device {
+                if !multi && Path::new(&info.source) != device {
                     return Err(Error::FailedPrecondition(format!(
                         "{} mounts {}, not {}",
                         path.display(),

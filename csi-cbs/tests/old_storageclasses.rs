@@ -2,7 +2,7 @@
 //! (TencentCloud/kubernetes-csi-tencentcloud, `deploy/cbs/examples/`) and in the TKE
 //! documentation (`/work/shared/seeds/002_e11d0189c0bce81e.txt`) parse, mean what they meant,
 //! and provision on the in-memory `FakeCbs`. Then the old keys one at a time: `diskZones`
-//! selection, PREPAID without a period, `cdcid`, the refusal of `devicemapper`, and the
+//! selection, PREPAID without a period, `cdcid`, multi-disk `devicemapper` classes, and the
 //! `--unknown-parameters` policy. The classes are written out here as data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -353,14 +353,25 @@ async fn every_old_class_provisions_as_it_did_or_is_refused_clearly() {
             .create_volume(Request::new(request(&name, class.parameters)))
             .await;
         let m = class.meaning;
-        if m.multi_disk.is_some() {
-            let err = result.unwrap_err();
-            assert_eq!(err.code(), Code::InvalidArgument, "{at}");
-            assert!(
-                err.message()
-                    .contains("multi-disk volumes (devicemapper) are not supported yet"),
-                "{at}: {}",
-                err.message()
+        if let Some(multi) = m.multi_disk {
+            // A volume of `devices` disks, all of the class's type, in one zone.
+            let volume = result
+                .unwrap_or_else(|e| panic!("{at}: {e}"))
+                .into_inner()
+                .volume
+                .unwrap();
+            let ids: Vec<&str> = volume.volume_id.split(',').collect();
+            assert_eq!(ids.len(), multi.devices as usize, "{at}");
+            for id in &ids {
+                let disk = fake.disk(id).unwrap();
+                assert_eq!(disk.disk_type, m.disk_type, "{at}");
+                assert_eq!(disk.charge_type, m.charge, "{at}");
+                assert_eq!(disk.zone, fake.disk(ids[0]).unwrap().zone, "{at}");
+            }
+            assert_eq!(
+                create(&c, request(&name, class.parameters)).await.volume_id,
+                volume.volume_id,
+                "{at}"
             );
             continue;
         }
@@ -546,37 +557,71 @@ async fn prepaid_without_a_period_is_one_month_and_cdcid_is_cdcpaid() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn devicemapper_classes_are_refused_naming_the_key_and_make_no_disk() {
+async fn devicemapper_classes_make_each_disk_once_and_say_how_to_assemble_them() {
     let fake = fake();
     let c = controller(&fake);
-    for (class, describes) in [
+    for (name, class, disks, context) in [
         (
+            "pvc-lvm",
             &[
                 ("devicemapper", "LVM"),
                 ("devices", "2"),
                 ("fstype", "ext4"),
             ][..],
-            "devicemapper=LVM, devices=2",
+            2,
+            &[
+                ("devicemapper", "LVM"),
+                ("devices", "2"),
+                ("volumeName", "pvc-lvm"),
+                ("fstype", "ext4"),
+            ][..],
         ),
         (
+            "pvc-raid",
             &[("devicemapper", "raid"), ("devices", "4"), ("level", "10")][..],
-            "devicemapper=RAID, devices=4, level=10",
+            4,
+            &[
+                ("devicemapper", "RAID"),
+                ("devices", "4"),
+                ("level", "10"),
+                ("volumeName", "pvc-raid"),
+            ][..],
         ),
     ] {
-        let err = c
-            .create_volume(Request::new(request("pvc-dm", class)))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
-        let message = err.message();
-        assert!(
-            message.contains("multi-disk volumes (devicemapper) are not supported yet")
-                && message.contains("parameter devicemapper")
-                && message.contains(describes),
-            "{message}"
+        let creates = fake.calls(CbsOp::CreateDisks);
+        let volume = create(&c, request(name, class)).await;
+        let ids: Vec<&str> = volume.volume_id.split(',').collect();
+        assert_eq!(ids.len(), disks, "{name}");
+        assert_eq!(
+            fake.calls(CbsOp::CreateDisks) - creates,
+            disks as u64,
+            "{name}"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let disk = fake.disk(id).unwrap();
+            // Each disk holds its share of the 20 GiB asked for, rounded up to the CBS step.
+            assert_eq!(disk.disk_name, format!("{name}-{i}"));
+            assert_eq!(disk.disk_size, 10, "{name}");
+        }
+        assert_eq!(volume.capacity_bytes, disks as i64 * 10 * GIB);
+        for (key, value) in context {
+            assert_eq!(
+                volume.volume_context.get(*key).map(String::as_str),
+                Some(*value),
+                "{name}: {key}"
+            );
+        }
+        // A retry answers the same disks and makes none.
+        let again = create(&c, request(name, class)).await;
+        assert_eq!(again.volume_id, volume.volume_id);
+        assert_eq!(
+            fake.calls(CbsOp::CreateDisks) - creates,
+            disks as u64,
+            "{name}"
         );
     }
     // A bad multi-disk class is refused for what is wrong with it.
+    let before = fake.disks().len();
     let err = c
         .create_volume(Request::new(request(
             "pvc-dm",
@@ -591,8 +636,45 @@ async fn devicemapper_classes_are_refused_naming_the_key_and_make_no_disk() {
         "{}",
         err.message()
     );
-    assert!(fake.disks().is_empty());
-    assert_eq!(fake.calls(CbsOp::CreateDisks), 0);
+    // A name that cannot name a volume group is refused before any disk is made.
+    let err = c
+        .create_volume(Request::new(request(
+            "pvc/bad",
+            &[("devicemapper", "LVM"), ("devices", "2")],
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("cannot name the volume group"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(fake.disks().len(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_multi_disk_create_cut_short_is_completed_not_repeated() {
+    let fake = fake();
+    let c = controller(&fake);
+    let class = &[("devicemapper", "LVM"), ("devices", "3")][..];
+    // The second disk's create fails: the first exists, the call fails.
+    fake.fail_nth(CbsOp::CreateDisks, 2, "InternalError");
+    let err = c
+        .create_volume(Request::new(request("pvc-cut", class)))
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    assert_eq!(fake.disks().len(), 1);
+    let volume = create(&c, request("pvc-cut", class)).await;
+    let ids: Vec<&str> = volume.volume_id.split(',').collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(fake.disks().len(), 3);
+    let names: Vec<String> = ids
+        .iter()
+        .map(|id| fake.disk(id).unwrap().disk_name)
+        .collect();
+    assert_eq!(names, ["pvc-cut-0", "pvc-cut-1", "pvc-cut-2"]);
 }
 
 /// Collects the events logged while it is the default subscriber, one line each.

@@ -128,7 +128,9 @@ pub enum StartupError {
     Region(#[source] MetadataError),
     #[error("--node-id not given and instance metadata could not tell this instance's ID")]
     NodeIdFromMetadata(#[source] MetadataError),
-    #[error("--node-id {node:?} is a Kubernetes node name, and its Node could not tell the instance")]
+    #[error(
+        "--node-id {node:?} is a Kubernetes node name, and its Node could not tell the instance"
+    )]
     NodeFromCluster {
         node: String,
         #[source]

@@ -51,7 +51,10 @@ impl<C: CbsApi> ControllerService<C> {
         deadline: Instant,
     ) -> Result<HashMap<String, String>> {
         let started = std::time::Instant::now();
-        let result = self.attach_polling(volume_id, node_id, deadline).await;
+        let result = self
+            .attach_polling(volume_id, node_id, deadline, None)
+            .await
+            .map(|()| publish_context(volume_id));
         self.watcher.metrics.observe_cloud_wait(
             "disk",
             "the attach",
@@ -61,14 +64,21 @@ impl<C: CbsApi> ControllerService<C> {
         result
     }
 
-    async fn attach_polling(
+    /// Waits until disk `volume_id` is ATTACHED to `node_id`, attaching it from UNATTACHED.
+    /// `attach_sent`: when an attach of it was already sent (a batched AttachDisks), so a
+    /// lagging UNATTACHED is waited on rather than answered with a second attach at once.
+    pub(super) async fn attach_polling(
         &self,
         volume_id: &str,
         node_id: &str,
         deadline: Instant,
-    ) -> Result<HashMap<String, String>> {
-        let mut poll = Poll::new(deadline);
-        let mut attach_sent: Option<Instant> = None;
+        attach_sent: Option<Instant>,
+    ) -> Result<()> {
+        let mut attach_sent = attach_sent;
+        let mut poll = match attach_sent {
+            None => Poll::new(deadline),
+            Some(_) => Poll::expecting(deadline, self.attach_time.get()),
+        };
         loop {
             let disk = self.existing_disk(volume_id).await?;
             let elsewhere = disk.instance().is_some_and(|i| i != node_id);
@@ -84,7 +94,7 @@ impl<C: CbsApi> ControllerService<C> {
                     if let Some(sent) = attach_sent {
                         self.attach_time.record(sent.elapsed());
                     }
-                    return Ok(publish_context(volume_id));
+                    return Ok(());
                 }
                 disk_state::ATTACHING => self.watchdog(volume_id, node_id)?,
                 // Describe results lag behind AttachDisks for a moment; re-issue only after that.
@@ -93,34 +103,11 @@ impl<C: CbsApi> ControllerService<C> {
                 {
                     attach_sent = Some(Instant::now());
                     poll = Poll::expecting(deadline, self.attach_time.get());
-                    match self
+                    let sent = self
                         .cbs
                         .attach_disks(&[volume_id.to_owned()], node_id, Some(deadline))
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(e) if e.code() == Some("InvalidInstanceId.NotFound") => {
-                            return Err(Error::NotFound(format!(
-                                "node {node_id} is not a CVM instance of this region"
-                            )));
-                        }
-                        Err(e) if e.code().is_some_and(|c| c.ends_with("ZoneNotMatch")) => {
-                            return Err(Error::FailedPrecondition(format!(
-                                "volume {volume_id} is in zone {} and cannot attach to {node_id} in another zone: {e}",
-                                disk.placement.zone
-                            )));
-                        }
-                        Err(e) if e.kind() == ErrorKind::Quota => {
-                            return Err(Error::ResourceExhausted(format!(
-                                "node {node_id} cannot take more disks: {e}"
-                            )));
-                        }
-                        // Somebody else moved the disk meanwhile: the next look tells what happened.
-                        Err(e) if e.kind() == ErrorKind::Busy => {
-                            tracing::info!(error = %e, "attach raced a state change")
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                        .await;
+                    attach_outcome(sent, volume_id, &disk.placement.zone, node_id)?;
                 }
                 // DETACHING (a late unpublish), EXPANDING, or an attach just sent: wait.
                 _ => {}
@@ -217,6 +204,35 @@ impl<C: CbsApi> ControllerService<C> {
     }
 }
 
-fn publish_context(volume_id: &str) -> HashMap<String, String> {
+/// What an AttachDisks answer means: success, a race to look at again (`Ok`), or the error.
+pub(super) fn attach_outcome(
+    sent: std::result::Result<(), tcloud::CloudError>,
+    volume_id: &str,
+    zone: &str,
+    node_id: &str,
+) -> Result<()> {
+    match sent {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("InvalidInstanceId.NotFound") => Err(Error::NotFound(format!(
+            "node {node_id} is not a CVM instance of this region"
+        ))),
+        Err(e) if e.code().is_some_and(|c| c.ends_with("ZoneNotMatch")) => {
+            Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} is in zone {zone} and cannot attach to {node_id} in another zone: {e}"
+            )))
+        }
+        Err(e) if e.kind() == ErrorKind::Quota => Err(Error::ResourceExhausted(format!(
+            "node {node_id} cannot take more disks: {e}"
+        ))),
+        // Somebody else moved the disk meanwhile: the next look tells what happened.
+        Err(e) if e.kind() == ErrorKind::Busy => {
+            tracing::info!(error = %e, "attach raced a state change");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn publish_context(volume_id: &str) -> HashMap<String, String> {
     [(PUBLISH_CONTEXT_DISK_ID.to_owned(), volume_id.to_owned())].into()
 }

@@ -1,7 +1,7 @@
 //! The keys Tencent's CBS driver read that need more than one value check: `diskZones` (a list of
 //! zones), unprefixed `fstype`, `diskType: cbs` (let the driver pick) and the multi-disk keys
 //! `devicemapper`, `devices` and `level`. Pure parsing into typed values; choosing a zone and
-//! refusing multi-disk volumes are the controller's business, not this file's.
+//! building multi-disk volumes are the controller's business, not this file's.
 
 use super::keys::{Key, ParamError, conflict, invalid};
 
