@@ -256,6 +256,12 @@ impl ObjectClient {
 
     /// Sends `call`, retrying what is [`ObjectErrorKind::Unavailable`] up to `max_attempts` times.
     pub(super) async fn send(&self, call: &Call<'_>) -> Result<Answer, ObjectError> {
+        self.send_counted(call).await.map(|(answer, _)| answer)
+    }
+
+    /// [`ObjectClient::send`], also saying how many attempts it took: more than one, and an
+    /// earlier attempt may have been carried out though its answer never came.
+    pub(super) async fn send_counted(&self, call: &Call<'_>) -> Result<(Answer, u32), ObjectError> {
         let target = self.target(call)?;
         let payload_hash = match (&call.body, call.unsigned_payload) {
             (_, true) => sigv4::UNSIGNED_PAYLOAD.to_owned(),
@@ -282,7 +288,7 @@ impl ObjectClient {
                         })
                     });
             let error = match result {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => return Ok((answer, attempt)),
                 Err(error) => error,
             };
             if error.kind() != ObjectErrorKind::Unavailable || attempt >= policy.max_attempts {

@@ -2,7 +2,7 @@
 //! upload and delete. Each turns its answer into typed values; retries are the transport's.
 
 use std::ops::Range;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -11,6 +11,10 @@ use super::client::{Answer, Call};
 use super::error::ObjectError;
 use super::xml;
 use super::{ListPage, MultipartUpload, ObjectClient, ObjectMeta};
+
+/// How much earlier than the node's clock the server may stamp an upload's start (COS stamps to
+/// the second).
+const CLOCK_SLACK: Duration = Duration::from_secs(5);
 
 /// The part numbers S3 accepts.
 pub const MAX_PARTS: u32 = 10_000;
@@ -132,13 +136,57 @@ impl ObjectClient {
     }
 
     /// Starts a multipart upload; returns its upload ID.
+    ///
+    /// The call is not idempotent: when it took more than one attempt, an earlier attempt may
+    /// have started an upload whose answer was lost, which nobody would ever complete or abort
+    /// (and which is billed). So after a retried start, the uploads of exactly `key` the server
+    /// started since the first attempt (less [`CLOCK_SLACK`]) other than the one answered are
+    /// aborted, best effort. The residual risk: another client starting an upload of the very
+    /// same key in that second or two has it aborted; its write raced ours for the object anyway.
     pub async fn create_multipart_upload(&self, key: &str) -> Result<String, ObjectError> {
         let call = Call::new("CreateMultipartUpload", Method::POST, Some(key))
             .query("uploads", "")
             .body(Bytes::new());
-        let answer = self.send(&call).await?;
-        xml::parse_upload_id(&answer.body)
-            .map_err(|e| self.decode_error(&call, answer.status, e.to_string()))
+        let started = SystemTime::now();
+        let (answer, attempts) = self.send_counted(&call).await?;
+        let id = xml::parse_upload_id(&answer.body)
+            .map_err(|e| self.decode_error(&call, answer.status, e.to_string()))?;
+        if attempts > 1 {
+            self.abort_lost_starts(key, &id, started..SystemTime::now())
+                .await;
+        }
+        Ok(id)
+    }
+
+    /// Aborts the uploads of exactly `key` started `during` the call (widened by [`CLOCK_SLACK`]),
+    /// except `kept`: the starts of a retried CreateMultipartUpload whose answers were lost.
+    async fn abort_lost_starts(&self, key: &str, kept: &str, during: Range<SystemTime>) {
+        let from = during.start.checked_sub(CLOCK_SLACK).unwrap_or(UNIX_EPOCH);
+        let to = during.end + CLOCK_SLACK;
+        let uploads = match self.list_multipart_uploads(key).await {
+            Ok(uploads) => uploads,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "a retried multipart start may have left an upload: cannot list them");
+                return;
+            }
+        };
+        for upload in uploads
+            .iter()
+            .filter(|u| u.key == key && u.upload_id != kept && (from..=to).contains(&u.initiated))
+        {
+            match self.abort_multipart_upload(key, &upload.upload_id).await {
+                Ok(()) => {
+                    tracing::info!(
+                        key,
+                        upload_id = upload.upload_id,
+                        "aborted an upload a lost answer of a retried start left"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(key, upload_id = upload.upload_id, error = %e, "cannot abort an upload a retried start left")
+                }
+            }
+        }
     }
 
     /// Uploads part `number` (1 to 10000); returns its ETag. Every part but the last must be at
@@ -653,6 +701,76 @@ mod tests {
         let error = c.list_multipart_uploads("k").await.unwrap_err();
         assert!(matches!(error, ObjectError::Decode { .. }), "{error:?}");
         assert_eq!(server.requests().len(), 2);
+    }
+
+    /// A start whose answer is lost and is retried leaves the first upload on the server: it is
+    /// aborted, and only it (not the answered one, not another key's, not an older one).
+    #[tokio::test]
+    async fn a_retried_start_aborts_the_upload_its_lost_answer_left() {
+        let now = xml_time(SystemTime::now());
+        let old = xml_time(SystemTime::now() - Duration::from_secs(3600));
+        let starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&starts);
+        let server = TestServer::start(move |r| match (r.method.as_str(), r.param("uploadId")) {
+            ("POST", _) => {
+                // The first start is carried out, but its answer is lost (a 500 here).
+                if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    Canned::status(500)
+                } else {
+                    Canned::xml(
+                        200,
+                        "<InitiateMultipartUploadResult><UploadId>answered</UploadId>\
+                         </InitiateMultipartUploadResult>",
+                    )
+                }
+            }
+            ("GET", _) => Canned::xml(
+                200,
+                &format!(
+                    "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
+                     <Upload><Key>f</Key><UploadId>lost</UploadId><Initiated>{now}</Initiated></Upload>\
+                     <Upload><Key>f</Key><UploadId>answered</UploadId><Initiated>{now}</Initiated></Upload>\
+                     <Upload><Key>f</Key><UploadId>yesterdays</UploadId><Initiated>{old}</Initiated></Upload>\
+                     <Upload><Key>f2</Key><UploadId>other-key</UploadId><Initiated>{now}</Initiated></Upload>\
+                     </ListMultipartUploadsResult>"
+                ),
+            ),
+            ("DELETE", Some(_)) => Canned::status(204),
+            _ => Canned::status(400),
+        })
+        .await;
+        let c = test_client(&server, |config| {
+            config.retry_base = Duration::from_millis(1)
+        });
+        assert_eq!(c.create_multipart_upload("f").await.unwrap(), "answered");
+        let aborted: Vec<String> = server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .filter_map(|r| r.param("uploadId"))
+            .collect();
+        assert_eq!(aborted, ["lost"]);
+
+        // A start answered at once lists nothing and aborts nothing.
+        let before = server.requests().len();
+        assert_eq!(c.create_multipart_upload("g").await.unwrap(), "answered");
+        let after = server.requests();
+        assert_eq!(after.len(), before + 1, "{:?}", &after[before..]);
+    }
+
+    /// `2026-12-07T00:33:15.000Z`, as S3 listings write times.
+    fn xml_time(t: SystemTime) -> String {
+        let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let d = crate::sigv4::amz_date(secs);
+        format!(
+            "{}-{}-{}T{}:{}:{}.000Z",
+            &d[0..4],
+            &d[4..6],
+            &d[6..8],
+            &d[9..11],
+            &d[11..13],
+            &d[13..15]
+        )
     }
 
     #[tokio::test]

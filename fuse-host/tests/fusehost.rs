@@ -321,8 +321,7 @@ async fn a_dead_daemons_uploads_are_cleaned_up_when_its_mount_is_unpublished() {
     let target = scratch.target("vol-j");
     let area = scratch.path("staging");
     let cleanups = scratch.path("secret-seen.cleanups");
-    let mut config = scratch.config();
-    config.staging_area = Some(area.clone());
+    let config = config_with_area(&scratch, &area);
     let metrics = std::sync::Arc::clone(&config.metrics);
     let (host, client) = Running::start(config).await;
 
@@ -371,7 +370,45 @@ async fn a_dead_daemons_uploads_are_cleaned_up_when_its_mount_is_unpublished() {
         ),
         1
     );
+
+    // A restarted host has no keys for the mounts it re-adopts, until a publish of the mount
+    // hands them again; then a dead daemon's uploads are cleaned up as before.
+    let adopted = client
+        .mount(scratch.request(&target, "fp"), T)
+        .await
+        .unwrap();
     host.stop().await;
+    let (host, client) = Running::start(config_with_area(&scratch, &area)).await;
+    let reused = client
+        .mount(scratch.request(&target, "fp"), T)
+        .await
+        .unwrap();
+    assert!(reused.reused && reused.pid == adopted.pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(adopted.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_gone(adopted.pid).await;
+    client.unmount(&target, T).await.unwrap();
+    for _ in 0..250 {
+        if std::fs::read_to_string(&cleanups).unwrap().lines().count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&cleanups).unwrap().lines().count(),
+        2,
+        "the re-adopted mount's dead daemon is cleaned up with the keys its publish handed again"
+    );
+    host.stop().await;
+}
+
+fn config_with_area(scratch: &Scratch, area: &Path) -> HostConfig {
+    let mut config = scratch.config();
+    config.staging_area = Some(area.to_owned());
+    config
 }
 
 #[tokio::test]

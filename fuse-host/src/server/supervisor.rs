@@ -77,6 +77,18 @@ impl Supervisor {
         tokio::spawn(logs::follow(path, offset, origin, alive, stop));
     }
 
+    /// Keeps what the mount at `request.target` runs with (its keys included), in memory only.
+    fn remember(&self, program: &Path, request: &MountRequest) {
+        let launch = Launch {
+            program: program.to_owned(),
+            request: request.clone(),
+        };
+        self.launched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.target.clone(), launch);
+    }
+
     /// Ends the followers of the daemons' logs: the host is stopping.
     pub(super) fn stop_following(&self) {
         self.stopping.send_replace(true);
@@ -133,6 +145,8 @@ impl Supervisor {
         if let Some(status) = &current {
             if status.alive && status.healthy {
                 if status.fingerprint == request.fingerprint {
+                    // A host restarted since the mount began knows its keys again.
+                    self.remember(&program, &request);
                     return Response::ok(vec![MountStatus {
                         reused: true,
                         details: None,
@@ -251,16 +265,7 @@ impl Supervisor {
             pid,
             start_ticks: ticks,
         };
-        self.launched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                target.clone(),
-                Launch {
-                    program: program.to_owned(),
-                    request: request.clone(),
-                },
-            );
+        self.remember(program, request);
         if let Err(e) = self.records.save(&record) {
             tracing::error!(error = %e, target = %target.display(), "cannot record a mount; it will not be re-adopted after a host restart");
         }
