@@ -89,3 +89,21 @@ pub fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
     .unwrap();
     path
 }
+
+/// A NodeList of Nodes named with a zone label each: `(name, label key, zone)`.
+pub fn node_list(nodes: &[(&str, &str, &str)]) -> String {
+    let items: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|(name, key, zone)| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": { "name": name, "labels": { *key: zone } },
+                "spec": {},
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items,
+    })
+    .to_string()
+}

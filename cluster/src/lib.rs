@@ -25,8 +25,8 @@ pub enum ClusterError {
     Config(String),
     #[error("the Kubernetes API did not answer: {0}")]
     Unreachable(String),
-    #[error("the Kubernetes API refused to read Node {node:?}: {message}")]
-    Refused { node: String, message: String },
+    #[error("the Kubernetes API refused to read {what}: {message}")]
+    Refused { what: String, message: String },
     #[error("Node {0:?} does not exist")]
     NodeNotFound(String),
     #[error("Node {0:?} has no spec.providerID (is the cloud controller manager running?)")]
@@ -134,24 +134,7 @@ impl Cluster {
     /// The instance behind the Node `node`.
     pub async fn node_instance(&self, node: &str) -> Result<NodeInstance, ClusterError> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let found = match tokio::time::timeout(CALL_TIMEOUT, nodes.get_opt(node)).await {
-            Err(_) => {
-                return Err(ClusterError::Unreachable(format!(
-                    "no answer within {CALL_TIMEOUT:?}"
-                )));
-            }
-            Ok(Ok(found)) => found,
-            Ok(Err(kube::Error::Api(status))) if status.code == 429 || status.code >= 500 => {
-                return Err(ClusterError::Unreachable(status.to_string()));
-            }
-            Ok(Err(kube::Error::Api(status))) => {
-                return Err(ClusterError::Refused {
-                    node: node.to_owned(),
-                    message: status.to_string(),
-                });
-            }
-            Ok(Err(e)) => return Err(ClusterError::Unreachable(e.to_string())),
-        };
+        let found = answered(&format!("Node {node:?}"), nodes.get_opt(node)).await?;
         let found = found.ok_or_else(|| ClusterError::NodeNotFound(node.to_owned()))?;
         let provider = found
             .spec
@@ -159,6 +142,25 @@ impl Cluster {
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ClusterError::NoProviderId(node.to_owned()))?;
         parse_provider_id(node, &provider)
+    }
+
+    /// The zones the cluster's Nodes are in, from their zone labels (`label_keys`, the first one
+    /// a Node has), each once, sorted. Numeric zone IDs are returned as they are.
+    pub async fn node_zones(&self, label_keys: &[&str]) -> Result<Vec<String>, ClusterError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let listed = answered("the Nodes", nodes.list(&Default::default())).await?;
+        let mut zones: Vec<String> = listed
+            .items
+            .iter()
+            .filter_map(|node| {
+                let labels = node.metadata.labels.as_ref()?;
+                label_keys.iter().find_map(|k| labels.get(*k)).cloned()
+            })
+            .filter(|zone| !zone.is_empty())
+            .collect();
+        zones.sort();
+        zones.dedup();
+        Ok(zones)
     }
 
     /// [`Cluster::node_instance`], asked again while the API is unreachable: `attempts` times in
@@ -182,6 +184,29 @@ impl Cluster {
                 result => return result,
             }
         }
+    }
+}
+
+/// The answer of one API call about `what`, bounded by [`CALL_TIMEOUT`]: no answer, overload
+/// (429, 5xx) and transport failures are [`ClusterError::Unreachable`]; other refusals are
+/// [`ClusterError::Refused`].
+async fn answered<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ClusterError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Err(_) => Err(ClusterError::Unreachable(format!(
+            "no answer within {CALL_TIMEOUT:?}"
+        ))),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(kube::Error::Api(status))) if status.code == 429 || status.code >= 500 => {
+            Err(ClusterError::Unreachable(status.to_string()))
+        }
+        Ok(Err(kube::Error::Api(status))) => Err(ClusterError::Refused {
+            what: what.to_owned(),
+            message: status.to_string(),
+        }),
+        Ok(Err(e)) => Err(ClusterError::Unreachable(e.to_string())),
     }
 }
 

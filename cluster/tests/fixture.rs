@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cluster::fixture::{Routes, kubeconfig, node, serve, status};
+use cluster::fixture::{Routes, kubeconfig, node, node_list, serve, status};
 use cluster::{Cluster, ClusterError, NodeInstance};
 
 #[tokio::test]
@@ -143,4 +143,34 @@ async fn a_missing_kubeconfig_is_named() {
         .unwrap_err();
     assert!(matches!(err, ClusterError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+}
+
+#[tokio::test]
+async fn the_nodes_zones_come_from_their_labels() {
+    const CSI: &str = "topology.com.tencent.cloud.csi.cbs/zone";
+    const K8S: &str = "topology.kubernetes.io/zone";
+    let routes: Routes = [(
+        "/api/v1/nodes".to_owned(),
+        (
+            200,
+            node_list(&[
+                ("a", CSI, "ap-guangzhou-3"),
+                ("b", K8S, "100004"),
+                ("c", K8S, "100004"),
+                ("d", "kubernetes.io/hostname", "d"),
+            ]),
+        ),
+    )]
+    .into_iter()
+    .collect();
+    let (server, _) = serve(routes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::connect(Some(&kubeconfig(dir.path(), &server)))
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster.node_zones(&[CSI, K8S]).await.unwrap(),
+        ["100004", "ap-guangzhou-3"],
+        "each zone once; a Node without a zone label adds none"
+    );
 }

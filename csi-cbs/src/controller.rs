@@ -53,8 +53,12 @@ pub struct ControllerConfig {
     pub driver_name: String,
     /// An attach still `ATTACHING` after this long is reported as stuck instead of waited on.
     pub attach_timeout: Duration,
-    /// The zone of a volume whose request names none: this controller's own zone, when known.
+    /// The zone of a volume whose request names none and whose Nodes' zones are unknown: this
+    /// controller's own zone, when known.
     pub default_zone: Option<String>,
+    /// The zones of the cluster's Nodes, through the Kubernetes API: a volume whose request names
+    /// no zone and has no topology goes to one of them.
+    pub node_zones: Option<Arc<crate::cluster_zones::ClusterZones>>,
     /// What a StorageClass key no CBS driver ever knew gets (`--unknown-parameters`).
     pub unknown_parameters: UnknownParameters,
 }
@@ -221,6 +225,16 @@ impl<C: CbsApi> ControllerService<C> {
         Ok(names)
     }
 
+    /// One of the zones the cluster's Nodes are in that takes new disks, stable for `name`; `None`
+    /// when they are unknown.
+    async fn node_zone(&self, name: &str, deadline: Instant) -> Result<Option<String>> {
+        let Some(node_zones) = &self.config.node_zones else {
+            return Ok(None);
+        };
+        let zones = node_zones.current().await;
+        self.zones.pick_among(name, &zones, Some(deadline)).await
+    }
+
     /// The zone for a new disk: `diskZone`, else one of `diskZones` (see [`zone_from_list`]),
     /// else the topology's preferred then requisite zones, else this controller's zone, else a
     /// zone of the region. Checked against the requisite topology when there is one.
@@ -243,9 +257,12 @@ impl<C: CbsApi> ControllerService<C> {
         let zone = match (&params.zone, ordered.first()) {
             (Some(zone), _) => self.zones.name_of(zone, Some(deadline)).await?,
             (None, Some(zone)) => self.zones.name_of(zone, Some(deadline)).await?,
-            (None, None) => match &self.config.default_zone {
-                Some(zone) => self.zones.name_of(zone, Some(deadline)).await?,
-                None => self.zones.pick(name, Some(deadline)).await?,
+            (None, None) => match self.node_zone(name, deadline).await? {
+                Some(zone) => zone,
+                None => match &self.config.default_zone {
+                    Some(zone) => self.zones.name_of(zone, Some(deadline)).await?,
+                    None => self.zones.pick(name, Some(deadline)).await?,
+                },
             },
         };
         if !requisite.is_empty() {

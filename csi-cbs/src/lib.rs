@@ -5,6 +5,7 @@
 //! zones ([`topology`]). The gRPC transport and the mount layer live in `csi-common`, the cloud
 //! protocol in `tcloud`.
 
+pub mod cluster_zones;
 pub mod controller;
 pub mod device;
 pub mod error;
@@ -130,6 +131,18 @@ async fn node_instance_id(common: &CommonArgs) -> Result<String, StartupError> {
     }
 }
 
+/// The Nodes' zones through the Kubernetes API, when the controller has access to it (in a
+/// cluster, or with --kubeconfig); `None` elsewhere (the simulator, csi-sanity).
+async fn cluster_zones(common: &CommonArgs) -> Option<Arc<cluster_zones::ClusterZones>> {
+    match cluster::Cluster::connect(common.kubeconfig.as_deref()).await {
+        Ok(api) => Some(Arc::new(cluster_zones::ClusterZones::new(Arc::new(api)))),
+        Err(e) => {
+            tracing::info!(error = %e, "no Kubernetes API: a volume with no zone goes to this controller's zone");
+            None
+        }
+    }
+}
+
 pub async fn run(mut config: Config) -> Result<(), StartupError> {
     if config.common.mode.node() {
         config.common.node_id = Some(node_instance_id(&config.common).await?);
@@ -164,6 +177,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
                 driver_name: driver_name.clone(),
                 attach_timeout: Duration::from_secs(config.attach_timeout_secs),
                 default_zone: zone.clone(),
+                node_zones: cluster_zones(common).await,
                 unknown_parameters: common.unknown_parameters,
             },
         )

@@ -140,17 +140,41 @@ impl<C: CbsApi> Zones<C> {
             })
     }
 
-    /// A zone for a volume with no zone preference: stable for a given name, so retries agree.
-    pub async fn pick(&self, volume_name: &str, deadline: Option<Instant>) -> Result<String> {
-        let zones: Vec<String> = self
+    /// The names of the region's zones that take new disks.
+    async fn available(&self, deadline: Option<Instant>) -> Result<Vec<String>> {
+        Ok(self
             .list(deadline)
             .await?
             .into_iter()
             .filter(|z| z.zone_state.is_empty() || z.zone_state == "AVAILABLE")
             .map(|z| z.zone)
-            .collect();
-        by_name(volume_name, &zones)
+            .collect())
+    }
+
+    /// A zone for a volume with no zone preference: stable for a given name, so retries agree.
+    pub async fn pick(&self, volume_name: &str, deadline: Option<Instant>) -> Result<String> {
+        by_name(volume_name, &self.available(deadline).await?)
             .ok_or_else(|| Error::ResourceExhausted("DescribeZones lists no available zone".into()))
+    }
+
+    /// One of `candidates` (names or numeric IDs) that takes new disks, stable for a given name;
+    /// `None` when none does (or a candidate is not a zone of this region).
+    pub async fn pick_among(
+        &self,
+        volume_name: &str,
+        candidates: &[String],
+        deadline: Option<Instant>,
+    ) -> Result<Option<String>> {
+        let available = self.available(deadline).await?;
+        let mut names = Vec::new();
+        for zone in candidates {
+            match self.name_of(zone, deadline).await {
+                Ok(name) if available.contains(&name) => names.push(name),
+                Ok(_) | Err(Error::InvalidArgument(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(by_name(volume_name, &names))
     }
 }
 

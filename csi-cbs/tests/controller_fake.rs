@@ -26,6 +26,7 @@ fn controller(fake: &FakeCbs) -> ControllerService<FakeCbs> {
             driver_name: "com.tencent.cloud.csi.cbs".into(),
             attach_timeout: Duration::from_secs(120),
             default_zone: Some(ZONE.into()),
+            node_zones: None,
             unknown_parameters: Default::default(),
         },
     )

@@ -249,6 +249,7 @@ fn controller_with(fake: &FakeCbs, unknown: UnknownParameters) -> ControllerServ
             driver_name: "com.tencent.cloud.csi.cbs".into(),
             attach_timeout: Duration::from_secs(120),
             default_zone: Some(HOME.into()),
+            node_zones: None,
             unknown_parameters: unknown,
         },
     )
@@ -753,4 +754,60 @@ async fn a_key_no_driver_knew_is_refused_or_warned_about_and_ignored() {
         "{}",
         err.message()
     );
+}
+
+/// The Nodes' zones, as a test names them.
+#[derive(Debug)]
+struct NodesIn(Vec<String>);
+
+impl csi_cbs::cluster_zones::NodeZones for NodesIn {
+    fn zones(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send + '_>>
+    {
+        let zones = self.0.clone();
+        Box::pin(async move { Ok(zones) })
+    }
+}
+
+/// A class without a zone and a request without topology: a zone among the cluster's Nodes (the
+/// docs' "random zone among the cluster's nodes"), stable per volume name; the controller's own
+/// zone only when no Node's zone takes disks.
+#[tokio::test]
+async fn a_volume_with_no_zone_goes_where_the_nodes_are() {
+    use csi_cbs::cluster_zones::{ClusterZones, NodeZones};
+    for (nodes, allowed) in [
+        (vec!["200003"], vec!["ap-shanghai-3"]),
+        (
+            vec!["ap-shanghai-1", "200003"],
+            vec!["ap-shanghai-1", "ap-shanghai-3"],
+        ),
+        (vec!["ap-nowhere-9"], vec![HOME]),
+        (vec![], vec![HOME]),
+    ] {
+        let fake = fake();
+        let source: Arc<dyn NodeZones> =
+            Arc::new(NodesIn(nodes.iter().map(|z| z.to_string()).collect()));
+        let c = ControllerService::new(
+            Arc::new(fake.clone()),
+            ControllerConfig {
+                driver_name: "com.tencent.cloud.csi.cbs".into(),
+                attach_timeout: Duration::from_secs(120),
+                default_zone: Some(HOME.into()),
+                node_zones: Some(Arc::new(ClusterZones::new(source))),
+                unknown_parameters: UnknownParameters::Refuse,
+            },
+        );
+        for i in 0..6 {
+            let name = format!("pvc-nodes-{i}");
+            let volume = create(&c, request(&name, &[])).await;
+            let zone = fake.disk(&volume.volume_id).unwrap().zone;
+            assert!(allowed.contains(&zone.as_str()), "{nodes:?}: {zone}");
+            let again = create(&c, request(&name, &[])).await;
+            assert_eq!(
+                again.volume_id, volume.volume_id,
+                "a retry finds the same disk"
+            );
+        }
+    }
 }

@@ -1366,3 +1366,44 @@ fn every_sidecar_is_granted_what_its_version_lists_and_watches() {
         "every SIDECAR_RBAC entry is a version we pin: {used:?}"
     );
 }
+
+/// What our own drivers ask the API server, by image and `--mode`: csi-cbs's controller lists
+/// the Nodes for their zones (a volume with no zone goes where the Nodes are). Nothing else of
+/// ours calls the API: node plugins read instance metadata (a node name as NODE_ID, which needs
+/// `get` on `nodes`, is only for Tencent's own DaemonSets, whose RBAC has it).
+const DRIVER_RBAC: &[(&str, &str, Rule)] = &[(
+    "csi-cbs",
+    "--mode=controller",
+    ("", "nodes", &["list"], Needed::Always),
+)];
+
+#[test]
+fn our_drivers_are_granted_what_they_call() {
+    let docs = render(&deploy_dir(), "overlays/tke");
+    let mut checked = 0;
+    for obj in &docs {
+        let Some(spec) = pod_spec(obj) else { continue };
+        let namespace = text(obj, "/metadata/namespace");
+        let account = text(spec, "/serviceAccountName");
+        let rules = granted_rules(&docs, namespace, account);
+        for c in containers(spec) {
+            let (image, _) = image_name_and_tag(text(c, "/image"));
+            let args = strings(c, "/args");
+            for (ours, mode, (group, resource, verbs, _)) in DRIVER_RBAC {
+                if image != *ours || !args.iter().any(|a| a == mode) {
+                    continue;
+                }
+                for verb in *verbs {
+                    checked += 1;
+                    assert!(
+                        grants(&rules, group, resource, verb),
+                        "{} {}: service account {namespace}/{account} may not {verb} {resource}",
+                        name(obj),
+                        text(c, "/name")
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked > 0, "no csi-cbs controller found in deploy/");
+}
