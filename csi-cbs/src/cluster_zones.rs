@@ -14,6 +14,8 @@ use crate::topology::ZONE_KEYS;
 
 /// How long a listing of the Nodes' zones is used before it is read again.
 const FRESH_FOR: Duration = Duration::from_secs(60);
+/// How long a failure to read them stands (each volume would otherwise wait for the API).
+const FAILED_FOR: Duration = Duration::from_secs(10);
 
 /// Where the zones of the cluster's Nodes come from (the API, or a test's list).
 pub trait NodeZones: Send + Sync + std::fmt::Debug {
@@ -31,6 +33,7 @@ impl NodeZones for cluster::Cluster {
 #[derive(Debug)]
 pub struct ClusterZones {
     source: Arc<dyn NodeZones>,
+    /// The last answer: until when it stands, and the zones (none after a failure).
     cache: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
 }
 
@@ -45,21 +48,20 @@ impl ClusterZones {
     /// The Nodes' zones, at most a minute old; empty when the API cannot tell (logged).
     pub async fn current(&self) -> Vec<String> {
         let mut cache = self.cache.lock().await;
-        if let Some((read, zones)) = cache.as_ref()
-            && read.elapsed() < FRESH_FOR
+        if let Some((until, zones)) = cache.as_ref()
+            && Instant::now() < *until
         {
             return zones.clone();
         }
-        match self.source.zones().await {
-            Ok(zones) => {
-                *cache = Some((Instant::now(), zones.clone()));
-                zones
-            }
+        let (stands, zones) = match self.source.zones().await {
+            Ok(zones) => (FRESH_FOR, zones),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the Nodes' zones; a volume with no zone goes to the controller's own");
-                Vec::new()
+                (FAILED_FOR, Vec::new())
             }
-        }
+        };
+        *cache = Some((Instant::now() + stands, zones.clone()));
+        zones
     }
 }
 
@@ -84,11 +86,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_read_is_empty_and_a_good_one_is_kept_a_minute() {
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_read_is_empty_for_a_while_and_a_good_one_is_kept_a_minute() {
         let source = Arc::new(Counted::default());
         let zones = ClusterZones::new(Arc::clone(&source) as Arc<dyn NodeZones>);
         assert!(zones.current().await.is_empty(), "the API is down");
+        assert!(zones.current().await.is_empty(), "not asked again at once");
+        assert_eq!(source.0.load(Ordering::SeqCst), 1);
+        tokio::time::advance(FAILED_FOR).await;
         assert_eq!(zones.current().await, ["ap-guangzhou-3"]);
         assert_eq!(zones.current().await, ["ap-guangzhou-3"]);
         assert_eq!(
