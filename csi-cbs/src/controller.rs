@@ -43,7 +43,7 @@ mod create;
 mod listing;
 mod modify;
 mod multi;
-mod names;
+pub(crate) mod names;
 mod snapshots;
 
 use names::{TAG_VOLUME_NAME, cloud_name};

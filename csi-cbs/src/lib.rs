@@ -5,6 +5,7 @@
 //! zones ([`topology`]). The gRPC transport and the mount layer live in `csi-common`, the cloud
 //! protocol in `tcloud`.
 
+pub mod attach_limit;
 pub mod cluster_zones;
 pub mod controller;
 pub mod device;
@@ -54,10 +55,11 @@ pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Data disks this node can take (reported as max_volumes_per_node); default: the CVM limit of
-    /// 20 disks minus the system disk.
-    #[arg(long, default_value_t = DEFAULT_ATTACH_LIMIT - 1)]
-    pub max_volumes_per_node: i64,
+    /// Data disks this node can take (reported as max_volumes_per_node). Default: what the
+    /// instance may hold (CBS DescribeInstancesDiskNum) less the data disks attached to it that
+    /// are no volume; without API access, the CVM limit of 20 disks minus the system disk.
+    #[arg(long)]
+    pub max_volumes_per_node: Option<i64>,
 
     /// This node's zone (name or numeric ID); read from instance metadata when not given.
     #[arg(long, env = "NODE_ZONE")]
@@ -131,6 +133,40 @@ async fn node_instance_id(common: &CommonArgs) -> Result<String, StartupError> {
     }
 }
 
+/// What this node's instance may take, from the cloud; the CVM default when the API cannot tell
+/// (no keys on the node, no answer).
+async fn instance_attach_limit(common: &CommonArgs) -> i64 {
+    let default = DEFAULT_ATTACH_LIMIT - 1;
+    let instance = common.node_id.clone().unwrap_or_default();
+    let read = async {
+        let cloud = common
+            .cloud_client(KEY_NAMES)
+            .await
+            .map_err(|e| csi_common::csi::error_chain(&e))?;
+        attach_limit::read_limit(&cloud, &instance)
+            .await
+            .map_err(|e| csi_common::csi::error_chain(&e))
+    };
+    match read.await {
+        Ok(Some(limit)) => {
+            tracing::info!(instance, limit, "attach limit read from the instance");
+            limit
+        }
+        Ok(None) => {
+            tracing::warn!(
+                instance,
+                default,
+                "the cloud does not list this instance's disks; using the CVM default attach limit"
+            );
+            default
+        }
+        Err(e) => {
+            tracing::info!(instance, default, error = %e, "cannot read the instance's attach limit; using the CVM default (pass --max-volumes-per-node to set it)");
+            default
+        }
+    }
+}
+
 /// The Nodes' zones through the Kubernetes API, when the controller has access to it (in a
 /// cluster, or with --kubeconfig); `None` elsewhere (the simulator, csi-sanity).
 async fn cluster_zones(common: &CommonArgs) -> Option<Arc<cluster_zones::ClusterZones>> {
@@ -193,7 +229,10 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
             NodeConfig {
                 node_id: common.node_id.clone().unwrap_or_default(),
                 zone: zone.unwrap_or_default(),
-                max_volumes_per_node: config.max_volumes_per_node,
+                max_volumes_per_node: match config.max_volumes_per_node {
+                    Some(limit) => limit,
+                    None => instance_attach_limit(common).await,
+                },
                 devices: DeviceRoots {
                     by_id_dir: config.device_dir.clone(),
                     sysfs_root: config.sysfs_root.clone(),

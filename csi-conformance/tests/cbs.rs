@@ -142,7 +142,9 @@ async fn capabilities_are_honest() {
         .unwrap()
         .into_inner();
     assert_eq!(info.node_id, NODE);
-    assert_eq!(info.max_volumes_per_node, 19);
+    // The instance's own limit, from the simulator's DescribeInstancesDiskNum (20 data disks)
+    // less the data disks attached to it that are no volume (none).
+    assert_eq!(info.max_volumes_per_node, 20);
     assert_eq!(
         info.accessible_topology.unwrap().segments[TOPOLOGY_KEY],
         "ap-guangzhou-3"

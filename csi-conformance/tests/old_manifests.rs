@@ -283,7 +283,7 @@ fn every_old_cbs_flag_is_read() {
     assert_eq!(config.common.node_id.as_deref(), Some("ins-1"));
     assert_eq!(config.common.region.as_deref(), Some("ap-guangzhou"));
     assert_eq!(config.node_zone.as_deref(), Some("ap-guangzhou-3"));
-    assert_eq!(config.max_volumes_per_node, 18);
+    assert_eq!(config.max_volumes_per_node, Some(18));
     assert_eq!(
         config.common.metrics_address.as_deref(),
         Some("0.0.0.0:9099")

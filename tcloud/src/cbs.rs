@@ -286,6 +286,49 @@ struct ModifyDiskAttributesRequest<'a> {
     disk_type: &'a str,
 }
 
+/// How many disks an instance holds and may hold (`DescribeInstancesDiskNum`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InstanceDiskNum {
+    pub instance_id: String,
+    #[serde(default)]
+    pub attached_disk_count: u64,
+    #[serde(default)]
+    pub max_attach_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeInstancesDiskNumResponse {
+    #[serde(default)]
+    attach_detail: Vec<InstanceDiskNum>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InstanceIdsRequest<'a> {
+    instance_ids: &'a [String],
+}
+
+impl CloudClient {
+    /// The data disks `instance_id` may hold, and holds now (a node plugin's attach limit).
+    pub async fn describe_instance_disk_num(
+        &self,
+        instance_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<InstanceDiskNum>, CloudError> {
+        let ids = [instance_id.to_owned()];
+        let request = InstanceIdsRequest { instance_ids: &ids };
+        let response: DescribeInstancesDiskNumResponse = self
+            .call(CBS, "DescribeInstancesDiskNum", &request, deadline)
+            .await?;
+        Ok(response
+            .attach_detail
+            .into_iter()
+            .find(|d| d.instance_id == instance_id))
+    }
+}
+
 /// Every CBS operation the block driver makes, one method each. `deadline` bounds retries.
 pub trait CbsApi: Send + Sync + 'static {
     fn create_disks(
