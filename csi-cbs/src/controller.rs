@@ -228,11 +228,24 @@ impl<C: CbsApi> ControllerService<C> {
     /// One of the zones the cluster's Nodes are in that takes new disks, stable for `name`; `None`
     /// when they are unknown.
     async fn node_zone(&self, name: &str, deadline: Instant) -> Result<Option<String>> {
-        let Some(node_zones) = &self.config.node_zones else {
-            return Ok(None);
-        };
-        let zones = node_zones.current().await;
+        let zones = self.node_zone_names(deadline).await?;
         self.zones.pick_among(name, &zones, Some(deadline)).await
+    }
+
+    /// The names of the zones the cluster's Nodes are in (none when unknown).
+    async fn node_zone_names(&self, deadline: Instant) -> Result<Vec<String>> {
+        let Some(node_zones) = &self.config.node_zones else {
+            return Ok(Vec::new());
+        };
+        let mut names = Vec::new();
+        for zone in node_zones.current().await {
+            match self.zones.name_of(&zone, Some(deadline)).await {
+                Ok(name) => names.push(name),
+                Err(Error::InvalidArgument(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(names)
     }
 
     /// The zone for a new disk: `diskZone`, else one of `diskZones` (see [`zone_from_list`]),
@@ -248,9 +261,19 @@ impl<C: CbsApi> ControllerService<C> {
         let (ordered, requisite) = requirement_zones(requirement);
         if params.zone.is_none() && !params.zones.is_empty() {
             let list = self.zone_names(&params.zones, deadline).await?;
-            let preferred = self
+            let mut preferred = self
                 .zone_names(&preferred_zones(requirement), deadline)
                 .await?;
+            if requirement.is_none() {
+                // No topology: prefer the listed zones that have Nodes, picked by name.
+                let with_nodes = self.node_zone_names(deadline).await?;
+                let listed: Vec<String> = list
+                    .iter()
+                    .filter(|z| with_nodes.contains(z))
+                    .cloned()
+                    .collect();
+                preferred.extend(zone_from_list(name, &listed, &[], &[]).ok());
+            }
             let requisite = self.zone_names(&requisite, deadline).await?;
             return zone_from_list(name, &list, &preferred, &requisite);
         }

@@ -811,3 +811,37 @@ async fn a_volume_with_no_zone_goes_where_the_nodes_are() {
         }
     }
 }
+
+/// `diskZones` without topology: the listed zones that have Nodes come first.
+#[tokio::test]
+async fn disk_zones_without_topology_prefer_zones_with_nodes() {
+    use csi_cbs::cluster_zones::{ClusterZones, NodeZones};
+    let fake = fake();
+    let source: Arc<dyn NodeZones> = Arc::new(NodesIn(vec!["200003".into(), "ap-x-9".into()]));
+    let c = ControllerService::new(
+        Arc::new(fake.clone()),
+        ControllerConfig {
+            driver_name: "com.tencent.cloud.csi.cbs".into(),
+            attach_timeout: Duration::from_secs(120),
+            default_zone: Some(HOME.into()),
+            node_zones: Some(Arc::new(ClusterZones::new(source))),
+            unknown_parameters: UnknownParameters::Refuse,
+        },
+    );
+    for i in 0..6 {
+        let name = format!("pvc-listed-{i}");
+        let volume = create(
+            &c,
+            request(
+                &name,
+                &[("diskZones", "ap-shanghai-1,ap-shanghai-2,ap-shanghai-3")],
+            ),
+        )
+        .await;
+        assert_eq!(
+            fake.disk(&volume.volume_id).unwrap().zone,
+            "ap-shanghai-3",
+            "{name}"
+        );
+    }
+}
