@@ -55,7 +55,7 @@ pub async fn serve(
             "adopted a recorded mount"
         );
     }
-    host.follow_adopted();
+    host.adopt();
     let config = host.config();
     let listener = socket::listen(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), programs = ?config.programs, "FUSE host serving");

@@ -1,13 +1,15 @@
 //! How the host runs a configured program, and what it runs once a mount is gone: a cos-fuse
-//! daemon that died (or had to be killed) may have left multipart uploads open, which only a
-//! daemon of the same mount, with the same keys, can abort. When the mount is being unpublished
-//! there will be no next daemon, so the host runs the program once more as
+//! daemon that died, had to be killed, or could not abort a failed upload may have left multipart
+//! uploads open, which only a program run with the mount's keys can abort. When the mount is
+//! unpublished there will be no next daemon, so the host runs the program once more as
 //! `PROGRAM mount ARGS --abort-stale-uploads TARGET` with the request's keys on its standard
-//! input: it aborts what the mount's journal names, removes the mount's staging directory, and
-//! exits without mounting.
+//! input: it aborts what the mount's journal names (it connects to nothing when the journal is
+//! empty), removes the mount's staging directory, and exits without mounting.
 //!
-//! The keys live only in the host's memory, for as long as the mount does; a mount re-adopted
-//! after a host restart has none, and its journal waits for the next daemon of the mount.
+//! What a mount was started with, its keys included, is kept while the mount lives: in memory,
+//! and in [`Launches`], one 0600 file per mount in a 0700 directory beside the host's socket
+//! (a hostPath under `/run`, a tmpfs, as the kubelet keeps pods' secrets), so a restarted host
+//! that re-adopts the mount can still clean up after its daemon. The file goes with the mount.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,11 +29,87 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How much of a failed clean-up's output is logged.
 const OUTPUT_TAIL_BYTES: usize = 2048;
 
-/// What the host started a mount with, kept in memory while the mount lives.
-#[derive(Debug, Clone)]
+/// What the host started a mount with, kept while the mount lives.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Launch {
     pub program: PathBuf,
     pub request: MountRequest,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The request's own Debug leaves the secret out.
+        f.debug_struct("Launch")
+            .field("program", &self.program)
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+/// The launches of the live mounts on disk: `DIR/<sha256 of the target>.json`, 0600, in a 0700
+/// directory, written whole (a temporary file renamed).
+#[derive(Debug, Clone)]
+pub(super) struct Launches {
+    dir: PathBuf,
+}
+
+impl Launches {
+    /// The launches kept in `dir` (made, 0700, when first written).
+    pub(super) fn new(dir: PathBuf) -> Launches {
+        Launches { dir }
+    }
+
+    fn file(&self, target: &Path) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(target.as_os_str().as_encoded_bytes());
+        self.dir
+            .join(format!("{}.json", hex::encode(&digest[..12])))
+    }
+
+    /// Keeps `launch`; a failure is logged (the mount works; only a clean-up after a host
+    /// restart would lack its keys).
+    pub(super) fn save(&self, launch: &Launch) {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.file(&launch.request.target);
+        let written = (|| -> std::io::Result<()> {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+            let body = serde_json::to_vec(launch).map_err(std::io::Error::other)?;
+            let tmp = path.with_extension("tmp");
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&body)?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep a mount's launch; after a host restart its dead daemon's uploads wait for its next daemon");
+        }
+    }
+
+    /// The launch kept for `target`, if any (an unreadable file counts as none).
+    pub(super) fn load(&self, target: &Path) -> Option<Launch> {
+        let bytes = std::fs::read(self.file(target)).ok()?;
+        serde_json::from_slice::<Launch>(&bytes)
+            .ok()
+            .filter(|l| l.request.target == target)
+    }
+
+    /// Forgets the launch of `target`.
+    pub(super) fn remove(&self, target: &Path) {
+        let path = self.file(target);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a mount's launch");
+        }
+    }
 }
 
 /// `PROGRAM mount ARGS... [EXTRA] TARGET`, with a clean environment (the search path, the log
@@ -116,21 +194,18 @@ pub(super) async fn abort_left_uploads(config: &HostConfig, launch: &Launch) {
     let result = if outcome.is_ok() { "ok" } else { "failed" };
     config.metrics.inc(
         "tencentcloud_csi_fuse_host_upload_cleanups_total",
-        "Unmounted FUSE mounts whose dead daemon's open uploads the host aborted, by result.",
+        "Unpublished FUSE mounts whose upload journal the host cleaned up, by result.",
         &[
             ("kind", kind_label(&launch.request.kind)),
             ("result", result),
         ],
     );
     match outcome {
-        Ok(()) => tracing::info!(
-            target,
-            "aborted the uploads a dead daemon of this mount left"
-        ),
+        Ok(()) => tracing::debug!(target, "cleaned up the mount's upload journal"),
         Err(e) => tracing::warn!(
             target,
             error = %e,
-            "cannot abort the uploads a dead daemon of this mount left; they stay journaled for its next daemon"
+            "cannot abort the uploads this mount's daemons left; they stay journaled for its next daemon"
         ),
     }
 }

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::config::HostConfig;
 use super::describe;
-use super::leftovers::{self, Launch, program_command};
+use super::leftovers::{self, Launch, Launches, program_command};
 use super::logs::{self, Origin};
 use super::records::{Record, Records};
 use super::stats::{STATS_ENV, kind_label};
@@ -36,28 +36,44 @@ pub(super) struct Supervisor {
     mounter: LinuxMounter,
     records: Records,
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-    /// What each mount this host started was started with (its keys included), while it lives.
+    /// What each mount was started with (its keys included), while it lives; also on disk.
     launched: Mutex<HashMap<PathBuf, Launch>>,
+    launches: Launches,
     /// Set when the host stops: the followers of the daemons' logs end (the next host follows on).
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Supervisor {
     pub(super) fn new(config: HostConfig, records: Records) -> Supervisor {
+        // Beside the socket: a hostPath under /run, a tmpfs, private to root.
+        let launches = Launches::new(
+            config
+                .socket
+                .parent()
+                .unwrap_or(Path::new("/run/csi-fuse"))
+                .join("launches"),
+        );
         Supervisor {
             config,
             mounter: LinuxMounter::new(),
             records,
             locks: Mutex::new(HashMap::new()),
             launched: Mutex::new(HashMap::new()),
+            launches,
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
-    /// Follows the logs of the recorded daemons still running (a restarted host's), from where
-    /// their files end now.
-    pub(super) fn follow_adopted(&self) {
+    /// Takes over the recorded mounts of an earlier host: what they were started with, and the
+    /// logs of the daemons still running, from where their files end now.
+    pub(super) fn adopt(&self) {
         for record in self.records.all() {
+            if let Some(launch) = self.launches.load(&record.target) {
+                self.launched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(record.target.clone(), launch);
+            }
             if process_alive(record.pid, record.start_ticks) {
                 let path = self.records.file_for(&record.target, "logs", "log");
                 let offset = logs::end_of(&path);
@@ -77,12 +93,13 @@ impl Supervisor {
         tokio::spawn(logs::follow(path, offset, origin, alive, stop));
     }
 
-    /// Keeps what the mount at `request.target` runs with (its keys included), in memory only.
+    /// Keeps what the mount at `request.target` runs with (its keys included).
     fn remember(&self, program: &Path, request: &MountRequest) {
         let launch = Launch {
             program: program.to_owned(),
             request: request.clone(),
         };
+        self.launches.save(&launch);
         self.launched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -321,9 +338,8 @@ impl Supervisor {
     }
 
     /// Unmounts `target`, lets its daemon finish (then kills it), and forgets the record (and,
-    /// unless `keep_log`, the daemon's log). Returns what the mount was started with when its
-    /// daemon did not finish by itself (it had died, or had to be stopped) and may have left
-    /// uploads open that only a program run with the same keys can abort.
+    /// unless `keep_log`, the daemon's log). Returns what the mount was started with when it
+    /// keeps an upload journal, which only a program run with the same keys can clean up.
     async fn tear_down(&self, target: &Path, keep_log: bool) -> Result<Option<Launch>, Response> {
         let record = self.records.get(target);
         self.tear_down_mount(target).await?;
@@ -332,7 +348,7 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(target);
-        let mut finished = false;
+        self.launches.remove(target);
         if let Some(record) = &record
             && process_alive(record.pid, record.start_ticks)
         {
@@ -344,8 +360,6 @@ impl Supervisor {
             if process_alive(record.pid, record.start_ticks) {
                 tracing::warn!(target = %target.display(), pid = record.pid, "FUSE daemon still running after unmount: stopping it");
                 stop_group(record.pid).await;
-            } else {
-                finished = true;
             }
         }
         if keep_log {
@@ -353,7 +367,10 @@ impl Supervisor {
         } else {
             self.records.forget(target);
         }
-        Ok(launch.filter(|l| !finished && leftovers::journals(&self.config, l)))
+        // However its daemon ended (by itself, killed, dead already), the journal may name
+        // uploads: a failed upload whose abort failed too stays there. The clean-up connects to
+        // nothing when it is empty.
+        Ok(launch.filter(|l| leftovers::journals(&self.config, l)))
     }
 
     /// Unmounts everything at `target`, detaching lazily when an unmount blocks.
