@@ -19,8 +19,9 @@ pub struct MountRequest {
     pub kind: String,
     /// The arguments of the program's `mount` subcommand.
     pub args: Vec<String>,
-    /// Handed to the daemon on its standard input; kept in the host's memory (never on disk) while
-    /// the mount lives, to abort the uploads its daemon leaves open if it dies.
+    /// Handed to the daemon on its standard input, never on a command line; kept while the mount
+    /// lives (in memory, and in a root-only file on the node's /run tmpfs) to clean up its upload
+    /// journal when it is unpublished.
     #[serde(default)]
     pub secret: Option<String>,
     /// Identifies what is mounted (source and options, not secrets): a second request for the same
