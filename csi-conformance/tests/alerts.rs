@@ -163,7 +163,14 @@ const SERIES: &[(&str, bool, &str)] = &[
 
 /// Prefixes of our series: an identifier in a query starting with one of these must be in
 /// [`SERIES`]. (PromQL functions and label names never start with them.)
-const OUR_PREFIXES: [&str; 1] = [metrics_registry::PREFIX];
+/// The names before the project's prefix are here too: a query using one is an unknown series.
+const OUR_PREFIXES: [&str; 5] = [
+    metrics_registry::PREFIX,
+    "csi_",
+    "cloud_",
+    "mount_",
+    "fuse_",
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
