@@ -101,6 +101,20 @@ impl Launches {
             .filter(|l| l.request.target == target)
     }
 
+    /// Forgets every launch but those of `targets` (a host that died between keeping a launch and
+    /// recording its mount leaves one nobody would remove).
+    pub(super) fn retain(&self, targets: &[PathBuf]) {
+        let keep: Vec<PathBuf> = targets.iter().map(|t| self.file(t)).collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            if !keep.contains(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
     /// Forgets the launch of `target`.
     pub(super) fn remove(&self, target: &Path) {
         let path = self.file(target);
@@ -207,5 +221,49 @@ pub(super) async fn abort_left_uploads(config: &HostConfig, launch: &Launch) {
             error = %e,
             "cannot abort the uploads this mount's daemons left; they stay journaled for its next daemon"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(target: &str) -> Launch {
+        Launch {
+            program: PathBuf::from("/bin/cos-fuse"),
+            request: MountRequest {
+                target: PathBuf::from(target),
+                kind: JOURNALING_KIND.into(),
+                args: vec!["--bucket".into(), "b".into()],
+                secret: Some("SecretKey=kept".into()),
+                fingerprint: "fp".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn launches_are_kept_privately_and_only_for_recorded_mounts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let launches = Launches::new(dir.path().join("launches"));
+        let (a, b) = (launch("/k/a"), launch("/k/b"));
+        launches.save(&a);
+        launches.save(&b);
+        let loaded = launches.load(Path::new("/k/a")).unwrap();
+        assert_eq!(loaded.request, a.request);
+        assert!(launches.load(Path::new("/k/c")).is_none());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("launches")), 0o700);
+        assert_eq!(mode(&launches.file(Path::new("/k/a"))), 0o600);
+        assert!(
+            !format!("{loaded:?}").contains("kept"),
+            "no secret in Debug"
+        );
+        launches.retain(&[PathBuf::from("/k/b")]);
+        assert!(launches.load(Path::new("/k/a")).is_none());
+        assert!(launches.load(Path::new("/k/b")).is_some());
+        launches.remove(Path::new("/k/b"));
+        launches.remove(Path::new("/k/b"));
+        assert!(launches.load(Path::new("/k/b")).is_none());
     }
 }

@@ -67,6 +67,7 @@ impl Supervisor {
     /// Takes over the recorded mounts of an earlier host: what they were started with, and the
     /// logs of the daemons still running, from where their files end now.
     pub(super) fn adopt(&self) {
+        self.launches.retain(&self.records.targets());
         for record in self.records.all() {
             if let Some(launch) = self.launches.load(&record.target) {
                 self.launched
