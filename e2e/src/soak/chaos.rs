@@ -131,7 +131,20 @@ pub async fn run_chaos(
             }
         }
     }
-    rig.lock().await.put_faults(&config.base_rules).await
+    // The last rules are put back once the simulator answers again (a kill of it may just have
+    // restarted it): the audit reads through it.
+    let mut tries = 0;
+    loop {
+        match rig.lock().await.put_faults(&config.base_rules).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 30 => {
+                tries += 1;
+                eprintln!("soak: the simulator does not take the fault rules yet ({e:#}); again in 1 s");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Sleeps `duration`, waking early when `stop` is set; false if it was.
