@@ -139,7 +139,9 @@ pub async fn run_chaos(
             Ok(()) => return Ok(()),
             Err(e) if tries < 30 => {
                 tries += 1;
-                eprintln!("soak: the simulator does not take the fault rules yet ({e:#}); again in 1 s");
+                eprintln!(
+                    "soak: the simulator does not take the fault rules yet ({e:#}); again in 1 s"
+                );
             }
             Err(e) => return Err(e),
         }
