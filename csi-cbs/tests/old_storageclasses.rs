@@ -243,15 +243,35 @@ fn fake() -> FakeCbs {
 }
 
 fn controller_with(fake: &FakeCbs, unknown: UnknownParameters) -> ControllerService<FakeCbs> {
+    controller_configured(fake, unknown, None)
+}
+
+fn controller_configured(
+    fake: &FakeCbs,
+    unknown: UnknownParameters,
+    node_zones: Option<Arc<csi_cbs::cluster_zones::ClusterZones>>,
+) -> ControllerService<FakeCbs> {
     ControllerService::new(
         Arc::new(fake.clone()),
         ControllerConfig {
             driver_name: "com.tencent.cloud.csi.cbs".into(),
             attach_timeout: Duration::from_secs(120),
             default_zone: Some(HOME.into()),
-            node_zones: None,
+            node_zones,
             unknown_parameters: unknown,
         },
+    )
+}
+
+/// A controller whose cluster's Nodes are in `zones` (names or numeric IDs).
+fn controller_where_nodes_are(fake: &FakeCbs, zones: &[&str]) -> ControllerService<FakeCbs> {
+    use csi_cbs::cluster_zones::{ClusterZones, NodeZones};
+    let source: Arc<dyn NodeZones> =
+        Arc::new(NodesIn(zones.iter().map(|z| z.to_string()).collect()));
+    controller_configured(
+        fake,
+        UnknownParameters::Refuse,
+        Some(Arc::new(ClusterZones::new(source))),
     )
 }
 
@@ -775,7 +795,6 @@ impl csi_cbs::cluster_zones::NodeZones for NodesIn {
 /// zone only when no Node's zone takes disks.
 #[tokio::test]
 async fn a_volume_with_no_zone_goes_where_the_nodes_are() {
-    use csi_cbs::cluster_zones::{ClusterZones, NodeZones};
     for (nodes, allowed) in [
         (vec!["200003"], vec!["ap-shanghai-3"]),
         (
@@ -786,18 +805,7 @@ async fn a_volume_with_no_zone_goes_where_the_nodes_are() {
         (vec![], vec![HOME]),
     ] {
         let fake = fake();
-        let source: Arc<dyn NodeZones> =
-            Arc::new(NodesIn(nodes.iter().map(|z| z.to_string()).collect()));
-        let c = ControllerService::new(
-            Arc::new(fake.clone()),
-            ControllerConfig {
-                driver_name: "com.tencent.cloud.csi.cbs".into(),
-                attach_timeout: Duration::from_secs(120),
-                default_zone: Some(HOME.into()),
-                node_zones: Some(Arc::new(ClusterZones::new(source))),
-                unknown_parameters: UnknownParameters::Refuse,
-            },
-        );
+        let c = controller_where_nodes_are(&fake, &nodes);
         for i in 0..6 {
             let name = format!("pvc-nodes-{i}");
             let volume = create(&c, request(&name, &[])).await;
@@ -815,19 +823,8 @@ async fn a_volume_with_no_zone_goes_where_the_nodes_are() {
 /// `diskZones` without topology: the listed zones that have Nodes come first.
 #[tokio::test]
 async fn disk_zones_without_topology_prefer_zones_with_nodes() {
-    use csi_cbs::cluster_zones::{ClusterZones, NodeZones};
     let fake = fake();
-    let source: Arc<dyn NodeZones> = Arc::new(NodesIn(vec!["200003".into(), "ap-x-9".into()]));
-    let c = ControllerService::new(
-        Arc::new(fake.clone()),
-        ControllerConfig {
-            driver_name: "com.tencent.cloud.csi.cbs".into(),
-            attach_timeout: Duration::from_secs(120),
-            default_zone: Some(HOME.into()),
-            node_zones: Some(Arc::new(ClusterZones::new(source))),
-            unknown_parameters: UnknownParameters::Refuse,
-        },
-    );
+    let c = controller_where_nodes_are(&fake, &["200003", "ap-x-9"]);
     for i in 0..6 {
         let name = format!("pvc-listed-{i}");
         let volume = create(
