@@ -57,6 +57,12 @@ pub struct FsConfig {
     /// Bytes of all staging files together; a write past it fails with ENOSPC, and a single file
     /// larger than it with EFBIG.
     pub staging_max_bytes: u64,
+    /// A file recording which inode number names which path (default none): what lets a daemon
+    /// restarted onto the same FUSE connection ([`Fs::resume`](crate::Fs::resume)) understand
+    /// the inode numbers its predecessor gave the kernel. One short unsynced `write(2)` per new,
+    /// renamed or removed inode; compacted as it grows. A fresh mount ([`Fs::new`](crate::Fs::new))
+    /// replaces what the file held. It must be local and private to the mount.
+    pub inode_journal: Option<PathBuf>,
 }
 
 impl Default for FsConfig {
@@ -80,6 +86,7 @@ impl Default for FsConfig {
             kernel_read_ahead: MIB,
             staging_dir: std::env::temp_dir(),
             staging_max_bytes: 16 * 1024 * MIB,
+            inode_journal: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - `fs/staging.rs`: local staging files; `fs/context.rs`: what content I/O draws on;
 //! - `fs/read.rs`: reading an object version with read-ahead; `fs/upload.rs`: multipart uploads
 //!   and commits; `fs/write.rs`: the content of a file open for writing;
+//! - `fs/inode_journal.rs`: the file that records inode numbers for a resume;
 //! - `fs/table.rs`: the inode table and caches; `fs/handles.rs`: open handles;
 //!   `fs/state.rs`: the state the operations share;
 //! - `fs/namespace.rs`: lookup, attributes, mkdir, rmdir, unlink; `fs/rename.rs`: renames;
@@ -57,6 +58,31 @@
 //! mount last wrote; if another client replaces the object, reads fail with ESTALE instead of
 //! mixing versions.
 //!
+//! # Resuming after the daemon died
+//!
+//! A supervisor may keep a mount's `/dev/fuse` connection open when its daemon dies (SIGKILL,
+//! OOM) and start a new one on it; the kernel goes on sending the inode numbers and file handles
+//! the dead process gave it. With `inode_journal` set, [`Fs::new`] starts a journal of which
+//! number names which path (replacing any left by an earlier mount) and [`Fs::resume`] starts
+//! from the journal the dead process left:
+//!
+//! - every inode that still had a path resolves to it, with its kind; its attributes are
+//!   unknown, so the next getattr or lookup asks the store. Its kernel lookup count is unknown
+//!   too: it is kept until unmount, whatever FORGETs come. New inodes are numbered after every
+//!   number in the journal. An unlinked inode, or one the journal does not hold, is ENOENT.
+//! - handle numbers carry a generation that the journal keeps and each resume advances, so the
+//!   new process never reuses a number the kernel holds, and tells inherited ones from its own.
+//!   A read through an inherited handle opens a read handle of that number on demand (the
+//!   file's current version); flush, fsync and release of one succeed (what it had staged is
+//!   gone); a write, fallocate or ftruncate through one is EIO: its unflushed data died with the
+//!   old process. A readdir through an inherited directory handle opens one of that number and
+//!   reads the listing again up to the offset asked (offsets count entries from the start, as
+//!   in the old process), so it continues where it was unless the directory changed.
+//! - the journal is only appended to, never synced: the page cache outlives a killed process;
+//!   after a node's power loss there is no connection to resume. A record cut short at the end
+//!   is skipped. Without a journal, or with one that cannot be read, the resumed table holds only
+//!   the root (logged): unknown inode numbers are ENOENT, and inherited handles of them ESTALE.
+//!
 //! # Memory
 //!
 //! Read-ahead blocks, write buffers and the parts of staged uploads are counted against
@@ -71,6 +97,7 @@ mod context;
 mod error;
 mod files;
 mod handles;
+mod inode_journal;
 mod namespace;
 mod paths;
 mod read;
@@ -83,6 +110,8 @@ mod table;
 mod tests;
 #[cfg(test)]
 mod tests_readdir;
+#[cfg(test)]
+mod tests_resume;
 mod types;
 mod upload;
 mod write;
@@ -129,7 +158,19 @@ impl<S: ObjectStore> Fs<S> {
     pub fn new(store: S, config: FsConfig) -> Result<Self, ConfigError> {
         let cfg = config.validate()?;
         Ok(Fs {
-            inner: Arc::new(Inner::new(store, cfg)),
+            inner: Arc::new(Inner::new(store, cfg, false)),
+        })
+    }
+
+    /// A file system taking over a mount whose previous daemon process died, on the kernel
+    /// connection it served: the inode table is rebuilt from `config.inode_journal` and handle
+    /// numbers the dead process gave out are understood (see "Resuming after the daemon died"
+    /// in this module's documentation). Never fails for the journal: without one, or with one
+    /// that cannot be read, it starts with only the root and logs why.
+    pub fn resume(store: S, config: FsConfig) -> Result<Self, ConfigError> {
+        let cfg = config.validate()?;
+        Ok(Fs {
+            inner: Arc::new(Inner::new(store, cfg, true)),
         })
     }
 

@@ -1,7 +1,9 @@
 //! Open files: create/open/read/write/flush/release through file handles (`fs/handles.rs`),
 //! truncation, and what a commit changes in the table. The content itself is `fs/write.rs`'s,
-//! the read-ahead `fs/read.rs`'s.
+//! the read-ahead `fs/read.rs`'s. After a resume, handles a previous process gave out are read
+//! through a handle opened on demand, and refuse writes (see `fs.rs`).
 
+use std::collections::hash_map::Entry as Slot;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -36,6 +38,46 @@ impl<S: ObjectStore> Inner<S> {
 
     fn handle(&self, fh: Fh) -> Result<Arc<FileHandle>, Errno> {
         self.handles().files.get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// The handle `fh` of file `ino` to read through: this process's, or for a number the
+    /// previous process of a resumed mount gave out, a read handle of `ino` opened now under
+    /// that number (ESTALE when this process does not know `ino`).
+    fn read_handle(&self, ino: Ino, fh: Fh) -> Result<Arc<FileHandle>, Errno> {
+        {
+            let hs = self.handles();
+            if let Some(h) = hs.files.get(&fh) {
+                return Ok(Arc::clone(h));
+            }
+            if !hs.inherited(fh) {
+                return Err(Errno::EBADF);
+            }
+        }
+        match self.table().inodes.get(&ino).map(|i| i.meta.kind) {
+            None => return Err(Errno::ESTALE),
+            Some(FileKind::Dir) => return Err(Errno::EISDIR),
+            Some(FileKind::File) => {}
+        }
+        let mut h = self.new_handle(ino, None, false, None);
+        h.inherited = true;
+        let (h, opened) = match self.handles().files.entry(fh) {
+            Slot::Occupied(e) => (Arc::clone(e.get()), false),
+            Slot::Vacant(e) => (Arc::clone(e.insert(Arc::new(h))), true),
+        };
+        if opened && let Some(inode) = self.table().inodes.get_mut(&ino) {
+            inode.open += 1;
+        }
+        Ok(h)
+    }
+
+    /// Whether `fh` is a handle the previous process of a resumed mount gave out (opened again
+    /// here for reading, or not at all): what was written through it is lost.
+    fn lost_writes(&self, fh: Fh) -> bool {
+        let hs = self.handles();
+        match hs.files.get(&fh) {
+            Some(h) => h.inherited,
+            None => hs.inherited(fh),
+        }
     }
 
     fn new_handle(
@@ -193,7 +235,7 @@ impl<S: ObjectStore> Inner<S> {
         off: u64,
         size: u32,
     ) -> Result<Bytes, FsError> {
-        let h = self.handle(fh)?;
+        let h = self.read_handle(ino, fh)?;
         let shared = match &h.write {
             Some(w) => Some(Arc::clone(w)),
             None => self.table().inodes.get(&ino).and_then(|i| i.write.clone()),
@@ -230,6 +272,9 @@ impl<S: ObjectStore> Inner<S> {
         off: u64,
         data: &[u8],
     ) -> Result<u32, FsError> {
+        if self.lost_writes(fh) {
+            return Err(lost_handle());
+        }
         let h = self.handle(fh)?;
         let ws = h.write.clone().ok_or(Errno::EBADF)?;
         let len = u32::try_from(data.len()).map_err(|_| Errno::EINVAL)?;
@@ -248,6 +293,9 @@ impl<S: ObjectStore> Inner<S> {
         len: u64,
         how: Allocate,
     ) -> Result<(), FsError> {
+        if self.lost_writes(fh) {
+            return Err(lost_handle());
+        }
         let h = self.handle(fh)?;
         let ws = h.write.clone().ok_or(Errno::EBADF)?;
         if len == 0 {
@@ -278,7 +326,12 @@ impl<S: ObjectStore> Inner<S> {
     }
 
     pub(crate) async fn commit_handle(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), FsError> {
-        let h = self.handle(fh)?;
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            // Whatever it had staged is gone; there is nothing to commit.
+            Err(_) if self.handles().inherited(fh) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         match &h.write {
             Some(ws) => self.commit_locked(ino, ws, true).await.map(drop),
             None => Ok(()),
@@ -384,7 +437,16 @@ impl<S: ObjectStore> Inner<S> {
     }
 
     pub(crate) async fn release(self: &Arc<Self>, ino: Ino, fh: Fh) -> Result<(), FsError> {
-        let h = self.handles().files.remove(&fh).ok_or(Errno::EBADF)?;
+        let removed = self.handles().files.remove(&fh);
+        let Some(h) = removed else {
+            // An inherited handle never read through here: nothing to close.
+            let inherited = self.handles().inherited(fh);
+            return if inherited {
+                Ok(())
+            } else {
+                Err(Errno::EBADF.into())
+            };
+        };
         let result = match &h.write {
             Some(ws) => {
                 let r = self.commit_locked(ino, ws, true).await.map(drop);
@@ -418,6 +480,9 @@ impl<S: ObjectStore> Inner<S> {
         fh: Option<Fh>,
         size: u64,
     ) -> Result<(), FsError> {
+        if fh.is_some_and(|fh| self.lost_writes(fh)) {
+            return Err(lost_handle());
+        }
         let own = fh
             .and_then(|fh| self.handle(fh).ok())
             .and_then(|h| h.write.clone());
@@ -477,4 +542,12 @@ impl<S: ObjectStore> Inner<S> {
             }
         }
     }
+}
+
+/// The error of a change through a handle the previous process of a resumed mount gave out.
+fn lost_handle() -> FsError {
+    FsError::new(
+        Errno::EIO,
+        "a handle of the daemon process this one replaced: what was written through it is lost",
+    )
 }

@@ -2,6 +2,11 @@
 //! read-ahead), a directory handle (the window of its listing it holds and where the listing
 //! continues), and the table of both by handle number. Data only: opening, reading and closing
 //! are `fs/files.rs`'s, `fs/namespace.rs`'s and `fs/readdir.rs`'s.
+//!
+//! A handle number is `generation << 40 | n`: `n` counts this process's handles from 1, and the
+//! generation is 0 for a fresh mount and changes at every resume (`fs/inode_journal.rs` keeps
+//! it), so a resumed process never gives out a number the kernel still holds from its
+//! predecessor, and tells those inherited numbers from its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -20,6 +25,9 @@ pub(crate) struct FileHandle {
     /// The inode's write state, for handles opened for writing (and files this handle created).
     pub(crate) write: Option<Arc<WriteFile>>,
     pub(crate) rdwr: bool,
+    /// Opened by this process for a number its predecessor gave out (`fs/files.rs`): it reads,
+    /// and a write through it fails (what was written through it died with that process).
+    pub(crate) inherited: bool,
     /// The object version this handle reads when the inode has no write state.
     pub(crate) version: StdMutex<Option<Version>>,
     pub(crate) ra: Mutex<ReadAhead>,
@@ -83,14 +91,25 @@ pub(crate) struct Handles {
     pub(crate) files: HashMap<Fh, Arc<FileHandle>>,
     pub(crate) dirs: HashMap<Fh, Arc<DirHandle>>,
     next: Fh,
+    generation: u64,
+    /// Whether this process took over a mount from a previous one.
+    resumed: bool,
 }
 
+/// The bits of a handle number that count one process's handles.
+const COUNTER_BITS: u32 = 40;
+
 impl Handles {
-    pub(crate) fn new() -> Self {
+    /// The handles of a process whose numbers carry `generation`; `resumed` when it took over
+    /// a mount whose previous process gave out numbers the kernel may still hold.
+    pub(crate) fn new(generation: u32, resumed: bool) -> Self {
+        let generation = u64::from(generation);
         Handles {
             files: HashMap::new(),
             dirs: HashMap::new(),
-            next: 1,
+            next: (generation << COUNTER_BITS) | 1,
+            generation,
+            resumed,
         }
     }
 
@@ -99,6 +118,12 @@ impl Handles {
         let fh = self.next;
         self.next += 1;
         fh
+    }
+
+    /// Whether `fh`, which this process does not have open, is one a previous process of a
+    /// resumed mount gave out (not one this process gave out and closed).
+    pub(crate) fn inherited(&self, fh: Fh) -> bool {
+        self.resumed && fh >> COUNTER_BITS != self.generation
     }
 }
 
@@ -137,6 +162,7 @@ impl FileHandle {
             ino,
             write,
             rdwr,
+            inherited: false,
             version: StdMutex::new(version),
             ra: Mutex::new(ReadAhead::new(initial_window)),
         }

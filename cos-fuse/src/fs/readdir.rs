@@ -22,6 +22,7 @@
 //! cached, and lookups after its readdir go to the store.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry as Slot;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,6 +56,33 @@ impl<S: ObjectStore> Inner<S> {
         Ok(fh)
     }
 
+    /// The directory handle `fh`: this process's, or for a number the previous process of a
+    /// resumed mount gave out, a handle of `ino` opened now under that number (which reads the
+    /// listing again up to the offset asked). ESTALE when this process does not know `ino`.
+    fn dir_handle(&self, ino: Ino, fh: Fh) -> Result<Arc<DirHandle>, Errno> {
+        {
+            let hs = self.handles();
+            if let Some(h) = hs.dirs.get(&fh) {
+                return Ok(Arc::clone(h));
+            }
+            if !hs.inherited(fh) {
+                return Err(Errno::EBADF);
+            }
+        }
+        self.dir_path(ino).map_err(|e| match e {
+            Errno::ENOENT => Errno::ESTALE,
+            e => e,
+        })?;
+        let (h, opened) = match self.handles().dirs.entry(fh) {
+            Slot::Occupied(e) => (Arc::clone(e.get()), false),
+            Slot::Vacant(e) => (Arc::clone(e.insert(Arc::new(DirHandle::new(ino)))), true),
+        };
+        if opened && let Some(inode) = self.table().inodes.get_mut(&ino) {
+            inode.open += 1;
+        }
+        Ok(h)
+    }
+
     pub(crate) fn releasedir(&self, fh: Fh) {
         let Some(h) = self.handles().dirs.remove(&fh) else {
             return;
@@ -84,7 +112,7 @@ impl<S: ObjectStore> Inner<S> {
         fh: Fh,
         offset: u64,
     ) -> Result<Vec<DirEntry>, FsError> {
-        let h = self.handles().dirs.get(&fh).cloned().ok_or(Errno::EBADF)?;
+        let h = self.dir_handle(ino, fh)?;
         if h.ino != ino {
             return Err(Errno::EBADF.into());
         }

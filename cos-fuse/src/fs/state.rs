@@ -26,8 +26,9 @@ pub(crate) struct Inner<S> {
 }
 
 impl<S: ObjectStore> Inner<S> {
-    /// The state of a new mount over `store` with `cfg` (already validated): only the root.
-    pub(crate) fn new(store: S, cfg: FsConfig) -> Self {
+    /// The state of a mount over `store` with `cfg` (already validated): only the root, or with
+    /// `resume` the inode table of `cfg.inode_journal` (see [`Table::start`]).
+    pub(crate) fn new(store: S, cfg: FsConfig, resume: bool) -> Self {
         let now = SystemTime::now();
         let root = Meta {
             kind: FileKind::Dir,
@@ -35,9 +36,15 @@ impl<S: ObjectStore> Inner<S> {
             mtime: now,
             etag: None,
         };
+        let (table, generation) = Table::start(
+            root,
+            cfg.list_cache_max_entries,
+            cfg.inode_journal.as_deref(),
+            resume,
+        );
         Inner {
-            table: Mutex::new(Table::new(root, cfg.list_cache_max_entries)),
-            handles: Mutex::new(Handles::new()),
+            table: Mutex::new(table),
+            handles: Mutex::new(Handles::new(generation, resume)),
             ns: tokio::sync::Mutex::new(()),
             invalidator: Mutex::new(None),
             mount_time: now,

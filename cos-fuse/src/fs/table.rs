@@ -1,12 +1,16 @@
 //! The inode table and the metadata caches: inode numbers by path, attributes with their expiry,
 //! negative entries and directory listings. Synchronous, behind one mutex; it must never call
-//! the store (the file-system operations do, and record what they learn here).
+//! the store (the file-system operations do, and record what they learn here). With an inode
+//! journal (`fs/inode_journal.rs`), every change of which inode a path is goes to it, and a table
+//! can start from one ([`Table::start`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::inode_journal::{self, Event, InodeJournal, Mapping};
 use super::paths::under;
 use super::types::{FileKind, Ino, ROOT_INO};
 use super::write::WriteFile;
@@ -50,6 +54,9 @@ pub(crate) struct Inode {
 const MAX_NEGATIVE: usize = 100_000;
 /// The most inodes the kernel forgot that are kept for their still valid attributes.
 const MAX_IDLE: usize = 100_000;
+/// The lookup count of an inode a resumed table loaded from its journal: the kernel's count is
+/// unknown, and no run of FORGETs can bring this one to 0, so such an inode stays until unmount.
+pub(crate) const RESUMED_LOOKUPS: u64 = 1 << 62;
 
 #[derive(Debug)]
 pub(crate) struct Table {
@@ -64,6 +71,8 @@ pub(crate) struct Table {
     pub(crate) listings: Listings,
     /// Files created in this mount and not yet committed.
     pub(crate) pending_new: BTreeSet<String>,
+    /// Where changes of the mapping are recorded, if anywhere.
+    journal: Option<InodeJournal>,
 }
 
 impl Table {
@@ -91,6 +100,129 @@ impl Table {
             idle: VecDeque::new(),
             listings: Listings::new(max_list_entries),
             pending_new: BTreeSet::new(),
+            journal: None,
+        }
+    }
+
+    /// The table of a mount, and the generation of its handle numbers (`fs/handles.rs`). With
+    /// `journal`, changes are recorded there; with `resume`, the table starts from what that
+    /// journal holds (only the root without one, or with one that cannot be read: logged) and the
+    /// generation is the next one after the journal's. Without `resume`, the generation is 0 and
+    /// whatever the journal held is replaced.
+    pub(crate) fn start(
+        root: Meta,
+        max_list_entries: usize,
+        journal: Option<&Path>,
+        resume: bool,
+    ) -> (Self, u32) {
+        let mut t = Table::new(root, max_list_entries);
+        let generation = if !resume {
+            0
+        } else {
+            match journal.map(|p| (p, inode_journal::load(p))) {
+                Some((path, Ok(loaded))) => {
+                    if loaded.skipped > 0 {
+                        tracing::warn!(
+                            journal = %path.display(),
+                            bytes = loaded.skipped,
+                            "the inode journal ends with a cut or damaged record; resuming from \
+                             the records before it"
+                        );
+                    }
+                    let generation = inode_journal::next_generation(loaded.mapping.generation);
+                    t.load(loaded.mapping);
+                    tracing::info!(
+                        inodes = t.inodes.len() - 1,
+                        next_ino = t.next_ino,
+                        generation,
+                        "resumed the inode table from its journal"
+                    );
+                    generation
+                }
+                Some((path, Err(e))) => {
+                    tracing::warn!(
+                        journal = %path.display(),
+                        error = %e,
+                        "cannot read the inode journal; resuming with an empty inode table"
+                    );
+                    inode_journal::unknown_generation()
+                }
+                None => {
+                    tracing::warn!(
+                        "resuming without an inode journal (no inode_journal configured): the \
+                         kernel's inode numbers are unknown"
+                    );
+                    inode_journal::unknown_generation()
+                }
+            }
+        };
+        if let Some(path) = journal {
+            match InodeJournal::create(path, generation, t.next_ino, t.live_paths()) {
+                Ok(j) => t.journal = Some(j),
+                Err(e) => tracing::warn!(
+                    journal = %path.display(),
+                    error = %e,
+                    "cannot write the inode journal; a restarted daemon will not resume this \
+                     mount's inode numbers"
+                ),
+            }
+        }
+        (t, generation)
+    }
+
+    /// Maps every path of `m` to its inode, with unknown attributes and [`RESUMED_LOOKUPS`].
+    fn load(&mut self, m: Mapping) {
+        let now = Instant::now();
+        for (path, (ino, kind)) in m.paths {
+            if self.inodes.contains_key(&ino) {
+                continue;
+            }
+            let meta = Meta {
+                kind,
+                size: 0,
+                mtime: SystemTime::UNIX_EPOCH,
+                etag: None,
+            };
+            self.inodes.insert(
+                ino,
+                Inode {
+                    path: path.clone(),
+                    meta,
+                    valid_until: now,
+                    lookups: RESUMED_LOOKUPS,
+                    open: 0,
+                    write: None,
+                    has_marker: None,
+                },
+            );
+            self.next_ino = self.next_ino.max(ino.saturating_add(1));
+            self.paths.insert(path, ino);
+        }
+        self.next_ino = self.next_ino.max(m.next_ino);
+    }
+
+    /// Every mapped path but the root's, with its inode and kind: what a journal snapshot holds.
+    fn live_paths(&self) -> impl Iterator<Item = (&str, Ino, FileKind)> {
+        self.paths.iter().filter_map(|(p, ino)| {
+            let kind = self.inodes.get(ino)?.meta.kind;
+            (*ino != ROOT_INO).then_some((p.as_str(), *ino, kind))
+        })
+    }
+
+    /// Records `event` in the journal, compacting it when it has grown enough: call it once the
+    /// change is made, so a compaction's snapshot holds it.
+    fn journal(&mut self, event: Event<'_>) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        j.append(event);
+        if j.wants_compaction(self.paths.len()) {
+            let next_ino = self.next_ino;
+            let Some(mut j) = self.journal.take() else {
+                return;
+            };
+            j.compact(next_ino, self.live_paths());
+            self.journal = Some(j);
         }
     }
 
@@ -125,6 +257,7 @@ impl Table {
         }
         let ino = self.next_ino;
         self.next_ino += 1;
+        let kind = meta.kind;
         self.inodes.insert(
             ino,
             Inode {
@@ -138,12 +271,14 @@ impl Table {
             },
         );
         self.paths.insert(path.to_string(), ino);
+        self.journal(Event::Map { ino, kind, path });
         ino
     }
 
     /// Removes `path` from the namespace; its inode lives on while referenced.
     pub(crate) fn unmap(&mut self, path: &str) -> Option<Ino> {
         let ino = self.paths.remove(path)?;
+        self.journal(Event::Unmap { path });
         self.pending_new.remove(path);
         self.maybe_drop(ino);
         Some(ino)
@@ -211,6 +346,10 @@ impl Table {
         if self.paths.get(&inode.path) == Some(&ino) {
             self.paths.remove(&inode.path);
             self.pending_new.remove(&inode.path);
+            self.journal(Event::Drop {
+                ino,
+                path: &inode.path,
+            });
         }
     }
 
@@ -218,6 +357,7 @@ impl Table {
     /// paths.
     pub(crate) fn rename_subtree(&mut self, from: &str, to: &str) -> Vec<(Ino, String)> {
         let mut moved = Vec::new();
+        let mut replaced = Vec::new();
         let mut olds: Vec<String> = vec![from.to_string()];
         let below = under(from);
         olds.extend(
@@ -232,7 +372,7 @@ impl Table {
             };
             let new = format!("{to}{}", &old[from.len()..]);
             if let Some(previous) = self.paths.insert(new.clone(), ino) {
-                self.maybe_drop(previous);
+                replaced.push(previous);
             }
             if self.pending_new.remove(&old) {
                 self.pending_new.insert(new.clone());
@@ -242,6 +382,10 @@ impl Table {
             }
             self.negative.remove(&new);
             moved.push((ino, new));
+        }
+        self.journal(Event::Rename { from, to });
+        for previous in replaced {
+            self.maybe_drop(previous);
         }
         moved
     }
