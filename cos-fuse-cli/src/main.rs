@@ -8,7 +8,6 @@
 //! cos-fuse host --socket /run/csi-fuse/host.sock --state-dir /var/lib/csi-fuse/cos
 //! ```
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,9 +33,11 @@ mod cleanup;
 mod credentials;
 mod daemon;
 mod direct;
+mod host;
 mod logging;
 mod report;
 mod status;
+mod supervised;
 
 use credentials::Keys;
 use direct::DirectArgs;
@@ -67,7 +68,7 @@ enum Command {
     Mount(MountArgs),
     /// Runs the FUSE host: starts, watches and stops FUSE daemons for the CSI node plugins
     /// (`cos-fuse host status` lists its mounts).
-    Host(HostArgs),
+    Host(host::HostArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,70 +150,11 @@ struct MountArgs {
     #[arg(long, requires = "staging_area")]
     abort_stale_uploads: bool,
 
+    #[command(flatten)]
+    supervised: supervised::SupervisedArgs,
+
     /// Where to mount.
     mountpoint: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-struct HostArgs {
-    #[command(subcommand)]
-    action: Option<HostAction>,
-
-    /// The socket node plugins call (0600, in a 0700 directory it creates).
-    #[arg(long, default_value = "/run/csi-fuse/host.sock")]
-    socket: PathBuf,
-
-    /// Records of the mounts (re-adopted after a restart) and the daemons' logs.
-    #[arg(long, default_value = "/var/lib/csi-fuse")]
-    state_dir: PathBuf,
-
-    /// A program the host may run, as KIND=PATH (repeatable). `cos-fuse` is this binary unless
-    /// given here; a GooseFS client is `goosefs-fuse=/path/to/program`.
-    #[arg(long = "allow-program", value_parser = parse_program)]
-    programs: Vec<(String, PathBuf)>,
-
-    /// The node's staging area: every daemon stages in a directory of its own under it.
-    /// Empty: each stages where its options say (the temporary directory by default).
-    #[arg(long, default_value = "/var/lib/csi-fuse/staging")]
-    staging_dir: PathBuf,
-
-    /// The space of all staging files of all mounts together, in MiB: past it a write fails
-    /// with ENOSPC. Keep the staging volume larger.
-    #[arg(long, default_value_t = 16 * 1024)]
-    staging_max_mb: u64,
-
-    /// The only directory the host mounts under (kubelet's, where the node plugins keep their
-    /// mounts directories); a target elsewhere is refused.
-    #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
-    target_dir: PathBuf,
-
-    /// Seconds a new daemon has to bring its mount up.
-    #[arg(long, default_value_t = 30)]
-    ready_timeout_secs: u64,
-
-    /// Seconds an unmounted daemon has to finish its uploads and exit before it is killed
-    /// (GooseFS-Lite's goosefs.fuse.umount.timeout).
-    #[arg(long, default_value_t = 120)]
-    exit_timeout_secs: u64,
-
-    /// Serve Prometheus metrics at http://ADDRESS/metrics; off when empty.
-    #[arg(long, env = "METRICS_ADDRESS")]
-    metrics_address: Option<String>,
-
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-
-    /// More log detail: -v debug, -vv trace.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
-}
-
-#[derive(Debug, Subcommand)]
-enum HostAction {
-    /// Lists the node's mounts: volume, bucket and prefix, daemon PID and uptime, memory, cache
-    /// use, warm-up progress, last error.
-    Status(status::StatusArgs),
 }
 
 /// The `-o` flag's `--help`: the options' table, from `cos_fuse::options`.
@@ -228,19 +170,6 @@ fn parse_bytes(value: &str) -> Result<u64, String> {
     parse_size(value, 1).ok_or_else(|| {
         format!("{value:?} is not a size: bytes, or a number with a unit (512MiB, 20GiB)")
     })
-}
-
-fn parse_program(value: &str) -> Result<(String, PathBuf), String> {
-    let (kind, path) = value
-        .split_once('=')
-        .ok_or_else(|| format!("{value:?} is not KIND=PATH"))?;
-    let path = PathBuf::from(path);
-    if kind.is_empty() || !path.is_absolute() {
-        return Err(format!(
-            "{value:?}: KIND must not be empty and PATH must be absolute"
-        ));
-    }
-    Ok((kind.to_owned(), path))
 }
 
 /// glibc gives threads arenas of their own and keeps what is freed in each: the 2-8 MiB buffers
@@ -265,11 +194,7 @@ fn main() -> ExitCode {
     } else {
         match Cli::parse_from(argv).command {
             Command::Mount(args) => mount(args),
-            Command::Host(HostArgs {
-                action: Some(HostAction::Status(args)),
-                ..
-            }) => status::run(args),
-            Command::Host(args) => host(args),
+            Command::Host(args) => host::run(args),
         }
     };
     match result {
@@ -322,6 +247,7 @@ fn direct(args: DirectArgs) -> Result<(), String> {
         log_format: args.log_format,
         metadata_endpoint: args.metadata_endpoint,
         abort_stale_uploads: false,
+        supervised: supervised::SupervisedArgs::default(),
         mountpoint,
     };
     // The keys before forking: a bad passwd file is the caller's error, with its name.
@@ -344,37 +270,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
-}
-
-fn host(args: HostArgs) -> Result<(), String> {
-    csi_common::cli::init_logging(args.log_format, args.verbose);
-    let mut programs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let me = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    programs.insert("cos-fuse".to_owned(), me);
-    programs.extend(args.programs);
-    let rt = runtime()?;
-    rt.block_on(async {
-        let metrics = csi_common::metrics::Metrics::new();
-        if let Some(address) = args.metrics_address.as_deref().filter(|a| !a.is_empty()) {
-            csi_common::metrics::serve_metrics(address, std::sync::Arc::clone(&metrics))
-                .await
-                .map_err(|e| format!("cannot serve metrics on {address}: {e}"))?;
-        }
-        let config = fuse_host::HostConfig {
-            socket: args.socket,
-            state_dir: args.state_dir,
-            programs,
-            target_dir: args.target_dir,
-            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
-            exit_timeout: Duration::from_secs(args.exit_timeout_secs),
-            metrics,
-            staging_area: Some(args.staging_dir).filter(|d| !d.as_os_str().is_empty()),
-            staging_max_bytes: args.staging_max_mb.saturating_mul(1024 * 1024),
-        };
-        fuse_host::serve(config, csi_common::csi::shutdown_signal())
-            .await
-            .map_err(|e| csi_common::csi::error_chain(&e))
-    })
 }
 
 /// Where the keys come from: handed over on standard input or in `--credentials-file`, else
@@ -486,6 +381,8 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
             connect(&args, &settings, keys, &rt).map(CosStore::new)
         });
     }
+    // A predecessor being taken over stops here, before its staging directory is joined.
+    let connection = args.supervised.connection()?;
     let mount_dir = join_staging_area(&args, &mut settings)?;
     apply_diskfree(&mut settings)?;
     if !Path::new(&args.mountpoint).is_dir() {
@@ -515,7 +412,15 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
     }
     let warmup = report::SharedStatus::default();
     let served = match &args.cache_dir {
-        None => serve(store, settings.fs, &rt, &args, &options, None, warmup),
+        None => serve(
+            store,
+            settings.fs,
+            &rt,
+            &args,
+            &options,
+            (None, warmup),
+            connection,
+        ),
         Some(dir) => {
             let identity = format!("{}/{}", args.endpoint.trim_end_matches('/'), args.bucket);
             let mut cache = CacheOptions::new(dir.clone(), identity, args.cache_capacity);
@@ -550,8 +455,8 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
                 &rt,
                 &args,
                 &options,
-                Some(cache_stats),
-                warmup,
+                (Some(cache_stats), warmup),
+                connection,
             )
         }
     };
@@ -635,14 +540,20 @@ fn serve<S: cos_fuse::ObjectStore>(
     rt: &tokio::runtime::Runtime,
     args: &MountArgs,
     options: &MountOptions,
-    cache_stats: Option<CacheStatsFn>,
-    warmup: report::SharedStatus,
+    (cache_stats, warmup): (Option<CacheStatsFn>, report::SharedStatus),
+    connection: supervised::Connection,
 ) -> Result<(), String> {
     let sizes = (
         format_size(config.memory_budget),
         format_size(config.staging_max_bytes),
     );
-    let fs = Fs::new(store, config).map_err(|e| e.to_string())?;
+    let mut config = config;
+    config.inode_journal = args.supervised.inode_journal.clone();
+    let fs = match &connection {
+        supervised::Connection::Running(_) => Fs::resume(store, config),
+        supervised::Connection::Fresh => Fs::new(store, config),
+    }
+    .map_err(|e| e.to_string())?;
     let reporter = args.stats_file.clone().map(|path| {
         let for_stats = fs.clone();
         let sources = report::Sources {
@@ -663,8 +574,11 @@ fn serve<S: cos_fuse::ObjectStore>(
         staging_max = %sizes.1,
         "mounting"
     );
-    let served = cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options)
-        .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()));
+    let served = match &args.supervised.control_socket {
+        Some(control) => supervised::serve(fs, rt, connection, control, &args.mountpoint, options),
+        None => cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options),
+    }
+    .map_err(|e| format!("cannot mount {}: {e}", args.mountpoint.display()));
     if let Some((sources, path)) = reporter {
         sources.write(&path);
     }

@@ -1,7 +1,7 @@
 //! csi-cos end to end: the simulator's bucket mounted for real by `cos-fuse`, which the FUSE host
 //! runs outside the node plugin; files written and read through the kernel and checked in the
-//! bucket; a node plugin killed and restarted under a live mount; a dead daemon reported and
-//! repaired; an upload failing mid-file; prefix-per-PV provisioning with both delete policies.
+//! bucket; a node plugin killed and restarted under a live mount; a killed daemon replaced on its
+//! kernel connection under readers, with no remount; an upload failing mid-file; prefix-per-PV provisioning with both delete policies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -203,40 +203,94 @@ async fn a_killed_node_plugin_leaves_the_mount_serving_and_two_pods_share_one_da
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_dead_daemon_is_reported_and_the_next_publish_repairs_it() {
+async fn a_killed_daemon_is_replaced_on_its_connection_under_a_reader() {
     let (mut env, mut k) = start().await;
     let volume = static_volume(&env, "pod-c", "/", "");
     k.publish(&volume, false).await.unwrap();
+    let big: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(volume.target.join("big.bin"), &big).unwrap();
     std::fs::write(volume.target.join("kept.txt"), b"kept").unwrap();
     let pids = daemon_pids(&env);
     assert_eq!(pids.len(), 1);
+    let device = std::fs::metadata(&volume.target).unwrap().dev();
+
+    // A reader holding the big file open, and one opening the small file by name, throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, dir, big) = (stop.clone(), volume.target.clone(), big.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let (mut reads, mut errors) = (0u64, Vec::new());
+            let file = std::fs::File::open(dir.join("big.bin")).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match file.read_at(&mut buf, at as u64) {
+                    Ok(n) if buf[..n] == big[at..at + n] => reads += 1,
+                    Ok(n) => errors.push(format!("wrong bytes at {at} ({n})")),
+                    Err(e) => errors.push(format!("read at {at}: {e}")),
+                }
+                match std::fs::read(dir.join("kept.txt")) {
+                    Ok(b) if b == b"kept" => reads += 1,
+                    Ok(b) => errors.push(format!("kept.txt read {b:?}")),
+                    Err(e) => errors.push(format!("kept.txt: {e}")),
+                }
+                at = (at + (1 << 20)) % big.len();
+            }
+            (reads, errors)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pids[0] as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        std::fs::read_dir(&volume.target).is_err(),
-        "the mount is broken"
-    );
-    let condition = k.stats(&volume).await.unwrap().volume_condition.unwrap();
-    assert!(condition.abnormal, "{}", condition.message);
-    assert!(
-        condition.message.contains("not running"),
-        "{}",
-        condition.message
-    );
-
-    k.publish(&volume, false).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let replaced = loop {
+        let now = daemon_pids(&env);
+        if now.len() == 1 && now[0] != pids[0] {
+            break now[0];
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no daemon replaced {} within 20 s",
+            pids[0]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reads, errors) = reader.join().unwrap();
+    assert!(errors.is_empty(), "the readers saw errors: {errors:?}");
+    assert!(reads > 10, "only {reads} reads");
     assert_eq!(
-        std::fs::read(volume.target.join("kept.txt")).unwrap(),
-        b"kept"
+        std::fs::metadata(&volume.target).unwrap().dev(),
+        device,
+        "the same mount answers: no remount"
     );
+    assert!(alive(replaced));
     let condition = k.stats(&volume).await.unwrap().volume_condition.unwrap();
     assert!(!condition.abnormal, "{}", condition.message);
+    let metrics = env.fuse_host.as_ref().unwrap().scrape().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"tencentcloud_csi_fuse_host_daemon_restarts_total{kind="cos-fuse",result="ok"} 1"#
+        ),
+        "{metrics}"
+    );
+    // New files and names still work through the new daemon.
+    std::fs::write(volume.target.join("after.txt"), b"after").unwrap();
+    assert_eq!(
+        std::fs::read(volume.target.join("after.txt")).unwrap(),
+        b"after"
+    );
     k.unpublish(&volume).await.unwrap();
     env.stop().await.unwrap();
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,7 @@
 //! directory, so a restarted host re-adopts the daemons that outlived it.
 
 mod client;
+pub mod control;
 mod protocol;
 mod server;
 

@@ -6,8 +6,10 @@
 //! `cos-fuse host status` shows of a mount (`describe`) and the daemons' output (`logs`). It holds
 //! no logic of its own beyond the order things start and stop in.
 
+mod cgroup;
 mod config;
 mod describe;
+mod kept;
 mod leftovers;
 mod logs;
 mod records;

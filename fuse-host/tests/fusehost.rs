@@ -107,6 +107,9 @@ impl Scratch {
             metrics: Metrics::new(),
             staging_area: None,
             staging_max_bytes: 0,
+            keeping_kinds: Default::default(),
+            daemon_cgroup: None,
+            daemon_memory_max: None,
         }
     }
 

@@ -54,6 +54,13 @@ struct Op {
     failures: Arc<FailureLog>,
 }
 
+/// The request ends (answered or not) when its task drops its `Op`.
+impl Drop for Op {
+    fn drop(&mut self) {
+        self.counters.end();
+    }
+}
+
 impl Op {
     /// Counts and logs the failure, and converts it to the errno of the reply.
     fn err(&self, e: impl Into<FsError>) -> fuser::Errno {
@@ -138,6 +145,7 @@ impl<S: ObjectStore> FuseFs<S> {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.counters.count(op, false);
+        self.counters.begin();
         let op = Op {
             index: op,
             counters: Arc::clone(&self.counters),

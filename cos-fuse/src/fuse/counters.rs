@@ -15,6 +15,8 @@ pub struct FuseCounters {
     ops: [(AtomicU64, AtomicU64); OPS.len()],
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// Requests dispatched and not yet answered: a hand-over waits for none to be left.
+    in_flight: AtomicU64,
 }
 
 /// The operations the adapter counts (every request it dispatches).
@@ -81,6 +83,21 @@ pub struct FuseCountersSnapshot {
 
 impl FuseCounters {
     /// Counts a request (or its failure) of operation `OPS[op]`.
+    /// A request was dispatched to the runtime.
+    pub(super) fn begin(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// A dispatched request ended (answered, or dropped unanswered).
+    pub(super) fn end(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Requests dispatched and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
     pub(super) fn count(&self, op: usize, failed: bool) {
         if let Some((ok, errors)) = self.ops.get(op) {
             if failed { errors } else { ok }.fetch_add(1, Relaxed);

@@ -56,7 +56,7 @@ impl MountOptions {
         }
     }
 
-    fn fuser_config(&self, read_only: bool) -> Config {
+    pub(super) fn fuser_config(&self, read_only: bool) -> Config {
         let mut options = vec![
             MountOption::FSName(self.fs_name.clone()),
             // The kernel takes the subtype itself (the mount table then says `fuse.cos-fuse`);
@@ -90,6 +90,38 @@ impl MountOptions {
         };
         cfg.n_threads = Some(self.threads.max(1));
         cfg
+    }
+}
+
+impl MountOptions {
+    /// What mount(2) is given for the connection `fd` at a mount point of mode `root_mode`: the
+    /// source, the flags and the data, the same as fuser's own mount of [`Self::fuser_config`].
+    pub(super) fn kernel_mount(
+        &self,
+        fd: std::os::fd::RawFd,
+        root_mode: u32,
+        read_only: bool,
+    ) -> (String, nix::mount::MsFlags, String) {
+        use nix::mount::MsFlags;
+        let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+        if read_only || self.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        if self.no_exec {
+            flags |= MsFlags::MS_NOEXEC;
+        }
+        let mut data = format!(
+            "fd={fd},rootmode={root_mode:o},user_id={},group_id={},subtype=cos-fuse",
+            nix::unistd::getuid(),
+            nix::unistd::getgid()
+        );
+        if self.default_permissions {
+            data.push_str(",default_permissions");
+        }
+        if self.allow_other {
+            data.push_str(",allow_other");
+        }
+        (self.fs_name.clone(), flags, data)
     }
 }
 
@@ -174,7 +206,7 @@ pub fn mount_blocking<S: ObjectStore>(
     session.run()
 }
 
-fn set_invalidator<S: ObjectStore>(fs: &Fs<S>, notifier: Notifier) {
+pub(super) fn set_invalidator<S: ObjectStore>(fs: &Fs<S>, notifier: Notifier) {
     fs.set_invalidator(Arc::new(move |what| {
         let r = match &what {
             Invalidation::Entry { parent, name } => {
@@ -224,5 +256,29 @@ mod tests {
         assert!(cfg.mount_options.contains(&MountOption::RW));
         assert!(!cfg.mount_options.contains(&MountOption::DefaultPermissions));
         assert_eq!(cfg.acl, SessionACL::Owner);
+    }
+
+    #[test]
+    fn the_kernel_mount_matches_fusers() {
+        use nix::mount::MsFlags;
+        let o = MountOptions::new("b-1", "p");
+        let (source, flags, data) = o.kernel_mount(9, 0o40755, true);
+        assert_eq!(source, "cos-fuse:b-1/p");
+        assert_eq!(
+            flags,
+            MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_RDONLY
+        );
+        assert!(data.starts_with("fd=9,rootmode=40755,user_id="), "{data}");
+        for part in ["subtype=cos-fuse", "default_permissions", "allow_other"] {
+            assert!(data.split(',').any(|p| p == part), "{part} in {data}");
+        }
+        let no_exec = MountOptions {
+            no_exec: true,
+            allow_other: false,
+            ..o
+        };
+        let (_, flags, data) = no_exec.kernel_mount(9, 0o40755, false);
+        assert!(flags.contains(MsFlags::MS_NOEXEC) && !flags.contains(MsFlags::MS_RDONLY));
+        assert!(!data.contains("allow_other"));
     }
 }

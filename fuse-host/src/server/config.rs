@@ -1,7 +1,7 @@
 //! How the host is set up: the settings `cos-fuse host` parses from its flags. Plain data, read by
 //! the other parts of the server; it does nothing itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,17 @@ pub struct HostConfig {
     /// own options say.
     pub staging_area: Option<PathBuf>,
     pub staging_max_bytes: u64,
+    /// The kinds whose program keeps its kernel connection apart (`cos-fuse`): the host holds a
+    /// copy of each such mount's connection, restarts a daemon that dies onto it (the mount
+    /// never breaks), and has a newer program take a mount over from an older daemon.
+    pub keeping_kinds: BTreeSet<String>,
+    /// Each daemon runs in a cgroup of its own under this directory (of the node's cgroup file
+    /// system), out of the host's: the container runtime, stopping the host's container, kills
+    /// the processes of the container's cgroup only. `None`: daemons stay in the host's cgroup.
+    pub daemon_cgroup: Option<PathBuf>,
+    /// The memory limit of each daemon's cgroup, in bytes: one daemon's OOM kill is its own
+    /// (and the host restarts it). `None`: no limit of its own.
+    pub daemon_memory_max: Option<u64>,
 }
 
 /// The environment variable that hands a daemon the node's staging area.

@@ -60,10 +60,8 @@ impl Launches {
     }
 
     fn file(&self, target: &Path) -> PathBuf {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(target.as_os_str().as_encoded_bytes());
         self.dir
-            .join(format!("{}.json", hex::encode(&digest[..12])))
+            .join(format!("{}.json", super::records::key_of(target)))
     }
 
     /// Keeps `launch`; a failure is logged (the mount works; only a clean-up after a host

@@ -23,6 +23,13 @@ pub(super) struct Record {
     pub(super) start_ticks: u64,
 }
 
+/// The name of everything the host keeps for the mount at `target`: a hash, so any path makes a
+/// safe file name.
+pub(super) fn key_of(target: &Path) -> String {
+    let digest = Sha256::digest(target.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..12])
+}
+
 /// The records of every mount, on disk and in memory.
 #[derive(Debug)]
 pub(super) struct Records {
@@ -33,7 +40,7 @@ pub(super) struct Records {
 impl Records {
     /// Creates the state directory's parts (private to root) and reads the records left there.
     pub(super) fn open(state_dir: &Path) -> Result<Records, ServeError> {
-        for dir in ["mounts", "logs", "stats"].map(|d| state_dir.join(d)) {
+        for dir in ["mounts", "logs", "stats", "inodes", "control"].map(|d| state_dir.join(d)) {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -70,10 +77,9 @@ impl Records {
 
     /// The file of `target` in the state directory's `dir`, named by a hash of the target.
     pub(super) fn file_for(&self, target: &Path, dir: &str, extension: &str) -> PathBuf {
-        let digest = Sha256::digest(target.as_os_str().as_encoded_bytes());
         self.state_dir
             .join(dir)
-            .join(format!("{}.{extension}", hex::encode(&digest[..12])))
+            .join(format!("{}.{extension}", key_of(target)))
     }
 
     /// Writes `record` (atomically: a temporary file, synced, renamed) and remembers it.
@@ -106,13 +112,23 @@ impl Records {
                 ("logs", "log"),
                 ("logs", "log.1"),
                 ("stats", "json"),
+                ("inodes", "journal"),
+                ("control", "sock"),
             ],
         );
     }
 
     /// Forgets the mount at `target` but keeps its daemon's log, for the next daemon to append to.
     pub(super) fn forget_keeping_log(&self, target: &Path) {
-        self.forget_files(target, &[("mounts", "json"), ("stats", "json")]);
+        self.forget_files(
+            target,
+            &[
+                ("mounts", "json"),
+                ("stats", "json"),
+                ("inodes", "journal"),
+                ("control", "sock"),
+            ],
+        );
     }
 
     fn forget_files(&self, target: &Path, files: &[(&str, &str)]) {

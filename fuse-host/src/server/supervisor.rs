@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::config::HostConfig;
 use super::describe;
+use super::kept::{self, Kept, Start};
 use super::leftovers::{self, Launch, Launches, program_command};
 use super::logs::{self, Origin};
 use super::records::{Record, Records};
@@ -41,6 +42,8 @@ pub(super) struct Supervisor {
     launches: Launches,
     /// Set when the host stops: the followers of the daemons' logs end (the next host follows on).
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The kernel connections of mounts whose daemons keep them apart.
+    kept: Kept,
 }
 
 impl Supervisor {
@@ -61,12 +64,15 @@ impl Supervisor {
             launched: Mutex::new(HashMap::new()),
             launches,
             stopping: tokio::sync::watch::Sender::new(false),
+            kept: Kept::default(),
         }
     }
 
-    /// Takes over the recorded mounts of an earlier host: what they were started with, and the
-    /// logs of the daemons still running, from where their files end now.
-    pub(super) fn adopt(&self) {
+    /// Takes over the recorded mounts of an earlier host: what they were started with, the logs
+    /// of the daemons still running (from where their files end now), and the connections of
+    /// those that keep them, whose daemons are then watched (and restarted if they die) and,
+    /// when this host's program is another file than theirs, replaced by it.
+    pub(super) fn adopt(self: &Arc<Self>) {
         self.launches.retain(&self.records.targets());
         for record in self.records.all() {
             if let Some(launch) = self.launches.load(&record.target) {
@@ -79,6 +85,170 @@ impl Supervisor {
                 let path = self.records.file_for(&record.target, "logs", "log");
                 let offset = logs::end_of(&path);
                 self.follow_log(&record.target, path, offset, record.pid, record.start_ticks);
+                if self.config.keeping_kinds.contains(&record.kind) {
+                    let host = Arc::clone(self);
+                    tokio::spawn(async move { host.adopt_connection(record).await });
+                }
+            }
+        }
+    }
+
+    /// Gets a re-adopted daemon's connection, watches it, and has this host's program take the
+    /// mount over when it is another file than the daemon's.
+    async fn adopt_connection(self: Arc<Self>, record: Record) {
+        let target = record.target.clone();
+        let lock = self.lock(&target);
+        let _guard = lock.lock().await;
+        let path = kept::control_path(&self.records, &target);
+        match kept::fetch(path, record.pid, Duration::from_secs(5)).await {
+            Ok(dev) => self.kept.insert(&target, dev),
+            Err(e) => {
+                tracing::warn!(target = %target.display(), pid = record.pid, error = %e, "cannot get the connection of a re-adopted daemon: if it dies, the mount breaks until the next publish");
+                return;
+            }
+        }
+        self.watch(target.clone(), record.pid, record.start_ticks);
+        let Some(program) = self.config.programs.get(&record.kind) else {
+            return;
+        };
+        let running = kept::program_identity(Path::new(&format!("/proc/{}/exe", record.pid)));
+        if running.is_none() || running == kept::program_identity(program) {
+            return;
+        }
+        let Some(mut launch) = self.launch_of(&target) else {
+            tracing::warn!(target = %target.display(), "a daemon of an older program cannot be replaced: its launch is unknown");
+            return;
+        };
+        launch.program = program.clone();
+        match self.restart(&launch, Start::TakeOver).await {
+            Ok(pid) => {
+                tracing::info!(target = %target.display(), old = record.pid, pid, program = %program.display(), "a newer program took the mount over")
+            }
+            Err(e) => {
+                tracing::error!(target = %target.display(), error = %e, "taking the mount over failed; the older daemon serves on")
+            }
+        }
+    }
+
+    fn launch_of(&self, target: &Path) -> Option<Launch> {
+        self.launched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .cloned()
+    }
+
+    /// Watches a daemon that is not this host's child until it exits, then acts as for a child.
+    fn watch(self: &Arc<Self>, target: PathBuf, pid: u32, ticks: u64) {
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while process_alive(pid, ticks) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Some(host) = host.upgrade() {
+                host.after_exit(target, pid, ticks).await;
+            }
+        });
+    }
+
+    /// A daemon exited. When its mount is still recorded with it, still mounted, and its
+    /// connection kept, another daemon is started on that connection: the mount heals in place.
+    async fn after_exit(self: &Arc<Self>, target: PathBuf, pid: u32, ticks: u64) {
+        if *self.stopping.borrow() {
+            return;
+        }
+        let lock = self.lock(&target);
+        let _guard = lock.lock().await;
+        let Some(record) = self.records.get(&target) else {
+            return;
+        };
+        if (record.pid, record.start_ticks) != (pid, ticks) {
+            return;
+        }
+        let Some(dev) = self.kept.get(&target) else {
+            return;
+        };
+        if !matches!(self.mounter.mount_at(&target), Ok(Some(_))) {
+            return;
+        }
+        let kind = kind_label(&record.kind);
+        let heal = |result: &'static str| {
+            self.config.metrics.inc(
+                "tencentcloud_csi_fuse_host_daemon_restarts_total",
+                "Daemons restarted onto their mount's kept connection after they died, by result.",
+                &[("kind", kind), ("result", result)],
+            );
+        };
+        if !self.kept.may_heal(&target) {
+            tracing::error!(target = %target.display(), "the daemon keeps dying: the mount is left broken until the next publish repairs it");
+            self.kept.remove(&target);
+            heal("given_up");
+            return;
+        }
+        let Some(launch) = self.launch_of(&target) else {
+            tracing::error!(target = %target.display(), "a dead daemon cannot be restarted: its launch is unknown");
+            heal("failed");
+            return;
+        };
+        match self.restart(&launch, Start::Inherit(dev)).await {
+            Ok(new) => {
+                tracing::warn!(target = %target.display(), dead = pid, pid = new, "restarted a dead daemon on its mount's connection: the mount stayed");
+                heal("ok");
+            }
+            Err(e) => {
+                tracing::error!(target = %target.display(), error = %e, "restarting a dead daemon failed");
+                heal("failed");
+            }
+        }
+    }
+
+    /// Starts a daemon on the kept connection of a live mount (`Inherit`, `TakeOver`), waits
+    /// until it serves (its control socket answers with its PID), and records it.
+    async fn restart(self: &Arc<Self>, launch: &Launch, start: Start) -> Result<u32, String> {
+        let request = &launch.request;
+        let target = &request.target;
+        let (mut child, pid, ticks, log_path) = self
+            .spawn(&launch.program, request, Some(&start))
+            .map_err(|r| match r.error {
+                Some((_, message)) => message,
+                None => "cannot start it".to_owned(),
+            })?;
+        let path = kept::control_path(&self.records, target);
+        let fetched = tokio::select! {
+            fetched = kept::fetch(path, pid, self.config.ready_timeout) => fetched.map_err(|e| e.to_string()),
+            status = child.wait() => Err(format!("it exited ({status:?})")),
+        };
+        match fetched {
+            Ok(dev) => {
+                self.kept.insert(target, dev);
+                let record = Record {
+                    target: target.clone(),
+                    kind: request.kind.clone(),
+                    fingerprint: request.fingerprint.clone(),
+                    pid,
+                    start_ticks: ticks,
+                };
+                if let Err(e) = self.records.save(&record) {
+                    tracing::error!(error = %e, target = %target.display(), "cannot record a restarted daemon");
+                }
+                self.reap(child, target.clone(), request.kind.clone(), pid, ticks);
+                self.config.metrics.inc(
+                    "tencentcloud_csi_fuse_host_daemons_started_total",
+                    "FUSE daemons the host started, by kind.",
+                    &[("kind", kind_label(&request.kind))],
+                );
+                Ok(pid)
+            }
+            Err(e) => {
+                stop_group(pid).await;
+                let _ = child.wait().await;
+                Err(format!(
+                    "{} ({}) did not serve {}: {e}; {}",
+                    launch.program.display(),
+                    start.label(),
+                    target.display(),
+                    log_tail(&log_path)
+                ))
             }
         }
     }
@@ -213,6 +383,57 @@ impl Supervisor {
         request: &MountRequest,
     ) -> Result<MountStatus, Response> {
         let target = &request.target;
+        let keeping = self.config.keeping_kinds.contains(&request.kind);
+        let (mut child, pid, ticks, log_path) =
+            self.spawn(program, request, keeping.then_some(&Start::Fresh))?;
+        let deadline = Instant::now() + self.config.ready_timeout;
+        self.wait_mounted(&mut child, program, request, (pid, deadline, &log_path))
+            .await?;
+        let record = Record {
+            target: target.clone(),
+            kind: request.kind.clone(),
+            fingerprint: request.fingerprint.clone(),
+            pid,
+            start_ticks: ticks,
+        };
+        self.remember(program, request);
+        if let Err(e) = self.records.save(&record) {
+            tracing::error!(error = %e, target = %target.display(), "cannot record a mount; it will not be re-adopted after a host restart");
+        }
+        if keeping {
+            let path = kept::control_path(&self.records, target);
+            match kept::fetch(path, pid, self.config.ready_timeout).await {
+                Ok(dev) => self.kept.insert(target, dev),
+                Err(e) => {
+                    tracing::warn!(target = %target.display(), error = %e, "cannot keep the mount's connection: if its daemon dies, the mount breaks until the next publish");
+                }
+            }
+        }
+        self.reap(child, target.clone(), request.kind.clone(), pid, ticks);
+        tracing::info!(target = %target.display(), pid, kind = %request.kind, "mounted");
+        Ok(MountStatus {
+            target: target.clone(),
+            kind: request.kind.clone(),
+            fingerprint: request.fingerprint.clone(),
+            pid,
+            alive: true,
+            mounted: true,
+            healthy: true,
+            reused: false,
+            details: None,
+        })
+    }
+
+    /// Starts `program` for `request` (its log, its keys on standard input, its cgroup, and for
+    /// a keeping kind its connection as `start` says). Returns the child, its PID and start
+    /// time, and its log.
+    fn spawn(
+        &self,
+        program: &Path,
+        request: &MountRequest,
+        start: Option<&Start>,
+    ) -> Result<(tokio::process::Child, u32, u64, PathBuf), Response> {
+        let target = &request.target;
         let log_path = self.records.file_for(target, "logs", "log");
         let failed = |what: &str, e: std::io::Error| {
             Response::error(ErrorCode::Failed, format!("{what}: {e}"))
@@ -224,11 +445,24 @@ impl Supervisor {
         let errors = output
             .try_clone()
             .map_err(|e| failed("cannot open the daemon log", e))?;
-        let mut command = program_command(&self.config, program, request, &[]);
+        let extra = start
+            .map(|s| kept::arguments(&self.records, target, s))
+            .unwrap_or_default();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut command = program_command(&self.config, program, request, &extra);
         command
             .env(STATS_ENV, self.records.file_for(target, "stats", "json"))
             .stdout(output)
             .stderr(errors);
+        let inherited = match start {
+            Some(Start::Inherit(dev)) => Some(Arc::clone(dev)),
+            _ => None,
+        };
+        kept::before_exec(
+            &mut command,
+            inherited,
+            kept::cgroup_for(&self.config, target),
+        );
         let mut child = command
             .spawn()
             .map_err(|e| failed(&format!("cannot start {}", program.display()), e))?;
@@ -237,12 +471,25 @@ impl Supervisor {
         self.follow_log(target, log_path.clone(), offset, pid, ticks);
         if let Some(mut stdin) = child.stdin.take() {
             let secret = request.secret.clone().unwrap_or_default();
-            if let Err(e) = stdin.write_all(secret.as_bytes()).await {
-                tracing::warn!(error = %e, "cannot hand the daemon its credentials");
-            }
-            drop(stdin);
+            // Written from a task: a daemon reads it at once, and the caller must not wait.
+            tokio::spawn(async move {
+                if let Err(e) = stdin.write_all(secret.as_bytes()).await {
+                    tracing::warn!(error = %e, "cannot hand the daemon its credentials");
+                }
+            });
         }
-        let deadline = Instant::now() + self.config.ready_timeout;
+        Ok((child, pid, ticks, log_path))
+    }
+
+    /// Waits for a new daemon's mount to come up.
+    async fn wait_mounted(
+        self: &Arc<Self>,
+        child: &mut tokio::process::Child,
+        program: &Path,
+        request: &MountRequest,
+        (pid, deadline, log_path): (u32, Instant, &Path),
+    ) -> Result<(), Response> {
+        let target = &request.target;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let _ = self.tear_down_mount(target).await;
@@ -252,7 +499,7 @@ impl Supervisor {
                         "{} exited ({status}) before mounting {}: {}",
                         program.display(),
                         target.display(),
-                        log_tail(&log_path)
+                        log_tail(log_path)
                     ),
                 ));
             }
@@ -270,50 +517,38 @@ impl Supervisor {
                         program.display(),
                         target.display(),
                         self.config.ready_timeout,
-                        log_tail(&log_path)
+                        log_tail(log_path)
                     ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let record = Record {
-            target: target.clone(),
-            kind: request.kind.clone(),
-            fingerprint: request.fingerprint.clone(),
-            pid,
-            start_ticks: ticks,
-        };
-        self.remember(program, request);
-        if let Err(e) = self.records.save(&record) {
-            tracing::error!(error = %e, target = %target.display(), "cannot record a mount; it will not be re-adopted after a host restart");
-        }
-        // Reap the daemon when it exits, so it never lingers as a zombie.
+        Ok(())
+    }
+
+    /// Reaps the child daemon when it exits (it never lingers as a zombie), then acts on its
+    /// exit ([`Self::after_exit`]).
+    fn reap(
+        self: &Arc<Self>,
+        mut child: tokio::process::Child,
+        target: PathBuf,
+        kind: String,
+        pid: u32,
+        ticks: u64,
+    ) {
         let host = Arc::downgrade(self);
-        let kind = request.kind.clone();
-        let reaped_target = target.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            tracing::info!(target = %reaped_target.display(), pid, ?status, "FUSE daemon exited");
+            tracing::info!(target = %target.display(), pid, ?status, "FUSE daemon exited");
             if let Some(host) = host.upgrade() {
                 host.config.metrics.inc(
                     "tencentcloud_csi_fuse_host_daemon_exits_total",
                     "FUSE daemons that exited, for any reason, by kind.",
                     &[("kind", kind_label(&kind))],
                 );
+                host.after_exit(target, pid, ticks).await;
             }
         });
-        tracing::info!(target = %target.display(), pid, kind = %request.kind, "mounted");
-        Ok(MountStatus {
-            target: target.clone(),
-            kind: request.kind.clone(),
-            fingerprint: request.fingerprint.clone(),
-            pid,
-            alive: true,
-            mounted: true,
-            healthy: true,
-            reused: false,
-            details: None,
-        })
     }
 
     /// Unmounts `target` and stops its daemon; nothing mounted is fine.
@@ -363,6 +598,8 @@ impl Supervisor {
                 stop_group(record.pid).await;
             }
         }
+        self.kept.remove(target);
+        kept::forget_cgroup(&self.config, target);
         if keep_log {
             self.records.forget_keeping_log(target);
         } else {
