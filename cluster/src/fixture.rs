@@ -1,5 +1,6 @@
-//! A stand-in for the Kubernetes API's Nodes, for tests (feature `fixture`): a local HTTP server
-//! answering `GET /api/v1/nodes/<name>` from a table, and a kubeconfig that points at it.
+//! A stand-in for the Kubernetes API's Nodes and PersistentVolumes, for tests (feature `fixture`):
+//! a local HTTP server answering `GET /api/v1/nodes/<name>` (or any other path) from a table, and
+//! a kubeconfig that points at it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,6 +23,21 @@ pub fn node(name: &str, provider_id: Option<&str>) -> String {
         "apiVersion": "v1", "kind": "Node",
         "metadata": { "name": name, "labels": { "topology.kubernetes.io/zone": "100003" } },
         "spec": spec,
+    })
+    .to_string()
+}
+
+/// A CSI PersistentVolume of `driver`, naming `secret` (`(namespace, name)`) as its
+/// nodePublishSecretRef, or none.
+pub fn persistent_volume(name: &str, driver: &str, secret: Option<(&str, &str)>) -> String {
+    let mut csi = serde_json::json!({ "driver": driver, "volumeHandle": name });
+    if let Some((namespace, secret)) = secret {
+        csi["nodePublishSecretRef"] = serde_json::json!({ "namespace": namespace, "name": secret });
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": { "name": name },
+        "spec": { "csi": csi, "accessModes": ["ReadWriteMany"], "capacity": { "storage": "1Gi" } },
     })
     .to_string()
 }

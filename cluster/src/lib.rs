@@ -1,14 +1,16 @@
 //! `cluster`: what the drivers read of the cluster through the Kubernetes API, with `kube`
 //! (rustls with ring; in-cluster configuration, or a kubeconfig file). Today one thing: the CVM
 //! instance behind a Node, from its `spec.providerID`, for node plugins started (as Tencent's CBS
-//! DaemonSet starts them) with the Kubernetes node name as their node ID.
+//! DaemonSet starts them) with the Kubernetes node name as their node ID; and the publish Secret a
+//! PersistentVolume names (`spec.csi.nodePublishSecretRef`), for the FUSE drivers' node plugins
+//! to tell a PV whose Secret is empty from one that names none.
 //!
 //! It knows no CSI and no cloud API: the node plugin turns its errors into a start-up failure.
 
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -29,6 +31,8 @@ pub enum ClusterError {
     Refused { what: String, message: String },
     #[error("Node {0:?} does not exist")]
     NodeNotFound(String),
+    #[error("PersistentVolume {0:?} does not exist")]
+    PvNotFound(String),
     #[error("Node {0:?} has no spec.providerID (is the cloud controller manager running?)")]
     NoProviderId(String),
     #[error(
@@ -42,6 +46,19 @@ impl ClusterError {
     /// Whether asking again later may answer (the API was unreachable or overloaded).
     pub fn is_transient(&self) -> bool {
         matches!(self, ClusterError::Unreachable(_))
+    }
+}
+
+/// A Secret named by a PersistentVolume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 
@@ -142,6 +159,25 @@ impl Cluster {
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ClusterError::NoProviderId(node.to_owned()))?;
         parse_provider_id(node, &provider)
+    }
+
+    /// The Secret the PersistentVolume `pv` names for NodePublishVolume
+    /// (`spec.csi.nodePublishSecretRef`); `None` when it names none.
+    pub async fn pv_publish_secret(&self, pv: &str) -> Result<Option<SecretRef>, ClusterError> {
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let found = answered(&format!("PersistentVolume {pv:?}"), pvs.get_opt(pv)).await?;
+        let found = found.ok_or_else(|| ClusterError::PvNotFound(pv.to_owned()))?;
+        Ok(found
+            .spec
+            .and_then(|spec| spec.csi)
+            .and_then(|csi| csi.node_publish_secret_ref)
+            .and_then(|r| {
+                let name = r.name.filter(|n| !n.is_empty())?;
+                Some(SecretRef {
+                    namespace: r.namespace.unwrap_or_else(|| "default".to_owned()),
+                    name,
+                })
+            }))
     }
 
     /// The zones the cluster's Nodes are in, from their zone labels (`label_keys`, the first one

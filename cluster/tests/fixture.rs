@@ -174,3 +174,65 @@ async fn the_nodes_zones_come_from_their_labels() {
         "each zone once; a Node without a zone label adds none"
     );
 }
+
+#[tokio::test]
+async fn persistent_volumes_name_their_publish_secret_or_none() {
+    use cluster::SecretRef;
+    use cluster::fixture::persistent_volume;
+    const COS: &str = "com.tencent.cloud.csi.cosfs";
+    let routes: Routes = [
+        (
+            "pv-secret",
+            (
+                200,
+                persistent_volume("pv-secret", COS, Some(("apps", "cos-keys"))),
+            ),
+        ),
+        ("pv-bare", (200, persistent_volume("pv-bare", COS, None))),
+        (
+            "pv-gone",
+            (
+                404,
+                status(404, "NotFound", "persistentvolumes \"pv-gone\" not found"),
+            ),
+        ),
+        (
+            "pv-forbidden",
+            (
+                403,
+                status(403, "Forbidden", "persistentvolumes is forbidden"),
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, answer)| (format!("/api/v1/persistentvolumes/{name}"), answer))
+    .collect();
+    let (server, _) = serve(routes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::connect(Some(&kubeconfig(dir.path(), &server)))
+        .await
+        .unwrap();
+    let named = cluster
+        .pv_publish_secret("pv-secret")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        named,
+        SecretRef {
+            namespace: "apps".into(),
+            name: "cos-keys".into()
+        }
+    );
+    assert_eq!(named.to_string(), "apps/cos-keys");
+    assert_eq!(cluster.pv_publish_secret("pv-bare").await.unwrap(), None);
+    assert!(matches!(
+        cluster.pv_publish_secret("pv-gone").await.unwrap_err(),
+        ClusterError::PvNotFound(pv) if pv == "pv-gone"
+    ));
+    let err = cluster.pv_publish_secret("pv-forbidden").await.unwrap_err();
+    assert!(
+        matches!(&err, ClusterError::Refused { what, .. } if what.contains("pv-forbidden")),
+        "{err:?}"
+    );
+}

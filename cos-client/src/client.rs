@@ -32,6 +32,8 @@ struct Inner {
     config: ObjectConfig,
     endpoint: Endpoint,
     credentials: RwLock<Arc<ObjectCredentials>>,
+    /// What the server's answers told of the credentials.
+    auth: Arc<crate::auth::AuthWatch>,
 }
 
 /// One S3 request, before addressing and signing.
@@ -120,6 +122,7 @@ impl ObjectClient {
                 http,
                 endpoint,
                 credentials: RwLock::new(Arc::new(credentials.trimmed())),
+                auth: Arc::default(),
                 config,
             }),
         })
@@ -134,6 +137,12 @@ impl ObjectClient {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *current = Arc::new(credentials.trimmed());
+    }
+
+    /// What the server's answers told of the credentials: the last refusal, and whether the most
+    /// recent answer was one.
+    pub fn auth_watch(&self) -> Arc<crate::auth::AuthWatch> {
+        Arc::clone(&self.inner.auth)
     }
 
     fn credentials(&self) -> Arc<ObjectCredentials> {
@@ -262,6 +271,12 @@ impl ObjectClient {
     /// [`ObjectClient::send`], also saying how many attempts it took: more than one, and an
     /// earlier attempt may have been carried out though its answer never came.
     pub(super) async fn send_counted(&self, call: &Call<'_>) -> Result<(Answer, u32), ObjectError> {
+        let result = self.send_counted_unobserved(call).await;
+        self.inner.auth.observe(call.op, &result);
+        result
+    }
+
+    async fn send_counted_unobserved(&self, call: &Call<'_>) -> Result<(Answer, u32), ObjectError> {
         let target = self.target(call)?;
         let payload_hash = match (&call.body, call.unsigned_payload) {
             (_, true) => sigv4::UNSIGNED_PAYLOAD.to_owned(),

@@ -37,6 +37,7 @@
 //! normalises it away): such keys are refused with [`ObjectErrorKind::Invalid`] before anything is
 //! sent, except by the bulk deletes, which name keys in an XML body.
 
+pub mod auth;
 mod bucket;
 mod bulk;
 mod client;
@@ -53,6 +54,7 @@ mod test_server;
 
 use std::time::SystemTime;
 
+pub use auth::{AuthFailure, AuthWatch};
 pub use bucket::{BucketApi, Buckets, ListParams, RemoteBuckets};
 pub use client::ObjectClient;
 pub use config::{

@@ -1,5 +1,7 @@
 //! Where `cos-fuse` finds its keys: handed over (the FUSE host's JSON on standard input, or
-//! `--credentials-file`), or, as cosfs and the drivers find them, through the chain:
+//! `--credentials-file`, re-read when it changes: the host rewrites it when a rotated publish
+//! secret arrives), the CVM role when told so (`--credentials-role`, the node plugin's choice for
+//! a PV without a publish secret), or, as cosfs and the drivers find them, through the chain:
 //! `-o passwd_file=`, the environment (`COS_SECRET_ID`/`COS_SECRET_KEY`/`COS_SESSION_TOKEN`, then
 //! the names of tcloud's chain), `$HOME/.passwd-cosfs`, `/etc/passwd-cosfs`, then the CVM's CAM
 //! role from instance metadata (tcloud's `RoleCredentials`, refreshed before expiry).
@@ -8,10 +10,11 @@
 //! errors name files and variables, never their contents.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cos_client::{ObjectClient, ObjectCredentials};
-use tcloud::credentials::{COMMON_KEY_NAMES, KeyNames};
+use cos_client::{AuthWatch, ObjectClient, ObjectCredentials};
+use tcloud::credentials::{COMMON_KEY_NAMES, KeyNames, RoleCredentials};
 use tcloud::{CredentialSource, MetadataClient};
 
 /// cosfs's passwd file in the home directory, and the system-wide one.
@@ -25,8 +28,14 @@ pub const COS_KEY_NAMES: KeyNames = KeyNames {
     token: Some("COS_SESSION_TOKEN"),
 };
 
-/// How often the role's keys are looked at; tcloud fetches new ones 5 minutes before expiry.
+/// The longest wait between two looks at the role's keys; tcloud fetches new ones 5 minutes
+/// before expiry (short-lived ones at 80 % of their lifetime), and the looks come closer as the
+/// expiry nears ([`role_wait`]).
 const ROLE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest wait between two looks at the keys (after an authentication failure too).
+const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a `--credentials-file` is looked at (a stat; it is read only when it changed).
+pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Keys as the FUSE host hands them over (JSON).
 #[derive(serde::Deserialize)]
@@ -46,6 +55,162 @@ pub enum Keys {
     Fixed(ObjectCredentials),
     /// The CVM role's temporary keys, refreshed before they expire.
     Role(CredentialSource),
+    /// A file the keys are handed over in, re-read when it changes.
+    File(KeyFile),
+}
+
+/// The CVM role's keys, and nothing else of the chain (`--credentials-role`): a key in the
+/// environment or a passwd file on the node must not stand in for the role by accident.
+pub fn role(metadata_endpoint: &str) -> Result<Keys, String> {
+    let metadata = MetadataClient::new(metadata_endpoint).map_err(|e| {
+        format!("cannot make a client of the metadata service {metadata_endpoint}: {e}")
+    })?;
+    Ok(Keys::Role(CredentialSource::Role(RoleCredentials::new(
+        metadata, None,
+    ))))
+}
+
+/// What tells a file changed: a rename gives a new inode, a rewrite a new time or size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        dev: m.dev(),
+        inode: m.ino(),
+        size: m.size(),
+        modified: (m.mtime(), m.mtime_nsec()),
+        changed: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// A file of keys (the FUSE host's JSON, or a passwd line), re-read when it changes.
+#[derive(Debug)]
+pub struct KeyFile {
+    path: PathBuf,
+    bucket: String,
+    /// The file as it was when last read.
+    read: Mutex<Option<FileStamp>>,
+}
+
+impl KeyFile {
+    /// The file at `path`, read now: a missing, loose or malformed file is an error naming it.
+    pub fn open(path: &Path, bucket: &str) -> Result<(KeyFile, ObjectCredentials), String> {
+        let file = KeyFile {
+            path: path.to_owned(),
+            bucket: bucket.to_owned(),
+            read: Mutex::new(None),
+        };
+        let keys = file.read()?;
+        Ok((file, keys))
+    }
+
+    fn read(&self) -> Result<ObjectCredentials, String> {
+        let before = stamp(&self.path);
+        let text = read_private_file(&self.path)?;
+        let keys = parse_handed_over(&text, &self.bucket)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        *self.read.lock().unwrap_or_else(|p| p.into_inner()) = before;
+        Ok(keys)
+    }
+
+    /// The keys, when the file changed since it was last read; `None` when it did not.
+    pub fn changed(&self) -> Result<Option<ObjectCredentials>, String> {
+        let now = stamp(&self.path);
+        // Gone (the host removes it when the mount is unpublished, before the daemon exits):
+        // the current keys stay.
+        if now.is_none() || now == *self.read.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(None);
+        }
+        self.read().map(Some)
+    }
+}
+
+/// How long to wait before looking at role keys that expire at `expires_at` again, at `now`
+/// (unix seconds): a fifth of what is left, between [`MIN_CHECK_INTERVAL`] and
+/// [`ROLE_CHECK_INTERVAL`]. The look costs nothing until tcloud finds the keys due.
+pub fn role_wait(expires_at: Option<i64>, now: i64) -> Duration {
+    let Some(expires_at) = expires_at else {
+        return ROLE_CHECK_INTERVAL;
+    };
+    let left = u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0);
+    Duration::from_secs(left / 5).clamp(MIN_CHECK_INTERVAL, ROLE_CHECK_INTERVAL)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Waits `wait`, or less when a request is refused for its credentials; never less than
+/// [`MIN_CHECK_INTERVAL`] since `last` (a stream of refusals must not spin).
+async fn wait_or_refused(wait: Duration, auth: &AuthWatch, last: tokio::time::Instant) {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = auth.failed() => {
+            tokio::time::sleep_until(last + MIN_CHECK_INTERVAL).await;
+        }
+    }
+}
+
+/// Keeps the role's keys fresh in `set`, looking again as expiry nears or a request is refused.
+async fn refresh_role(
+    source: CredentialSource,
+    set: impl Fn(ObjectCredentials),
+    auth: Arc<AuthWatch>,
+) {
+    loop {
+        let last = tokio::time::Instant::now();
+        let wait = match source.get().await {
+            Ok(keys) => {
+                let wait = role_wait(keys.expires_at, unix_now());
+                set(object_credentials(&keys));
+                wait
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %csi_common::csi::error_chain(&e),
+                    "cannot refresh the CVM role's keys; the current ones are kept"
+                );
+                MIN_CHECK_INTERVAL * 5
+            }
+        };
+        wait_or_refused(wait, &auth, last).await;
+    }
+}
+
+/// Hands `set` the keys of `file` whenever it changes: looked at every `interval`, and at once
+/// when a request is refused for its credentials.
+pub async fn watch_file(
+    file: KeyFile,
+    set: impl Fn(ObjectCredentials),
+    auth: Arc<AuthWatch>,
+    interval: Duration,
+) {
+    loop {
+        let last = tokio::time::Instant::now();
+        wait_or_refused(interval, &auth, last).await;
+        match file.changed() {
+            Ok(Some(keys)) => {
+                set(keys);
+                tracing::info!(path = %file.path.display(), "the credentials file changed: using its keys");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read the credentials file; the current keys are kept")
+            }
+        }
+    }
 }
 
 /// What the chain looks at; the environment and the files are passed in so tests choose them.
@@ -183,6 +348,7 @@ impl Keys {
     pub async fn current(&self) -> Result<ObjectCredentials, String> {
         match self {
             Keys::Fixed(keys) => Ok(keys.clone()),
+            Keys::File(file) => file.read(),
             Keys::Role(source) => source
                 .get()
                 .await
@@ -191,24 +357,21 @@ impl Keys {
         }
     }
 
-    /// With the role's keys, hands the client fresh ones before the old ones expire, for as long
-    /// as the runtime runs. Fixed keys need nothing.
+    /// With the role's keys, hands the client fresh ones before the old ones expire; with a
+    /// credentials file, its new keys when it changes; for as long as the runtime runs. Both look
+    /// again at once when a request is refused for its credentials. Fixed keys need nothing.
     pub fn keep_fresh(self, client: ObjectClient, rt: &tokio::runtime::Runtime) {
-        let Keys::Role(source) = self else {
-            return;
-        };
-        rt.spawn(async move {
-            loop {
-                tokio::time::sleep(ROLE_CHECK_INTERVAL).await;
-                match source.get().await {
-                    Ok(keys) => client.set_credentials(object_credentials(&keys)),
-                    Err(e) => tracing::warn!(
-                        error = %csi_common::csi::error_chain(&e),
-                        "cannot refresh the CVM role's keys; the current ones are kept"
-                    ),
-                }
+        let auth = client.auth_watch();
+        let set = move |keys: ObjectCredentials| client.set_credentials(keys);
+        match self {
+            Keys::Fixed(_) => {}
+            Keys::Role(source) => {
+                rt.spawn(refresh_role(source, set, auth));
             }
-        });
+            Keys::File(file) => {
+                rt.spawn(watch_file(file, set, auth, FILE_CHECK_INTERVAL));
+            }
+        }
     }
 }
 
@@ -293,6 +456,84 @@ mod tests {
             Ok(Keys::Fixed(k)) => k.secret_id,
             other => panic!("expected fixed keys, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn role_keys_are_looked_at_more_often_as_expiry_nears() {
+        assert_eq!(role_wait(None, 0), ROLE_CHECK_INTERVAL);
+        assert_eq!(role_wait(Some(3600), 0), ROLE_CHECK_INTERVAL);
+        // 60-second keys: looked at after 12 s, then closer; tcloud refreshes them at 48 s.
+        assert_eq!(role_wait(Some(60), 0), Duration::from_secs(12));
+        assert_eq!(role_wait(Some(60), 48), Duration::from_secs(2));
+        assert_eq!(role_wait(Some(60), 59), MIN_CHECK_INTERVAL);
+        assert_eq!(role_wait(Some(60), 70), MIN_CHECK_INTERVAL);
+        // The looks before the refresh point never pass it by more than a second or two.
+        let mut now = 0;
+        while now < 48 {
+            now += role_wait(Some(60), now).as_secs() as i64;
+        }
+        assert!(now <= 50, "looked at {now}s: too close to the 60 s expiry");
+    }
+
+    fn json_keys(id: &str) -> String {
+        format!(r#"{{"SecretId":"{id}","SecretKey":"s3cr3t-{id}"}}"#)
+    }
+
+    /// Writes `text` the way the FUSE host does: a temporary file, renamed.
+    fn replace_file(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        file(
+            path.parent().unwrap(),
+            tmp.file_name().unwrap().to_str().unwrap(),
+            text,
+            0o600,
+        );
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn a_changed_credentials_file_is_read_again_and_an_unchanged_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), "keys", &json_keys("AKID1"), 0o600);
+        let (keys, first) = KeyFile::open(&path, "b").unwrap();
+        assert_eq!(first.secret_id, "AKID1");
+        assert_eq!(keys.changed().unwrap(), None);
+        replace_file(&path, &json_keys("AKID2"));
+        assert_eq!(keys.changed().unwrap().unwrap().secret_id, "AKID2");
+        assert_eq!(keys.changed().unwrap(), None);
+        // A broken rewrite is an error naming the file, never its content; the keys stay.
+        replace_file(&path, "{not json s3cr3t");
+        let err = keys.changed().unwrap_err();
+        assert!(err.contains("keys") && !err.contains("s3cr3t"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(keys.changed().unwrap_err().contains("chmod 600"));
+    }
+
+    #[tokio::test]
+    async fn the_watcher_hands_over_new_keys_within_its_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), "keys", &json_keys("AKID1"), 0o600);
+        let (keys, _) = KeyFile::open(&path, "b").unwrap();
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = Arc::clone(&seen);
+        let watcher = tokio::spawn(watch_file(
+            keys,
+            move |k: ObjectCredentials| sink.lock().unwrap().push(k.secret_id),
+            Arc::default(),
+            Duration::from_millis(50),
+        ));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "unchanged: nothing handed over"
+        );
+        replace_file(&path, &json_keys("AKID2"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        watcher.abort();
+        assert_eq!(*seen.lock().unwrap(), ["AKID2"]);
     }
 
     #[test]

@@ -91,8 +91,13 @@ struct MountArgs {
 
     /// Read the keys from standard input: JSON `{"SecretId": .., "SecretKey": .., "Token": ..}`.
     /// This is how the FUSE host hands them over: never on a command line.
-    #[arg(long, conflicts_with = "credentials_file")]
+    #[arg(long, conflicts_with_all = ["credentials_file", "credentials_role"])]
     credentials_stdin: bool,
+
+    /// Use the CVM's CAM role (instance metadata), refreshed before expiry, and nothing else of
+    /// the chain: how the node plugins mount a PV without a publish secret.
+    #[arg(long, conflicts_with = "credentials_file")]
+    credentials_role: bool,
 
     /// Read the keys from a file: the same JSON, or a cosfs/s3fs passwd line
     /// (`[bucket:]SecretId:SecretKey`). It must not be readable by others.
@@ -235,6 +240,7 @@ fn direct(args: DirectArgs) -> Result<(), String> {
         prefix: target.prefix,
         region: args.region,
         credentials_stdin: false,
+        credentials_role: false,
         credentials_file: None,
         options: args.options,
         cache_dir: None,
@@ -282,7 +288,9 @@ fn resolve_keys(args: &MountArgs) -> Result<Keys, String> {
             .map_err(|e| format!("cannot read the credentials from standard input: {e}"))?;
         text
     } else if let Some(path) = &args.credentials_file {
-        credentials::read_private_file(path)?
+        return credentials::KeyFile::open(path, &args.bucket).map(|(file, _)| Keys::File(file));
+    } else if args.credentials_role {
+        return credentials::role(&args.metadata_endpoint);
     } else {
         let settings = parse_options(&args.options).map_err(|e| e.to_string())?;
         let env = |name: &str| std::env::var(name).ok();
@@ -396,6 +404,7 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
     // Fail here, with the server's words, rather than mount something that answers EIO.
     rt.block_on(client.head_bucket())
         .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
+    let auth = client.auth_watch();
     let mut options = MountOptions::new(&args.bucket, &args.prefix);
     options.allow_other = settings.allow_other;
     options.no_exec = settings.no_exec;
@@ -411,6 +420,7 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
         }
     }
     let warmup = report::SharedStatus::default();
+    report::DaemonStatus::watch_auth(&warmup, auth);
     let served = match &args.cache_dir {
         None => serve(
             store,

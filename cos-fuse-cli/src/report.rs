@@ -28,6 +28,8 @@ pub struct Sources {
 pub struct DaemonStatus {
     warmup: Option<PreloadProgress>,
     last_error: Option<String>,
+    /// The bucket client's view of its keys: the last request refused for them.
+    auth: Option<Arc<cos_client::AuthWatch>>,
 }
 
 /// The daemon's status, shared between what changes it and the writer.
@@ -39,6 +41,12 @@ const MAX_ERROR_CHARS: usize = fuse_host::MAX_ERROR_CHARS;
 impl DaemonStatus {
     pub fn set_warmup(status: &SharedStatus, progress: PreloadProgress) {
         status.lock().unwrap_or_else(|p| p.into_inner()).warmup = Some(progress);
+    }
+
+    /// Reports the last authentication failure of the client `auth` watches (its code and
+    /// operation, never a key), and whether the most recent request was one.
+    pub fn watch_auth(status: &SharedStatus, auth: Arc<cos_client::AuthWatch>) {
+        status.lock().unwrap_or_else(|p| p.into_inner()).auth = Some(auth);
     }
 
     pub fn warmup(status: &SharedStatus) -> Option<PreloadProgress> {
@@ -65,7 +73,16 @@ impl DaemonStatus {
                 "bytes_total": p.bytes_total,
             })
         });
-        json!({ "warmup": warmup, "last_error": self.last_error })
+        let auth_failure = self.auth.as_ref().and_then(|auth| {
+            let last = auth.last_failure()?;
+            Some(json!({
+                "code": last.code,
+                "op": last.op,
+                "at_unix_secs": last.at_unix_secs,
+                "current": auth.failing().is_some(),
+            }))
+        });
+        json!({ "warmup": warmup, "last_error": self.last_error, "auth_failure": auth_failure })
     }
 }
 
@@ -207,7 +224,7 @@ mod tests {
         let status = SharedStatus::default();
         assert_eq!(
             status.lock().unwrap().to_json(),
-            json!({ "warmup": null, "last_error": null })
+            json!({ "warmup": null, "last_error": null, "auth_failure": null })
         );
         DaemonStatus::set_warmup(
             &status,

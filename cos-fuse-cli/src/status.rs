@@ -189,6 +189,7 @@ mod tests {
                 bytes_total: 4 << 30,
             }),
             last_error: Some("warm-up skipped train/x: not found".into()),
+            auth_failure: None,
         };
         let mut dead = mount("/var/lib/kubelet/x/pv/pvc-8/globalmount", None);
         dead.alive = false;

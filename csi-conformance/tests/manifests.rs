@@ -777,12 +777,13 @@ fn drivers_have_the_shape_the_design_needs() {
 
     // CSIDriver objects: the old drivers' names, attach only for CBS, fsGroup policies as
     // explained in the csidriver.yaml files.
-    for (driver, attach, fs_group) in [
-        ("com.tencent.cloud.csi.cbs", true, "File"),
-        ("com.tencent.cloud.csi.cfs", false, "None"),
-        ("com.tencent.cloud.csi.cfsturbo", false, "None"),
-        ("com.tencent.cloud.csi.cosfs", false, "File"),
-        ("com.tencent.cloud.csi.goosefs", false, "File"),
+    // The FUSE drivers ask for republishing: a rotated publish Secret reaches a running mount.
+    for (driver, attach, fs_group, republish) in [
+        ("com.tencent.cloud.csi.cbs", true, "File", false),
+        ("com.tencent.cloud.csi.cfs", false, "None", false),
+        ("com.tencent.cloud.csi.cfsturbo", false, "None", false),
+        ("com.tencent.cloud.csi.cosfs", false, "File", true),
+        ("com.tencent.cloud.csi.goosefs", false, "File", true),
     ] {
         let d = find("CSIDriver", driver);
         assert_eq!(
@@ -792,7 +793,8 @@ fn drivers_have_the_shape_the_design_needs() {
         assert_eq!(text(d, "/spec/fsGroupPolicy"), fs_group, "{driver}");
         assert_eq!(
             d.pointer("/spec/requiresRepublish"),
-            Some(&Value::Bool(false))
+            Some(&Value::Bool(republish)),
+            "{driver}"
         );
         assert_eq!(strings(d, "/spec/volumeLifecycleModes"), ["Persistent"]);
     }
@@ -848,10 +850,12 @@ fn drivers_have_the_shape_the_design_needs() {
             flag_value(&strings(driver, "/args"), "--mode"),
             Some("node")
         );
+        // The FUSE drivers' node plugins read PVs (an empty publish Secret from none).
+        let reads_pvs = matches!(short, "cos" | "goosefs");
         assert_eq!(
             spec.get("automountServiceAccountToken"),
-            Some(&Value::Bool(false)),
-            "csi-{short}-node needs no API access"
+            Some(&Value::Bool(reads_pvs)),
+            "csi-{short}-node: API access only for reading PVs"
         );
     }
 
@@ -1368,14 +1372,28 @@ fn every_sidecar_is_granted_what_its_version_lists_and_watches() {
 }
 
 /// What our own drivers ask the API server, by image and `--mode`: csi-cbs's controller lists
-/// the Nodes for their zones (a volume with no zone goes where the Nodes are). Nothing else of
-/// ours calls the API: node plugins read instance metadata (a node name as NODE_ID, which needs
-/// `get` on `nodes`, is only for Tencent's own DaemonSets, whose RBAC has it).
-const DRIVER_RBAC: &[(&str, &str, Rule)] = &[(
-    "csi-cbs",
-    "--mode=controller",
-    ("", "nodes", &["list"], Needed::Always),
-)];
+/// the Nodes for their zones (a volume with no zone goes where the Nodes are); the FUSE drivers'
+/// node plugins get the PV of a volume published without keys (`Cluster::pv_publish_secret`: an
+/// empty publish Secret is told from none). Nothing else of ours calls the API: node plugins read
+/// instance metadata (a node name as NODE_ID, which needs `get` on `nodes`, is only for Tencent's
+/// own DaemonSets, whose RBAC has it).
+const DRIVER_RBAC: &[(&str, &str, Rule)] = &[
+    (
+        "csi-cbs",
+        "--mode=controller",
+        ("", "nodes", &["list"], Needed::Always),
+    ),
+    (
+        "csi-cos",
+        "--mode=node",
+        ("", "persistentvolumes", &["get"], Needed::Always),
+    ),
+    (
+        "csi-goosefs",
+        "--mode=node",
+        ("", "persistentvolumes", &["get"], Needed::Always),
+    ),
+];
 
 #[test]
 fn our_drivers_are_granted_what_they_call() {

@@ -38,6 +38,15 @@ pub struct FuseNodeArgs {
     /// default `/var/lib/kubelet/plugins/<driver name>/mounts`.
     #[arg(long)]
     pub mounts_dir: Option<PathBuf>,
+
+    /// Whether a PV that names no nodePublishSecretRef is mounted with the node's own
+    /// credentials (`allow`: the keys of `--credentials-dir` or the environment, else the CVM
+    /// role, whose keys its FUSE daemon fetches and refreshes itself) or refused
+    /// (`deny`, as Tencent's driver refused it). A PV that names a Secret never falls back to the
+    /// node's credentials: an empty Secret is an error naming it (the node reads the PV through
+    /// the Kubernetes API: `get persistentvolumes`).
+    #[arg(long, value_enum, default_value_t = node::keys::NodeCredentials::Deny)]
+    pub node_credentials: node::keys::NodeCredentials,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -88,8 +97,9 @@ pub struct FuseDriver<P> {
 }
 
 /// Runs a FUSE driver (csi-cos, csi-goosefs) until SIGTERM: identity, the prefix-per-PV
-/// controller and the node service, as `--mode` says. Requests without a secret use the
-/// process's own credentials chain.
+/// controller and the node service, as `--mode` says. The controller's requests without a secret
+/// use the process's own credentials chain; the node's, the node's CAM role where
+/// `--node-credentials=allow`.
 pub async fn run_fuse_driver<P: node::Planner>(
     common: &CommonArgs,
     args: &FuseDriverArgs,
@@ -119,6 +129,16 @@ pub async fn run_fuse_driver<P: node::Planner>(
                 .join(driver_name)
                 .join("mounts")
         });
+        let publish_secrets: Option<Arc<dyn node::keys::PublishSecrets>> =
+            match cluster::Cluster::connect(common.kubeconfig.as_deref()).await {
+                Ok(cluster) => Some(Arc::new(cluster)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Kubernetes API client: a volume published without keys cannot be told apart from one whose Secret is empty, and is refused unless --node-credentials=allow");
+                    None
+                }
+            };
+        let metadata_endpoint = Some(common.metadata_endpoint.clone())
+            .filter(|e| e != tcloud::metadata::DEFAULT_METADATA_ENDPOINT);
         let node = NodeService::new(
             Arc::new(MeteredMounter::new(
                 LinuxMounter::default(),
@@ -129,7 +149,10 @@ pub async fn run_fuse_driver<P: node::Planner>(
                 node_id: common.node_id.clone().unwrap_or_default(),
                 mounts_dir,
                 host: HostClient::new(&args.node.fuse_host_socket),
-                fallback_keys: Some(own_keys),
+                node_credentials: args.node.node_credentials,
+                node_keys: Some(own_keys),
+                publish_secrets,
+                metadata_endpoint,
                 kubelet_dir: common.kubelet_dir.clone(),
             },
         );

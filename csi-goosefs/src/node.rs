@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use csi_common::csi::pb;
 use csi_cos::error::{Error, Result};
+use csi_cos::node::keys::PublishKeys;
 use csi_cos::node::{FusePlan, Planner, mount_group};
-use csi_cos::params::{Keys, fingerprint};
+use csi_cos::params::fingerprint;
 
 use crate::params::Dataset;
 
@@ -43,10 +44,15 @@ fn check_flag(flag: &str) -> Result<()> {
 }
 
 impl Planner for GooseFsPlanner {
+    /// Only cache mode runs cos-fuse on a bucket; the GooseFS client of cluster mode takes none.
+    fn needs_keys(&self, context: &HashMap<String, String>) -> bool {
+        !matches!(Dataset::from_context(context), Ok(Dataset::Cluster { .. }))
+    }
+
     fn plan(
         &self,
         context: &HashMap<String, String>,
-        secrets: &HashMap<String, String>,
+        keys: &PublishKeys<'_>,
         capability: &pb::VolumeCapability,
     ) -> Result<FusePlan> {
         match Dataset::from_context(context)? {
@@ -61,8 +67,8 @@ impl Planner for GooseFsPlanner {
                 if read_only {
                     source.options.0.insert("ro".to_owned(), None);
                 }
-                let keys = Keys::from_secrets(secrets, "node publish (nodePublishSecretRef)")?;
                 let mut args = source.fuse_args();
+                let secret = keys.hand_over(&mut args)?;
                 args.extend([
                     "--cache-dir".to_owned(),
                     self.cache_dir.display().to_string(),
@@ -76,7 +82,7 @@ impl Planner for GooseFsPlanner {
                     kind: "cos-fuse".to_owned(),
                     fingerprint: fingerprint(&args),
                     args,
-                    secret: Some(keys.to_stdin()),
+                    secret,
                 })
             }
             Dataset::Cluster {
@@ -146,7 +152,7 @@ mod tests {
             ("SecretKey".to_owned(), "key".to_owned()),
         ]);
         let plan = planner()
-            .plan(&context, &secrets, &capability(&[]))
+            .plan(&context, &PublishKeys::Secret(&secrets), &capability(&[]))
             .unwrap();
         assert_eq!(plan.kind, "cos-fuse");
         let args = plan.args.join(" ");
@@ -173,7 +179,7 @@ mod tests {
         let plan = planner()
             .plan(
                 &context,
-                &HashMap::new(),
+                &PublishKeys::Secret(&HashMap::new()),
                 &capability(&["allow_other", "direct_io"]),
             )
             .unwrap();
@@ -194,7 +200,7 @@ mod tests {
             planner()
                 .plan(
                     &context,
-                    &HashMap::new(),
+                    &PublishKeys::Secret(&HashMap::new()),
                     &capability(&["allow_other;reboot"])
                 )
                 .is_err()
@@ -208,7 +214,7 @@ mod tests {
             let err = planner()
                 .plan(
                     &context,
-                    &HashMap::new(),
+                    &PublishKeys::Secret(&HashMap::new()),
                     &capability(&["allow_other", flag]),
                 )
                 .unwrap_err();
@@ -221,7 +227,11 @@ mod tests {
         for harmless in ["nosuid", "nodev", "ro"] {
             assert!(
                 planner()
-                    .plan(&context, &HashMap::new(), &capability(&[harmless]))
+                    .plan(
+                        &context,
+                        &PublishKeys::Secret(&HashMap::new()),
+                        &capability(&[harmless])
+                    )
                     .is_ok(),
                 "{harmless}"
             );

@@ -17,8 +17,8 @@ mod server;
 
 pub use client::{HostClient, HostError};
 pub use protocol::{
-    ErrorCode, MAX_ERROR_CHARS, MountDetails, MountRequest, MountStatus, Request, Response,
-    WarmupStatus,
+    AuthFailureStatus, ErrorCode, MAX_ERROR_CHARS, MountDetails, MountRequest, MountStatus,
+    Request, Response, WarmupStatus,
 };
 pub use server::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV, STATS_ENV, serve};
 

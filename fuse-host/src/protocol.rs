@@ -106,6 +106,26 @@ pub struct MountDetails {
     /// The daemon's last error, at most [`MAX_ERROR_CHARS`] characters.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The last request the bucket refused for the daemon's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_failure: Option<AuthFailureStatus>,
+}
+
+/// A request refused for the daemon's credentials, as the daemon reports it: the error code and
+/// the operation, never a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFailureStatus {
+    /// `AccessDenied`, `InvalidAccessKeyId`, `ExpiredToken`, ... (at most 64 characters).
+    pub code: String,
+    /// The S3 action refused (`GetObject`).
+    #[serde(default)]
+    pub op: String,
+    /// When, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub at_unix_secs: u64,
+    /// The most recent request failed so (a success since clears it).
+    #[serde(default)]
+    pub current: bool,
 }
 
 /// The most characters of a daemon's last error the host passes on.

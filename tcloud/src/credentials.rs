@@ -13,8 +13,29 @@ pub use crate::keys::Credentials;
 use crate::metadata::{MetadataClient, MetadataError};
 use crate::time::unix_now;
 
-/// Refresh role credentials when they have less than this many seconds left.
+/// Refresh role credentials when they have less than this many seconds left; keys that live
+/// shorter than this are refreshed at [`SHORT_LIFETIME_REFRESH_PERCENT`] of their lifetime instead.
 const ROLE_REFRESH_MARGIN_SECS: i64 = 300;
+/// When keys whose whole lifetime is under [`ROLE_REFRESH_MARGIN_SECS`] are refreshed: at 80 % of
+/// it (60-second keys after 48 s), so they are neither used past expiry nor fetched per request.
+const SHORT_LIFETIME_REFRESH_PERCENT: i64 = 80;
+
+/// Whether keys fetched at `fetched_at` that expire at `expires_at` are due for a refresh at
+/// `now` (unix seconds): within [`ROLE_REFRESH_MARGIN_SECS`] of expiry, or, for keys that live
+/// shorter than that margin, past [`SHORT_LIFETIME_REFRESH_PERCENT`] of their lifetime.
+pub fn role_refresh_due(fetched_at: i64, expires_at: i64, now: i64) -> bool {
+    now >= role_refresh_at(fetched_at, expires_at)
+}
+
+/// The unix second at which keys fetched at `fetched_at`, expiring at `expires_at`, are refreshed.
+pub fn role_refresh_at(fetched_at: i64, expires_at: i64) -> i64 {
+    let lifetime = expires_at.saturating_sub(fetched_at);
+    if lifetime > ROLE_REFRESH_MARGIN_SECS {
+        expires_at - ROLE_REFRESH_MARGIN_SECS
+    } else {
+        fetched_at + lifetime.max(0) * SHORT_LIFETIME_REFRESH_PERCENT / 100
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -229,7 +250,8 @@ impl SecretDir {
 pub struct RoleCredentials {
     metadata: MetadataClient,
     role: Option<String>,
-    cache: tokio::sync::Mutex<Option<Credentials>>,
+    /// The keys and when they were fetched (unix seconds).
+    cache: tokio::sync::Mutex<Option<(Credentials, i64)>>,
 }
 
 impl RoleCredentials {
@@ -244,10 +266,10 @@ impl RoleCredentials {
 
     pub async fn current(&self) -> Result<Credentials, CredentialsError> {
         let mut cache = self.cache.lock().await;
-        if let Some(credentials) = cache.as_ref()
+        if let Some((credentials, fetched_at)) = cache.as_ref()
             && credentials
                 .expires_at
-                .is_some_and(|expiry| expiry - unix_now() > ROLE_REFRESH_MARGIN_SECS)
+                .is_some_and(|expiry| !role_refresh_due(*fetched_at, expiry, unix_now()))
         {
             return Ok(credentials.clone());
         }
@@ -259,12 +281,13 @@ impl RoleCredentials {
                 .await
                 .map_err(CredentialsError::Role)?,
         };
+        let fetched_at = unix_now();
         let fresh = self
             .metadata
             .role_credentials(&role)
             .await
             .map_err(CredentialsError::Role)?;
-        *cache = Some(fresh.clone());
+        *cache = Some((fresh.clone(), fetched_at));
         Ok(fresh)
     }
 }
@@ -339,6 +362,23 @@ mod tests {
         );
         let err = discover_env(&[("SecretId", "id"), ("SecretKey", " \n")]).unwrap_err();
         assert_eq!(err.to_string(), "SecretKey is empty");
+    }
+
+    #[test]
+    fn role_keys_are_refreshed_before_expiry_and_not_on_every_request() {
+        // Hour-long keys: five minutes before expiry.
+        assert_eq!(role_refresh_at(1000, 4600), 4300);
+        assert!(!role_refresh_due(1000, 4600, 4299));
+        assert!(role_refresh_due(1000, 4600, 4300));
+        // 60-second keys (the simulator's --role-key-ttl-secs 60): after 48 s, not at once.
+        assert_eq!(role_refresh_at(1000, 1060), 1048);
+        assert!(!role_refresh_due(1000, 1060, 1001));
+        assert!(!role_refresh_due(1000, 1060, 1047));
+        assert!(role_refresh_due(1000, 1060, 1048));
+        // Exactly the margin long: still the short rule, which refreshes before expiry.
+        assert_eq!(role_refresh_at(0, 300), 240);
+        // Expired on arrival (a skewed clock): due at once.
+        assert!(role_refresh_due(1000, 990, 1000));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Component, Path};
 use serde::Deserialize;
 
 use super::records::{Record, Records};
-use crate::protocol::{MAX_ERROR_CHARS, MountDetails, WarmupStatus};
+use crate::protocol::{AuthFailureStatus, MAX_ERROR_CHARS, MountDetails, WarmupStatus};
 
 /// Clock ticks per second in `/proc/PID/stat` and `/proc/uptime`'s terms: Linux reports
 /// `USER_HZ`, which is 100 on every architecture it exports to user space.
@@ -37,6 +37,8 @@ struct DaemonStatus {
     warmup: Option<WarmupStatus>,
     #[serde(default)]
     last_error: Option<String>,
+    #[serde(default)]
+    auth_failure: Option<AuthFailureStatus>,
 }
 
 /// Everything the host can tell of the mount recorded in `record` (whose daemon may be gone:
@@ -77,6 +79,11 @@ pub(super) fn details(records: &Records, record: &Record, alive: bool) -> MountD
         details.cache_capacity_bytes = sample("tencentcloud_csi_fuse_cache_capacity_bytes");
         details.warmup = stats.status.warmup;
         details.last_error = stats.status.last_error.map(|e| bounded_error(&e));
+        details.auth_failure = stats.status.auth_failure.map(|mut f| {
+            f.code = f.code.chars().take(64).collect();
+            f.op = f.op.chars().take(64).collect();
+            f
+        });
     }
     details
 }
@@ -216,5 +223,22 @@ mod tests {
         assert_eq!(cut.chars().count(), MAX_ERROR_CHARS);
         assert!(!cut.contains('\n'));
         assert_eq!(bounded_error(" short "), "short");
+    }
+
+    #[test]
+    fn the_daemons_auth_failure_is_read_from_its_stats_file() {
+        let file: StatsFile = serde_json::from_str(
+            r#"{"samples":[],"status":{"warmup":null,"last_error":null,
+                "auth_failure":{"code":"ExpiredToken","op":"GetObject","at_unix_secs":7,"current":true}}}"#,
+        )
+        .unwrap();
+        let failure = file.status.auth_failure.unwrap();
+        assert_eq!(
+            (failure.code.as_str(), failure.current),
+            ("ExpiredToken", true)
+        );
+        // A daemon of before this field reports none.
+        let old: StatsFile = serde_json::from_str(r#"{"status":{"last_error":"x"}}"#).unwrap();
+        assert!(old.status.auth_failure.is_none());
     }
 }

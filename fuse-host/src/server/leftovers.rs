@@ -10,6 +10,13 @@
 //! and in [`Launches`], one 0600 file per mount in a 0700 directory beside the host's socket
 //! (a hostPath under `/run`, a tmpfs, as the kubelet keeps pods' secrets), so a restarted host
 //! that re-adopts the mount can still clean up after its daemon. The file goes with the mount.
+//!
+//! A cos-fuse daemon does not take its keys on standard input but from a keys file beside its
+//! launch (`DIR/<hash>.keys`, 0600, written whole: a temporary file renamed), given as
+//! `--credentials-file`: the host writes it when it starts the daemon and again whenever the
+//! mount is asked for with new keys (kubelet's periodic NodePublishVolume of a CSIDriver with
+//! `requiresRepublish`, carrying a rotated Secret), and the daemon re-reads it when it changes.
+//! The clean-up run above still takes the keys on standard input.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,6 +35,9 @@ pub(super) const JOURNALING_KIND: &str = "cos-fuse";
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(300);
 /// How much of a failed clean-up's output is logged.
 const OUTPUT_TAIL_BYTES: usize = 2048;
+/// The daemon argument that takes the keys on standard input, and the one that takes a file.
+const KEYS_STDIN_FLAG: &str = "--credentials-stdin";
+const KEYS_FILE_FLAG: &str = "--credentials-file";
 
 /// What the host started a mount with, kept while the mount lives.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -64,6 +74,73 @@ impl Launches {
             .join(format!("{}.json", super::records::key_of(target)))
     }
 
+    /// The file the daemon of `target` reads its keys from.
+    pub(super) fn keys_file(&self, target: &Path) -> PathBuf {
+        self.dir
+            .join(format!("{}.keys", super::records::key_of(target)))
+    }
+
+    /// Writes the keys of `request` to its keys file when its daemon takes its keys from one (a
+    /// cos-fuse mount handed keys); returns the file. Unchanged keys leave the file alone.
+    pub(super) fn save_keys(&self, request: &MountRequest) -> std::io::Result<Option<PathBuf>> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let Some(secret) = &request.secret else {
+            return Ok(None);
+        };
+        if request.kind != JOURNALING_KIND || !request.args.iter().any(|a| a == KEYS_STDIN_FLAG) {
+            return Ok(None);
+        }
+        let path = self.keys_file(&request.target);
+        if std::fs::read(&path).is_ok_and(|old| old == secret.as_bytes()) {
+            return Ok(Some(path));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let tmp = path.with_extension("keys-tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(Some(path))
+    }
+
+    /// What the daemon of `request` is started with: its keys in the mount's keys file (written
+    /// now, rewritten when the mount is asked for with new keys), not on standard input. When
+    /// the file cannot be written, the keys go on standard input as before (they then stay the
+    /// daemon's until it is restarted).
+    pub(super) fn daemon_request(&self, request: &MountRequest) -> MountRequest {
+        let path = match self.save_keys(request) {
+            Ok(Some(path)) => path,
+            Ok(None) => return request.clone(),
+            Err(e) => {
+                tracing::warn!(target = %request.target.display(), error = %e, "cannot write the mount's keys file; handing the keys on standard input, where a rotated secret cannot reach the daemon");
+                return request.clone();
+            }
+        };
+        let mut daemon = request.clone();
+        daemon.args = request
+            .args
+            .iter()
+            .flat_map(|a| {
+                if a == KEYS_STDIN_FLAG {
+                    vec![KEYS_FILE_FLAG.to_owned(), path.display().to_string()]
+                } else {
+                    vec![a.clone()]
+                }
+            })
+            .collect();
+        daemon.secret = None;
+        daemon
+    }
+
     /// Keeps `launch`; a failure is logged (the mount works; only a clean-up after a host
     /// restart would lack its keys).
     pub(super) fn save(&self, launch: &Launch) {
@@ -89,6 +166,10 @@ impl Launches {
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot keep a mount's launch; after a host restart its dead daemon's uploads wait for its next daemon");
         }
+        // The daemon re-reads its keys file: rotated keys reach it without a remount.
+        if let Err(e) = self.save_keys(&launch.request) {
+            tracing::warn!(target = %launch.request.target.display(), error = %e, "cannot write the mount's keys file; its daemon keeps its current keys");
+        }
     }
 
     /// The launch kept for `target`, if any (an unreadable file counts as none).
@@ -102,7 +183,10 @@ impl Launches {
     /// Forgets every launch but those of `targets` (a host that died between keeping a launch and
     /// recording its mount leaves one nobody would remove).
     pub(super) fn retain(&self, targets: &[PathBuf]) {
-        let keep: Vec<PathBuf> = targets.iter().map(|t| self.file(t)).collect();
+        let keep: Vec<PathBuf> = targets
+            .iter()
+            .flat_map(|t| [self.file(t), self.keys_file(t)])
+            .collect();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -115,11 +199,12 @@ impl Launches {
 
     /// Forgets the launch of `target`.
     pub(super) fn remove(&self, target: &Path) {
-        let path = self.file(target);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove a mount's launch");
+        for path in [self.file(target), self.keys_file(target)] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a mount's launch");
+            }
         }
     }
 }
@@ -263,5 +348,55 @@ mod tests {
         launches.remove(Path::new("/k/b"));
         launches.remove(Path::new("/k/b"));
         assert!(launches.load(Path::new("/k/b")).is_none());
+    }
+
+    #[test]
+    fn a_daemon_reads_its_keys_from_a_private_file_rewritten_on_every_new_secret() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let launches = Launches::new(dir.path().join("launches"));
+        let mut first = launch("/k/a");
+        first.request.args.push(KEYS_STDIN_FLAG.into());
+        let daemon = launches.daemon_request(&first.request);
+        let file = launches.keys_file(Path::new("/k/a"));
+        assert_eq!(daemon.secret, None, "nothing on standard input");
+        assert_eq!(
+            daemon.args,
+            ["--bucket", "b", KEYS_FILE_FLAG, &file.display().to_string()]
+        );
+        assert_eq!(daemon.fingerprint, first.request.fingerprint);
+        assert!(
+            !daemon.args.iter().any(|a| a.contains("kept")),
+            "no key in the arguments"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "SecretKey=kept");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // The same keys again (a republish): the file stays as it is.
+        launches.save(&first);
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), meta.ino());
+        // Rotated keys: a new file in its place, whole.
+        let mut rotated = first.clone();
+        rotated.request.secret = Some("SecretKey=rotated".into());
+        launches.save(&rotated);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "SecretKey=rotated");
+        assert_ne!(std::fs::metadata(&file).unwrap().ino(), meta.ino());
+        // The clean-up keeps taking the keys on standard input; unmounted, the file goes.
+        assert_eq!(
+            launches.load(Path::new("/k/a")).unwrap().request,
+            rotated.request
+        );
+        launches.retain(&[PathBuf::from("/k/a")]);
+        assert!(file.exists(), "a recorded mount keeps its keys file");
+        launches.remove(Path::new("/k/a"));
+        assert!(!file.exists());
+        // Mounts without keys (the CVM role) or of other programs take no file.
+        let mut role = launch("/k/r");
+        role.request.secret = None;
+        role.request.args.push("--credentials-role".into());
+        assert_eq!(launches.daemon_request(&role.request), role.request);
+        let mut other = launch("/k/g");
+        other.request.kind = "goosefs-fuse".into();
+        assert_eq!(launches.daemon_request(&other.request), other.request);
     }
 }

@@ -449,7 +449,9 @@ impl Supervisor {
             .map(|s| kept::arguments(&self.records, target, s))
             .unwrap_or_default();
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let mut command = program_command(&self.config, program, request, &extra);
+        // The keys go in the mount's keys file, which a republish with new keys rewrites.
+        let daemon = self.launches.daemon_request(request);
+        let mut command = program_command(&self.config, program, &daemon, &extra);
         command
             .env(STATS_ENV, self.records.file_for(target, "stats", "json"))
             .stdout(output)
@@ -470,7 +472,7 @@ impl Supervisor {
         let ticks = start_ticks(pid).unwrap_or(0);
         self.follow_log(target, log_path.clone(), offset, pid, ticks);
         if let Some(mut stdin) = child.stdin.take() {
-            let secret = request.secret.clone().unwrap_or_default();
+            let secret = daemon.secret.clone().unwrap_or_default();
             // Written from a task: a daemon reads it at once, and the caller must not wait.
             tokio::spawn(async move {
                 if let Err(e) = stdin.write_all(secret.as_bytes()).await {
