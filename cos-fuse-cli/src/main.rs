@@ -389,10 +389,6 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
             connect(&args, &settings, keys, &rt).map(CosStore::new)
         });
     }
-    // A predecessor being taken over stops here, before its staging directory is joined.
-    let connection = args.supervised.connection()?;
-    let mount_dir = join_staging_area(&args, &mut settings)?;
-    apply_diskfree(&mut settings)?;
     if !Path::new(&args.mountpoint).is_dir() {
         return Err(format!(
             "the mount point {} is not a directory",
@@ -404,6 +400,11 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
     // Fail here, with the server's words, rather than mount something that answers EIO.
     rt.block_on(client.head_bucket())
         .map_err(|e| format!("bucket {} at {}: {e}", args.bucket, args.endpoint))?;
+    // A predecessor being taken over stops serving here: after what can be done beside it (its
+    // readers wait from now on), before its staging directory is joined.
+    let connection = args.supervised.connection()?;
+    let mount_dir = join_staging_area(&args, &mut settings)?;
+    apply_diskfree(&mut settings)?;
     let auth = client.auth_watch();
     let mut options = MountOptions::new(&args.bucket, &args.prefix);
     options.allow_other = settings.allow_other;

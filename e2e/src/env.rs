@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 
 use crate::client::CsiClient;
+pub use crate::fuse_host::FuseHost;
 use crate::process::{Proc, bin_path};
 
 pub const NODE_ID: &str = "ins-sim00001";
@@ -562,7 +563,9 @@ impl Env {
         let driver = self.driver.stop(STOP_GRACE).await;
         let mut statuses = vec![(self.driver.name.clone(), driver)];
         if let Some(host) = &mut self.fuse_host {
-            statuses.push((host.proc.name.clone(), host.proc.stop(STOP_GRACE).await));
+            let status = host.proc.stop(STOP_GRACE).await;
+            host.kill_host();
+            statuses.push((host.proc.name.clone(), status));
             host.kill_daemons();
         }
         let sim = self.sim.stop(STOP_GRACE).await;
@@ -586,15 +589,13 @@ impl Drop for Env {
     fn drop(&mut self) {
         if !self.stopped {
             // A failed test: the children die with their handles (kill_on_drop); wait for that
-            // before unmounting, so nothing is re-created behind our back.
-            if let Some(host) = &self.fuse_host {
+            // before unmounting, so nothing is re-created behind our back. The host goes first:
+            // alive, it would restart the daemons killed next.
+            if let Some(host) = &mut self.fuse_host {
+                host.kill_host();
                 host.kill_daemons();
             }
-            let procs = [
-                Some(&self.driver),
-                self.fuse_host.as_ref().map(|h| &h.proc),
-                Some(&self.sim),
-            ];
+            let procs = [Some(&self.driver), Some(&self.sim)];
             for proc in procs.into_iter().flatten() {
                 if let Some(pid) = proc.pid() {
                     let _ = nix::sys::signal::kill(
@@ -618,130 +619,5 @@ fn remove_created(workdir: &Path, created: &[PathBuf]) {
         } else {
             std::fs::remove_file(path)
         };
-    }
-}
-
-/// The FUSE host of an environment: `cos-fuse host` with its socket and state in the work
-/// directory. Its daemons outlive it by design; the environment kills them when it stops.
-#[derive(Debug)]
-pub struct FuseHost {
-    pub proc: Proc,
-    pub socket: PathBuf,
-    pub state_dir: PathBuf,
-    /// `127.0.0.1:PORT` of its `/metrics`.
-    pub metrics_address: String,
-    log: PathBuf,
-}
-
-impl FuseHost {
-    /// Starts `cos-fuse host` with its socket and state under `workdir`, its log in `logs`.
-    pub async fn start(workdir: &Path, logs: &Path) -> anyhow::Result<FuseHost> {
-        let socket = workdir.join("fuse-host").join("host.sock");
-        let state_dir = workdir.join("fuse-state");
-        let log = logs.join("cos-fuse-host.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let metrics_address = format!("127.0.0.1:{port}");
-        let proc = Self::spawn(&socket, &state_dir, &metrics_address, &log)?;
-        let host = FuseHost {
-            proc,
-            socket,
-            state_dir,
-            metrics_address,
-            log,
-        };
-        host.wait_ready().await?;
-        Ok(host)
-    }
-
-    fn spawn(
-        socket: &Path,
-        state_dir: &Path,
-        metrics_address: &str,
-        log: &Path,
-    ) -> anyhow::Result<Proc> {
-        // Its targets (the drivers' --mounts-dir) and staging stay inside the work directory.
-        let workdir = state_dir.parent().unwrap_or(state_dir);
-        let args = [
-            "host".to_owned(),
-            "--socket".to_owned(),
-            socket.display().to_string(),
-            "--state-dir".to_owned(),
-            state_dir.display().to_string(),
-            "--staging-dir".to_owned(),
-            state_dir.join("staging").display().to_string(),
-            "--target-dir".to_owned(),
-            workdir.display().to_string(),
-            "--metrics-address".to_owned(),
-            metrics_address.to_owned(),
-        ];
-        Proc::spawn("cos-fuse host", &bin_path("cos-fuse")?, &args, log)
-    }
-
-    async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "the FUSE host did not listen on {} within {READY_TIMEOUT:?}; its log:\n{}",
-                    self.socket.display(),
-                    self.proc.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    /// Kills the host with SIGKILL and starts it again; its daemons live on and are re-adopted.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.proc.kill().await?;
-        self.proc = Self::spawn(
-            &self.socket,
-            &self.state_dir,
-            &self.metrics_address,
-            &self.log.with_extension("restarted.log"),
-        )?;
-        self.wait_ready().await
-    }
-
-    /// The daemons the host recorded, by PID.
-    pub fn daemon_pids(&self) -> Vec<u32> {
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("mounts")) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter_map(|v| v["pid"].as_u64())
-            .filter_map(|pid| u32::try_from(pid).ok())
-            .collect()
-    }
-
-    /// The host's `/metrics` text.
-    pub async fn scrape(&self) -> anyhow::Result<String> {
-        let http = tcloud::client::http_client(Duration::from_secs(10))?;
-        Ok(http
-            .get(format!("http://{}/metrics", self.metrics_address))
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
-
-    /// SIGKILLs every recorded daemon (their mounts are then detached by the cleanup).
-    pub fn kill_daemons(&self) {
-        for pid in self.daemon_pids() {
-            if let Ok(raw) = i32::try_from(pid)
-                && raw > 1
-            {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(raw),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
     }
 }

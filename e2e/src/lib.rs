@@ -11,8 +11,10 @@
 pub mod bench;
 pub mod cleanup;
 pub mod client;
+pub mod container;
 pub mod demo;
 pub mod env;
+pub mod fuse_host;
 pub mod kubelet;
 pub mod process;
 pub mod soak;
