@@ -57,11 +57,17 @@ pub struct HostArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Each daemon in a cgroup of its own under this directory of the node's cgroup file system
-    /// (mounted into the host's container), so that stopping the host's container leaves the
-    /// daemons and their mounts running. Without it, daemons stay in the host's cgroup.
+    /// The node's cgroup file system, mounted into the host's container (e.g.
+    /// `/host/sys/fs/cgroup`): each daemon then runs in a cgroup of its own,
+    /// `<this>/<--daemon-cgroup-name>/<mount>` (in every hierarchy on cgroup v1), so that
+    /// stopping the host's container leaves the daemons and their mounts running. Without it,
+    /// daemons stay in the host's cgroup.
     #[arg(long)]
-    daemon_cgroup: Option<PathBuf>,
+    daemon_cgroup_fs: Option<PathBuf>,
+
+    /// The cgroup, under `--daemon-cgroup-fs`, the host's daemons go under.
+    #[arg(long, default_value = "csi-fuse")]
+    daemon_cgroup_name: String,
 
     /// The memory limit of each daemon's cgroup, in MiB (0: none): a daemon over it is killed
     /// alone, and restarted on its mount's connection.
@@ -132,7 +138,11 @@ pub fn run(args: HostArgs) -> Result<(), String> {
             } else {
                 BTreeSet::from(["cos-fuse".to_owned()])
             },
-            daemon_cgroup: args.daemon_cgroup,
+            daemon_cgroups: match &args.daemon_cgroup_fs {
+                Some(fs) => fuse_host::cgroup_roots(fs, &args.daemon_cgroup_name)
+                    .map_err(|e| format!("--daemon-cgroup-fs {}: {e}", fs.display()))?,
+                None => Vec::new(),
+            },
             daemon_memory_max: Some(args.daemon_memory_max_mb.saturating_mul(1024 * 1024))
                 .filter(|b| *b > 0),
         };

@@ -1,66 +1,67 @@
 //! A stand-in for a container, as far as the FUSE host's survival goes: a cgroup the host runs
 //! in, killed as a runtime stops a container that shares the node's PID namespace (SIGKILL to
-//! every process of the container's cgroup, `runc kill --all`), and a sibling directory under
-//! which the host places its daemons (`--daemon-cgroup`).
+//! every process of the container's cgroup, `runc kill --all`), and the cgroup name under which
+//! the host places its daemons (`--daemon-cgroup-fs /sys/fs/cgroup --daemon-cgroup-name`).
 //!
-//! It uses the node's cgroup v1 memory hierarchy when there is one (so daemons' memory limits
-//! apply), else the cgroup v2 hierarchy. Dropping it kills what is left in its cgroups and
-//! removes them.
+//! The host's own cgroup is in the v1 memory hierarchy when there is one, else in the v2 one.
+//! Dropping it kills what is left in its cgroups and removes them, in every hierarchy.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 
+/// The node's cgroup file system.
+pub const CGROUP_FS: &str = "/sys/fs/cgroup";
+
 /// A container's cgroup and the one its daemons go under.
 #[derive(Debug)]
 pub struct Container {
-    root: PathBuf,
+    name: String,
+    /// The host's cgroup.
+    host: PathBuf,
 }
 
-/// Where the test's cgroups go: the v1 memory hierarchy, the v2 one of a hybrid layout, or the
+/// Where the host's cgroup goes: the v1 memory hierarchy, the v2 one of a hybrid layout, or the
 /// unified one.
 fn hierarchy() -> anyhow::Result<PathBuf> {
-    [
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.join("cgroup.procs").exists())
-    .context("no cgroup file system under /sys/fs/cgroup")
+    ["memory", "unified", ""]
+        .iter()
+        .map(|h| Path::new(CGROUP_FS).join(h))
+        .find(|p| p.join("cgroup.procs").exists())
+        .context("no cgroup file system under /sys/fs/cgroup")
 }
 
 impl Container {
     pub fn new() -> anyhow::Result<Container> {
-        let root = hierarchy()?.join(format!("csi-e2e-{}", crate::env::random_token(8)));
-        std::fs::create_dir_all(root.join("host"))
-            .with_context(|| format!("cannot create the cgroup {}", root.display()))?;
-        Ok(Container { root })
+        let name = format!("csi-e2e-{}", crate::env::random_token(8));
+        let host = hierarchy()?.join(&name).join("host");
+        std::fs::create_dir_all(&host)
+            .with_context(|| format!("cannot create the cgroup {}", host.display()))?;
+        Ok(Container { name, host })
     }
 
-    /// What the host is given as `--daemon-cgroup`.
-    pub fn daemons_dir(&self) -> PathBuf {
-        self.root.join("daemons")
+    /// What the host is given as `--daemon-cgroup-name` (under [`CGROUP_FS`]).
+    pub fn daemons_name(&self) -> String {
+        format!("{}/daemons", self.name)
     }
 
     /// Moves `pid` into the container's cgroup (its children follow it).
     pub fn enter(&self, pid: u32) -> anyhow::Result<()> {
-        let procs = self.root.join("host/cgroup.procs");
+        let procs = self.host.join("cgroup.procs");
         std::fs::write(&procs, pid.to_string())
             .with_context(|| format!("cannot move {pid} into {}", procs.display()))
     }
 
     /// The processes in the container's cgroup.
     pub fn pids(&self) -> Vec<u32> {
-        pids_in(&self.root.join("host"))
+        pids_in(&self.host)
     }
 
     /// Stops the container as a runtime does: SIGKILL to each of its processes until none is
     /// left (a fork meanwhile is caught by the next round).
     pub fn kill(&self) {
-        kill_all(&self.root.join("host"));
+        kill_all(&self.host);
     }
 }
 
@@ -90,23 +91,36 @@ fn kill_all(cgroup: &Path) {
     }
 }
 
+/// Removes `dir`, retrying while the kernel still counts a killed process in it.
+fn remove(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         self.kill();
-        let daemons = self.daemons_dir();
-        if let Ok(entries) = std::fs::read_dir(&daemons) {
-            for entry in entries.flatten().filter(|e| e.path().is_dir()) {
-                kill_all(&entry.path());
-                let _ = std::fs::remove_dir(entry.path());
+        remove(&self.host);
+        let roots =
+            fuse_host::cgroup_roots(Path::new(CGROUP_FS), &self.daemons_name()).unwrap_or_default();
+        for daemons in roots {
+            if let Ok(entries) = std::fs::read_dir(&daemons) {
+                for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+                    kill_all(&entry.path());
+                    remove(&entry.path());
+                }
+            }
+            remove(&daemons);
+            if let Some(top) = daemons.parent() {
+                remove(top);
             }
         }
-        for dir in [daemons, self.root.join("host"), self.root.clone()] {
-            for _ in 0..50 {
-                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if let Some(top) = self.host.parent() {
+            remove(top);
         }
     }
 }

@@ -21,8 +21,8 @@ pub struct FuseHost {
     /// `127.0.0.1:PORT` of its `/metrics`.
     pub metrics_address: String,
     log: PathBuf,
-    /// The cgroup it runs in, as a container, and under which its daemons get cgroups of their
-    /// own (`--daemon-cgroup`); `None`: it runs as a plain child of the test.
+    /// The cgroup it runs in, as a container, and the name under which its daemons get cgroups
+    /// of their own; `None`: it runs as a plain child of the test.
     pub container: Option<Container>,
     /// The `cos-fuse` program it runs for mounts; `None`: itself.
     program: Option<PathBuf>,
@@ -80,8 +80,10 @@ impl FuseHost {
         let mut args = args.to_vec();
         if let Some(container) = container {
             args.extend([
-                "--daemon-cgroup".to_owned(),
-                container.daemons_dir().display().to_string(),
+                "--daemon-cgroup-fs".to_owned(),
+                crate::container::CGROUP_FS.to_owned(),
+                "--daemon-cgroup-name".to_owned(),
+                container.daemons_name(),
                 "--daemon-memory-max-mb".to_owned(),
                 "1024".to_owned(),
             ]);

@@ -132,6 +132,28 @@ fn writer(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> 
     })
 }
 
+/// The memory limit of `pid`'s own cgroup (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+fn memory_limit(pid: u32) -> Option<u64> {
+    let cgroups = cgroup_of(pid);
+    let (hierarchy, path) = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            Some(("/sys/fs/cgroup/memory", path))
+        } else if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        {
+            Some(("/sys/fs/cgroup", path))
+        } else {
+            None
+        }
+    })?;
+    let dir = Path::new(hierarchy).join(path.trim_start_matches('/'));
+    ["memory.limit_in_bytes", "memory.max"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn cgroup_of(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
 }
@@ -169,6 +191,11 @@ async fn the_hosts_container_killed_under_a_reader_and_a_writer_breaks_nothing()
             cgroup_of(*pid)
         );
         assert!(!container.pids().contains(pid));
+        assert_eq!(
+            memory_limit(*pid),
+            Some(1 << 30),
+            "daemon {pid}'s own memory limit (the harness's --daemon-memory-max-mb 1024)"
+        );
     }
 
     let stop = Arc::new(AtomicBool::new(false));

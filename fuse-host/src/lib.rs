@@ -20,6 +20,7 @@ pub use protocol::{
     AuthFailureStatus, ErrorCode, MAX_ERROR_CHARS, MountDetails, MountRequest, MountStatus,
     Request, Response, WarmupStatus,
 };
+pub use server::cgroup::roots as cgroup_roots;
 pub use server::{HostConfig, STAGING_AREA_ENV, STAGING_MAX_BYTES_ENV, STATS_ENV, serve};
 
 use csi_common::csi::{CsiError, error_chain};

@@ -6,7 +6,7 @@
 //! `cos-fuse host status` shows of a mount (`describe`) and the daemons' output (`logs`). It holds
 //! no logic of its own beyond the order things start and stop in.
 
-mod cgroup;
+pub(crate) mod cgroup;
 mod config;
 mod describe;
 mod kept;

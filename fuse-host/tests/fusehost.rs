@@ -108,7 +108,7 @@ impl Scratch {
             staging_area: None,
             staging_max_bytes: 0,
             keeping_kinds: Default::default(),
-            daemon_cgroup: None,
+            daemon_cgroups: Vec::new(),
             daemon_memory_max: None,
         }
     }

@@ -30,6 +30,7 @@ pub(super) fn prepare(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(named("cannot create the cgroup", &dir, e)),
     }
+    inherit_cpuset(&dir);
     if let Some(bytes) = memory_max {
         let limit = ["memory.max", "memory.limit_in_bytes"]
             .iter()
@@ -50,6 +51,60 @@ pub(super) fn prepare(
         .open(&procs_path)
         .map_err(|e| named("cannot open", &procs_path, e))?;
     Ok(procs.into())
+}
+
+/// A new cgroup of the v1 cpuset hierarchy has no CPUs and no memory nodes, and takes no
+/// process: give it, and each new cgroup above it, its parent's.
+fn inherit_cpuset(dir: &Path) {
+    let empty = |d: &Path| {
+        std::fs::read_to_string(d.join("cpuset.cpus")).is_ok_and(|v| v.trim().is_empty())
+    };
+    let mut chain: Vec<&Path> = dir.ancestors().take_while(|d| empty(d)).collect();
+    chain.reverse();
+    for d in chain {
+        let Some(parent) = d.parent() else { continue };
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(value) = std::fs::read_to_string(parent.join(file)) {
+                let _ = std::fs::write(d.join(file), value.trim());
+            }
+        }
+    }
+}
+
+/// The directories a daemon cgroup named `name` goes under, on the cgroup file system mounted
+/// at `mount`: `mount/name` when it is one hierarchy (cgroup v2), else `mount/H/name` for each
+/// hierarchy `H` mounted under it (cgroup v1, a tmpfs of one directory per controller).
+/// `name` is a relative path of plain components (`csi-fuse`, `kube-free/csi-fuse`).
+pub fn roots(mount: &Path, name: &str) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let plain = !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Err(std::io::Error::other(format!(
+            "the cgroup name {name:?} must be a relative path without . or .."
+        )));
+    }
+    if mount.join("cgroup.procs").exists() {
+        return Ok(vec![mount.join(name)]);
+    }
+    let mut roots = Vec::new();
+    for entry in std::fs::read_dir(mount)? {
+        let path = entry?.path();
+        // A v1 layout also holds symbolic links (`cpu` -> `cpu,cpuacct`): each hierarchy once.
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link && path.join("cgroup.procs").exists() {
+            roots.push(path.join(name));
+        }
+    }
+    roots.sort();
+    if roots.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{} is no cgroup file system",
+            mount.display()
+        )));
+    }
+    Ok(roots)
 }
 
 /// cgroup v2 puts a controller in a child only when the parent delegates it; v1 has no such
@@ -92,5 +147,58 @@ mod tests {
         );
         let e = prepare(&root, "m2", None).unwrap_err();
         assert!(e.to_string().contains("cgroup.procs"), "{e}");
+    }
+
+    #[test]
+    fn one_root_on_v2_and_one_per_hierarchy_on_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = dir.path().join("v2");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("cgroup.procs"), "").unwrap();
+        assert_eq!(roots(&v2, "csi").unwrap(), [v2.join("csi")]);
+        let v1 = dir.path().join("v1");
+        for h in ["memory", "cpu,cpuacct", "pids"] {
+            std::fs::create_dir_all(v1.join(h)).unwrap();
+            std::fs::write(v1.join(h).join("cgroup.procs"), "").unwrap();
+        }
+        std::os::unix::fs::symlink(v1.join("cpu,cpuacct"), v1.join("cpu")).unwrap();
+        assert_eq!(
+            roots(&v1, "csi").unwrap(),
+            ["cpu,cpuacct", "memory", "pids"].map(|h| v1.join(h).join("csi"))
+        );
+        let neither = dir.path().join("neither");
+        std::fs::create_dir(&neither).unwrap();
+        assert!(roots(&neither, "csi").is_err());
+        for bad in ["", "/abs", "../up", "a/../b"] {
+            assert!(roots(&v2, bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(roots(&v2, "a/b").unwrap(), [v2.join("a/b")]);
+    }
+
+    #[test]
+    fn a_v1_cpuset_cgroup_gets_its_parents_cpus_and_memory_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cpuset.cpus"), "0-1\n").unwrap();
+        std::fs::write(dir.path().join("cpuset.mems"), "0\n").unwrap();
+        let middle = dir.path().join("m");
+        let child = middle.join("c");
+        std::fs::create_dir_all(&child).unwrap();
+        for d in [&middle, &child] {
+            std::fs::write(d.join("cpuset.cpus"), "").unwrap();
+            std::fs::write(d.join("cpuset.mems"), "\n").unwrap();
+        }
+        inherit_cpuset(&child);
+        assert_eq!(
+            std::fs::read_to_string(middle.join("cpuset.cpus")).unwrap(),
+            "0-1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(child.join("cpuset.cpus")).unwrap(),
+            "0-1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(child.join("cpuset.mems")).unwrap(),
+            "0"
+        );
     }
 }

@@ -35,10 +35,11 @@ pub struct HostConfig {
     /// copy of each such mount's connection, restarts a daemon that dies onto it (the mount
     /// never breaks), and has a newer program take a mount over from an older daemon.
     pub keeping_kinds: BTreeSet<String>,
-    /// Each daemon runs in a cgroup of its own under this directory (of the node's cgroup file
-    /// system), out of the host's: the container runtime, stopping the host's container, kills
-    /// the processes of the container's cgroup only. `None`: daemons stay in the host's cgroup.
-    pub daemon_cgroup: Option<PathBuf>,
+    /// Each daemon runs in a cgroup of its own under each of these directories (one per
+    /// hierarchy of the node's cgroup file system: one on cgroup v2, one per controller on v1),
+    /// out of the host's: the container runtime, stopping the host's container, kills the
+    /// processes of the container's cgroup only. Empty: daemons stay in the host's cgroup.
+    pub daemon_cgroups: Vec<PathBuf>,
     /// The memory limit of each daemon's cgroup, in bytes: one daemon's OOM kill is its own
     /// (and the host restarts it). `None`: no limit of its own.
     pub daemon_memory_max: Option<u64>,

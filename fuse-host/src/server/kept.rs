@@ -138,49 +138,53 @@ pub(super) async fn fetch(path: PathBuf, pid: u32, timeout: Duration) -> std::io
     }
 }
 
-/// The cgroup of the mount at `target`'s daemon, made ready, when the host places daemons.
-pub(super) fn cgroup_for(config: &HostConfig, target: &Path) -> Option<OwnedFd> {
-    let root = config.daemon_cgroup.as_ref()?;
-    match super::cgroup::prepare(root, &key_of(target), config.daemon_memory_max) {
-        Ok(procs) => Some(procs),
-        Err(e) => {
-            tracing::error!(error = %e, target = %target.display(), "the daemon stays in the host's cgroup: a restart of the host's container will end it");
-            None
+/// The cgroups of the mount at `target`'s daemon (their `cgroup.procs`), made ready, when the
+/// host places daemons.
+pub(super) fn cgroups_for(config: &HostConfig, target: &Path) -> Vec<OwnedFd> {
+    let mut procs = Vec::new();
+    for root in &config.daemon_cgroups {
+        match super::cgroup::prepare(root, &key_of(target), config.daemon_memory_max) {
+            Ok(fd) => procs.push(fd),
+            Err(e) => {
+                tracing::error!(error = %e, target = %target.display(), "the daemon stays in the host's cgroup: a restart of the host's container will end it");
+                return Vec::new();
+            }
         }
     }
+    procs
 }
 
-/// Removes the cgroup of the mount at `target`'s daemon, which is gone.
-pub(super) fn forget_cgroup(config: &HostConfig, target: &Path) {
-    if let Some(root) = &config.daemon_cgroup {
+/// Removes the cgroups of the mount at `target`'s daemon, which is gone.
+pub(super) fn forget_cgroups(config: &HostConfig, target: &Path) {
+    for root in &config.daemon_cgroups {
         super::cgroup::remove(root, &key_of(target));
     }
 }
 
-/// Between fork and exec of the daemon: it moves itself into `cgroup` (its `cgroup.procs`) and
-/// finds `connection` as descriptor [`INHERITED_FD`].
+/// Between fork and exec of the daemon: it moves itself into its `cgroups` (their
+/// `cgroup.procs`) and finds `connection` as descriptor [`INHERITED_FD`].
 #[allow(unsafe_code)]
 pub(super) fn before_exec(
     command: &mut tokio::process::Command,
     connection: Option<Arc<OwnedFd>>,
-    cgroup: Option<OwnedFd>,
+    cgroups: Vec<OwnedFd>,
 ) {
-    if connection.is_none() && cgroup.is_none() {
+    if connection.is_none() && cgroups.is_empty() {
         return;
     }
     let fd: Option<RawFd> = connection.as_ref().map(|c| c.as_raw_fd());
-    let procs: Option<RawFd> = cgroup.as_ref().map(|c| c.as_raw_fd());
+    let procs: Vec<RawFd> = cgroups.iter().map(|c| c.as_raw_fd()).collect();
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // async-signal-safe functions (write, dup2, fcntl) on descriptors the parent keeps open
     // until the spawn returns (`connection` and `cgroup` are moved into the closure, which the
     // command owns).
     unsafe {
         command.pre_exec(move || {
-            let _keep = (&connection, &cgroup);
-            if let Some(procs) = procs
-                && libc::write(procs, b"0".as_ptr().cast(), 1) < 0
-            {
-                return Err(std::io::Error::last_os_error());
+            let _keep = (&connection, &cgroups);
+            for procs in &procs {
+                if libc::write(*procs, b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if let Some(fd) = fd {
                 if fd == INHERITED_FD {

@@ -463,7 +463,7 @@ impl Supervisor {
         kept::before_exec(
             &mut command,
             inherited,
-            kept::cgroup_for(&self.config, target),
+            kept::cgroups_for(&self.config, target),
         );
         let mut child = command
             .spawn()
@@ -601,7 +601,7 @@ impl Supervisor {
             }
         }
         self.kept.remove(target);
-        kept::forget_cgroup(&self.config, target);
+        kept::forget_cgroups(&self.config, target);
         if keep_log {
             self.records.forget_keeping_log(target);
         } else {
