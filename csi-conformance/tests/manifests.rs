@@ -905,22 +905,41 @@ fn drivers_have_the_shape_the_design_needs() {
     };
     assert_ne!(mounts_dir("csi-cfs-node"), mounts_dir("csi-cfsturbo-node"));
 
-    // The FUSE hosts: their own DaemonSets, replaced only when the operator deletes the pod,
-    // never restarted by a probe, reachable by the node plugin through a shared host directory.
+    // The FUSE hosts: their own DaemonSets, whose daemons outlive the pod (the node's PID
+    // namespace, a cgroup of their own on the node's cgroup file system), so a rolling update
+    // replaces the pod under live mounts; reachable by the node plugin through a shared host
+    // directory.
     for short in ["cos", "goosefs"] {
         let host = find("DaemonSet", &format!("csi-{short}-fuse-host"));
-        assert_eq!(
-            text(host, "/spec/updateStrategy/type"),
-            "OnDelete",
-            "csi-{short}-fuse-host: replacing its pod ends every mount on the node"
-        );
         let host_spec = pod_spec(host).unwrap();
         let fuse = container(host_spec, "fuse-host");
         assert_eq!(strings(fuse, "/command"), ["cos-fuse", "host"]);
-        assert!(
-            fuse.get("livenessProbe").is_none(),
-            "a probe restart of the FUSE host kills every mount"
+        assert_eq!(
+            host_spec.pointer("/hostPID"),
+            Some(&Value::Bool(true)),
+            "csi-{short}-fuse-host: daemons in the container's PID namespace die with it"
         );
+        let fuse_args = strings(fuse, "/args");
+        let cgroup_fs = flag_value(&fuse_args, "--daemon-cgroup-fs")
+            .unwrap_or_else(|| panic!("csi-{short}-fuse-host: daemons in the container's cgroup die with it"));
+        let mounted = list(fuse, "/volumeMounts")
+            .iter()
+            .find(|m| text(m, "/mountPath") == cgroup_fs)
+            .unwrap_or_else(|| panic!("csi-{short}-fuse-host: {cgroup_fs} is not mounted"));
+        let volume = list(host_spec, "/volumes")
+            .iter()
+            .find(|v| text(v, "/name") == text(mounted, "/name"))
+            .unwrap();
+        assert_eq!(
+            text(volume, "/hostPath/path"),
+            "/sys/fs/cgroup",
+            "csi-{short}-fuse-host: --daemon-cgroup-fs must be the node's cgroup file system"
+        );
+        assert!(
+            flag_value(&fuse_args, "--daemon-memory-max-mb").is_some(),
+            "csi-{short}-fuse-host: each daemon's memory limit"
+        );
+        assert_eq!(text(host, "/spec/updateStrategy/type"), "RollingUpdate");
         assert_eq!(
             fuse.pointer("/securityContext/privileged"),
             Some(&Value::Bool(true))

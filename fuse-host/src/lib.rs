@@ -6,9 +6,12 @@
 //! therefore asks the host, over a local unix socket, with one structured JSON request per
 //! connection; the socket's permissions (and the peer's uid) are the authentication. The host runs
 //! only programs it was configured with (`--allow-program KIND=PATH`), as an argument vector with a
-//! clean environment; credentials travel in the request and reach the daemon on its standard input,
-//! never on a command line, in an environment or in a log. Every mount is recorded in a state
-//! directory, so a restarted host re-adopts the daemons that outlived it.
+//! clean environment; credentials travel in the request and reach the daemon in a private file or
+//! on its standard input, never on a command line, in an environment or in a log. Every mount is
+//! recorded in a state directory, so a restarted host re-adopts the daemons that outlived it. For
+//! programs that keep their kernel connection apart ([`control`]), the host holds a copy of each
+//! mount's connection: a daemon that dies is restarted onto it, and a newer program takes a mount
+//! over from an older daemon, without the mount ever breaking.
 
 mod client;
 pub mod control;
