@@ -920,8 +920,9 @@ fn drivers_have_the_shape_the_design_needs() {
             "csi-{short}-fuse-host: daemons in the container's PID namespace die with it"
         );
         let fuse_args = strings(fuse, "/args");
-        let cgroup_fs = flag_value(&fuse_args, "--daemon-cgroup-fs")
-            .unwrap_or_else(|| panic!("csi-{short}-fuse-host: daemons in the container's cgroup die with it"));
+        let cgroup_fs = flag_value(&fuse_args, "--daemon-cgroup-fs").unwrap_or_else(|| {
+            panic!("csi-{short}-fuse-host: daemons in the container's cgroup die with it")
+        });
         let mounted = list(fuse, "/volumeMounts")
             .iter()
             .find(|m| text(m, "/mountPath") == cgroup_fs)

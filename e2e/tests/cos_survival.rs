@@ -440,3 +440,53 @@ async fn pods_with_different_fs_groups_share_a_volume_on_one_node() {
     k.unpublish(&second).await.unwrap();
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_publish_secret_reaches_the_running_daemon_without_a_remount() {
+    let (mut env, mut k) = start().await;
+    let v = volume(&env, "rotate", "pod-r", "/r", "");
+    k.publish(&v, false).await.unwrap();
+    std::fs::write(v.target.join("one"), b"1").unwrap();
+    let (device, daemon) = (
+        std::fs::metadata(&v.target).unwrap().dev(),
+        daemon_of(&env, &v),
+    );
+
+    // The Secret is rotated: both pairs are valid for a while, kubelet republishes with the new
+    // one, then the old one is revoked.
+    let keys_file = env.workdir.join("sim-keys");
+    let (old_id, old_key) = (env.secret_id.clone(), env.secret_key.clone());
+    let (new_id, new_key) = ("AKIDrotated00001", e2e::env::random_token(32));
+    let both = format!("{old_id} {old_key}\n{new_id} {new_key}\n");
+    e2e::env::private_file(&keys_file, &both).unwrap();
+    k.secrets = HashMap::from([
+        ("SecretId".to_owned(), new_id.to_owned()),
+        ("SecretKey".to_owned(), new_key.clone()),
+    ]);
+    k.publish(&v, false).await.unwrap();
+    // The daemon looks at its keys file every 3 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    e2e::env::private_file(&keys_file, &format!("{new_id} {new_key}\n")).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for n in 0..5 {
+        let name = format!("after-{n}");
+        std::fs::write(v.target.join(&name), b"new keys").unwrap();
+        assert_eq!(std::fs::read(v.target.join(&name)).unwrap(), b"new keys");
+        // A name never looked up: a request to the bucket with the keys the daemon uses now.
+        assert!(!v.target.join(format!("absent-{n}")).exists());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        std::fs::metadata(&v.target).unwrap().dev(),
+        device,
+        "no remount"
+    );
+    assert_eq!(daemon_of(&env, &v), daemon, "the same daemon");
+    let condition = k.stats(&v).await.unwrap().volume_condition.unwrap();
+    assert!(!condition.abnormal, "{}", condition.message);
+
+    e2e::env::private_file(&keys_file, &both).unwrap();
+    k.unpublish(&v).await.unwrap();
+    env.stop().await.unwrap();
+}

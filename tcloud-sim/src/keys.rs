@@ -3,8 +3,9 @@
 //! TC3-signed cloud API and the SigV4-signed COS endpoint, ask this one place. It never logs a key.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 
@@ -39,51 +40,107 @@ impl KeyRefusal {
     }
 }
 
+/// How often the keys file is looked at for a change.
+const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Accepted keys.
 #[derive(Debug)]
 pub struct Keys {
-    configured: HashMap<String, String>,
+    configured: Mutex<Configured>,
     store: Arc<Store>,
+}
+
+/// The configured pairs, and the file they are re-read from when it changes (a test rotates
+/// keys by rewriting it).
+#[derive(Debug)]
+struct Configured {
+    keys: HashMap<String, String>,
+    file: Option<(PathBuf, Option<SystemTime>, Instant)>,
 }
 
 impl Keys {
     pub fn new(configured: HashMap<String, String>, store: Arc<Store>) -> Self {
-        Keys { configured, store }
-    }
-
-    /// Reads a keys file: one `SecretId SecretKey` pair per line, `#` starts a comment.
-    pub fn read_file(path: &Path, store: Arc<Store>) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --keys-file {}", path.display()))?;
-        let mut keys = HashMap::new();
-        for (number, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let mut fields = line.split_whitespace();
-            match (fields.next(), fields.next(), fields.next()) {
-                (Some(id), Some(key), None) => keys.insert(id.to_owned(), key.to_owned()),
-                _ => anyhow::bail!(
-                    "{} line {}: expected `SecretId SecretKey`",
-                    path.display(),
-                    number + 1
-                ),
-            };
+        Keys {
+            configured: Mutex::new(Configured {
+                keys: configured,
+                file: None,
+            }),
+            store,
         }
-        anyhow::ensure!(
-            !keys.is_empty(),
-            "--keys-file {} holds no keys",
-            path.display()
-        );
-        Ok(Keys::new(keys, store))
     }
 
+    /// Reads a keys file: one `SecretId SecretKey` pair per line, `#` starts a comment. The file
+    /// is read again when it changes (looked at twice a second at most); a changed file that
+    /// cannot be read leaves the keys as they were.
+    pub fn read_file(path: &Path, store: Arc<Store>) -> anyhow::Result<Self> {
+        let keys = Keys::new(parse_file(path)?, store);
+        let stamp = modified(path);
+        keys.lock().file = Some((path.to_owned(), stamp, Instant::now()));
+        Ok(keys)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Configured> {
+        self.configured.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configured secret key of `secret_id`, from the keys file as it is now.
+    fn configured(&self, secret_id: &str) -> Option<String> {
+        let mut c = self.lock();
+        if let Some((path, stamp, checked)) = &mut c.file
+            && checked.elapsed() >= RELOAD_INTERVAL
+        {
+            *checked = Instant::now();
+            let now = modified(path);
+            if now != *stamp {
+                *stamp = now;
+                match parse_file(path) {
+                    Ok(keys) => c.keys = keys,
+                    Err(e) => tracing::warn!(error = %e, "the changed keys file is not used"),
+                }
+            }
+        }
+        c.keys.get(secret_id).cloned()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The pairs of a keys file.
+fn parse_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --keys-file {}", path.display()))?;
+    let mut keys = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some(id), Some(key), None) => keys.insert(id.to_owned(), key.to_owned()),
+            _ => anyhow::bail!(
+                "{} line {}: expected `SecretId SecretKey`",
+                path.display(),
+                number + 1
+            ),
+        };
+    }
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "--keys-file {} holds no keys",
+        path.display()
+    );
+    Ok(keys)
+}
+
+impl Keys {
     /// The secret key of `secret_id` for checking a signature. A temporary key must also pass
     /// [`Keys::check_token`]; this only refuses unknown and expired ones.
     pub fn signing_key(&self, secret_id: &str) -> Result<String, KeyRefusal> {
-        if let Some(key) = self.configured.get(secret_id) {
-            return Ok(key.clone());
+        if let Some(key) = self.configured(secret_id) {
+            return Ok(key);
         }
         let temp = self.store.read(|s| {
             s.temp_keys
@@ -101,7 +158,7 @@ impl Keys {
     /// Whether `token` is the one `secret_id` needs: none for a configured key, its own for a
     /// temporary key.
     pub fn check_token(&self, secret_id: &str, token: Option<&str>) -> Result<(), KeyRefusal> {
-        if self.configured.contains_key(secret_id) {
+        if self.configured(secret_id).is_some() {
             return Ok(());
         }
         let expected = self.store.read(|s| {
