@@ -80,6 +80,11 @@ pub struct HostArgs {
     #[arg(long)]
     no_keep_connections: bool,
 
+    /// Milliseconds to wait after a failed restart of a dead daemon, doubled at each further
+    /// failure.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    restart_backoff_ms: u64,
+
     /// More log detail: -v debug, -vv trace.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -143,6 +148,7 @@ pub fn run(args: HostArgs) -> Result<(), String> {
                     .map_err(|e| format!("--daemon-cgroup-fs {}: {e}", fs.display()))?,
                 None => Vec::new(),
             },
+            restart_backoff: Duration::from_millis(args.restart_backoff_ms),
             daemon_memory_max: Some(args.daemon_memory_max_mb.saturating_mul(1024 * 1024))
                 .filter(|b| *b > 0),
         };

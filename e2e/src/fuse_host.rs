@@ -26,6 +26,8 @@ pub struct FuseHost {
     pub container: Option<Container>,
     /// The `cos-fuse` program it runs for mounts; `None`: itself.
     program: Option<PathBuf>,
+    /// More arguments for the next (re)start.
+    pub extra_args: Vec<String>,
     restarts: u32,
 }
 
@@ -39,7 +41,7 @@ impl FuseHost {
             .local_addr()?
             .port();
         let metrics_address = format!("127.0.0.1:{port}");
-        let proc = Self::spawn(&socket, &state_dir, &metrics_address, &log, None, None)?;
+        let proc = Self::spawn(&socket, &state_dir, &metrics_address, &log, None, None, &[])?;
         let host = FuseHost {
             proc,
             socket,
@@ -48,6 +50,7 @@ impl FuseHost {
             log,
             container: None,
             program: None,
+            extra_args: Vec::new(),
             restarts: 0,
         };
         host.wait_ready().await?;
@@ -61,6 +64,7 @@ impl FuseHost {
         log: &Path,
         container: Option<&Container>,
         program: Option<&Path>,
+        extra: &[String],
     ) -> anyhow::Result<Proc> {
         // Its targets (the drivers' --mounts-dir) and staging stay inside the work directory.
         let workdir = state_dir.parent().unwrap_or(state_dir);
@@ -91,6 +95,7 @@ impl FuseHost {
         if let Some(program) = program {
             args.push(format!("--allow-program=cos-fuse={}", program.display()));
         }
+        args.extend_from_slice(extra);
         let proc = Proc::spawn("cos-fuse host", &bin_path("cos-fuse")?, &args, log)?;
         if let (Some(container), Some(pid)) = (container, proc.pid()) {
             container.enter(pid)?;
@@ -142,6 +147,7 @@ impl FuseHost {
                 .with_extension(format!("restart-{}.log", self.restarts)),
             self.container.as_ref(),
             self.program.as_deref(),
+            &self.extra_args,
         )?;
         self.wait_ready().await
     }

@@ -490,3 +490,73 @@ async fn a_rotated_publish_secret_reaches_the_running_daemon_without_a_remount()
     k.unpublish(&v).await.unwrap();
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_that_cannot_be_restarted_fails_its_mount_instead_of_hanging_it() {
+    let (mut env, mut k) = start().await;
+    let v = volume(&env, "unhealable", "pod-h", "/h", "");
+    k.publish(&v, false).await.unwrap();
+    std::fs::write(v.target.join("f"), b"f").unwrap();
+    let daemon = daemon_of(&env, &v);
+
+    // A host whose program cannot run: its take-over fails (the old daemon serves on), and so
+    // does every restart of the daemon once it is killed.
+    let broken = env.workdir.join("broken-cos-fuse");
+    std::fs::write(&broken, "#!/bin/sh\necho cannot start >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let host = env.fuse_host.as_mut().unwrap();
+    host.extra_args = vec!["--restart-backoff-ms".to_owned(), "50".to_owned()];
+    host.restart_with_program(&broken).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(std::fs::read(v.target.join("f")).unwrap(), b"f");
+    assert_eq!(
+        daemon_of(&env, &v),
+        daemon,
+        "the failed take-over left the daemon serving"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // A read waits while restarts are tried, then fails: it never hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = v.target.join("f");
+    let began = Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&file).map_err(|e| e.raw_os_error()));
+    });
+    let answer = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a read of a mount whose daemon cannot be restarted hung for 30 s");
+    // The read that waited ends with the connection (ECONNABORTED); later ones find it gone.
+    use nix::errno::Errno;
+    assert!(
+        matches!(answer, Err(Some(e)) if e == Errno::ECONNABORTED as i32 || e == Errno::ENOTCONN as i32),
+        "{answer:?} after {:?}",
+        began.elapsed()
+    );
+    let later = std::fs::read(v.target.join("f")).map_err(|e| e.raw_os_error());
+    assert_eq!(later, Err(Some(Errno::ENOTCONN as i32)));
+    let condition = k.stats(&v).await.unwrap().volume_condition.unwrap();
+    assert!(condition.abnormal, "{}", condition.message);
+    let metrics = env.fuse_host.as_ref().unwrap().scrape().await.unwrap();
+    assert!(
+        metrics.contains(r#"tencentcloud_csi_fuse_host_daemon_restarts_total{kind="cos-fuse",result="given_up"} 1"#),
+        "{metrics}"
+    );
+
+    // With a working program again, the next publish repairs the mount.
+    let working = e2e::bin_path("cos-fuse").unwrap();
+    env.fuse_host
+        .as_mut()
+        .unwrap()
+        .restart_with_program(&working)
+        .await
+        .unwrap();
+    k.publish(&v, false).await.unwrap();
+    assert_eq!(std::fs::read(v.target.join("f")).unwrap(), b"f");
+    k.unpublish(&v).await.unwrap();
+    env.stop().await.unwrap();
+}

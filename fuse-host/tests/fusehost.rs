@@ -109,6 +109,7 @@ impl Scratch {
             staging_max_bytes: 0,
             keeping_kinds: Default::default(),
             daemon_cgroups: Vec::new(),
+            restart_backoff: Duration::from_secs(1),
             daemon_memory_max: None,
         }
     }

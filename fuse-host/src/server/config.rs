@@ -43,6 +43,9 @@ pub struct HostConfig {
     /// The memory limit of each daemon's cgroup, in bytes: one daemon's OOM kill is its own
     /// (and the host restarts it). `None`: no limit of its own.
     pub daemon_memory_max: Option<u64>,
+    /// The pause after a failed restart of a dead daemon, doubled at each further failure
+    /// (until the mount's budget of restarts, 5 a minute, is spent).
+    pub restart_backoff: Duration,
 }
 
 /// The environment variable that hands a daemon the node's staging area.

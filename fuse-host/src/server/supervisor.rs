@@ -153,51 +153,73 @@ impl Supervisor {
 
     /// A daemon exited. When its mount is still recorded with it, still mounted, and its
     /// connection kept, another daemon is started on that connection: the mount heals in place.
+    /// A start that fails is tried again after a growing pause; once the mount's budget of
+    /// restarts is spent, the host lets go of the connection, which ends it: the requests
+    /// waiting on it fail (ENOTCONN) instead of hanging, and the next publish repairs the mount.
     async fn after_exit(self: &Arc<Self>, target: PathBuf, pid: u32, ticks: u64) {
+        let mut attempt = 0;
+        while let Some(pause) = self.heal(&target, pid, ticks, attempt).await {
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt of [`Self::after_exit`]; `Some(pause)`: try again after it.
+    async fn heal(
+        self: &Arc<Self>,
+        target: &Path,
+        pid: u32,
+        ticks: u64,
+        attempt: u32,
+    ) -> Option<Duration> {
         if *self.stopping.borrow() {
-            return;
+            return None;
         }
-        let lock = self.lock(&target);
+        let lock = self.lock(target);
         let _guard = lock.lock().await;
-        let Some(record) = self.records.get(&target) else {
-            return;
-        };
+        let record = self.records.get(target)?;
         if (record.pid, record.start_ticks) != (pid, ticks) {
-            return;
+            return None;
         }
-        let Some(dev) = self.kept.get(&target) else {
-            return;
-        };
-        if !matches!(self.mounter.mount_at(&target), Ok(Some(_))) {
-            return;
+        let dev = self.kept.get(target)?;
+        if !matches!(self.mounter.mount_at(target), Ok(Some(_))) {
+            return None;
         }
         let kind = kind_label(&record.kind);
-        let heal = |result: &'static str| {
+        let count = |result: &'static str| {
             self.config.metrics.inc(
                 "tencentcloud_csi_fuse_host_daemon_restarts_total",
                 "Daemons restarted onto their mount's kept connection after they died, by result.",
                 &[("kind", kind), ("result", result)],
             );
         };
-        if !self.kept.may_heal(&target) {
-            tracing::error!(target = %target.display(), "the daemon keeps dying: the mount is left broken until the next publish repairs it");
-            self.kept.remove(&target);
-            heal("given_up");
-            return;
+        if !self.kept.may_heal(target) {
+            tracing::error!(target = %target.display(), "the mount's daemon cannot be kept running: letting its connection go, so the mount fails (ENOTCONN) until the next publish repairs it");
+            self.kept.remove(target);
+            count("given_up");
+            return None;
         }
-        let Some(launch) = self.launch_of(&target) else {
-            tracing::error!(target = %target.display(), "a dead daemon cannot be restarted: its launch is unknown");
-            heal("failed");
-            return;
+        let result = match self.launch_of(target) {
+            Some(mut launch) => {
+                // This host's program for the kind: after an upgrade, the new image's.
+                if let Some(program) = self.config.programs.get(&record.kind) {
+                    launch.program = program.clone();
+                }
+                self.restart(&launch, Start::Inherit(dev)).await
+            }
+            None => Err("its launch is unknown".to_owned()),
         };
-        match self.restart(&launch, Start::Inherit(dev)).await {
+        match result {
             Ok(new) => {
                 tracing::warn!(target = %target.display(), dead = pid, pid = new, "restarted a dead daemon on its mount's connection: the mount stayed");
-                heal("ok");
+                count("ok");
+                None
             }
             Err(e) => {
-                tracing::error!(target = %target.display(), error = %e, "restarting a dead daemon failed");
-                heal("failed");
+                let pause = self.config.restart_backoff * 2u32.saturating_pow(attempt.min(6));
+                tracing::error!(target = %target.display(), error = %e, ?pause, "restarting a dead daemon failed; trying again");
+                count("failed");
+                Some(pause)
             }
         }
     }
