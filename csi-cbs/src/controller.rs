@@ -30,6 +30,7 @@ use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk, DiskChargePrepaid, Placement
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::batcher::AttachBatcher;
 use crate::error::{Error, Result, required};
 use crate::params::{CbsParams, GIB, MutableParams, size_gib};
 use crate::topology::{Zones, preferred_zones, requirement_zones, topology_for, zone_from_list};
@@ -69,6 +70,8 @@ pub struct ControllerService<C> {
     config: ControllerConfig,
     inflight: InFlight,
     watcher: DiskWatcher,
+    /// AttachDisks and DetachDisks, batched per instance.
+    attacher: AttachBatcher<C>,
     zones: Zones<C>,
     /// When this controller first saw each disk `ATTACHING`: the stuck-attach watchdog.
     attaching_since: Mutex<HashMap<String, Instant>>,
@@ -181,6 +184,7 @@ impl<C: CbsApi> ControllerService<C> {
     pub fn new(cbs: Arc<C>, config: ControllerConfig) -> Self {
         ControllerService {
             watcher: DiskWatcher::start(Arc::clone(&cbs)),
+            attacher: AttachBatcher::new(Arc::clone(&cbs)),
             zones: Zones::new(Arc::clone(&cbs)),
             cbs,
             config,

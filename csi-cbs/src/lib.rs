@@ -6,6 +6,7 @@
 //! protocol in `tcloud`.
 
 pub mod attach_limit;
+pub mod batcher;
 pub mod cluster_zones;
 pub mod controller;
 pub mod device;

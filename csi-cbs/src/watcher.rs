@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
-/// How long the batcher waits for company before calling the cloud.
+/// How long the batcher waits for company before calling the cloud, when others are queued
+/// already (a lone lookup goes at once; lookups arriving during a call join the next one).
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// Each describe gets at most this long, within the waiter's own deadline.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,9 +164,11 @@ impl DiskWatcher {
     }
 
     /// Polls `disk_id` until `check` says [`Wait::Done`] (returning the disk), `check` fails, or
-    /// `deadline` passes. Polls quickly at first, then less often. The time spent is recorded as
-    /// `tencentcloud_csi_cloud_wait_duration_seconds{resource="disk", wait=what, outcome}` (`what` is a fixed
-    /// phrase, so the label stays bounded).
+    /// `deadline` passes. Polls quickly at first, then less often. With `expected` (a transition
+    /// of that usual length was just started), the first look comes after it, not at once. The
+    /// time spent is recorded as
+    /// `tencentcloud_csi_cloud_wait_duration_seconds{resource="disk", wait=what, outcome}` (`what`
+    /// is a fixed phrase, so the label stays bounded).
     pub async fn wait_until(
         &self,
         disk_id: &str,
@@ -196,6 +199,11 @@ impl DiskWatcher {
         mut check: impl FnMut(&Disk) -> Result<Wait>,
     ) -> Result<Disk> {
         let mut poll = Poll::expecting(deadline, expected);
+        // A transition of known length just started: a look now would only see it begun, and
+        // would push every later look back by its own round trip.
+        if expected.is_some() {
+            poll.wait(disk_id, "in transition", what).await?;
+        }
         loop {
             let disk = self.get(disk_id).await?.ok_or_else(|| {
                 Error::NotFound(format!(
@@ -221,11 +229,17 @@ pub fn wait_outcome<T>(result: &Result<T>) -> &'static str {
 
 async fn batch_loop<C: CbsApi>(cbs: Arc<C>, mut rx: mpsc::UnboundedReceiver<(Key, Reply)>) {
     while let Some(first) = rx.recv().await {
-        tokio::time::sleep(BATCH_WINDOW).await;
         let mut waiting: HashMap<Key, Vec<Reply>> = HashMap::new();
         waiting.entry(first.0).or_default().push(first.1);
         while let Ok((key, reply)) = rx.try_recv() {
             waiting.entry(key).or_default().push(reply);
+        }
+        // Company now means more on the way: give it a moment to join this call.
+        if waiting.values().map(Vec::len).sum::<usize>() > 1 {
+            tokio::time::sleep(BATCH_WINDOW).await;
+            while let Ok((key, reply)) = rx.try_recv() {
+                waiting.entry(key).or_default().push(reply);
+            }
         }
         let (mut ids, mut names) = (Vec::new(), Vec::new());
         for key in waiting.keys() {

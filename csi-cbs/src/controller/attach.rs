@@ -1,6 +1,8 @@
 //! Attach and detach as a state machine read from `DescribeDisks`: act only from a settled
 //! state, wait within the caller's deadline (the retry resumes the wait), never report success
 //! before the disk is `ATTACHED` on this node, and report an attach stuck in `ATTACHING`.
+//! The AttachDisks and DetachDisks calls themselves go through the controller's
+//! [`AttachBatcher`](crate::batcher::AttachBatcher), which shares them among concurrent callers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tcloud::cbs::{CbsApi, Disk, disk_state};
 use tokio::time::Instant;
 
 use super::{ControllerService, PUBLISH_CONTEXT_DISK_ID};
+use crate::batcher::{Outcome, cloud_error};
 use crate::error::{Error, Result};
 use crate::watcher::{Poll, Wait};
 
@@ -103,10 +106,7 @@ impl<C: CbsApi> ControllerService<C> {
                 {
                     attach_sent = Some(Instant::now());
                     poll = Poll::expecting(deadline, self.attach_time.get());
-                    let sent = self
-                        .cbs
-                        .attach_disks(&[volume_id.to_owned()], node_id, Some(deadline))
-                        .await;
+                    let sent = self.attach_one(volume_id, node_id, deadline).await;
                     attach_outcome(sent, volume_id, &disk.placement.zone, node_id)?;
                 }
                 // DETACHING (a late unpublish), EXPANDING, or an attach just sent: wait.
@@ -132,15 +132,16 @@ impl<C: CbsApi> ControllerService<C> {
                 _ if !here => return Ok(()),
                 disk_state::ATTACHED => {
                     let instance = disk.instance().map(str::to_owned);
-                    match self
-                        .cbs
-                        .detach_disks(&[volume_id.to_owned()], instance.as_deref(), Some(deadline))
-                        .await
-                    {
+                    let ids = [volume_id.to_owned()];
+                    let sent = self
+                        .attacher
+                        .detach(&ids, instance.as_deref(), deadline)
+                        .await;
+                    match sent.into_iter().next().unwrap_or(Ok(())) {
                         Ok(()) => {}
                         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
                         Err(e) if e.kind() == ErrorKind::Busy => {}
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(cloud_error(e)),
                     }
                     self.clear_watchdog(volume_id);
                     let sent = Instant::now();
@@ -187,6 +188,13 @@ impl<C: CbsApi> ControllerService<C> {
         }
     }
 
+    /// Sends the attach of one disk through the batcher; its answer as it concerns this disk.
+    async fn attach_one(&self, volume_id: &str, node_id: &str, deadline: Instant) -> Outcome {
+        let ids = [volume_id.to_owned()];
+        let sent = self.attacher.attach(&ids, node_id, deadline).await;
+        sent.into_iter().next().unwrap_or(Ok(()))
+    }
+
     pub(super) async fn wait_settled(
         &self,
         volume_id: &str,
@@ -206,7 +214,7 @@ impl<C: CbsApi> ControllerService<C> {
 
 /// What an AttachDisks answer means: success, a race to look at again (`Ok`), or the error.
 pub(super) fn attach_outcome(
-    sent: std::result::Result<(), tcloud::CloudError>,
+    sent: Outcome,
     volume_id: &str,
     zone: &str,
     node_id: &str,
@@ -229,7 +237,7 @@ pub(super) fn attach_outcome(
             tracing::info!(error = %e, "attach raced a state change");
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(cloud_error(e)),
     }
 }
 

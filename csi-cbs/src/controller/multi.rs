@@ -3,7 +3,8 @@
 //! Tencent's driver made it; disk `i` of volume `name` is named `<name>-<i>`, so a retry finds
 //! every disk already made and creates only the missing ones (never a second set), each with its
 //! own `ClientToken` through [`create`](super::create). Attach and detach send one batched call
-//! for the disks that need it (AttachDisks takes 10 disks), then wait on each disk's state machine.
+//! for the disks that need it (through the controller's batcher, which sends up to 10 disks a
+//! call), then wait on each disk's state machine.
 
 use std::collections::HashMap;
 
@@ -17,14 +18,12 @@ use tonic::Response;
 use super::attach::{attach_outcome, publish_context};
 use super::names::{TAG_VOLUME_NAME, cloud_name};
 use super::{ControllerService, RpcResult, VOLUME_CONTEXT_FS_TYPE};
+use crate::batcher::cloud_error;
 use crate::error::{Error, Result};
 use crate::multidisk::{context_of, is_valid_volume_name};
 use crate::params::{CbsParams, GIB, MultiDisk, size_gib};
 use crate::topology::topology_for;
 use crate::volume_id::join;
-
-/// Disks AttachDisks and DetachDisks take in one call.
-const BATCH: usize = 10;
 
 /// The cloud name of disk `index` of the multi-disk volume `name`.
 pub fn disk_name(name: &str, index: u32) -> String {
@@ -232,9 +231,11 @@ impl<C: CbsApi> ControllerService<C> {
             }
         }
         let mut sent = None;
-        for batch in unattached.chunks(BATCH) {
-            let answer = self.cbs.attach_disks(batch, node_id, Some(deadline)).await;
-            attach_outcome(answer, volume_id, &zone, node_id)?;
+        if !unattached.is_empty() {
+            let answers = self.attacher.attach(&unattached, node_id, deadline).await;
+            for answer in answers {
+                attach_outcome(answer, volume_id, &zone, node_id)?;
+            }
             sent = Some(Instant::now());
         }
         for disk_id in disks {
@@ -266,17 +267,17 @@ impl<C: CbsApi> ControllerService<C> {
             }
         }
         for (instance, ids) in &by_node {
-            for batch in ids.chunks(BATCH) {
-                match self
-                    .cbs
-                    .detach_disks(batch, Some(instance), Some(deadline))
-                    .await
-                {
+            for answer in self
+                .attacher
+                .detach(ids, Some(instance.as_str()), deadline)
+                .await
+            {
+                match answer {
                     Ok(()) => {}
                     // A disk moved meanwhile: each disk's own detach below sorts it out.
                     Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Busy) => {}
                     Err(e) if e.kind() == ErrorKind::InvalidArgument => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(cloud_error(e)),
                 }
             }
         }

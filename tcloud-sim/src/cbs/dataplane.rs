@@ -35,8 +35,17 @@ impl Layout {
         std::fs::create_dir_all(state_dir)?;
         let root = state_dir.canonicalize()?;
         let layout = Layout { root };
-        std::fs::create_dir_all(layout.root.join("cbs/disks"))?;
-        std::fs::create_dir_all(layout.root.join("cbs/snapshots"))?;
+        for dir in ["cbs/disks", "cbs/snapshots"] {
+            let dir = layout.root.join(dir);
+            std::fs::create_dir_all(&dir)?;
+            // Images of terminated disks whose removal a stop cut short.
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.to_string_lossy().ends_with(".img.terminated") {
+                    remove_if_present(&path)?;
+                }
+            }
+        }
         Ok(layout)
     }
 
@@ -146,6 +155,17 @@ fn remove_dir_if_present(path: &Path) -> io::Result<()> {
 /// Removes an image; a missing one is fine.
 pub fn remove_image(path: &Path) -> io::Result<()> {
     remove_if_present(path)
+}
+
+/// Moves an image out of its name (`.img.terminated` beside it), for [`remove_image`] later;
+/// `None` when there is none. A rename is instant where freeing a written image's blocks is not.
+pub fn discard_image(path: &Path) -> io::Result<Option<std::path::PathBuf>> {
+    let trash = path.with_extension("img.terminated");
+    match std::fs::rename(path, &trash) {
+        Ok(()) => Ok(Some(trash)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates a sparse image of `size_gib` GiB; fails if it exists.

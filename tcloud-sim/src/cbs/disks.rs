@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::dataplane::{copy_image, create_image, grow_image, remove_image};
+use super::dataplane::{copy_image, create_image, discard_image, grow_image, remove_image};
 use super::model::{Disk, DiskState, DiskType, Prepaid, SnapshotState, Tag};
 use super::{
     Cbs, Filter, check_describe_ids, check_filters, check_id_list, check_name, check_order,
@@ -534,10 +534,27 @@ impl Cbs {
             .map(|id| self.layout.disk_image(id))
             .chain(snapshots.iter().map(|id| self.layout.snapshot_image(id)))
             .collect();
-        if let Err(e) =
-            crate::state::run_blocking(move || files.iter().try_for_each(|f| remove_image(f))).await
-        {
-            tracing::warn!(error = %e, "cannot remove the images of terminated disks");
+        // The images are gone from their names before the answer; freeing their blocks (a few
+        // ms for a formatted disk) happens after it, as the cloud reclaims storage after
+        // answering rather than making the caller wait.
+        let discarded = crate::state::run_blocking(move || {
+            files
+                .iter()
+                .map(|f| discard_image(f))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await;
+        match discarded {
+            Ok(trash) => {
+                tokio::task::spawn_blocking(move || {
+                    for file in trash.into_iter().flatten() {
+                        if let Err(e) = remove_image(&file) {
+                            tracing::warn!(error = %e, file = %file.display(), "cannot remove the image of a terminated disk");
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove the images of terminated disks"),
         }
         empty_reply()
     }

@@ -169,6 +169,20 @@ impl FakeCbs {
         self.lock().client_tokens.get(token).cloned()
     }
 
+    /// How long every call takes before it is answered (default zero), on tokio's clock: the
+    /// simulator's `--latency-ms`, so concurrent callers overlap as they do against the cloud.
+    pub fn with_latency(self, latency: Duration) -> Self {
+        self.lock().latency = latency;
+        self
+    }
+
+    async fn delay(&self) {
+        let latency = self.lock().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+
     /// Runs one API call: counts it, completes due transitions, applies an injected failure.
     fn call<R>(
         &self,
@@ -185,6 +199,7 @@ impl CbsApi for FakeCbs {
         request: &CreateDisksRequest,
         _deadline: Option<Instant>,
     ) -> Result<Vec<String>, CloudError> {
+        self.delay().await;
         self.call(CbsOp::CreateDisks, |s, _| s.create_disks(request))
     }
 
@@ -193,6 +208,7 @@ impl CbsApi for FakeCbs {
         request: &DescribeDisksRequest,
         _deadline: Option<Instant>,
     ) -> Result<DescribeDisksResponse, CloudError> {
+        self.delay().await;
         self.call(CbsOp::DescribeDisks, |s, _| s.describe_disks(request))
     }
 
@@ -202,6 +218,7 @@ impl CbsApi for FakeCbs {
         instance_id: &str,
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::AttachDisks, |s, now| {
             s.attach_disks(disk_ids, instance_id, now)
         })
@@ -213,6 +230,7 @@ impl CbsApi for FakeCbs {
         instance_id: Option<&str>,
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::DetachDisks, |s, now| {
             s.detach_disks(disk_ids, instance_id, now)
         })
@@ -224,6 +242,7 @@ impl CbsApi for FakeCbs {
         size_gib: u64,
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::ResizeDisk, |s, now| {
             s.resize_disk(disk_id, size_gib, now)
         })
@@ -234,6 +253,7 @@ impl CbsApi for FakeCbs {
         disk_ids: &[String],
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::TerminateDisks, |s, _| s.terminate_disks(disk_ids))
     }
 
@@ -242,6 +262,7 @@ impl CbsApi for FakeCbs {
         request: &CreateSnapshotRequest,
         _deadline: Option<Instant>,
     ) -> Result<String, CloudError> {
+        self.delay().await;
         self.call(CbsOp::CreateSnapshot, |s, now| {
             s.create_snapshot(request, now)
         })
@@ -252,6 +273,7 @@ impl CbsApi for FakeCbs {
         request: &DescribeSnapshotsRequest,
         _deadline: Option<Instant>,
     ) -> Result<DescribeSnapshotsResponse, CloudError> {
+        self.delay().await;
         self.call(CbsOp::DescribeSnapshots, |s, now| {
             s.describe_snapshots(request, now)
         })
@@ -262,6 +284,7 @@ impl CbsApi for FakeCbs {
         snapshot_ids: &[String],
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::DeleteSnapshots, |s, _| {
             s.delete_snapshots(snapshot_ids)
         })
@@ -273,6 +296,7 @@ impl CbsApi for FakeCbs {
         disk_ids: &[String],
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::BindAutoSnapshotPolicy, |s, _| {
             s.bind_auto_snapshot_policy(policy_id, disk_ids)
         })
@@ -284,6 +308,7 @@ impl CbsApi for FakeCbs {
         throughput_mbps: u64,
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::ModifyDiskExtraPerformance, |s, _| {
             s.modify_disk_extra_performance(disk_id, throughput_mbps)
         })
@@ -295,6 +320,7 @@ impl CbsApi for FakeCbs {
         disk_type: &str,
         _deadline: Option<Instant>,
     ) -> Result<(), CloudError> {
+        self.delay().await;
         self.call(CbsOp::ModifyDiskType, |s, _| {
             s.modify_disk_type(disk_id, disk_type)
         })
@@ -304,6 +330,7 @@ impl CbsApi for FakeCbs {
         &self,
         _deadline: Option<Instant>,
     ) -> Result<Vec<ZoneInfo>, CloudError> {
+        self.delay().await;
         self.call(CbsOp::DescribeZones, |s, _| Ok(s.describe_zones()))
     }
 }

@@ -469,6 +469,8 @@ pub(super) struct State {
     pub(super) max_attach: u64,
     pub(super) auto_snapshot_policies: Vec<String>,
     pub(super) transition_time: Duration,
+    /// How long each call takes (`FakeCbs::with_latency`).
+    pub(super) latency: Duration,
     /// Kept in creation order, the order Describe lists them in.
     pub(super) disks: Vec<DiskRecord>,
     pub(super) snapshots: Vec<SnapshotRecord>,
@@ -503,6 +505,7 @@ impl State {
             max_attach: DEFAULT_MAX_ATTACH,
             auto_snapshot_policies: Vec::new(),
             transition_time: Duration::ZERO,
+            latency: Duration::ZERO,
             disks: Vec::new(),
             snapshots: Vec::new(),
             client_tokens: BTreeMap::new(),
