@@ -6,8 +6,10 @@
 //! # Design
 //!
 //! **Blocks.** Objects are cached in blocks of `block_size` (default 1 MiB): a 1 GiB sequential
-//! read is 1024 files fetched in coalesced GETs of `max_fetch_bytes` (8 MiB, the fs core's
-//! read-ahead unit), so the block size costs no throughput; a random 4 KiB read fetches at most
+//! read is 1024 files, fetched as the fs core asks for them (its read-ahead sends whole blocks,
+//! as many at once and in requests as large as it would send the origin without a cache; the
+//! blocks of one request are one GET of up to `max_fetch_bytes`), so the block size costs no
+//! throughput; a random 4 KiB read fetches at most
 //! 1 MiB; an object smaller than a block is one block of its own size. A block's identity is
 //! (bucket identity, key, ETag, block size, index): a new version of an object has new blocks,
 //! so a changed object is never served from the old one's. Which ETag? The caller's `if_match`
@@ -30,6 +32,12 @@
 //! whole block or none, and a crash leaves at most a temporary file, deleted by the next scan. Nothing is fsync'ed: after a power loss a
 //! block may be empty or garbage, and the check on read (exact length, key, place in the object,
 //! checksum) deletes it and fetches it again. A damaged block is never served.
+//!
+//! **Write-behind.** A block fetched for a read is returned at once (and kept in the memory
+//! tier); background threads write it to disk. Their queue is bounded (`write_queue_bytes`):
+//! when the disk falls behind the origin, a block is left uncached rather than the reader kept
+//! waiting. The block's fetch lock stays held until it is written or given up, so the sharing
+//! below still fetches each block once. A preload writes its blocks before counting them.
 //!
 //! **Sharing between processes.** Before fetching a block a reader takes its fetch lock (a
 //! non-blocking `flock` on `locks/<hash>.lock`) and looks on disk once more; a reader that finds
@@ -96,6 +104,7 @@ mod read;
 mod shared;
 mod stats;
 mod store;
+mod write;
 
 pub use options::{CacheError, CacheOptions, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 pub use preload::{

@@ -55,8 +55,8 @@ impl MemoryTier {
         Some((slot.data.clone(), slot.object_size))
     }
 
-    /// Keeps a block. `data` is copied when it is a slice of a larger buffer (a coalesced GET),
-    /// so the tier never holds more memory than it counts.
+    /// Keeps a block. `data` is copied when `copy` says so (it is a slice of a much larger
+    /// buffer, a coalesced GET), so the tier holds little more memory than it counts.
     pub(crate) fn insert(&self, hash: BlockHash, data: &Bytes, object_size: u64, copy: bool) {
         let len = data.len() as u64;
         if len > self.capacity {

@@ -39,8 +39,13 @@ pub struct CacheOptions {
     pub metadata_entries: usize,
     /// The largest GET that adjacent missing blocks are coalesced into. Default 8 MiB.
     pub max_fetch_bytes: u64,
-    /// The most GETs to the origin at once, over all requests of this store. Default 16.
+    /// The most GETs to the origin at once, over all requests of this store. Default 32, as many
+    /// as the fs core keeps in flight for one sequential reader without a cache.
     pub fetch_parallelism: usize,
+    /// The most bytes of fetched blocks waiting to be written to disk. Blocks are written in the
+    /// background, so a reader never waits for the disk; a block that does not fit is not cached
+    /// (the disk is slower than the origin). Default 64 MiB.
+    pub write_queue_bytes: u64,
     /// How long to wait for another process (or task) that is fetching a block before fetching it
     /// too. Default 30 s.
     pub lock_wait: Duration,
@@ -58,7 +63,8 @@ impl CacheOptions {
             metadata_ttl: Duration::from_secs(15),
             metadata_entries: 100_000,
             max_fetch_bytes: 8 * MIB,
-            fetch_parallelism: 16,
+            fetch_parallelism: 32,
+            write_queue_bytes: 64 * MIB,
             lock_wait: Duration::from_secs(30),
         }
     }
@@ -91,6 +97,12 @@ impl CacheOptions {
         if self.fetch_parallelism == 0 {
             return invalid("fetch_parallelism = 0".into());
         }
+        if self.write_queue_bytes < self.block_size {
+            return invalid(format!(
+                "write_queue_bytes = {} is under block_size = {}",
+                self.write_queue_bytes, self.block_size
+            ));
+        }
         Ok(())
     }
 
@@ -122,13 +134,14 @@ mod tests {
         let ok = CacheOptions::new("/tmp/x", "bkt", 1 << 30);
         assert_eq!(ok.validate().ok(), Some(()));
         type Change = fn(&mut CacheOptions);
-        let cases: [(&str, Change); 6] = [
+        let cases: [(&str, Change); 7] = [
             ("identity", |o| o.identity.clear()),
             ("block_size", |o| o.block_size = 100),
             ("block_size", |o| o.block_size = 1 << 30),
             ("capacity_bytes", |o| o.capacity_bytes = 1 << 20),
             ("max_fetch_bytes", |o| o.max_fetch_bytes = 1),
             ("fetch_parallelism", |o| o.fetch_parallelism = 0),
+            ("write_queue_bytes", |o| o.write_queue_bytes = 1),
         ];
         for (name, change) in cases {
             let mut o = ok.clone();

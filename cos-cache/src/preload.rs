@@ -144,6 +144,18 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
+/// The largest GET of a preload. Against a store that caps each connection's bandwidth, the
+/// GETs in flight set the speed, not their size: a preload keeps `fetch_parallelism` of them
+/// running, and this keeps their memory (that many times this) well under the daemon's budget.
+const PRELOAD_FETCH_BYTES: u64 = 4 << 20;
+
+/// Blocks per GET of a preload: at most `max_fetch_bytes` and [`PRELOAD_FETCH_BYTES`], at least
+/// one block.
+fn preload_blocks_per_fetch(opts: &crate::CacheOptions) -> u64 {
+    let most = opts.max_fetch_bytes.min(PRELOAD_FETCH_BYTES);
+    (most / opts.block_size).max(1)
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct ObjectState {
     chunks_left: u64,
@@ -179,7 +191,8 @@ fn finish_chunk(
 
 impl<S: ObjectStore> CachedStore<S> {
     /// Loads every object under `prefixes` into the disk cache, at most `parallelism` GETs of
-    /// up to `max_fetch_bytes` at once (also bounded by `fetch_parallelism`). `progress` is
+    /// up to `max_fetch_bytes` (and 4 MiB) at once, also bounded by `fetch_parallelism`: pass
+    /// that to fetch as fast as a read without the cache. `progress` is
     /// called with the totals once listed, then after each object. Objects gone or changed
     /// since listing are skipped; other origin errors end the preload.
     pub async fn preload(
@@ -224,7 +237,7 @@ impl<S: ObjectStore> CachedStore<S> {
         let mut versions = Vec::with_capacity(objects.len());
         for (n, o) in objects.into_iter().enumerate() {
             let blocks: Vec<u64> = (0..o.size.div_ceil(bs)).collect();
-            for chunk in runs(blocks, |i| *i, shared.opts.blocks_per_fetch()) {
+            for chunk in runs(blocks, |i| *i, preload_blocks_per_fetch(&shared.opts)) {
                 units.push((n, chunk));
             }
             versions.push(Arc::new(Version {

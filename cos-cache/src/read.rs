@@ -8,6 +8,12 @@
 //! fetched if the holder gave up; after `lock_wait` it is fetched regardless. Nothing is held
 //! while waiting, so there is no deadlock, and a dropped future releases its locks.
 //!
+//! A block fetched for a read is returned as soon as its bytes arrive: it goes into the memory
+//! tier and is queued for the disk (`write`) with its fetch lock, which is released once it is
+//! written, so a task of this store waiting for it takes it from memory and another process
+//! finds it on disk. A preload's blocks are written before its load returns (it must know they
+//! fit).
+//!
 //! Cached blocks of a version are returned only once this store has proved it may read it
 //! (`access`): a GET it made proves it, else one one-byte GET before the first cached return.
 //!
@@ -28,6 +34,7 @@ use crate::disk::{Disk, StoreFail};
 use crate::lock::FetchLock;
 use crate::shared::{Shared, Version};
 use crate::stats::{self, CacheStats};
+use crate::write::WriteJob;
 
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -89,8 +96,9 @@ pub(crate) struct Loaded {
     pub index: u64,
     pub data: Bytes,
     pub source: Source,
-    /// The data is a slice of a larger GET.
-    pub sliced: bool,
+    /// For a block fetched from the origin: where in the object its GET started, and all that
+    /// the GET returned (this block is a slice of it).
+    pub get: Option<(u64, Bytes)>,
 }
 
 #[derive(Debug)]
@@ -330,10 +338,20 @@ impl<S: ObjectStore> Shared<S> {
             .filter(|(_, s)| s.is_none())
             .map(|(k, _)| first + k as u64)
             .collect();
+        // The GETs of this read, by where they started.
+        let mut fetched: Vec<(u64, Bytes)> = Vec::new();
         if !missing.is_empty() {
             for l in self.load_blocks(&v, missing, &Mode::Read).await? {
-                let hash = self.block_id(&v, l.index).hash;
-                self.memory.insert(hash, &l.data, size, l.sliced);
+                if let Some((at, data)) = &l.get
+                    && !fetched.iter().any(|(a, _)| a == at)
+                {
+                    fetched.push((*at, data.clone()));
+                }
+                // Fetched blocks went into memory as they arrived (`write_behind`).
+                if l.source == Source::Disk {
+                    let hash = self.block_id(&v, l.index).hash;
+                    self.memory.insert(hash, &l.data, size, false);
+                }
                 if let Some(slot) = got.get_mut(slot_of(l.index, first)) {
                     *slot = Some((l.data, l.source));
                 }
@@ -386,6 +404,14 @@ impl<S: ObjectStore> Shared<S> {
         stats::add(requests, 1);
         stats::add(&self.stats.hit_bytes, hit);
         stats::add(&self.stats.miss_bytes, miss);
+        // All of it from one GET: a slice of what that GET returned, not a copy.
+        if let ([(at, data)], true) = (fetched.as_slice(), miss == end - start)
+            && let Some(whole) = start
+                .checked_sub(*at)
+                .and_then(|from| sub(data, from, end - at))
+        {
+            return Ok(whole);
+        }
         Ok(match parts.len() {
             1 => parts.pop().unwrap_or_default(),
             _ => {
@@ -444,6 +470,21 @@ impl<S: ObjectStore> Shared<S> {
         let mut out = Vec::with_capacity(pending.len());
         let mut waited = false;
         loop {
+            if waited && matches!(mode, Mode::Read) {
+                // Fetched by another task of this store: in memory as soon as its bytes arrived,
+                // on disk only once written.
+                pending.retain(|&i| match self.memory.get(&self.block_id(&v, i).hash) {
+                    Some((data, _)) => {
+                        stats::add(&self.stats.memory_hit_blocks, 1);
+                        out.push(loaded(i, data, Source::Memory));
+                        false
+                    }
+                    None => true,
+                });
+                if pending.is_empty() {
+                    break;
+                }
+            }
             let ids: Vec<BlockId> = pending.iter().map(|&i| self.block_id(&v, i)).collect();
             if let Mode::Preload(pins) = &mode {
                 for id in &ids {
@@ -482,8 +523,9 @@ impl<S: ObjectStore> Shared<S> {
         Ok(out)
     }
 
-    /// One GET for a run of adjacent blocks, then writes them to disk (releasing their locks
-    /// once written, so a waiter finds them).
+    /// One GET for a run of adjacent blocks, then has them written to disk (releasing their
+    /// locks once written, so a waiter finds them): in the background for a read, before
+    /// returning for a preload.
     async fn fetch_run(
         &self,
         v: &Arc<Version>,
@@ -521,7 +563,6 @@ impl<S: ObjectStore> Shared<S> {
                 data.len()
             ))));
         }
-        let sliced = run.len() > 1;
         let mut blocks = Vec::with_capacity(run.len());
         let mut out = Vec::with_capacity(run.len());
         for (id, lock) in run {
@@ -537,9 +578,13 @@ impl<S: ObjectStore> Shared<S> {
                 index: id.index,
                 data: part.clone(),
                 source: Source::Origin,
-                sliced,
+                get: Some((start, data.clone())),
             });
             blocks.push((id, part, lock));
+        }
+        if !matches!(mode, Mode::Preload(_)) {
+            self.write_behind(v, blocks);
+            return Ok(out);
         }
         let (disk, st, size) = (Arc::clone(&self.disk), Arc::clone(&self.stats), v.size);
         let full = blocking(move || {
@@ -561,10 +606,33 @@ impl<S: ObjectStore> Shared<S> {
             full
         })
         .await?;
-        if full && matches!(mode, Mode::Preload(_)) {
+        if full {
             return Err(LoadError::Full);
         }
         Ok(out)
+    }
+
+    /// Blocks fetched for a read: into the memory tier at once (where this store's other readers
+    /// waiting for them look), and queued for the disk with their fetch locks, released once
+    /// written. A block the queue has no room for is not cached.
+    fn write_behind(&self, v: &Version, blocks: Vec<(BlockId, Bytes, Option<FetchLock>)>) {
+        // The blocks of a GET of one or two blocks (what a sequential read asks for) go in as
+        // slices of its buffer, not copies, which on a cold read would cost as much CPU as the
+        // disk write: the tier may then hold up to twice what it counts, while one of the two
+        // is evicted and the other not. Longer GETs' blocks are copied.
+        let copy = blocks.len() > 2;
+        for (id, data, lock) in blocks {
+            self.memory.insert(id.hash, &data, v.size, copy);
+            let job = WriteJob {
+                id,
+                object_size: v.size,
+                data,
+                _lock: lock,
+            };
+            if !self.writes.submit(job) {
+                stats::add(&self.stats.writes_dropped, 1);
+            }
+        }
     }
 }
 
@@ -587,7 +655,7 @@ fn loaded(index: u64, data: Bytes, source: Source) -> Loaded {
         index,
         data,
         source,
-        sliced: false,
+        get: None,
     }
 }
 

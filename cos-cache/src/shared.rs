@@ -1,7 +1,8 @@
 //! What every task of a cached store shares ([`Shared`]: the origin, the options, the disk and
 //! memory tiers, the metadata cache, the counters and the bound on GETs in flight), the object
 //! version a read is of ([`Version`]), the name of a block of a version, and HEADs through the
-//! metadata cache, and the versions this store has proved it may read. The read path and the store's writes both build on it; it does not load
+//! metadata cache, the versions this store has proved it may read, and the disk writes in the
+//! background. The read path and the store's writes both build on it; it does not load
 //! blocks itself.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::memory::MemoryTier;
 use crate::meta::MetaCache;
 use crate::options::CacheOptions;
 use crate::stats::{self, CacheStats};
+use crate::write::WriteBehind;
 
 /// One version of one object.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub(crate) struct Shared<S> {
     pub fetches: Semaphore,
     /// The object versions this store's own origin has let it read (`access`).
     pub proven: Proven,
+    /// Blocks fetched for reads, on their way to disk.
+    pub writes: WriteBehind,
 }
 
 impl<S> Shared<S> {

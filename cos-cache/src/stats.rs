@@ -64,6 +64,9 @@ stats! {
     corrupt_blocks,
     /// Fetched blocks not written to disk: no room (everything left pinned by a preload).
     blocks_not_cached,
+    /// Fetched blocks not written to disk because the write queue was full (the disk was slower
+    /// than the origin): the reader got them; a later read fetches them again.
+    writes_dropped,
     /// Disk errors of the cache (reads, writes), which fall back to the origin.
     disk_errors,
     /// Times a block was being fetched by another process or task and this one waited.

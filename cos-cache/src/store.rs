@@ -15,12 +15,17 @@ use tokio::sync::Semaphore;
 
 use crate::access::Proven;
 use crate::block::BlockHash;
-use crate::disk::Disk;
+use crate::disk::{Disk, StoreFail};
 use crate::memory::MemoryTier;
 use crate::meta::MetaCache;
 use crate::options::{CacheError, CacheOptions};
 use crate::shared::Shared;
-use crate::stats::{CacheStats, CacheStatsSnapshot};
+use crate::stats::{self, CacheStats, CacheStatsSnapshot};
+use crate::write::{WriteBehind, WriteJob};
+
+/// Threads writing fetched blocks to disk in the background: one keeps up with the origin, and
+/// leaves the other cores to the readers.
+const WRITER_THREADS: usize = 1;
 
 /// Objects with more blocks than this are left to LRU eviction when they change, rather than
 /// deleted block by block.
@@ -70,6 +75,17 @@ impl<S: ObjectStore> CachedStore<S> {
                     source: std::io::Error::other(e.to_string()),
                 })??
         };
+        let disk = Arc::new(disk);
+        let writes = {
+            let (disk, stats) = (Arc::clone(&disk), Arc::clone(&stats));
+            WriteBehind::start(WRITER_THREADS, options.write_queue_bytes, move |job| {
+                write_block(&disk, &stats, job)
+            })
+            .map_err(|source| CacheError::Io {
+                path: options.dir.clone(),
+                source,
+            })?
+        };
         Ok(CachedStore {
             shared: Arc::new(Shared {
                 inner,
@@ -77,11 +93,19 @@ impl<S: ObjectStore> CachedStore<S> {
                 meta: MetaCache::new(options.metadata_ttl, options.metadata_entries),
                 fetches: Semaphore::new(options.fetch_parallelism),
                 proven: Proven::default(),
-                disk: Arc::new(disk),
+                disk,
                 stats,
+                writes,
                 opts: options,
             }),
         })
+    }
+
+    /// Waits until every block fetched so far has been written to disk (or given up). Reads
+    /// never need it: it is for whoever wants the disk to show what was read, such as a daemon
+    /// about to exit or a test.
+    pub async fn flush(&self) {
+        self.shared.writes.flush().await;
     }
 
     /// The counters now.
@@ -117,6 +141,18 @@ impl<S: ObjectStore> CachedStore<S> {
         }
         let disk = Arc::clone(&self.shared.disk);
         let _ = tokio::task::spawn_blocking(move || disk.remove(&hashes)).await;
+    }
+}
+
+/// Writes one block in the background; a failure only costs the hit.
+fn write_block(disk: &Disk, stats: &CacheStats, job: &WriteJob) {
+    match disk.store(&job.id, job.object_size, &job.data) {
+        Ok(_) => {}
+        Err(StoreFail::Full) => stats::add(&stats.blocks_not_cached, 1),
+        Err(StoreFail::Io(e)) => {
+            tracing::debug!(error = %e, "block not cached");
+            stats::add(&stats.disk_errors, 1);
+        }
     }
 }
 

@@ -147,6 +147,8 @@ async fn a_corrupt_block_is_dropped_refetched_and_never_served() {
     mem.insert("k", body.clone());
     let s = open(&mem, options(dir.path())).await;
     assert_eq!(read_all(&s, "k").await, body);
+    // Blocks reach the disk in the background.
+    s.flush().await;
     let files = block_files(dir.path());
     assert_eq!(files.len(), 3);
     // Flip one byte of one block's data; truncate another.
@@ -305,6 +307,7 @@ async fn preload_stops_when_the_dataset_exceeds_the_capacity() {
     // Something older to evict first.
     mem.insert("old", data(400, 2 * BS as usize));
     read_all(&s, "old").await;
+    s.flush().await;
     for i in 0..6u64 {
         mem.insert(&format!("ds/{i}"), data(401 + i, 3 * BS as usize));
     }
@@ -380,11 +383,13 @@ async fn writes_go_through_and_invalidate() {
     let v1 = data(600, 3 * BS as usize);
     s.put("k", Bytes::from(v1.clone())).await.unwrap();
     assert_eq!(read_all(&s, "k").await, v1);
+    s.flush().await;
     assert_eq!(block_files(dir.path()).len(), 3);
     // Overwrite: the next read sees it at once, and the old version's blocks are gone.
     let v2 = data(601, BS as usize);
     s.put("k", Bytes::from(v2.clone())).await.unwrap();
     assert_eq!(read_all(&s, "k").await, v2);
+    s.flush().await;
     assert_eq!(block_files(dir.path()).len(), 1);
     // Copy onto a cached key, multipart onto it, then delete.
     s.put("src", Bytes::from(v1.clone())).await.unwrap();
@@ -528,6 +533,7 @@ async fn the_memory_tier_serves_hot_blocks() {
     let st = s.stats();
     assert_eq!((st.memory_hit_blocks, st.disk_hit_blocks), (6, 0));
     // Even with the disk copies gone.
+    s.flush().await;
     for f in block_files(dir.path()) {
         std::fs::remove_file(f).unwrap();
     }

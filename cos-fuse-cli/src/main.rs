@@ -515,7 +515,9 @@ async fn warm<S: cos_fuse::ObjectStore>(
             tracing::warn!(key, error = %e, "cache warm-up skipped an object");
         }
     };
-    let preload = cache.preload_with(&prefixes, 8, progress, skipped);
+    // As many GETs at once as the cache allows: the speed of a cold read without it.
+    let parallelism = cache.options().fetch_parallelism;
+    let preload = cache.preload_with(&prefixes, parallelism, progress, skipped);
     tokio::pin!(preload);
     let mut tick = tokio::time::interval(WARMUP_LOG_INTERVAL);
     let result = loop {

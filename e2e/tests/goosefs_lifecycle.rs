@@ -232,6 +232,20 @@ async fn changed_objects_are_fresh_and_corrupt_blocks_are_refetched() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(std::fs::read(a.target.join("shard-1.bin")).unwrap(), data);
+    // Blocks reach the disk in the background: wait for the shard's three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while blocks(&cache_dir(&env))
+        .iter()
+        .filter(|(_, len)| *len > MIB as u64)
+        .count()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shard's blocks were not written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Damage every cached block on disk: a fresh mount (no kernel page cache) must not see it.
     for (path, len) in blocks(&cache_dir(&env)) {
         let mut bytes = std::fs::read(&path).unwrap();

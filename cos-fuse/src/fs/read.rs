@@ -11,7 +11,8 @@
 //! so the blocks are small enough that a modest window keeps many running. Blocks end on
 //! multiples of their length. Prefetch only takes memory the budget can spare; a read that jumps
 //! elsewhere drops the prefetched blocks, resets the window and fetches exactly the bytes asked
-//! for. A store with a read unit (a block cache) gets blocks of whole, aligned units.
+//! for. A store with a read unit (a block cache) gets blocks of whole, aligned units, as large as
+//! it would get without one.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -185,10 +186,10 @@ impl ReadAhead {
         // soon as the scan moves a block's length past the last one.
         let target = end.saturating_add(self.window).min(version.size);
         let block = (self.window / PARALLEL).clamp(MIN_BLOCK, MAX_BLOCK);
+        // With a read unit, whole units: as many as fit in the block a store without one would
+        // get (at least one), so a cached store fetches in requests as large and as many as the
+        // origin would see without the cache.
         let block = match unit {
-            // A unit per block (the store answers it without stitching), unless units are so
-            // small that a request's latency would cost more than its bytes.
-            Some(u) if u >= MIN_BLOCK => u,
             Some(u) => (block / u).max(1).saturating_mul(u),
             None => block,
         };

@@ -368,8 +368,9 @@ fn staging_is_capped() {
 #[test]
 fn read_ahead_asks_a_store_with_a_read_unit_for_whole_aligned_units() {
     run(async {
-        // Not a multiple of the unit, so the last GET is the short tail.
-        let data = bytes((20 * MIB + 300 * KIB) as usize, 5);
+        // Not a multiple of the unit, so the last GET is the short tail; long enough for the
+        // window to fill.
+        let data = bytes((70 * MIB + 300 * KIB) as usize, 5);
         let store = MemStore::new();
         store.insert("big", data.clone());
         store.set_read_unit(Some(MIB));
@@ -379,10 +380,15 @@ fn read_ahead_asks_a_store_with_a_read_unit_for_whole_aligned_units() {
         let size = data.len() as u64;
         for r in &ranges {
             assert!(
-                r.start % MIB == 0 && (r.end == r.start + MIB || r.end == size),
-                "GET {r:?} is not one aligned unit (of {ranges:?})"
+                r.start % MIB == 0 && (r.end % MIB == 0 || r.end == size),
+                "GET {r:?} is not whole aligned units (of {ranges:?})"
             );
         }
+        // Once the window is full, as large as without a unit (2 MiB), not one unit each.
+        assert!(
+            ranges.iter().any(|r| r.end - r.start == 2 * MIB),
+            "no GET of two units: {ranges:?}"
+        );
         assert_eq!(h.store.stats().bytes_read, size, "every byte fetched once");
 
         // Without a unit, blocks are aligned to their own length (0.5-2 MiB), not to the unit.

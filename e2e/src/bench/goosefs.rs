@@ -22,10 +22,13 @@ use clap::Args;
 use crate::bench::bucket::{BUCKET, Bench, Network, Profile};
 use crate::bench::mount::{Contender, Mount};
 use crate::bench::{
-    MIB, PEAK_MEMORY_TARGET_MIB, READY_TIMEOUT, SharedBenchArgs, blocking, drop_page_cache,
-    for_each_index, interruptible, is_mount_point, load_average, peak_rss_kib,
+    MIB, READY_TIMEOUT, SharedBenchArgs, blocking, drop_page_cache, for_each_index, interruptible,
+    is_mount_point, load_average, peak_rss_kib,
 };
 use crate::process::Proc;
+
+mod report;
+use report::report;
 
 /// The bucket prefix every dataset lives under (the mounts' root).
 const ROOT: &str = "goosefs-bench";
@@ -42,8 +45,6 @@ const FILL: u8 = 0x5a;
 /// varied 2x between runs. (Cold can't be repeated: it needs a fresh mount and cache.)
 const WARM_READS: usize = 3;
 const PUT_WORKERS: usize = 64;
-const WARM_TARGET_TIMES_COLD: f64 = 10.0;
-const WARM_TARGET_OF_CEILING: f64 = 0.6;
 
 #[derive(Debug, Clone, Args)]
 pub struct GoosefsBenchArgs {
@@ -576,108 +577,6 @@ impl Run<'_> {
     }
 }
 
-#[derive(Debug)]
-struct Verdict {
-    text: String,
-    met: bool,
-}
-
-fn verdicts(
-    args: &GoosefsBenchArgs,
-    figures: &[(Dataset, DatasetFigures)],
-    preload: &Preload,
-) -> Vec<Verdict> {
-    let mut out = Vec::new();
-    for (dataset, f) in figures {
-        let label = dataset.label(args);
-        let speedup = f.cached.cold.as_secs_f64() / f.cached.warm.as_secs_f64().max(1e-9);
-        out.push(Verdict {
-            text: format!(
-                "{label}: block-cache warm at least {WARM_TARGET_TIMES_COLD}x faster than cold (is {speedup:.1}x)"
-            ),
-            met: speedup >= WARM_TARGET_TIMES_COLD,
-        });
-        let of_ceiling =
-            rate(dataset.bytes(args), f.cached.warm) / rate(f.ceiling_bytes, f.ceiling).max(1e-9);
-        out.push(Verdict {
-            text: format!(
-                "{label}: block-cache warm at least {:.0}% of the cache disk's ceiling (is {:.0}%)",
-                WARM_TARGET_OF_CEILING * 100.0,
-                of_ceiling * 100.0
-            ),
-            met: of_ceiling >= WARM_TARGET_OF_CEILING,
-        });
-        let versus = f.s3fs.warm.as_secs_f64() / f.cached.warm.as_secs_f64().max(1e-9);
-        out.push(Verdict {
-            text: format!(
-                "{label}: block-cache warm faster than s3fs's cache warm (is {versus:.2}x s3fs)"
-            ),
-            met: versus > 1.0,
-        });
-    }
-    let peak = preload.peak_kib.map(|k| k as f64 / 1024.0);
-    out.push(Verdict {
-        text: format!(
-            "cos-fuse memory under {PEAK_MEMORY_TARGET_MIB} MiB while warming {} MiB (VmHWM {})",
-            args.size_mib,
-            peak.map_or_else(|| "?".to_owned(), |p| format!("{p:.1} MiB"))
-        ),
-        met: peak.is_some_and(|p| p < PEAK_MEMORY_TARGET_MIB),
-    });
-    out
-}
-
-fn report(args: &GoosefsBenchArgs, figures: &[(Dataset, DatasetFigures)], preload: &Preload) {
-    for (dataset, f) in figures {
-        let bytes = dataset.bytes(args);
-        println!("\n== {} ==", dataset.label(args));
-        println!("  {:<30} {:>26} {:>26}", "mount", "cold", "warm");
-        for (kind, cw) in [
-            (Kind::Cached, f.cached),
-            (Kind::Plain, f.plain),
-            (Kind::S3fs, f.s3fs),
-        ] {
-            println!(
-                "  {:<30} {:>26} {:>26}",
-                kind.label(),
-                show(bytes, cw.cold),
-                show(bytes, cw.warm)
-            );
-        }
-        println!(
-            "  {:<30} {:>26} {:>26}",
-            "ceiling: cache disk directly",
-            "-",
-            show(f.ceiling_bytes, f.ceiling)
-        );
-        println!(
-            "    (ceiling read {:.1} MiB of block files, best with {} thread(s))",
-            f.ceiling_bytes as f64 / MIB as f64,
-            f.ceiling_readers
-        );
-    }
-    println!(
-        "\n== warming {} MiB with --preload ==\n  took {}, {:.1} MiB cached; cos-fuse VmHWM {}",
-        args.size_mib,
-        show(args.size_mib * MIB, preload.took),
-        preload.cached_bytes as f64 / MIB as f64,
-        preload.peak_kib.map_or_else(
-            || "?".to_owned(),
-            |k| format!("{:.1} MiB", k as f64 / 1024.0)
-        )
-    );
-    let verdicts = verdicts(args, figures, preload);
-    println!("\ntargets:");
-    for v in &verdicts {
-        println!("  {:<8} {}", if v.met { "met" } else { "NOT met" }, v.text);
-    }
-    println!(
-        "targets met: {} of {}",
-        verdicts.iter().filter(|v| v.met).count(),
-        verdicts.len()
-    );
-}
-
 async fn measure(bench: &Bench, args: &GoosefsBenchArgs) -> anyhow::Result<()> {
     let profile = Profile {
         name: "cos",
@@ -741,13 +640,6 @@ pub async fn run_goosefs(args: GoosefsBenchArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn cw(cold_ms: u64, warm_ms: u64) -> ColdWarm {
-        ColdWarm {
-            cold: Duration::from_millis(cold_ms),
-            warm: Duration::from_millis(warm_ms),
-        }
-    }
-
     #[test]
     fn all_fill_finds_one_other_byte_anywhere() {
         assert!(all_fill(&[]));
@@ -758,36 +650,5 @@ mod tests {
             assert!(!all_fill(&buf), "a different byte at {at} went unseen");
             buf[at] = FILL;
         }
-    }
-
-    #[test]
-    fn verdicts_compare_warm_with_cold_ceiling_and_s3fs() {
-        let args = GoosefsBenchArgs {
-            size_mib: 100,
-            files: 10,
-            shared: SharedBenchArgs {
-                latency_ms: 20,
-                bandwidth_mbps: 400.0,
-                s3fs: PathBuf::from("s3fs"),
-                timeout_secs: 1,
-            },
-        };
-        let f = DatasetFigures {
-            cached: cw(1000, 100),
-            plain: cw(1000, 1000),
-            s3fs: cw(2000, 101),
-            ceiling: Duration::from_millis(50),
-            ceiling_bytes: 100 * MIB,
-            ceiling_readers: 1,
-        };
-        let preload = Preload {
-            took: Duration::from_secs(1),
-            peak_kib: Some(255 * 1024),
-            cached_bytes: 100 * MIB,
-        };
-        let got = verdicts(&args, &[(Dataset::Big, f)], &preload);
-        let met: Vec<bool> = got.iter().map(|v| v.met).collect();
-        assert_eq!(met, [true, false, true, true], "{got:?}");
-        assert!(got[1].text.contains("50%"), "{got:?}");
     }
 }
