@@ -17,17 +17,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use clap::Args;
 
 use crate::bench::bucket::{BUCKET, Bench, Network, Profile};
 use crate::bench::mount::{Contender, Mount};
 use crate::bench::{
-    MIB, READY_TIMEOUT, SharedBenchArgs, blocking, drop_page_cache, for_each_index, interruptible,
-    is_mount_point, load_average, peak_rss_kib,
+    MIB, READY_TIMEOUT, blocking, drop_page_cache, for_each_index, interruptible, is_mount_point,
+    load_average, peak_rss_kib,
 };
 use crate::process::Proc;
 
+mod figures;
 mod report;
+pub use figures::GoosefsBenchArgs;
+use figures::{ColdWarm, Dataset, DatasetFigures, Kind, Preload, SMALL_SIZE};
 use report::report;
 
 /// The bucket prefix every dataset lives under (the mounts' root).
@@ -35,7 +37,6 @@ const ROOT: &str = "goosefs-bench";
 const BIG_DIR: &str = "big";
 const BIG_FILE: &str = "big/data.bin";
 const SMALL_DIR: &str = "small";
-const SMALL_SIZE: usize = 64 * 1024;
 /// Threads reading the small files (each reads whole files, one after another), like a data
 /// loader's workers.
 const SMALL_READERS: usize = 8;
@@ -45,108 +46,6 @@ const FILL: u8 = 0x5a;
 /// varied 2x between runs. (Cold can't be repeated: it needs a fresh mount and cache.)
 const WARM_READS: usize = 3;
 const PUT_WORKERS: usize = 64;
-
-#[derive(Debug, Clone, Args)]
-pub struct GoosefsBenchArgs {
-    /// Size of the large file, in MiB.
-    #[arg(long, default_value_t = 1024)]
-    pub size_mib: u64,
-    /// Number of 64 KiB files.
-    #[arg(long, default_value_t = 1000)]
-    pub files: usize,
-    #[command(flatten)]
-    pub shared: SharedBenchArgs,
-}
-
-/// The two datasets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dataset {
-    Big,
-    Small,
-}
-
-impl Dataset {
-    fn label(self, args: &GoosefsBenchArgs) -> String {
-        match self {
-            Dataset::Big => format!("1 file of {} MiB", args.size_mib),
-            Dataset::Small => format!("{} files of 64 KiB", args.files),
-        }
-    }
-
-    fn bytes(self, args: &GoosefsBenchArgs) -> u64 {
-        match self {
-            Dataset::Big => args.size_mib * MIB,
-            Dataset::Small => args.files as u64 * SMALL_SIZE as u64,
-        }
-    }
-}
-
-/// The mounts compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// cos-fuse with `--cache-dir`.
-    Cached,
-    /// cos-fuse without a cache.
-    Plain,
-    /// s3fs with `-o use_cache`.
-    S3fs,
-}
-
-impl Kind {
-    fn label(self) -> &'static str {
-        match self {
-            Kind::Cached => "cos-fuse + block cache",
-            Kind::Plain => "cos-fuse, no cache (csi-cos)",
-            Kind::S3fs => "s3fs + use_cache",
-        }
-    }
-
-    fn tag(self) -> &'static str {
-        match self {
-            Kind::Cached => "cached",
-            Kind::Plain => "plain",
-            Kind::S3fs => "s3fs",
-        }
-    }
-}
-
-/// Cold and warm times of one mount kind over one dataset.
-#[derive(Debug, Clone, Copy)]
-struct ColdWarm {
-    cold: Duration,
-    warm: Duration,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct DatasetFigures {
-    cached: ColdWarm,
-    plain: ColdWarm,
-    s3fs: ColdWarm,
-    ceiling: Duration,
-    /// Bytes the ceiling read from the cache disk.
-    ceiling_bytes: u64,
-    /// Threads of the ceiling's best read.
-    ceiling_readers: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Preload {
-    took: Duration,
-    peak_kib: Option<u64>,
-    cached_bytes: u64,
-}
-
-fn rate(bytes: u64, took: Duration) -> f64 {
-    bytes as f64 / MIB as f64 / took.as_secs_f64().max(1e-9)
-}
-
-fn show(bytes: u64, took: Duration) -> String {
-    format!(
-        "{:.1} MiB/s ({:.2} s)",
-        rate(bytes, took),
-        took.as_secs_f64()
-    )
-}
 
 /// Whether `buf` holds `FILL` only. Compared a page at a time with `==` (memcmp, vectorised): a
 /// byte loop with an early exit is not vectorised, and on two cores its CPU would come out of

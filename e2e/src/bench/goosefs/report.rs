@@ -1,7 +1,7 @@
 //! What `e2e bench goosefs` prints once measured: the table of figures, then every target with
 //! the figure it is judged by, marked met or NOT met. Pure formatting: nothing here measures.
 
-use super::{Dataset, DatasetFigures, GoosefsBenchArgs, Kind, Preload, rate, show};
+use super::figures::{Dataset, DatasetFigures, GoosefsBenchArgs, Kind, Preload, rate, show};
 use crate::bench::{MIB, PEAK_MEMORY_TARGET_MIB};
 
 /// A cold read through the block cache, as a share of a cold read without it: a read-through
@@ -153,7 +153,7 @@ mod tests {
 
     use super::*;
     use crate::bench::SharedBenchArgs;
-    use crate::bench::goosefs::ColdWarm;
+    use crate::bench::goosefs::figures::ColdWarm;
 
     fn cw(cold_ms: u64, warm_ms: u64) -> ColdWarm {
         ColdWarm {
