@@ -13,8 +13,7 @@
 //! - `fs/table.rs`: the inode table and caches; `fs/handles.rs`: open handles;
 //!   `fs/state.rs`: the state the operations share;
 //! - `fs/namespace.rs`: lookup, attributes, mkdir, rmdir, unlink; `fs/rename.rs`: renames;
-//!   `fs/readdir.rs`: directory handles and listings (and the page a lookup that misses lists,
-//!   which `fs/namespace.rs` calls for); `fs/files.rs`: open files.
+//!   `fs/readdir.rs`: directory handles and listings; `fs/files.rs`: open files.
 //!
 //! # Objects as files
 //!
@@ -53,19 +52,11 @@
 //! Attributes of looked-up files (`attr_ttl`, also the kernel's TTL), "no such file"
 //! (`negative_ttl`) and whole directory listings (`list_ttl`, at most `list_cache_max_entries`
 //! entries together; a directory with more is not cached) are kept 15 s by default, the
-//! GooseFS-Lite defaults. A lookup (or create, mkdir...) of a name the caches do not answer
-//! lists its directory's first LIST page (1000 keys) once, for all lookups in that directory
-//! running at the time: when that page is the whole directory it becomes the cached listing,
-//! which answers the next lookups there, positive and negative, without a request; a directory
-//! larger than a page is not listed for lookups again for `list_ttl`, and its names are asked
-//! of the store one by one (HEAD and a one-key LIST). Changes made by this
+//! GooseFS-Lite defaults. Changes made by this
 //! mount update the caches at once (read-your-writes); changes by other clients show after the
 //! TTLs. An open file reads the object version (ETag, `If-Match`) it was opened with or this
 //! mount last wrote; if another client replaces the object, reads fail with ESTALE instead of
-//! mixing versions. So a small file costs one request where the caches are warm: a create,
-//! write and close is the one PutObject at close (whose answer gives the size and ETag the
-//! mount then serves), and an open and read of a file just looked up is one GetObject (the
-//! whole file at once when it is under 512 KiB), validated by `If-Match`.
+//! mixing versions.
 //!
 //! # Resuming after the daemon died
 //!
@@ -121,8 +112,6 @@ mod tests;
 mod tests_readdir;
 #[cfg(test)]
 mod tests_resume;
-#[cfg(test)]
-mod tests_small;
 mod types;
 mod upload;
 mod write;

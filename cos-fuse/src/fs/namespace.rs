@@ -1,8 +1,6 @@
 //! Namespace operations: lookup, attributes, mkdir, rmdir and unlink, and the existence checks
 //! that renames and listings share (`fs/rename.rs`, `fs/readdir.rs`). They record what they
-//! learn in the table; file content is `fs/files.rs`'s business. A name the caches do not
-//! answer is looked up in its directory's first LIST page, fetched once for all lookups there
-//! (see "Caches and consistency" in `fs.rs`), before the store is asked for it alone.
+//! learn in the table; file content is `fs/files.rs`'s business.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,16 +45,41 @@ impl<S: ObjectStore> Inner<S> {
         Ok((dir, path))
     }
 
-    /// What `path` is, from this mount's state and caches when they are fresh, else from its
-    /// directory's listing (fetched once for all lookups there), else the store.
+    /// What `path` is, from this mount's state and caches when they are fresh, else the store.
     pub(crate) async fn resolve(self: &Arc<Self>, path: &str) -> Result<Option<Found>, FsError> {
-        if let Some(known) = self.known(path) {
-            return Ok(known);
-        }
-        if !path.is_empty() {
-            self.list_for_lookups(split(path).0).await;
-            if let Some(known) = self.known(path) {
-                return Ok(known);
+        let now = Instant::now();
+        {
+            let t = self.table();
+            if let Some(inode) = t.inode_at(path)
+                && (path.is_empty() || inode.write.is_some())
+            {
+                return Ok(Some(Found {
+                    meta: inode.meta.clone(),
+                    has_marker: inode.has_marker,
+                }));
+            }
+            let (dir, name) = split(path);
+            if let Some(l) = t.listings.fresh(dir, now) {
+                return Ok(l.entries.get(name).map(|e| Found {
+                    meta: Meta {
+                        kind: e.kind,
+                        size: e.size,
+                        mtime: e.mtime,
+                        etag: e.etag.clone(),
+                    },
+                    has_marker: None,
+                }));
+            }
+            if t.is_negative(path, now) {
+                return Ok(None);
+            }
+            if let Some(inode) = t.inode_at(path)
+                && inode.valid_until > now
+            {
+                return Ok(Some(Found {
+                    meta: inode.meta.clone(),
+                    has_marker: inode.has_marker,
+                }));
             }
         }
         let found = self.remote_stat(path).await?;
@@ -82,44 +105,6 @@ impl<S: ObjectStore> Inner<S> {
             }
         }
         Ok(found)
-    }
-
-    /// What this mount's state and fresh caches say `path` is; `None` when they do not know.
-    fn known(&self, path: &str) -> Option<Option<Found>> {
-        let now = Instant::now();
-        let t = self.table();
-        if let Some(inode) = t.inode_at(path)
-            && (path.is_empty() || inode.write.is_some())
-        {
-            return Some(Some(Found {
-                meta: inode.meta.clone(),
-                has_marker: inode.has_marker,
-            }));
-        }
-        let (dir, name) = split(path);
-        if let Some(l) = t.listings.fresh(dir, now) {
-            return Some(l.entries.get(name).map(|e| Found {
-                meta: Meta {
-                    kind: e.kind,
-                    size: e.size,
-                    mtime: e.mtime,
-                    etag: e.etag.clone(),
-                },
-                has_marker: None,
-            }));
-        }
-        if t.is_negative(path, now) {
-            return Some(None);
-        }
-        if let Some(inode) = t.inode_at(path)
-            && inode.valid_until > now
-        {
-            return Some(Some(Found {
-                meta: inode.meta.clone(),
-                has_marker: inode.has_marker,
-            }));
-        }
-        None
     }
 
     /// Asks the store what `path` is: a directory if anything is under `path/`, else a file if
@@ -226,11 +211,6 @@ impl<S: ObjectStore> Inner<S> {
             _ => t.upsert(&path, found.meta.clone(), self.attr_deadline()),
         };
         let inode = t.inodes.get_mut(&ino).ok_or(Errno::EIO)?;
-        if inode.write.is_none() {
-            // What was found may be newer (a listing fetched since): as getattr does.
-            inode.meta = found.meta.clone();
-            inode.valid_until = self.attr_deadline();
-        }
         inode.lookups += 1;
         if found.has_marker.is_some() {
             inode.has_marker = found.has_marker;

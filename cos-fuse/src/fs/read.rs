@@ -175,11 +175,8 @@ impl ReadAhead {
         let unit = ctx.store.read_unit().filter(|&u| u > 0);
         let mut covered = self.blocks.back().map_or(off, |b| b.end);
         if covered < end {
-            // A small file read from its start: all of it in one GET.
-            let whole = off == 0 && version.size <= MIN_BLOCK;
             let to = unit
                 .map_or(end, |u| end.div_ceil(u).saturating_mul(u))
-                .max(if whole { version.size } else { end })
                 .min(version.size);
             let res = ctx.budget.acquire(to - covered).await;
             self.spawn(ctx, version, covered, to, res);

@@ -1,6 +1,5 @@
 //! Directory handles and listings: opendir, readdir and releasedir, and reading a directory's
-//! delimited LIST one page at a time as the kernel reads the handle; also the first page a
-//! lookup that misses lists, once for all lookups in that directory (`fs/namespace.rs`).
+//! delimited LIST one page at a time as the kernel reads the handle.
 //!
 //! A handle numbers the entries it shows from 1 (`.` and `..` are 1 and 2) in the order it
 //! shows them, and holds only a *window* of them: `.`/`..` and the first page, then each later
@@ -254,68 +253,6 @@ impl<S: ObjectStore> Inner<S> {
                 }
             })
             .collect())
-    }
-
-    /// Lists directory `dir`'s first page for the lookups that miss in it, once for all those
-    /// running at the time; when the page is the whole directory, it becomes the cached listing.
-    /// Best effort: on failure, the lookups ask the store name by name.
-    pub(crate) async fn list_for_lookups(self: &Arc<Self>, dir: &str) {
-        if self.ctx.cfg.list_ttl.is_zero() {
-            // Nothing listed would stay to answer a lookup.
-            return;
-        }
-        let cell = {
-            let mut lists = self.lookup_lists.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(lists.entry(dir.to_string()).or_default())
-        };
-        cell.get_or_init(|| self.list_first_page(dir)).await;
-        let mut lists = self.lookup_lists.lock().unwrap_or_else(|p| p.into_inner());
-        if lists.get(dir).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            lists.remove(dir);
-        }
-    }
-
-    async fn list_first_page(self: &Arc<Self>, dir: &str) {
-        let generation = {
-            let mut t = self.table();
-            let now = Instant::now();
-            // Fresh already (another lookup listed it), too large, or being read by a
-            // directory handle that caches it.
-            if t.listings.fresh(dir, now).is_some()
-                || t.is_unlistable(dir, now)
-                || t.listings.is_filling(dir)
-            {
-                return;
-            }
-            t.listings.begin(dir)
-        };
-        let dkey = self.dir_key(dir);
-        let page = match self
-            .ctx
-            .store
-            .list(&dkey, Some("/"), None, Some(PAGE_KEYS))
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                self.table().listings.abandon(dir, generation);
-                tracing::debug!(dir = %dkey, error = %e, "could not list a directory for lookups");
-                return;
-            }
-        };
-        let too_large = page.next_token.is_some()
-            || page.objects.len() + page.common_prefixes.len()
-                > self.ctx.cfg.list_cache_max_entries;
-        let mut pos = StorePos {
-            cache: Some(generation),
-            ..StorePos::default()
-        };
-        self.take_page(dir, &dkey, &mut pos, page);
-        if too_large {
-            let mut t = self.table();
-            t.listings.abandon(dir, generation);
-            t.set_unlistable(dir, Instant::now() + self.ctx.cfg.list_ttl);
-        }
     }
 
     /// The names to show of one LIST page of directory `path` (key prefix `dkey`), with the

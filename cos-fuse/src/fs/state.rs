@@ -3,7 +3,6 @@
 //! uses (keys, attributes, invalidation). The operations themselves are `fs/namespace.rs`'s and
 //! `fs/files.rs`'s; this module must not call the store.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -24,9 +23,6 @@ pub(crate) struct Inner<S> {
     pub(crate) ns: tokio::sync::Mutex<()>,
     invalidator: Mutex<Option<Invalidator>>,
     pub(crate) mount_time: SystemTime,
-    /// The listings lookups are fetching, by directory: the lookups that miss in a directory
-    /// at the same time wait for one LIST (`fs/namespace.rs`).
-    pub(crate) lookup_lists: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
 }
 
 impl<S: ObjectStore> Inner<S> {
@@ -52,7 +48,6 @@ impl<S: ObjectStore> Inner<S> {
             ns: tokio::sync::Mutex::new(()),
             invalidator: Mutex::new(None),
             mount_time: now,
-            lookup_lists: Mutex::new(HashMap::new()),
             ctx: Arc::new(Context::new(store, cfg)),
         }
     }

@@ -64,9 +64,6 @@ pub(crate) struct Table {
     paths: BTreeMap<String, Ino>,
     next_ino: Ino,
     negative: HashMap<String, Instant>,
-    /// Directories found larger than one LIST page by a lookup, until when they are not listed
-    /// for lookups again (`fs/namespace.rs`).
-    unlistable: HashMap<String, Instant>,
     /// Clean inodes the kernel forgot while their attributes were still valid, oldest first:
     /// kept until then, so a lookup after the kernel dropped its dentries (memory pressure,
     /// `drop_caches`) costs no round trip. Entries may be stale; [`Table::sweep`] checks.
@@ -100,7 +97,6 @@ impl Table {
             paths,
             next_ino: ROOT_INO + 1,
             negative: HashMap::new(),
-            unlistable: HashMap::new(),
             idle: VecDeque::new(),
             listings: Listings::new(max_list_entries),
             pending_new: BTreeSet::new(),
@@ -440,17 +436,6 @@ impl Table {
         self.negative.get(path).is_some_and(|t| *t > now)
     }
 
-    pub(crate) fn set_unlistable(&mut self, dir: &str, until: Instant) {
-        if self.unlistable.len() >= MAX_NEGATIVE {
-            self.unlistable.clear();
-        }
-        self.unlistable.insert(dir.to_string(), until);
-    }
-
-    pub(crate) fn is_unlistable(&self, dir: &str, now: Instant) -> bool {
-        self.unlistable.get(dir).is_some_and(|t| *t > now)
-    }
-
     pub(crate) fn clear_negative(&mut self, path: &str) {
         self.negative.remove(path);
     }
@@ -572,11 +557,6 @@ impl Listings {
             },
         );
         self.generation
-    }
-
-    /// Whether a listing of `dir` is being filled.
-    pub(crate) fn is_filling(&self, dir: &str) -> bool {
-        self.map.get(dir).is_some_and(|l| !l.complete)
     }
 
     /// Whether `dir` holds the incomplete listing `generation`.

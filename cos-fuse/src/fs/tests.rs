@@ -237,11 +237,8 @@ fn a_failed_get_keeps_its_errno_its_key_and_its_cause() {
         );
         assert_eq!(h.fs.read(ino, fh, 0, 4).await.unwrap(), "data");
         h.fs.release(ino, fh).await.unwrap();
-        // A namespace operation: the HEAD of a lookup (the root's listing, dropped, cannot be
-        // listed again to answer it).
+        // A namespace operation: the HEAD of a lookup.
         h.store.insert("g", "x");
-        h.fs.inner.table().listings.invalidate("");
-        h.store.fail_next(Op::List, 1);
         h.store.fail_next(Op::Head, 1);
         let e = h.fs.lookup(ROOT_INO, "g").await.unwrap_err();
         assert_eq!(e, Errno::EIO);
@@ -560,11 +557,7 @@ fn a_forgotten_inode_answers_lookups_until_its_attributes_expire() {
     run(async {
         let store = MemStore::new();
         store.insert("d/f", &b"abc"[..]);
-        // The directory's listing, which the lookup cached, expires with the attributes.
-        let h = Harness::new(store, |c| {
-            c.attr_ttl = Duration::from_millis(400);
-            c.list_ttl = Duration::from_millis(400);
-        });
+        let h = Harness::new(store, |c| c.attr_ttl = Duration::from_millis(400));
         let dir = h.ino("d").await.unwrap();
         let ino = h.ino("d/f").await.unwrap();
         let round_trips = |h: &Harness| {

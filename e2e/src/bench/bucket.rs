@@ -4,7 +4,6 @@
 //! unmounts whatever is left under its work directory, stops the simulator and removes the
 //! directory. It must not touch anything outside that directory, nor measure anything itself.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -163,41 +162,6 @@ impl Bench {
         if now["latency_ms"].as_u64() != Some(profile.latency_ms) {
             bail!("the simulator's COS profile is {now}, not {body}");
         }
-        Ok(())
-    }
-
-    /// Calls per S3 operation the simulator's COS endpoint counted since the last
-    /// [`Bench::reset_sim_stats`] (`cos` in `GET /_sim/stats`).
-    pub(super) async fn sim_cos_calls(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let url = format!("{}/_sim/stats", self.sim_url);
-        let stats: serde_json::Value = self
-            .http
-            .get(&url)
-            .send()
-            .await?
-            .error_for_status()
-            .context("GET /_sim/stats")?
-            .json()
-            .await?;
-        let cos = stats["cos"]
-            .as_object()
-            .ok_or_else(|| anyhow!("GET /_sim/stats has no `cos` counters: {stats}"))?;
-        Ok(cos
-            .iter()
-            .map(|(op, s)| (op.clone(), s["calls"].as_u64().unwrap_or(0)))
-            .filter(|(_, calls)| *calls > 0)
-            .collect())
-    }
-
-    /// Zeroes the simulator's counters (`DELETE /_sim/stats`).
-    pub(super) async fn reset_sim_stats(&self) -> anyhow::Result<()> {
-        let url = format!("{}/_sim/stats", self.sim_url);
-        self.http
-            .delete(&url)
-            .send()
-            .await?
-            .error_for_status()
-            .context("DELETE /_sim/stats")?;
         Ok(())
     }
 

@@ -14,22 +14,17 @@
 //! (1,000,000 objects by default) through cos-fuse, with its time and the daemon's peak memory
 //! beside its memory budget.
 //!
-//! With `--small` it runs only the small-file workloads (`small`): creates of 4 KiB files and
-//! cold reads of 64 KiB files through cos-fuse under the COS profile, with files/s, round trips
-//! and the S3 requests each file cost (the simulator's counters) beside the targets.
-//!
 //! This root only runs the profiles in turn and prints the run's heading and summary; the work
 //! is in its modules, none of which uses this root: `args` (the flags), `ceiling` (the raw
 //! client's best, and how reads are tried), `contenders` (mounting each file system and timing
 //! the workloads through it), `workloads` (the file work itself), `report` (the table and the
-//! targets), `list` (the `--list` run) and `small` (the `--small` run).
+//! targets) and `list` (the `--list` run).
 
 mod args;
 mod ceiling;
 mod contenders;
 mod list;
 mod report;
-mod small;
 mod workloads;
 
 use std::sync::Arc;
@@ -93,9 +88,6 @@ async fn run_profiles(bench: &Bench, args: &CosBenchArgs) -> anyhow::Result<()> 
 pub async fn run_cos(args: CosBenchArgs) -> anyhow::Result<()> {
     if args.list {
         return list::run_list(&args).await;
-    }
-    if args.small {
-        return small::run_small(&args).await;
     }
     if args.size_mib == 0 || args.objects == 0 || args.files == 0 || args.readers == 0 {
         bail!("--size-mib, --objects, --files and --readers must be at least 1");

@@ -26,15 +26,6 @@ pub struct CosBenchArgs {
     /// Objects in the prefix `--list` lists.
     #[arg(long, default_value_t = 1_000_000)]
     pub list_objects: usize,
-    /// Only the small-file workloads, through cos-fuse under the COS profile: creating `--files`
-    /// 4 KiB files one after another, then cold reads of `--read-files` 64 KiB files by 8
-    /// threads, each with files/s, round trips and S3 requests per file (the simulator's
-    /// counters) beside the targets.
-    #[arg(long)]
-    pub small: bool,
-    /// 64 KiB files read cold in the `--small` run.
-    #[arg(long, default_value_t = 1000)]
-    pub read_files: usize,
     /// cos-fuse's memory budget (`-o max_memory_mb`) in the `--list` run.
     #[arg(long, default_value_t = 128)]
     pub list_budget_mib: u64,

@@ -145,11 +145,6 @@ pub(super) fn list_dir(dir: &Path, expected: usize) -> anyhow::Result<(Duration,
 /// another.
 pub(super) fn create_files(dir: &Path, count: usize) -> anyhow::Result<Duration> {
     std::fs::create_dir(dir).with_context(|| format!("mkdir {}", dir.display()))?;
-    create_in(dir, count)
-}
-
-/// `count` files of 4 KiB created, written and closed one after another in the existing `dir`.
-pub(super) fn create_in(dir: &Path, count: usize) -> anyhow::Result<Duration> {
     let data = vec![0x5a_u8; SMALL_FILE];
     let start = Instant::now();
     for i in 0..count {
@@ -158,44 +153,6 @@ pub(super) fn create_in(dir: &Path, count: usize) -> anyhow::Result<Duration> {
         file.write_all(&data)?;
         nix::unistd::close(file).with_context(|| format!("close {}", path.display()))?;
     }
-    Ok(start.elapsed())
-}
-
-/// `readers` threads read whole files of `paths` (thread `r` every `readers`-th from the `r`th),
-/// checking each is `len` bytes of `fill`.
-pub(super) fn read_files(
-    paths: &[std::path::PathBuf],
-    readers: usize,
-    len: usize,
-    fill: u8,
-) -> anyhow::Result<Duration> {
-    let readers = readers.max(1);
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..readers)
-            .map(|r| {
-                scope.spawn(move || {
-                    let mut buf = Vec::with_capacity(len);
-                    for path in paths.iter().skip(r).step_by(readers) {
-                        buf.clear();
-                        File::open(path)
-                            .and_then(|mut f| f.read_to_end(&mut buf))
-                            .with_context(|| format!("read {}", path.display()))?;
-                        if buf.len() != len || buf.iter().any(|b| *b != fill) {
-                            bail!("{} holds other bytes ({} long)", path.display(), buf.len());
-                        }
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow!("a reader thread panicked"))??;
-        }
-        anyhow::Ok(())
-    })?;
     Ok(start.elapsed())
 }
 
