@@ -83,8 +83,7 @@ impl Launches {
     /// Writes the keys of `request` to its keys file when its daemon takes its keys from one (a
     /// cos-fuse mount handed keys); returns the file. Unchanged keys leave the file alone.
     pub(super) fn save_keys(&self, request: &MountRequest) -> std::io::Result<Option<PathBuf>> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let Some(secret) = &request.secret else {
             return Ok(None);
         };
@@ -99,16 +98,7 @@ impl Launches {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)?;
-        let tmp = path.with_extension("keys-tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(secret.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        super::records::write_private(&path, secret.as_bytes())?;
         Ok(Some(path))
     }
 
@@ -144,8 +134,7 @@ impl Launches {
     /// Keeps `launch`; a failure is logged (the mount works; only a clean-up after a host
     /// restart would lack its keys).
     pub(super) fn save(&self, launch: &Launch) {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let path = self.file(&launch.request.target);
         let written = (|| -> std::io::Result<()> {
             std::fs::DirBuilder::new()
@@ -153,15 +142,7 @@ impl Launches {
                 .mode(0o700)
                 .create(&self.dir)?;
             let body = serde_json::to_vec(launch).map_err(std::io::Error::other)?;
-            let tmp = path.with_extension("tmp");
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&body)?;
-            std::fs::rename(&tmp, &path)
+            super::records::write_private(&path, &body)
         })();
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot keep a mount's launch; after a host restart its dead daemon's uploads wait for its next daemon");

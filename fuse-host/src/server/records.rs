@@ -30,6 +30,23 @@ pub(super) fn key_of(target: &Path) -> String {
     hex::encode(&digest[..12])
 }
 
+/// Writes `body` to `path` whole, private to root: a 0600 temporary file beside it, synced, then
+/// renamed over it, so a reader sees the old file or the new one, never a part.
+pub(super) fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut file, body)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The records of every mount, on disk and in memory.
 #[derive(Debug)]
 pub(super) struct Records {
@@ -85,19 +102,8 @@ impl Records {
     /// Writes `record` (atomically: a temporary file, synced, renamed) and remembers it.
     pub(super) fn save(&self, record: &Record) -> std::io::Result<()> {
         let path = self.file_for(&record.target, "mounts", "json");
-        let tmp = path.with_extension("tmp");
         let body = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        {
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            std::io::Write::write_all(&mut file, &body)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
+        write_private(&path, &body)?;
         self.lock().insert(record.target.clone(), record.clone());
         Ok(())
     }

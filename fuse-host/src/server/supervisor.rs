@@ -130,6 +130,14 @@ impl Supervisor {
         }
     }
 
+    fn count_started(&self, kind: &str) {
+        self.config.metrics.inc(
+            "tencentcloud_csi_fuse_host_daemons_started_total",
+            "FUSE daemons the host started, by kind.",
+            &[("kind", kind_label(kind))],
+        );
+    }
+
     fn launch_of(&self, target: &Path) -> Option<Launch> {
         self.launched
             .lock()
@@ -254,11 +262,7 @@ impl Supervisor {
                     tracing::error!(error = %e, target = %target.display(), "cannot record a restarted daemon");
                 }
                 self.reap(child, target.clone(), request.kind.clone(), pid, ticks);
-                self.config.metrics.inc(
-                    "tencentcloud_csi_fuse_host_daemons_started_total",
-                    "FUSE daemons the host started, by kind.",
-                    &[("kind", kind_label(&request.kind))],
-                );
+                self.count_started(&request.kind);
                 Ok(pid)
             }
             Err(e) => {
@@ -387,11 +391,7 @@ impl Supervisor {
         }
         match self.start(&program, &request).await {
             Ok(status) => {
-                self.config.metrics.inc(
-                    "tencentcloud_csi_fuse_host_daemons_started_total",
-                    "FUSE daemons the host started, by kind.",
-                    &[("kind", kind_label(&request.kind))],
-                );
+                self.count_started(&request.kind);
                 Response::ok(vec![status])
             }
             Err(response) => response,
