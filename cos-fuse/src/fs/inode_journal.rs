@@ -19,10 +19,9 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use super::paths::under;
+use super::paths::subtree;
 use super::types::{FileKind, Ino, ROOT_INO};
 
 /// The first bytes of a journal's header record: the format and its version.
@@ -84,15 +83,7 @@ impl Mapping {
             }
             Event::Rename { from, to } => {
                 // As `Table::rename_subtree`.
-                let below = under(from);
-                let mut olds = vec![from.to_string()];
-                olds.extend(
-                    self.paths
-                        .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
-                        .take_while(|(p, _)| p.starts_with(&below))
-                        .map(|(p, _)| p.clone()),
-                );
-                for old in olds {
+                for old in subtree(&self.paths, from) {
                     if let Some(v) = self.paths.remove(&old) {
                         self.paths.insert(format!("{to}{}", &old[from.len()..]), v);
                     }

@@ -42,6 +42,21 @@ pub(crate) fn split(path: &str) -> (&str, &str) {
 }
 
 /// The paths strictly under directory `dir` (`""` is the root).
+/// `from` and every key of `map` below it (`from/…`), in order: what a rename of `from` moves.
+pub(crate) fn subtree<V>(map: &std::collections::BTreeMap<String, V>, from: &str) -> Vec<String> {
+    let below = under(from);
+    let mut found = vec![from.to_string()];
+    found.extend(
+        map.range::<str, _>((
+            std::ops::Bound::Included(below.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(p, _)| p.starts_with(&below))
+        .map(|(p, _)| p.clone()),
+    );
+    found
+}
+
 pub(crate) fn under(dir: &str) -> String {
     if dir.is_empty() {
         String::new()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::inode_journal::{self, Event, InodeJournal, Mapping};
-use super::paths::under;
+use super::paths::{subtree, under};
 use super::types::{FileKind, Ino, ROOT_INO};
 use super::write::WriteFile;
 
@@ -358,15 +358,7 @@ impl Table {
     pub(crate) fn rename_subtree(&mut self, from: &str, to: &str) -> Vec<(Ino, String)> {
         let mut moved = Vec::new();
         let mut replaced = Vec::new();
-        let mut olds: Vec<String> = vec![from.to_string()];
-        let below = under(from);
-        olds.extend(
-            self.paths
-                .range::<str, _>((Bound::Included(below.as_str()), Bound::Unbounded))
-                .take_while(|(p, _)| p.starts_with(&below))
-                .map(|(p, _)| p.clone()),
-        );
-        for old in olds {
+        for old in subtree(&self.paths, from) {
             let Some(ino) = self.paths.remove(&old) else {
                 continue;
             };
