@@ -105,42 +105,10 @@ async fn a_mount_with_60_second_role_keys_reads_for_over_two_minutes() {
         .unwrap();
     let (_sim, metadata, endpoint) = start_sim(dir.path()).await;
     let point = dir.path().join("mnt");
-    std::fs::create_dir(&point).unwrap();
-    let staging = dir.path().join("staging");
-    std::fs::create_dir(&staging).unwrap();
     let _unmount = Unmount(point.clone());
-    let args: Vec<String> = [
-        "mount",
-        "--endpoint",
-        &endpoint,
-        "--bucket",
-        SIM_BUCKET,
-        "--credentials-role",
-        "--metadata-endpoint",
-        &metadata,
-        "-o",
-        "use_path_request_style",
-        "-o",
-        &format!("staging_dir={}", staging.display()),
-        &point.display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let log = dir.path().join("cos-fuse.log");
-    let _daemon = Proc::spawn("cos-fuse", &bin_path("cos-fuse").unwrap(), &args, &log).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !is_mounted(&point) {
-        assert!(
-            Instant::now() < deadline,
-            "not mounted: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut config = ObjectConfig::new(&endpoint, SIM_BUCKET);
-    config.path_style = true;
-    let bucket = ObjectClient::new(config, ObjectCredentials::new(SIM_ID, SIM_KEY, None)).unwrap();
+    let metadata_arg = ["--credentials-role", "--metadata-endpoint", &metadata];
+    let (_daemon, log) = mount(dir.path(), &endpoint, &metadata_arg).await;
+    let bucket = sim_bucket(&endpoint);
     let started = Instant::now();
     let mut reads = 0;
     let read_for = read_for();
@@ -169,6 +137,47 @@ async fn a_mount_with_60_second_role_keys_reads_for_over_two_minutes() {
         !log_text.contains("ExpiredToken") && !log_text.contains("cannot refresh"),
         "{log_text}"
     );
+}
+
+/// Mounts the simulator's bucket with `cos-fuse mount` at `dir/mnt` (staging in `dir/staging`),
+/// with `credentials` saying where its keys come from; returns the daemon and its log once the
+/// mount is up.
+async fn mount(dir: &Path, endpoint: &str, credentials: &[&str]) -> (Proc, PathBuf) {
+    let point = dir.join("mnt");
+    std::fs::create_dir(&point).unwrap();
+    let staging = dir.join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let staging_option = format!("staging_dir={}", staging.display());
+    let point_arg = point.display().to_string();
+    let mut args: Vec<&str> = vec!["mount", "--endpoint", endpoint, "--bucket", SIM_BUCKET];
+    args.extend_from_slice(credentials);
+    args.extend([
+        "-o",
+        "use_path_request_style",
+        "-o",
+        &staging_option,
+        &point_arg,
+    ]);
+    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+    let log = dir.join("cos-fuse.log");
+    let daemon = Proc::spawn("cos-fuse", &bin_path("cos-fuse").unwrap(), &args, &log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_mounted(&point) {
+        assert!(
+            Instant::now() < deadline,
+            "not mounted: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (daemon, log)
+}
+
+/// A client of the simulator's bucket with its fixed keys.
+fn sim_bucket(endpoint: &str) -> ObjectClient {
+    let mut config = ObjectConfig::new(endpoint, SIM_BUCKET);
+    config.path_style = true;
+    ObjectClient::new(config, ObjectCredentials::new(SIM_ID, SIM_KEY, None)).unwrap()
 }
 
 fn write_keys(path: &Path, id: &str, key: &str) {
@@ -222,47 +231,18 @@ async fn a_replaced_credentials_file_reaches_the_running_daemon() {
         .unwrap();
     let (_sim, _metadata, endpoint) = start_sim(dir.path()).await;
     let point = dir.path().join("mnt");
-    std::fs::create_dir(&point).unwrap();
-    let staging = dir.path().join("staging");
-    std::fs::create_dir(&staging).unwrap();
     let keys = dir.path().join("keys.json");
     write_keys(&keys, SIM_ID, SIM_KEY);
     let stats = dir.path().join("stats.json");
     let _unmount = Unmount(point.clone());
-    let args: Vec<String> = [
-        "mount",
-        "--endpoint",
+    let (keys_arg, stats_arg) = (keys.display().to_string(), stats.display().to_string());
+    let (_daemon, log) = mount(
+        dir.path(),
         &endpoint,
-        "--bucket",
-        SIM_BUCKET,
-        "--credentials-file",
-        &keys.display().to_string(),
-        "--stats-file",
-        &stats.display().to_string(),
-        // No caching of what was read: every read asks the bucket.
-        "-o",
-        "use_path_request_style",
-        "-o",
-        &format!("staging_dir={}", staging.display()),
-        &point.display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let log = dir.path().join("cos-fuse.log");
-    let _daemon = Proc::spawn("cos-fuse", &bin_path("cos-fuse").unwrap(), &args, &log).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !is_mounted(&point) {
-        assert!(
-            Instant::now() < deadline,
-            "not mounted: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut config = ObjectConfig::new(&endpoint, SIM_BUCKET);
-    config.path_style = true;
-    let bucket = ObjectClient::new(config, ObjectCredentials::new(SIM_ID, SIM_KEY, None)).unwrap();
+        &["--credentials-file", &keys_arg, "--stats-file", &stats_arg],
+    )
+    .await;
+    let bucket = sim_bucket(&endpoint);
     let put = |name: &'static str| {
         let bucket = bucket.clone();
         async move {
