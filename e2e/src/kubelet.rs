@@ -28,6 +28,22 @@ pub fn mount_capability(fs_type: &str) -> pb::VolumeCapability {
     }
 }
 
+/// A file system every pod on every node may write (ReadWriteMany), as a pod with fsGroup
+/// `group` (empty: none) asks for it.
+pub fn rwx(group: &str) -> pb::VolumeCapability {
+    pb::VolumeCapability {
+        access_mode: Some(pb::volume_capability::AccessMode {
+            mode: Mode::MultiNodeMultiWriter as i32,
+        }),
+        access_type: Some(pb::volume_capability::AccessType::Mount(
+            pb::volume_capability::MountVolume {
+                volume_mount_group: group.into(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 pub fn block_capability() -> pb::VolumeCapability {
     pb::VolumeCapability {
         access_mode: Some(pb::volume_capability::AccessMode {

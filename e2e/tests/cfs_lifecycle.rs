@@ -10,18 +10,8 @@ use std::time::{Duration, Instant};
 
 use csi_proto::v1 as pb;
 use e2e::cleanup::mounts_under;
-use e2e::kubelet::{Kubelet, Volume};
+use e2e::kubelet::{Kubelet, Volume, rwx};
 use e2e::{Driver, Env, EnvOptions};
-use pb::volume_capability::access_mode::Mode;
-
-fn rwx() -> pb::VolumeCapability {
-    pb::VolumeCapability {
-        access_mode: Some(pb::volume_capability::AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-        access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
-    }
-}
 
 fn params(extra: &[(&str, &str)]) -> HashMap<String, String> {
     let mut p: HashMap<String, String> =
@@ -40,7 +30,7 @@ fn fs_dir(env: &Env, volume_id: &str) -> PathBuf {
 }
 
 async fn up(k: &mut Kubelet, name: &str) -> Volume {
-    let volume = k.create(name, 1, rwx(), None).await.unwrap();
+    let volume = k.create(name, 1, rwx(""), None).await.unwrap();
     k.stage(&volume).await.unwrap();
     k.publish(&volume, false).await.unwrap();
     volume
@@ -108,7 +98,7 @@ async fn a_whole_file_system_per_volume() {
     );
     // Idempotent repeats.
     assert_eq!(
-        k.create("pvc-whole", 1, rwx(), None).await.unwrap().id,
+        k.create("pvc-whole", 1, rwx(""), None).await.unwrap().id,
         volume.id
     );
     k.stage(&volume).await.unwrap();
@@ -226,7 +216,7 @@ async fn escaping_patterns_are_neutralised_and_nothing_outside_the_root_is_touch
             ("subdir-pattern", pattern),
         ]);
         let volume = k
-            .create(&format!("pvc-{expected}"), 1, rwx(), None)
+            .create(&format!("pvc-{expected}"), 1, rwx(""), None)
             .await
             .unwrap();
         assert!(
@@ -240,7 +230,7 @@ async fn escaping_patterns_are_neutralised_and_nothing_outside_the_root_is_touch
     }
     for bad in ["..", ".", "${pvc.metadata.name"] {
         k.parameters = params(&[("subdir-share", "true"), ("subdir-pattern", bad)]);
-        let err = k.create("pvc-bad", 1, rwx(), None).await.unwrap_err();
+        let err = k.create("pvc-bad", 1, rwx(""), None).await.unwrap_err();
         let status = err.downcast_ref::<tonic::Status>().unwrap();
         assert_eq!(
             status.code(),
@@ -268,9 +258,9 @@ async fn a_restarted_controller_reuses_the_shared_instance() {
         .unwrap();
     let mut k = Kubelet::new(env.client().await.unwrap(), &env.workdir);
     k.parameters = params(&[("subdir-share", "true")]);
-    let first = k.create("pvc-before", 1, rwx(), None).await.unwrap();
+    let first = k.create("pvc-before", 1, rwx(""), None).await.unwrap();
     k.client = env.restart_driver().await.unwrap();
-    let second = k.create("pvc-after", 1, rwx(), None).await.unwrap();
+    let second = k.create("pvc-after", 1, rwx(""), None).await.unwrap();
     assert_eq!(first.id.split('/').next(), second.id.split('/').next());
     let stats = env.sim_stats().await.unwrap();
     assert_eq!(stats["CreateCfsFileSystem"]["calls"], 1, "{stats}");
@@ -328,7 +318,7 @@ async fn a_hung_mount_is_killed_at_its_timeout() {
     let mut env = Env::start(Driver::Cfs, options).await.unwrap();
     let mut k = Kubelet::new(env.client().await.unwrap(), &env.workdir);
     k.parameters = params(&[]);
-    let volume = k.create("pvc-hung", 1, rwx(), None).await.unwrap();
+    let volume = k.create("pvc-hung", 1, rwx(""), None).await.unwrap();
     let start = Instant::now();
     let err = k.stage(&volume).await.unwrap_err();
     let elapsed = start.elapsed();

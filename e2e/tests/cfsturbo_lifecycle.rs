@@ -9,22 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use csi_proto::v1 as pb;
 use e2e::cleanup::mounts_under;
 use e2e::env::TurboFs;
-use e2e::kubelet::{Kubelet, Volume};
+use e2e::kubelet::{Kubelet, Volume, rwx};
 use e2e::{Driver, Env, EnvOptions};
-use pb::volume_capability::access_mode::Mode;
 use tonic::Code;
-
-fn rwx() -> pb::VolumeCapability {
-    pb::VolumeCapability {
-        access_mode: Some(pb::volume_capability::AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-        access_type: Some(pb::volume_capability::AccessType::Mount(Default::default())),
-    }
-}
 
 async fn start(options: EnvOptions) -> (Env, TurboFs, Kubelet) {
     let env = Env::start(Driver::CfsTurbo, options).await.unwrap();
@@ -51,7 +40,7 @@ fn code(err: &anyhow::Error) -> Code {
 }
 
 async fn up(k: &mut Kubelet, name: &str) -> Volume {
-    let volume = k.create(name, 1, rwx(), None).await.unwrap();
+    let volume = k.create(name, 1, rwx(""), None).await.unwrap();
     k.stage(&volume).await.unwrap();
     k.publish(&volume, false).await.unwrap();
     volume
@@ -150,7 +139,7 @@ async fn retain_keeps_the_data_and_the_directory_until_its_volume_is_deleted() {
     assert_eq!(subdir_of(&first.id), "team-data");
     std::fs::write(first.target.join("kept.txt"), "kept").unwrap();
     // Another volume whose pattern gives the same directory waits until the first is deleted.
-    let err = k.create("pvc-second", 1, rwx(), None).await.unwrap_err();
+    let err = k.create("pvc-second", 1, rwx(""), None).await.unwrap_err();
     assert_eq!(code(&err), Code::AlreadyExists, "{err:#}");
     k.unpublish(&first).await.unwrap();
     k.unstage(&first).await.unwrap();
@@ -174,7 +163,7 @@ async fn retain_keeps_the_data_and_the_directory_until_its_volume_is_deleted() {
     assert_eq!(held["volume"], "pvc-second", "{held}");
     assert_eq!(held["released"], false, "{held}");
     assert!(turbo.root().join("team-data/kept.txt").exists());
-    let err = k.create("pvc-third", 1, rwx(), None).await.unwrap_err();
+    let err = k.create("pvc-third", 1, rwx(""), None).await.unwrap_err();
     assert_eq!(code(&err), Code::AlreadyExists, "{err:#}");
     down(&mut k, &second).await;
     assert!(turbo.root().join("team-data/kept.txt").exists());
@@ -260,7 +249,7 @@ async fn escapes_and_collisions_are_refused() {
         "${unknown}",
     ] {
         k.parameters = turbo.parameters(&[("subdir-pattern", bad)]);
-        let err = k.create("pvc-bad", 1, rwx(), None).await.unwrap_err();
+        let err = k.create("pvc-bad", 1, rwx(""), None).await.unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{bad}: {err:#}");
     }
     // Patterns with separators stay one directory under the root.
@@ -270,7 +259,7 @@ async fn escapes_and_collisions_are_refused() {
     ] {
         k.parameters = turbo.parameters(&[("subdir-pattern", pattern), ("on-delete", "delete")]);
         let volume = k
-            .create(&format!("pvc-{expected}"), 1, rwx(), None)
+            .create(&format!("pvc-{expected}"), 1, rwx(""), None)
             .await
             .unwrap();
         assert_eq!(subdir_of(&volume.id), expected, "{pattern}");
@@ -300,7 +289,7 @@ async fn escapes_and_collisions_are_refused() {
         ("/evil", Code::FailedPrecondition),
         ("/nest/evil", Code::FailedPrecondition),
     ] {
-        let volume = k.static_volume("static-escape", "pod-escape", rwx(), attributes(path));
+        let volume = k.static_volume("static-escape", "pod-escape", rwx(""), attributes(path));
         let err = k.stage(&volume).await.unwrap_err();
         assert_eq!(code(&err), expected, "{path}: {err:#}");
         assert!(
@@ -316,15 +305,15 @@ async fn escapes_and_collisions_are_refused() {
     claim.insert("csi.storage.k8s.io/pvc/namespace".into(), "team".into());
     claim.insert("csi.storage.k8s.io/pvc/name".into(), "data-1".into());
     k.parameters = claim.clone();
-    let first = k.create("pvc-claim-1", 1, rwx(), None).await.unwrap();
+    let first = k.create("pvc-claim-1", 1, rwx(""), None).await.unwrap();
     assert_eq!(subdir_of(&first.id), "team");
     claim.insert("csi.storage.k8s.io/pvc/name".into(), "data-2".into());
     k.parameters = claim;
-    let err = k.create("pvc-claim-2", 1, rwx(), None).await.unwrap_err();
+    let err = k.create("pvc-claim-2", 1, rwx(""), None).await.unwrap_err();
     assert_eq!(code(&err), Code::AlreadyExists, "{err:#}");
     assert!(format!("{err:#}").contains("pvc-claim-1"), "{err:#}");
     // The same name with another size is a collision too.
-    let err = k.create("pvc-claim-1", 2, rwx(), None).await.unwrap_err();
+    let err = k.create("pvc-claim-1", 2, rwx(""), None).await.unwrap_err();
     assert_eq!(code(&err), Code::AlreadyExists, "{err:#}");
 
     // Outside the root directory nothing changed.
@@ -347,7 +336,7 @@ async fn a_restarted_controller_is_idempotent() {
     let before = up(&mut k, "pvc-restart").await;
     std::fs::write(before.target.join("survives.txt"), "yes").unwrap();
     k.client = env.restart_driver().await.unwrap();
-    let after = k.create("pvc-restart", 1, rwx(), None).await.unwrap();
+    let after = k.create("pvc-restart", 1, rwx(""), None).await.unwrap();
     assert_eq!(after.id, before.id, "the same volume after a restart");
     assert_eq!(after.volume_context, before.volume_context);
     // The node side repeats too: stage and publish again are accepted as done.
@@ -391,7 +380,7 @@ async fn a_hung_turbo_mount_is_killed_at_its_timeout() {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .collect();
-    let volume = k.static_volume("turbo-hung", "pod-hung", rwx(), context);
+    let volume = k.static_volume("turbo-hung", "pod-hung", rwx(""), context);
     let start = Instant::now();
     let err = k.stage(&volume).await.unwrap_err();
     let elapsed = start.elapsed();
@@ -430,7 +419,7 @@ async fn an_old_driver_static_pv_stages_and_publishes() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let volume = k.static_volume("turbo-pv-handwritten", "pod-old", rwx(), context);
+    let volume = k.static_volume("turbo-pv-handwritten", "pod-old", rwx(""), context);
     k.stage(&volume).await.unwrap();
     k.publish(&volume, false).await.unwrap();
     assert_eq!(
@@ -471,7 +460,7 @@ async fn an_old_driver_dynamic_volume_is_deleted_leaf_only() {
     }
     let before = files(&root);
     let id = format!("{}-{}-/cls-old/pvc-old", turbo.fsid, turbo.host);
-    let volume = k.static_volume(&id, "pod-gone", rwx(), HashMap::new());
+    let volume = k.static_volume(&id, "pod-gone", rwx(""), HashMap::new());
     k.delete(&volume).await.unwrap();
     let after = files(&root);
     let gone: Vec<&String> = before.iter().filter(|f| !after.contains(f)).collect();

@@ -12,27 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cos_client::{ObjectClient, ObjectConfig, ObjectCredentials};
-use csi_proto::v1 as pb;
 use e2e::cleanup::mounts_under;
-use e2e::kubelet::{Kubelet, Volume};
+use e2e::kubelet::{Kubelet, Volume, rwx};
 use e2e::{Driver, Env, EnvOptions};
-use pb::volume_capability::access_mode::Mode;
 
 const BUCKET: &str = "sim-1250000000";
-
-fn rwx(group: &str) -> pb::VolumeCapability {
-    pb::VolumeCapability {
-        access_mode: Some(pb::volume_capability::AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-        access_type: Some(pb::volume_capability::AccessType::Mount(
-            pb::volume_capability::MountVolume {
-                volume_mount_group: group.into(),
-                ..Default::default()
-            },
-        )),
-    }
-}
 
 fn bucket(env: &Env) -> ObjectClient {
     ObjectClient::new(

@@ -12,26 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use csi_proto::v1 as pb;
-use e2e::kubelet::{Kubelet, Volume};
+use e2e::kubelet::{Kubelet, Volume, rwx};
 use e2e::{Driver, Env, EnvOptions};
-use pb::volume_capability::access_mode::Mode;
 
 const BUCKET: &str = "sim-1250000000";
-
-fn rwx(group: &str) -> pb::VolumeCapability {
-    pb::VolumeCapability {
-        access_mode: Some(pb::volume_capability::AccessMode {
-            mode: Mode::MultiNodeMultiWriter as i32,
-        }),
-        access_type: Some(pb::volume_capability::AccessType::Mount(
-            pb::volume_capability::MountVolume {
-                volume_mount_group: group.into(),
-                ..Default::default()
-            },
-        )),
-    }
-}
 
 async fn start() -> (Env, Kubelet) {
     let env = Env::start(Driver::Cos, EnvOptions::default())
