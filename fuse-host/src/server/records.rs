@@ -47,6 +47,23 @@ pub(super) fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+impl Record {
+    /// The record of the daemon `pid` (started at `start_ticks`) serving `request`.
+    pub(super) fn of(
+        request: &crate::protocol::MountRequest,
+        pid: u32,
+        start_ticks: u64,
+    ) -> Record {
+        Record {
+            target: request.target.clone(),
+            kind: request.kind.clone(),
+            fingerprint: request.fingerprint.clone(),
+            pid,
+            start_ticks,
+        }
+    }
+}
+
 /// The records of every mount, on disk and in memory.
 #[derive(Debug)]
 pub(super) struct Records {

@@ -251,14 +251,7 @@ impl Supervisor {
         match fetched {
             Ok(dev) => {
                 self.kept.insert(target, dev);
-                let record = Record {
-                    target: target.clone(),
-                    kind: request.kind.clone(),
-                    fingerprint: request.fingerprint.clone(),
-                    pid,
-                    start_ticks: ticks,
-                };
-                if let Err(e) = self.records.save(&record) {
+                if let Err(e) = self.records.save(&Record::of(request, pid, ticks)) {
                     tracing::error!(error = %e, target = %target.display(), "cannot record a restarted daemon");
                 }
                 self.reap(child, target.clone(), request.kind.clone(), pid, ticks);
@@ -411,15 +404,8 @@ impl Supervisor {
         let deadline = Instant::now() + self.config.ready_timeout;
         self.wait_mounted(&mut child, program, request, (pid, deadline, &log_path))
             .await?;
-        let record = Record {
-            target: target.clone(),
-            kind: request.kind.clone(),
-            fingerprint: request.fingerprint.clone(),
-            pid,
-            start_ticks: ticks,
-        };
         self.remember(program, request);
-        if let Err(e) = self.records.save(&record) {
+        if let Err(e) = self.records.save(&Record::of(request, pid, ticks)) {
             tracing::error!(error = %e, target = %target.display(), "cannot record a mount; it will not be re-adopted after a host restart");
         }
         if keeping {
