@@ -62,7 +62,9 @@ pub fn hand_over(
     interrupt_session_threads();
     let deadline = Instant::now() + timeout;
     let mut quiet_since: Option<Instant> = None;
+    let mut rounds = 0u32;
     loop {
+        rounds += 1;
         let open = counters.in_flight();
         let now = Instant::now();
         if open == 0 {
@@ -76,8 +78,11 @@ pub fn hand_over(
         if now >= deadline {
             return Ok(open);
         }
-        // Interrupt again: a thread may have been between reads at the first signal.
-        interrupt_session_threads();
+        // Interrupt again now and then (every 50 ms): a thread may have been between reads
+        // at the first signal.
+        if rounds % 10 == 0 {
+            interrupt_session_threads();
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
