@@ -80,7 +80,7 @@ pub fn hand_over(
         }
         // Interrupt again now and then (every 50 ms): a thread may have been between reads
         // at the first signal.
-        if rounds % 10 == 0 {
+        if rounds.is_multiple_of(10) {
             interrupt_session_threads();
         }
         std::thread::sleep(Duration::from_millis(5));
