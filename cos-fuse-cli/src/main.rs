@@ -389,7 +389,9 @@ fn mount_with(args: MountArgs, keys: Keys) -> Result<(), String> {
             connect(&args, &settings, keys, &rt).map(CosStore::new)
         });
     }
-    if !Path::new(&args.mountpoint).is_dir() {
+    // Only a daemon that mounts looks at its mount point. One handed a running connection must
+    // not: with its predecessor dead, the kernel waits for this very process to answer.
+    if !args.supervised.inherits_connection() && !Path::new(&args.mountpoint).is_dir() {
         return Err(format!(
             "the mount point {} is not a directory",
             args.mountpoint.display()

@@ -52,6 +52,11 @@ pub enum Connection {
 }
 
 impl SupervisedArgs {
+    /// Whether the mount is already there, on a connection this daemon is handed.
+    pub fn inherits_connection(&self) -> bool {
+        self.fuse_fd.is_some() || self.take_over
+    }
+
     /// The connection to serve. With `--take-over`, this is where the predecessor stops
     /// serving: call it before anything that must not run beside the predecessor (its uploads'
     /// clean-up, its staging directory).

@@ -273,6 +273,41 @@ async fn a_killed_daemon_is_replaced_on_its_connection_under_a_reader() {
     env.stop().await.unwrap();
 }
 
+/// The kernel asks a mount's daemon for the root's attributes once they are older than
+/// `stat_cache_expire`: a daemon killed on an idle mount leaves the next look at the mount point
+/// waiting for its successor, so the successor must serve before it looks there itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_on_an_idle_mount_is_replaced_and_the_mount_answers() {
+    let (mut env, mut k) = start().await;
+    let volume = static_volume(&env, "pod-e", "/", "-ostat_cache_expire=1");
+    k.publish(&volume, false).await.unwrap();
+    std::fs::write(volume.target.join("idle.txt"), b"idle").unwrap();
+    let pids = daemon_pids(&env);
+    assert_eq!(pids.len(), 1);
+    // Idle past the attribute cache, then the kill.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Read in a thread of its own: a hung mount must fail the test, not hang it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = volume.target.join("idle.txt");
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(file).map_err(|e| e.to_string()));
+    });
+    let read = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the mount hung for 20 s after its daemon was killed");
+    assert_eq!(read.unwrap(), b"idle");
+    let replaced = daemon_pids(&env);
+    assert_eq!(replaced.len(), 1);
+    assert_ne!(replaced[0], pids[0]);
+    k.unpublish(&volume).await.unwrap();
+    env.stop().await.unwrap();
+}
+
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
