@@ -7,12 +7,12 @@ use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use cos_fuse::FsConfig;
 use cos_fuse::fs::Fs;
-use cos_fuse::fuse::{MountHandle, MountOptions, mount};
+use cos_fuse::fuse::{FuseCounters, MountHandle, MountOptions, mount};
 use cos_fuse::mem::{MemStore, Op};
 
 const MIB: usize = 1024 * 1024;
@@ -21,6 +21,7 @@ const MIB: usize = 1024 * 1024;
 struct Mounted {
     handle: Option<MountHandle>,
     store: MemStore,
+    counters: Arc<FuseCounters>,
     dir: PathBuf,
     _staging: tempfile::TempDir,
     _mountpoint: tempfile::TempDir,
@@ -52,12 +53,14 @@ impl Mounted {
         tune(&mut cfg);
         let fs = Fs::new(store.clone(), cfg).unwrap();
         let opts = MountOptions::new("bucket-1250000000", "pv");
+        let counters = Arc::clone(&opts.counters);
         let dir = mountpoint.path().canonicalize().unwrap();
         let handle =
             mount(fs, rt.handle().clone(), &dir, &opts).expect("mount needs root and /dev/fuse");
         Mounted {
             handle: Some(handle),
             store,
+            counters,
             dir,
             _staging: staging,
             _mountpoint: mountpoint,
@@ -67,6 +70,12 @@ impl Mounted {
 
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
+    }
+
+    /// The FLUSH requests the kernel has sent so far.
+    fn flushes(&self) -> u64 {
+        let ops = self.counters.snapshot().ops;
+        ops.get("flush").map_or(0, |(ok, errors)| ok + errors)
     }
 }
 
@@ -270,4 +279,26 @@ fn a_slow_get_does_not_hold_up_other_requests() {
         start.elapsed()
     );
     assert_eq!(reader.join().unwrap().unwrap(), MIB);
+}
+
+#[test]
+fn closing_a_read_only_descriptor_sends_no_flush_and_a_written_one_does() {
+    let m = Mounted::new(|_| {});
+    fs::write(m.path("f"), b"data").unwrap();
+    let before = m.flushes();
+    assert!(before >= 1, "a written file's close flushes");
+    for _ in 0..3 {
+        assert_eq!(fs::read(m.path("f")).unwrap(), b"data");
+    }
+    // A forked child closing the inherited descriptor at execve: no FLUSH either.
+    let f = fs::File::open(m.path("f")).unwrap();
+    let status = Command::new("true").status().unwrap();
+    assert!(status.success());
+    drop(f);
+    assert_eq!(m.flushes(), before, "read-only closes sent FLUSH");
+    let mut f = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    f.write_all(b"DA").unwrap();
+    drop(f);
+    assert!(m.flushes() > before);
+    assert_eq!(m.store.object("pv/f").unwrap(), &b"DAta"[..]);
 }

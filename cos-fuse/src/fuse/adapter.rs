@@ -343,9 +343,17 @@ impl<S: ObjectStore> Filesystem for FuseFs<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+        // A read-only handle has nothing to commit, so its closes need no FLUSH: a close costs
+        // no round trip, and a process that forks while reading does not make its child's
+        // `execve` wait on this daemon (it closes the inherited descriptor).
+        let reply_flags = if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+            FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::empty()
+        };
         self.spawn(op!("open"), move |fs, _, c| async move {
             match fs.open(ino.0, OpenFlags(flags.0)).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), reply_flags),
                 Err(e) => reply.error(c.err(e)),
             }
         });

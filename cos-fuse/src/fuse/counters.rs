@@ -82,7 +82,6 @@ pub struct FuseCountersSnapshot {
 }
 
 impl FuseCounters {
-    /// Counts a request (or its failure) of operation `OPS[op]`.
     /// A request was dispatched to the runtime.
     pub(super) fn begin(&self) {
         self.in_flight.fetch_add(1, Relaxed);
@@ -98,6 +97,7 @@ impl FuseCounters {
         self.in_flight.load(Relaxed)
     }
 
+    /// Counts a request (or its failure) of operation `OPS[op]`.
     pub(super) fn count(&self, op: usize, failed: bool) {
         if let Some((ok, errors)) = self.ops.get(op) {
             if failed { errors } else { ok }.fetch_add(1, Relaxed);
