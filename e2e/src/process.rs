@@ -92,6 +92,23 @@ impl Proc {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Where the process is: its scheduler state and the kernel function it sleeps in (read
+    /// from `stat` and `wchan`, which never wait on the process's memory, unlike `cmdline`).
+    /// A process that has said nothing is told apart from one stuck in the kernel this way.
+    pub fn kernel_state(&self) -> String {
+        let Some(pid) = self.pid() else {
+            return "exited".to_owned();
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?");
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        format!("pid {pid}, state {state}, waiting in {wchan:?}")
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

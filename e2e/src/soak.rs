@@ -11,6 +11,7 @@
 
 mod audit;
 mod chaos;
+mod io;
 mod rig;
 mod tracker;
 mod worker;

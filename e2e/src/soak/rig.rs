@@ -170,7 +170,14 @@ impl Rig {
         };
         CsiClient::wait_ready(&slot.socket, READY_TIMEOUT)
             .await
-            .with_context(|| format!("{} log:\n{}", kind.binary(), slot.proc.log_tail()))?;
+            .with_context(|| {
+                format!(
+                    "{} ({}) log:\n{}",
+                    kind.binary(),
+                    slot.proc.kernel_state(),
+                    slot.proc.log_tail()
+                )
+            })?;
         Ok(slot)
     }
 
@@ -200,7 +207,14 @@ impl Rig {
         let slot = self.slot(kind)?;
         CsiClient::wait_ready(&slot.socket, READY_TIMEOUT)
             .await
-            .with_context(|| format!("{} log:\n{}", kind.binary(), slot.proc.log_tail()))?;
+            .with_context(|| {
+                format!(
+                    "{} ({}) log:\n{}",
+                    kind.binary(),
+                    slot.proc.kernel_state(),
+                    slot.proc.log_tail()
+                )
+            })?;
         Ok(())
     }
 
@@ -343,15 +357,20 @@ impl Rig {
     pub fn save_logs(&self) -> Option<PathBuf> {
         let target = self.workdir.with_extension("logs");
         let mut copied = false;
-        let mut dirs = vec![self.logs.clone()];
-        dirs.extend(self.drivers.iter().map(|s| s.dir.join("logs")));
-        for dir in dirs {
+        // Each driver's logs in a directory of its own: both FUSE hosts name theirs alike.
+        let mut dirs = vec![(self.logs.clone(), target.clone())];
+        dirs.extend(
+            self.drivers
+                .iter()
+                .map(|s| (s.dir.join("logs"), target.join(s.kind.binary()))),
+        );
+        for (dir, into) in dirs {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
-                if std::fs::create_dir_all(&target).is_ok()
-                    && std::fs::copy(entry.path(), target.join(entry.file_name())).is_ok()
+                if std::fs::create_dir_all(&into).is_ok()
+                    && std::fs::copy(entry.path(), into.join(entry.file_name())).is_ok()
                 {
                     copied = true;
                 }

@@ -7,8 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use csi_proto::v1 as pb;
 use pb::volume_capability::access_mode::Mode;
 
+use super::io;
 use super::tracker::{Plane, Tracker};
 use crate::client::CsiClient;
 use crate::env::Driver;
@@ -325,8 +325,8 @@ impl<'a> Lifecycle<'a> {
     /// succeeded is remembered.
     async fn write(&mut self, file: &DataFile, deadline: Instant) -> anyhow::Result<()> {
         loop {
-            let (path, seed, len) = (file.path.clone(), file.seed, file.len);
-            let result = blocking(move || write_synced(&path, &content(seed, len))).await;
+            let bytes = content(file.seed, file.len);
+            let result = io::write_synced(&file.path, &bytes, IO_TIMEOUT).await;
             let Err(error) = result else {
                 return Ok(());
             };
@@ -345,8 +345,7 @@ impl<'a> Lifecycle<'a> {
         let files = self.files.clone();
         for file in files {
             loop {
-                let path = file.path.clone();
-                let last = match blocking(move || Ok(std::fs::read(&path)?)).await {
+                let last = match io::read(&file.path, IO_TIMEOUT).await {
                     Ok(bytes) => {
                         let expected = content(file.seed, file.len);
                         if bytes == expected {
@@ -465,32 +464,4 @@ impl<'a> Lifecycle<'a> {
         })
         .await
     }
-}
-
-/// Runs blocking file I/O off the async threads, abandoning it after [`IO_TIMEOUT`] (a hung
-/// FUSE request keeps its thread, not the worker).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(IO_TIMEOUT, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(anyhow!("I/O task failed: {e}")),
-        Err(_) => Err(anyhow!("I/O through the mount hung for {IO_TIMEOUT:?}")),
-    }
-}
-
-/// Creates `path` with `bytes`, fsyncs it and its directory.
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file =
-        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("write {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("fsync {}", path.display()))?;
-    drop(file);
-    if let Some(dir) = path.parent() {
-        // Best effort: not every file system syncs a directory.
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
 }
