@@ -165,6 +165,16 @@ impl Bench {
         Ok(())
     }
 
+    /// Every request the simulator's COS endpoint has answered so far (`GET /_sim/stats`).
+    pub(super) async fn cos_requests(&self) -> anyhow::Result<u64> {
+        let url = format!("{}/_sim/stats", self.sim_url);
+        let stats: serde_json::Value = self.http.get(&url).send().await?.json().await?;
+        let ops = stats["cos"]
+            .as_object()
+            .ok_or_else(|| anyhow::anyhow!("GET /_sim/stats has no \"cos\" counters: {stats}"))?;
+        Ok(ops.values().filter_map(|op| op["calls"].as_u64()).sum())
+    }
+
     /// The first line of `s3fs --version`; s3fs must be installed.
     pub(super) async fn s3fs_version(&self) -> anyhow::Result<String> {
         let version = run_command(&self.s3fs, &["--version"], COMMAND_TIMEOUT)

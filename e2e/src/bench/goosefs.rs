@@ -215,9 +215,27 @@ impl Run<'_> {
         }
     }
 
-    /// One timed read of `dataset` through the mount at `point`.
-    async fn read(&self, dataset: Dataset, point: &Path, what: &str) -> anyhow::Result<Duration> {
+    /// One timed read of `dataset` through the mount at `point`, with the COS requests the
+    /// mount made meanwhile.
+    async fn read(
+        &self,
+        dataset: Dataset,
+        point: &Path,
+        what: &str,
+    ) -> anyhow::Result<(Duration, u64)> {
         self.prepare(dataset).await?;
+        let before = self.bench.cos_requests().await?;
+        let took = self.read_only(dataset, point, what).await?;
+        let requests = self.bench.cos_requests().await?.saturating_sub(before);
+        Ok((took, requests))
+    }
+
+    async fn read_only(
+        &self,
+        dataset: Dataset,
+        point: &Path,
+        what: &str,
+    ) -> anyhow::Result<Duration> {
         let (size, files) = (self.args.size_mib * MIB, self.args.files);
         let point = point.to_owned();
         match dataset {
@@ -366,7 +384,7 @@ impl Run<'_> {
             let point = mount.point.clone();
             mounts.push(mount);
             cold.push(self.read(dataset, &point, &what(kind, "cold")).await?);
-            warm.push(self.read(dataset, &point, &what(kind, "warm")).await?);
+            warm.push(self.read(dataset, &point, &what(kind, "warm")).await?.0);
             if kind == Kind::Cached {
                 blocks = files_under(&cache.join("blocks"))?;
             }
@@ -379,7 +397,8 @@ impl Run<'_> {
                 for ((kind, mount), best) in KINDS.iter().zip(&mounts).zip(warm.iter_mut()) {
                     let took = self
                         .read(dataset, &mount.point, &what(*kind, "warm"))
-                        .await?;
+                        .await?
+                        .0;
                     *best = (*best).min(took);
                 }
             }
@@ -406,7 +425,8 @@ impl Run<'_> {
             started.elapsed().as_secs_f64()
         );
         let figures = |k: usize| ColdWarm {
-            cold: cold[k],
+            cold: cold[k].0,
+            cold_requests: cold[k].1,
             warm: warm[k],
         };
         Ok(DatasetFigures {

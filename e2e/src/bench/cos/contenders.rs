@@ -16,7 +16,9 @@ use super::workloads::{
 };
 use crate::bench::bucket::{BUCKET, Bench, Profile};
 use crate::bench::mount::{Contender, Mount};
-use crate::bench::{MIB, READY_TIMEOUT, blocking, drop_page_cache, is_mount_point, peak_rss_kib};
+use crate::bench::{
+    MIB, READY_TIMEOUT, blocking, drop_page_cache, is_mount_point, peak_rss_kib, rss_kib,
+};
 use crate::process::Proc;
 
 /// What one mount did under one profile.
@@ -29,6 +31,10 @@ pub(super) struct Figures {
     readdir_stat: Duration,
     creates: Duration,
     pub(super) peak_rss_kib: Option<u64>,
+    /// VmRSS of the mounted, idle daemon, before any workload.
+    pub(super) idle_rss_kib: Option<u64>,
+    /// VmRSS [`SETTLE`] after the sequential reads ended.
+    pub(super) after_read_rss_kib: Option<u64>,
     /// VmHWM after each step, to tell which one set the peak.
     pub(super) peak_after: Vec<(&'static str, Option<u64>)>,
 }
@@ -57,6 +63,10 @@ async fn cold_client_warm_server(bench: &Bench, key: &str, size: u64) -> anyhow:
     bench.raw_read(key, size).await.map(drop)
 }
 
+/// How long a daemon is left alone before its resident memory is read: "returns to idle within
+/// seconds".
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Mounts `prefix` with `who`, runs every workload through the mount, unmounts.
 pub(super) async fn measure(
     bench: &Bench,
@@ -78,6 +88,8 @@ pub(super) async fn measure(
     let mut figures = Figures::default();
     let pid = mount.proc.pid();
     let hwm = || pid.and_then(peak_rss_kib);
+    tokio::time::sleep(SETTLE).await;
+    figures.idle_rss_kib = pid.and_then(rss_kib);
 
     let file = point.join("seq.bin");
     let (path, p) = (file.clone(), Arc::clone(pattern));
@@ -106,6 +118,8 @@ pub(super) async fn measure(
     })
     .await?;
     figures.peak_after.push(("read", hwm()));
+    tokio::time::sleep(SETTLE).await;
+    figures.after_read_rss_kib = pid.and_then(rss_kib);
 
     figures.parallel_read = best_of(READ_TRIES, || async {
         cold_client_warm_server(bench, &key, size).await?;

@@ -78,6 +78,8 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ColdWarm {
     pub(super) cold: Duration,
+    /// COS requests the mount made during the cold read.
+    pub(super) cold_requests: u64,
     pub(super) warm: Duration,
 }
 
@@ -91,6 +93,16 @@ pub(super) struct DatasetFigures {
     pub(super) ceiling_bytes: u64,
     /// Threads of the ceiling's best read.
     pub(super) ceiling_readers: usize,
+}
+
+impl DatasetFigures {
+    pub(super) fn of(&self, kind: Kind) -> ColdWarm {
+        match kind {
+            Kind::Cached => self.cached,
+            Kind::Plain => self.plain,
+            Kind::S3fs => self.s3fs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,9 @@ const COLD_TARGET_OF_PLAIN: f64 = 0.9;
 const WARM_TARGET_OF_CEILING: f64 = 0.85;
 /// Warm reads through the block cache, times faster than the cold read.
 const WARM_TARGET_TIMES_COLD: f64 = 10.0;
+/// COS requests per small file read cold, with or without the cache: its data and what it is
+/// (size, ETag) come back in one GET.
+const SMALL_REQUESTS_PER_FILE: f64 = 1.2;
 /// A preload, as a share of a cold read of the large file without the cache.
 const PRELOAD_TARGET_OF_PLAIN_COLD: f64 = 1.0;
 
@@ -60,6 +63,18 @@ pub(super) fn verdicts(
             ),
             met: speedup >= WARM_TARGET_TIMES_COLD,
         });
+        if *dataset == Dataset::Small {
+            for kind in [Kind::Cached, Kind::Plain] {
+                let per_file = f.of(kind).cold_requests as f64 / args.files.max(1) as f64;
+                out.push(Verdict {
+                    text: format!(
+                        "{label}, {}: {per_file:.2} COS requests per file read cold (target <= {SMALL_REQUESTS_PER_FILE})",
+                        kind.label()
+                    ),
+                    met: per_file <= SMALL_REQUESTS_PER_FILE,
+                });
+            }
+        }
         let versus = f.s3fs.warm.as_secs_f64() / f.cached.warm.as_secs_f64().max(1e-9);
         out.push(Verdict {
             text: format!("{label}: warm {versus:.2}x s3fs's cache warm (target > 1x)"),
@@ -99,16 +114,17 @@ pub(super) fn report(
     for (dataset, f) in figures {
         let bytes = dataset.bytes(args);
         println!("\n== {} ==", dataset.label(args));
-        println!("  {:<30} {:>26} {:>26}", "mount", "cold", "warm");
-        for (kind, cw) in [
-            (Kind::Cached, f.cached),
-            (Kind::Plain, f.plain),
-            (Kind::S3fs, f.s3fs),
-        ] {
+        println!(
+            "  {:<30} {:>26} {:>14} {:>26}",
+            "mount", "cold", "cold requests", "warm"
+        );
+        for kind in [Kind::Cached, Kind::Plain, Kind::S3fs] {
+            let cw = f.of(kind);
             println!(
-                "  {:<30} {:>26} {:>26}",
+                "  {:<30} {:>26} {:>14} {:>26}",
                 kind.label(),
                 show(bytes, cw.cold),
+                cw.cold_requests,
                 show(bytes, cw.warm)
             );
         }
@@ -158,6 +174,7 @@ mod tests {
     fn cw(cold_ms: u64, warm_ms: u64) -> ColdWarm {
         ColdWarm {
             cold: Duration::from_millis(cold_ms),
+            cold_requests: 0,
             warm: Duration::from_millis(warm_ms),
         }
     }
@@ -204,5 +221,29 @@ mod tests {
         // 100 MiB in 1 s against 105 MiB/s without the cache.
         let want = "preload 100 MiB/s = 95% of no-cache cold (target >= 100%)";
         assert!(got[4].text.contains(want), "{got:?}");
+
+        // Small files: requests per file read cold, per cos-fuse mount.
+        let small = DatasetFigures {
+            cached: ColdWarm {
+                cold_requests: 12,
+                ..f.cached
+            },
+            plain: ColdWarm {
+                cold_requests: 23,
+                ..f.plain
+            },
+            ..f
+        };
+        let got = verdicts(&args, &[(Dataset::Small, small)], &preload);
+        let requests: Vec<&Verdict> = got.iter().filter(|v| v.text.contains("requests")).collect();
+        assert_eq!(requests.len(), 2, "{got:?}");
+        assert!(requests[0].met, "{got:?}");
+        assert!(
+            requests[0]
+                .text
+                .contains("1.20 COS requests per file read cold (target <= 1.2)")
+        );
+        assert!(!requests[1].met, "{got:?}");
+        assert!(requests[1].text.contains("no cache"), "{got:?}");
     }
 }
