@@ -97,6 +97,7 @@ mod context;
 mod error;
 mod files;
 mod handles;
+mod hints;
 mod inode_journal;
 mod namespace;
 mod paths;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::error::{ForKey, FsError};
 use super::paths::{MAX_KEY, check_name, child, split};
 use super::state::Inner;
-use super::table::Meta;
+use super::table::{Entry, Meta};
 use super::types::{Attr, Fh, FileKind, Ino, ROOT_INO, SetAttr};
 use crate::errno::Errno;
 use crate::store::{ObjectStore, StoreError};
@@ -59,16 +59,20 @@ impl<S: ObjectStore> Inner<S> {
                 }));
             }
             let (dir, name) = split(path);
+            let listed = |e: &Entry| Found {
+                meta: Meta {
+                    kind: e.kind,
+                    size: e.size,
+                    mtime: e.mtime,
+                    etag: e.etag.clone(),
+                },
+                has_marker: None,
+            };
             if let Some(l) = t.listings.fresh(dir, now) {
-                return Ok(l.entries.get(name).map(|e| Found {
-                    meta: Meta {
-                        kind: e.kind,
-                        size: e.size,
-                        mtime: e.mtime,
-                        etag: e.etag.clone(),
-                    },
-                    has_marker: None,
-                }));
+                return Ok(l.entries.get(name).map(listed));
+            }
+            if let Some(e) = t.listings.known(dir, name, now) {
+                return Ok(Some(listed(e)));
             }
             if t.is_negative(path, now) {
                 return Ok(None);
@@ -82,6 +86,7 @@ impl<S: ObjectStore> Inner<S> {
                 }));
             }
         }
+        self.note_miss(path, now);
         let found = self.remote_stat(path).await?;
         let mut t = self.table();
         match &found {
@@ -105,6 +110,19 @@ impl<S: ObjectStore> Inner<S> {
             }
         }
         Ok(found)
+    }
+
+    /// A lookup of `path` asks the store: on the second in its directory within the listing
+    /// freshness, that directory's first pages are fetched for the lookups to come.
+    fn note_miss(self: &Arc<Self>, path: &str, now: Instant) {
+        let (dir, _) = split(path);
+        let begun = self
+            .table()
+            .listings
+            .missed(dir, now, self.ctx.cfg.list_ttl);
+        if let Some(generation) = begun {
+            tokio::spawn(Arc::clone(self).fetch_hint(dir.to_owned(), generation));
+        }
     }
 
     /// Asks the store what `path` is: a directory if anything is under `path/`, else a file if

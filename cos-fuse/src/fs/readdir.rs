@@ -29,7 +29,8 @@ use std::time::Instant;
 
 use super::error::{ForKey, FsError};
 use super::handles::{DirCursor, DirHandle, DirSource, StorePos};
-use super::paths::{child, listable, split, synthetic_ino};
+use super::hints::{page_entries, page_last};
+use super::paths::{child, split, synthetic_ino};
 use super::state::Inner;
 use super::table::Entry;
 use super::types::{DirEntry, Fh, FileKind, Ino, ROOT_INO};
@@ -267,51 +268,13 @@ impl<S: ObjectStore> Inner<S> {
         page: ListPage,
     ) -> BTreeMap<String, FileKind> {
         let first_page = pos.token.is_none();
-        let page_last = page
-            .objects
-            .last()
-            .map(|o| o.key.clone())
-            .into_iter()
-            .chain(page.common_prefixes.last().cloned())
-            .max();
+        let page_last = page_last(&page);
         let more = page.next_token.is_some();
         let mut listed: BTreeMap<String, Entry> = pos.held.drain(..).collect();
-        for o in page.objects {
-            let Some(name) = o.key.strip_prefix(dkey) else {
-                continue;
-            };
-            if name.is_empty() {
-                pos.has_marker = true;
-                continue;
-            }
-            if !listable(name) {
-                continue;
-            }
-            // A directory of the same name wins.
-            listed.entry(name.to_string()).or_insert(Entry {
-                kind: FileKind::File,
-                size: o.size,
-                mtime: o.last_modified,
-                etag: Some(o.etag),
-            });
-        }
-        for cp in page.common_prefixes {
-            let Some(name) = cp.strip_prefix(dkey).and_then(|n| n.strip_suffix('/')) else {
-                continue;
-            };
-            if !listable(name) {
-                continue;
-            }
-            listed.insert(
-                name.to_string(),
-                Entry {
-                    kind: FileKind::Dir,
-                    size: 0,
-                    mtime: self.mount_time,
-                    etag: None,
-                },
-            );
-        }
+        let (entries, has_marker) = page_entries(&page, dkey, self.mount_time);
+        pos.has_marker |= has_marker;
+        // The held files are files unless this page has their directories: those win.
+        listed.extend(entries);
         if more {
             // `name/` sorts after the page's last key: it may be on a later page.
             let undecided = |name: &str| {

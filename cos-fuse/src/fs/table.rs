@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::inode_journal::{self, Event, InodeJournal, Mapping};
 use super::paths::{subtree, under};
@@ -463,6 +463,9 @@ pub(crate) struct Listing {
     /// Whether every page is in: a listing being filled page by page ([`Listings::begin`]) is
     /// never [`Listings::fresh`].
     complete: bool,
+    /// Only the first pages, fetched for lookups (`fs/hints.rs`): it answers which names
+    /// exist ([`Listings::known`]), never which do not, and is never [`Listings::fresh`].
+    hint: bool,
 }
 
 /// Complete listings of directories, with a cap on their entries together (oldest evicted).
@@ -476,7 +479,12 @@ pub(crate) struct Listings {
     total: usize,
     max: usize,
     generation: u64,
+    /// When a lookup in each directory last went to the store ([`Listings::missed`]).
+    misses: HashMap<String, Instant>,
 }
+
+/// The most directories whose last lookup miss is remembered.
+const MISSES_KEPT: usize = 4096;
 
 impl Listings {
     fn new(max: usize) -> Self {
@@ -486,11 +494,44 @@ impl Listings {
             total: 0,
             max,
             generation: 0,
+            misses: HashMap::new(),
         }
     }
 
+    /// `dir`'s whole listing while it is fresh.
     pub(crate) fn fresh(&self, dir: &str, now: Instant) -> Option<&Listing> {
-        self.map.get(dir).filter(|l| l.complete && l.until > now)
+        self.map
+            .get(dir)
+            .filter(|l| l.complete && !l.hint && l.until > now)
+    }
+
+    /// What a fresh listing or hint of `dir` says `name` is; `None` when none holds it.
+    pub(crate) fn known(&self, dir: &str, name: &str, now: Instant) -> Option<&Entry> {
+        self.map
+            .get(dir)
+            .filter(|l| l.complete && l.until > now)
+            .and_then(|l| l.entries.get(name))
+    }
+
+    /// A lookup in `dir` had to ask the store. On the second within `window`, while `dir` has
+    /// no listing, begins a hint of it and returns its generation for `Inner::fetch_hint`.
+    pub(crate) fn missed(&mut self, dir: &str, now: Instant, window: Duration) -> Option<u64> {
+        if self.map.contains_key(dir) {
+            return None;
+        }
+        if self.misses.len() >= MISSES_KEPT {
+            self.misses.retain(|_, at| now.duration_since(*at) < window);
+            if self.misses.len() >= MISSES_KEPT {
+                self.misses.clear();
+            }
+        }
+        match self.misses.insert(dir.to_owned(), now) {
+            Some(at) if now.duration_since(at) < window => {
+                self.misses.remove(dir);
+                Some(self.begin(dir))
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn insert(
@@ -528,6 +569,7 @@ impl Listings {
                 has_marker,
                 generation: self.generation,
                 complete: true,
+                hint: false,
             },
         );
     }
@@ -546,6 +588,7 @@ impl Listings {
                 has_marker: false,
                 generation: self.generation,
                 complete: false,
+                hint: false,
             },
         );
         self.generation
@@ -624,6 +667,21 @@ impl Listings {
             l.complete = true;
             l.has_marker = has_marker;
             l.until = until;
+        }
+    }
+
+    /// Completes the hint `generation` of `dir` (first pages only): it answers lookups of the
+    /// names it holds until `until`.
+    pub(crate) fn finish_hint(
+        &mut self,
+        dir: &str,
+        generation: u64,
+        has_marker: bool,
+        until: Instant,
+    ) {
+        self.finish(dir, generation, has_marker, until);
+        if let Some(l) = self.map.get_mut(dir).filter(|l| l.generation == generation) {
+            l.hint = true;
         }
     }
 

@@ -322,3 +322,63 @@ fn a_handle_released_midway_leaves_no_partial_listing() {
         h.fs.releasedir(fh);
     });
 }
+
+/// Waits (up to 5 s) until the lookup hint of `dir` holds `name`.
+async fn hinted(h: &Harness, dir: &str, name: &str) {
+    for _ in 0..500 {
+        let now = std::time::Instant::now();
+        if h.fs.inner.table().listings.known(dir, name, now).is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no hint of {dir} holds {name}");
+}
+
+#[test]
+fn lookups_of_many_names_in_one_directory_stop_asking_the_store() {
+    run(async {
+        let store = big_dir(50);
+        store.insert("d/sub/x", "1");
+        let h = Harness::new(store, |_| {});
+        let d = h.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        h.fs.lookup(d, "f00000").await.unwrap();
+        h.fs.lookup(d, "f00001").await.unwrap();
+        hinted(&h, "d", "f00049").await;
+        h.store.reset_stats();
+        for i in 2..50 {
+            let a = h.fs.lookup(d, &format!("f{i:05}")).await.unwrap();
+            assert_eq!(a.kind, FileKind::File);
+        }
+        assert_eq!(h.fs.lookup(d, "sub").await.unwrap().kind, FileKind::Dir);
+        let stats = h.store.stats();
+        assert_eq!((stats.count(Op::Head), stats.count(Op::List)), (0, 0));
+
+        // A hint never says a name is absent: another client's new object is found.
+        h.store.insert("d/new", "n");
+        assert_eq!(h.fs.lookup(d, "new").await.unwrap().kind, FileKind::File);
+        assert!(h.store.stats().count(Op::Head) > 0);
+        // This mount's own removal shows at once.
+        h.fs.unlink(d, "f00003").await.unwrap();
+        let e = h.fs.lookup(d, "f00003").await.unwrap_err();
+        assert_eq!(e.errno(), Errno::ENOENT);
+        // readdir lists the store, not the hint.
+        let got = names(&h.list(d).await);
+        assert_eq!(got.len(), 50 - 1 + 1 + 1, "{got:?}");
+        assert!(got.contains_key("new"));
+    });
+}
+
+#[test]
+fn one_lookup_in_a_directory_lists_nothing_more() {
+    run(async {
+        let h = Harness::new(big_dir(50), |_| {});
+        let d = h.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        h.store.reset_stats();
+        h.fs.lookup(d, "f00000").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The lookup's own HEAD and LIST of `f00000/`, and no listing of `d/`.
+        let stats = h.store.stats();
+        assert_eq!((stats.count(Op::Head), stats.count(Op::List)), (1, 1));
+    });
+}
