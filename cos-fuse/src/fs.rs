@@ -13,7 +13,8 @@
 //! - `fs/table.rs`: the inode table and caches; `fs/handles.rs`: open handles;
 //!   `fs/state.rs`: the state the operations share;
 //! - `fs/namespace.rs`: lookup, attributes, mkdir, rmdir, unlink; `fs/rename.rs`: renames;
-//!   `fs/readdir.rs`: directory handles and listings; `fs/files.rs`: open files.
+//!   `fs/readdir.rs`: directory handles and listings; `fs/hints.rs`: listings fetched for
+//!   lookups; `fs/files.rs`: open files.
 //!
 //! # Objects as files
 //!
@@ -52,9 +53,13 @@
 //! Attributes of looked-up files (`attr_ttl`, also the kernel's TTL), "no such file"
 //! (`negative_ttl`) and whole directory listings (`list_ttl`, at most `list_cache_max_entries`
 //! entries together; a directory with more is not cached) are kept 15 s by default, the
-//! GooseFS-Lite defaults. Changes made by this
-//! mount update the caches at once (read-your-writes); changes by other clients show after the
-//! TTLs. An open file reads the object version (ETag, `If-Match`) it was opened with or this
+//! GooseFS-Lite defaults. A listing comes from `readdir`, or from `mkdir` (a new directory is
+//! empty); once it expires, the next lookup there that the caches cannot answer lists the
+//! directory again (up to 2000 names) rather than asking for the one name. A directory with no
+//! listing gets a hint after two lookups there asked the store (`fs/hints.rs`): its first pages,
+//! which answer lookups of the names they hold but never that a name is absent. Changes made by
+//! this mount update the caches at once (read-your-writes); changes by other clients show after
+//! the TTLs. An open file reads the object version (ETag, `If-Match`) it was opened with or this
 //! mount last wrote; if another client replaces the object, reads fail with ESTALE instead of
 //! mixing versions.
 //!

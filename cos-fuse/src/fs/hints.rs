@@ -24,6 +24,11 @@ use crate::store::{ListPage, ObjectStore};
 
 /// The most LIST pages one hint fetches (1000 keys each).
 pub(super) const HINT_PAGES: usize = 4;
+/// The most LIST pages of a directory whose whole listing a lookup refreshes.
+const REFRESH_PAGES: usize = 2;
+/// The most entries of an expired listing a lookup refreshes: what [`REFRESH_PAGES`] hold (a
+/// LIST page has up to 1000 keys).
+pub(super) const REFRESH_MAX_ENTRIES: usize = REFRESH_PAGES * 1000;
 
 /// The entries of one LIST page of the directory with key prefix `dkey` (a directory wins over a
 /// file of its name), and whether the directory's own marker `dkey` is on it. Directories get
@@ -87,12 +92,28 @@ pub(super) fn page_last(page: &ListPage) -> Option<String> {
 
 impl<S: ObjectStore> Inner<S> {
     /// Fills the hint `generation` of directory `dir` (begun by the lookup that decided on it)
-    /// with its first pages. Best effort: a failure or a change of the directory drops it.
+    /// with its first pages, in the background. Best effort: a failure or a change of the
+    /// directory drops it.
     pub(super) async fn fetch_hint(self: Arc<Self>, dir: String, generation: u64) {
-        let dkey = self.dir_key(&dir);
+        self.fill(&dir, generation, false).await;
+    }
+
+    /// Lists again directory `dir`, whose whole listing expired, as the listing `generation`
+    /// begun for it; `true` once it is fresh again. Only a directory of at most
+    /// [`REFRESH_PAGES`] pages is refreshed this way; a larger one, a failure or a change of the
+    /// directory meanwhile leave it unlisted.
+    pub(super) async fn refresh_listing(self: &Arc<Self>, dir: &str, generation: u64) -> bool {
+        self.fill(dir, generation, true).await
+    }
+
+    /// Lists `dir` page by page into the listing `generation`: all of it (`whole`, at most
+    /// [`REFRESH_PAGES`]), or its first [`HINT_PAGES`] as a hint.
+    async fn fill(&self, dir: &str, generation: u64, whole: bool) -> bool {
+        let dkey = self.dir_key(dir);
         let mut token = None;
         let mut marker = false;
-        for _ in 0..HINT_PAGES {
+        let pages = if whole { REFRESH_PAGES } else { HINT_PAGES };
+        for _ in 0..pages {
             let page = match self
                 .ctx
                 .store
@@ -102,13 +123,13 @@ impl<S: ObjectStore> Inner<S> {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::debug!(dir = %dkey, error = %e, "could not list a directory for lookups");
-                    self.table().listings.abandon(&dir, generation);
-                    return;
+                    self.table().listings.abandon(dir, generation);
+                    return false;
                 }
             };
             let (mut entries, has_marker) = page_entries(&page, &dkey, self.mount_time);
             marker |= has_marker;
-            if page.next_token.is_some() {
+            if page.next_token.is_some() && !whole {
                 // A later page may hold `name/`: such files are left to their own lookups.
                 let last = page_last(&page);
                 entries.retain(|name, e| {
@@ -121,9 +142,9 @@ impl<S: ObjectStore> Inner<S> {
             if !self
                 .table()
                 .listings
-                .extend(&dir, generation, entries.iter())
+                .extend(dir, generation, entries.iter())
             {
-                return;
+                return false;
             }
             token = page.next_token;
             if token.is_none() {
@@ -131,8 +152,20 @@ impl<S: ObjectStore> Inner<S> {
             }
         }
         let until = Instant::now() + self.ctx.cfg.list_ttl;
-        self.table()
-            .listings
-            .finish_hint(&dir, generation, marker, until);
+        let mut t = self.table();
+        match (whole, token.is_none()) {
+            (true, true) => {
+                t.listings.finish(dir, generation, marker, until);
+                true
+            }
+            (true, false) => {
+                t.listings.abandon(dir, generation);
+                false
+            }
+            (false, _) => {
+                t.listings.finish_hint(dir, generation, marker, until);
+                false
+            }
+        }
     }
 }

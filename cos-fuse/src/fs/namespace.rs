@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 
 use super::error::{ForKey, FsError};
+use super::hints::REFRESH_MAX_ENTRIES;
 use super::paths::{MAX_KEY, check_name, child, split};
 use super::state::Inner;
 use super::table::{Entry, Meta};
@@ -21,6 +22,21 @@ use crate::store::{ObjectStore, StoreError};
 pub(crate) struct Found {
     pub(crate) meta: Meta,
     pub(crate) has_marker: Option<bool>,
+}
+
+impl Found {
+    /// What a listing's entry says.
+    fn listed(e: &Entry) -> Found {
+        Found {
+            meta: Meta {
+                kind: e.kind,
+                size: e.size,
+                mtime: e.mtime,
+                etag: e.etag.clone(),
+            },
+            has_marker: None,
+        }
+    }
 }
 
 impl<S: ObjectStore> Inner<S> {
@@ -59,20 +75,11 @@ impl<S: ObjectStore> Inner<S> {
                 }));
             }
             let (dir, name) = split(path);
-            let listed = |e: &Entry| Found {
-                meta: Meta {
-                    kind: e.kind,
-                    size: e.size,
-                    mtime: e.mtime,
-                    etag: e.etag.clone(),
-                },
-                has_marker: None,
-            };
             if let Some(l) = t.listings.fresh(dir, now) {
-                return Ok(l.entries.get(name).map(listed));
+                return Ok(l.entries.get(name).map(Found::listed));
             }
             if let Some(e) = t.listings.known(dir, name, now) {
-                return Ok(Some(listed(e)));
+                return Ok(Some(Found::listed(e)));
             }
             if t.is_negative(path, now) {
                 return Ok(None);
@@ -85,6 +92,9 @@ impl<S: ObjectStore> Inner<S> {
                     has_marker: inode.has_marker,
                 }));
             }
+        }
+        if let Some(found) = self.from_refreshed_listing(path, now).await {
+            return Ok(found);
         }
         self.note_miss(path, now);
         let found = self.remote_stat(path).await?;
@@ -110,6 +120,28 @@ impl<S: ObjectStore> Inner<S> {
             }
         }
         Ok(found)
+    }
+
+    /// A lookup in a directory this mount listed or made, whose listing expired: that directory
+    /// is listed again (one LIST for up to 1000 names), and the fresh listing answers, as it
+    /// will the lookups after it (say, creating many files one after another). `None` when the
+    /// directory has no such listing or it could not be refreshed.
+    async fn from_refreshed_listing(
+        self: &Arc<Self>,
+        path: &str,
+        now: Instant,
+    ) -> Option<Option<Found>> {
+        let (dir, name) = split(path);
+        let generation = self
+            .table()
+            .listings
+            .refresh(dir, now, REFRESH_MAX_ENTRIES)?;
+        if !self.refresh_listing(dir, generation).await {
+            return None;
+        }
+        let t = self.table();
+        let l = t.listings.fresh(dir, Instant::now())?;
+        Some(l.entries.get(name).map(Found::listed))
     }
 
     /// A lookup of `path` asks the store: on the second in its directory within the listing

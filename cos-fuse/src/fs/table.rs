@@ -513,6 +513,14 @@ impl Listings {
             .and_then(|l| l.entries.get(name))
     }
 
+    /// When `dir` holds a whole listing that expired and had at most `max_entries` entries,
+    /// begins its refresh (`Inner::refresh_listing`) and returns the new listing's generation.
+    pub(crate) fn refresh(&mut self, dir: &str, now: Instant, max_entries: usize) -> Option<u64> {
+        let l = self.map.get(dir)?;
+        let expired = l.complete && !l.hint && l.until <= now;
+        (expired && l.entries.len() <= max_entries).then(|| self.begin(dir))
+    }
+
     /// A lookup in `dir` had to ask the store. On the second within `window`, while `dir` has
     /// no listing, begins a hint of it and returns its generation for `Inner::fetch_hint`.
     pub(crate) fn missed(&mut self, dir: &str, now: Instant, window: Duration) -> Option<u64> {

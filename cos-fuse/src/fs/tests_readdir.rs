@@ -382,3 +382,30 @@ fn one_lookup_in_a_directory_lists_nothing_more() {
         assert_eq!((stats.count(Op::Head), stats.count(Op::List)), (1, 1));
     });
 }
+
+#[test]
+fn an_expired_listing_is_listed_again_by_the_next_lookup_and_answers_the_ones_after() {
+    run(async {
+        let ttl = std::time::Duration::from_millis(300);
+        let h = Harness::new(big_dir(20), |c| c.list_ttl = ttl);
+        let d = h.fs.lookup(ROOT_INO, "d").await.unwrap().ino;
+        assert_eq!(names(&h.list(d).await).len(), 20);
+        tokio::time::sleep(ttl).await;
+        h.store.reset_stats();
+        let e = h.fs.lookup(d, "new-0").await.unwrap_err();
+        assert_eq!(e.errno(), Errno::ENOENT);
+        let e = h.fs.lookup(d, "new-1").await.unwrap_err();
+        assert_eq!(e.errno(), Errno::ENOENT);
+        assert_eq!(h.fs.lookup(d, "f00007").await.unwrap().kind, FileKind::File);
+        let stats = h.store.stats();
+        assert_eq!(
+            (stats.count(Op::List), stats.count(Op::Head)),
+            (1, 0),
+            "one LIST of d/ answers all three"
+        );
+        // Another client's object shows once that listing expires in turn.
+        h.store.insert("d/late", "l");
+        tokio::time::sleep(ttl).await;
+        assert_eq!(h.fs.lookup(d, "late").await.unwrap().kind, FileKind::File);
+    });
+}

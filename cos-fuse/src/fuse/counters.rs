@@ -97,6 +97,14 @@ impl FuseCounters {
         self.in_flight.load(Relaxed)
     }
 
+    /// Requests dispatched so far.
+    pub fn dispatched(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|(ok, errors)| ok.load(Relaxed) + errors.load(Relaxed))
+            .sum()
+    }
+
     /// Counts a request (or its failure) of operation `OPS[op]`.
     pub(super) fn count(&self, op: usize, failed: bool) {
         if let Some((ok, errors)) = self.ops.get(op) {
