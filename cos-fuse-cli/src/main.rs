@@ -38,6 +38,7 @@ mod logging;
 mod report;
 mod status;
 mod supervised;
+mod trim;
 
 use credentials::Keys;
 use direct::DirectArgs;
@@ -589,6 +590,7 @@ fn serve<S: cos_fuse::ObjectStore>(
         staging_max = %sizes.1,
         "mounting"
     );
+    trim::spawn(Arc::clone(&options.counters));
     let served = match &args.supervised.control_socket {
         Some(control) => supervised::serve(fs, rt, connection, control, &args.mountpoint, options),
         None => cos_fuse::fuse::mount_blocking(fs, rt.handle().clone(), &args.mountpoint, options),
