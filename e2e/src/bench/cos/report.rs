@@ -181,10 +181,18 @@ fn targets(profile: &Profile, rows: &[Row], cos: &Figures) -> Vec<Target> {
             });
         }
     }
-    let peak = cos.peak_rss_kib.map(|k| k as f64 / 1024.0);
+    // The peak through the write and the sequential read (VmHWM after the read), as the issue
+    // asks; the run's whole peak, with several readers at once, is shown beside it.
+    let through_read = cos
+        .peak_after
+        .iter()
+        .find(|(step, _)| *step == "read")
+        .and_then(|(_, kib)| *kib);
+    let peak = through_read.map(|k| k as f64 / 1024.0);
     targets.push(Target {
         text: format!(
-            "cos-fuse peak memory under {PEAK_TARGET_MIB} MiB with default options (is {})",
+            "cos-fuse peak memory through the sequential write and read under {PEAK_TARGET_MIB} MiB with default options (is {}; {} for the whole run)",
+            mib(through_read),
             mib(cos.peak_rss_kib)
         ),
         met: peak.is_some_and(|p| p < PEAK_TARGET_MIB),
@@ -302,7 +310,8 @@ mod tests {
 
     fn memory(peak_mib: u64, idle_mib: u64, after_mib: u64) -> Figures {
         let mut f = Figures::default();
-        f.peak_rss_kib = Some(peak_mib * 1024);
+        f.peak_rss_kib = Some(peak_mib * 1024 + 1024);
+        f.peak_after = vec![("write", Some(1024)), ("read", Some(peak_mib * 1024))];
         f.idle_rss_kib = Some(idle_mib * 1024);
         f.after_read_rss_kib = Some(after_mib * 1024);
         f
