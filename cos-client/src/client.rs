@@ -14,7 +14,7 @@ use super::error::{ObjectError, ObjectErrorKind};
 use super::sigv4::{self, SignRequest};
 use super::xml;
 use tcloud::RetryPolicy;
-use tcloud::client::http_client;
+use tcloud::client::http_client_keeping;
 use tcloud::time::unix_now;
 
 /// The longest single backoff between two attempts.
@@ -114,8 +114,10 @@ struct Target {
 impl ObjectClient {
     pub fn new(config: ObjectConfig, credentials: ObjectCredentials) -> Result<Self, ObjectError> {
         let endpoint = resolve(&config)?;
-        let http = http_client(config.timeout).map_err(|e| ObjectError::Config {
-            detail: format!("HTTP client: {e}"),
+        let http = http_client_keeping(config.timeout, config.idle_connections).map_err(|e| {
+            ObjectError::Config {
+                detail: format!("HTTP client: {e}"),
+            }
         })?;
         Ok(ObjectClient {
             inner: Arc::new(Inner {

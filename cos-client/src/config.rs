@@ -10,6 +10,9 @@ use super::error::ObjectError;
 pub const DEFAULT_MULTIPART_COPY_THRESHOLD: u64 = 5 << 30;
 /// The part size of a multipart copy (grown when the object would need more than 10000 parts).
 pub const DEFAULT_COPY_PART_SIZE: u64 = 256 << 20;
+/// Connections kept open between requests by default: enough for a few readers' small files
+/// without reconnecting, few enough that an idle daemon holds little.
+pub const DEFAULT_IDLE_CONNECTIONS: usize = 4;
 /// The region of servers whose endpoint does not name one (MinIO and most others accept it).
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -37,6 +40,10 @@ pub struct ObjectConfig {
     pub multipart_copy_threshold: u64,
     /// The part size of those copies.
     pub copy_part_size: u64,
+    /// Connections kept open between requests; the others close once idle. Many are opened
+    /// for one large transfer (each part or range in flight has its own), and each kept one
+    /// holds its buffers: a node runs a daemon per mount.
+    pub idle_connections: usize,
 }
 
 impl ObjectConfig {
@@ -53,6 +60,7 @@ impl ObjectConfig {
             retry_base: Duration::from_millis(100),
             multipart_copy_threshold: DEFAULT_MULTIPART_COPY_THRESHOLD,
             copy_part_size: DEFAULT_COPY_PART_SIZE,
+            idle_connections: DEFAULT_IDLE_CONNECTIONS,
         }
     }
 }

@@ -58,8 +58,8 @@ pub use auth::{AuthFailure, AuthWatch};
 pub use bucket::{BucketApi, Buckets, ListParams, RemoteBuckets};
 pub use client::ObjectClient;
 pub use config::{
-    DEFAULT_COPY_PART_SIZE, DEFAULT_MULTIPART_COPY_THRESHOLD, DEFAULT_REGION, ObjectConfig,
-    ObjectCredentials,
+    DEFAULT_COPY_PART_SIZE, DEFAULT_IDLE_CONNECTIONS, DEFAULT_MULTIPART_COPY_THRESHOLD,
+    DEFAULT_REGION, ObjectConfig, ObjectCredentials,
 };
 pub use error::{ObjectError, ObjectErrorKind};
 

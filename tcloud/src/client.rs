@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::credentials::CredentialSource;
 use crate::error::{CloudError, ErrorKind};
-pub use crate::https::http_client;
+pub use crate::https::{http_client, http_client_keeping};
 use crate::signing::{self, SignInput};
 use crate::time::unix_now;
 
