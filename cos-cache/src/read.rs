@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cos_fuse::store::{ObjectMeta, ObjectStore, StoreError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -189,13 +189,14 @@ fn claim(disk: &Disk, stats: &CacheStats, ids: Vec<BlockId>) -> Claim {
 }
 
 impl<S: ObjectStore> Shared<S> {
-    /// `ObjectStore::get_range` of the cached store.
-    pub(crate) async fn get_range(
+    /// `ObjectStore::get_range_pieces` of the cached store: a piece per block, or one piece
+    /// when the whole range came from one GET.
+    pub(crate) async fn get_pieces(
         self: &Arc<Self>,
         key: &str,
         range: Range<u64>,
         if_match: Option<&str>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<Vec<Bytes>, StoreError> {
         if range.start > range.end {
             return Err(StoreError::Invalid(format!("{key}: range {range:?}")));
         }
@@ -271,10 +272,10 @@ impl<S: ObjectStore> Shared<S> {
         v: Arc<Version>,
         range: Range<u64>,
         probed: Option<Loaded>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<Vec<Bytes>, StoreError> {
         let size = v.size;
         if size == 0 {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         if range.start >= size {
             return Err(StoreError::Invalid(format!(
@@ -284,7 +285,7 @@ impl<S: ObjectStore> Shared<S> {
         }
         let (start, end) = (range.start, range.end.min(size));
         if start == end {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let bs = self.opts.block_size;
         let first = start / bs;
@@ -410,18 +411,9 @@ impl<S: ObjectStore> Shared<S> {
                 .checked_sub(*at)
                 .and_then(|from| sub(data, from, end - at))
         {
-            return Ok(whole);
+            return Ok(vec![whole]);
         }
-        Ok(match parts.len() {
-            1 => parts.pop().unwrap_or_default(),
-            _ => {
-                let mut out = BytesMut::with_capacity(usize::try_from(end - start).unwrap_or(0));
-                for p in parts {
-                    out.extend_from_slice(&p);
-                }
-                out.freeze()
-            }
-        })
+        Ok(parts)
     }
 
     /// Loads these blocks (sorted) of `v`, not looking in memory or (first) on disk: runs of

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cos_fuse::store::{
-    CompletedPart, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError,
+    CompletedPart, ListPage, MultipartUpload, ObjectMeta, ObjectStore, StoreError, concat,
 };
 use tokio::sync::Semaphore;
 
@@ -185,7 +185,16 @@ impl<S: ObjectStore> ObjectStore for CachedStore<S> {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<Bytes, StoreError> {
-        self.shared.get_range(key, range, if_match).await
+        Ok(concat(self.shared.get_pieces(key, range, if_match).await?))
+    }
+
+    async fn get_range_pieces(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        self.shared.get_pieces(key, range, if_match).await
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<String, StoreError> {

@@ -237,6 +237,25 @@ async fn a_restarted_store_serves_from_disk() {
 }
 
 #[tokio::test]
+async fn a_range_over_cached_blocks_comes_in_pieces_a_block_each_and_whole_as_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = MemStore::new();
+    let body = data(4, 4 * BS as usize + 5);
+    mem.insert("k", body.clone());
+    let s = open(&mem, options(dir.path())).await;
+    assert_eq!(read_all(&s, "k").await, body);
+    // Warm: from memory and disk, each block its own piece, nothing stitched; the last one short.
+    let from = BS / 2;
+    let pieces = s.get_range_pieces("k", from..u64::MAX, None).await.unwrap();
+    let lens: Vec<u64> = pieces.iter().map(|p| p.len() as u64).collect();
+    assert_eq!(lens, [BS / 2, BS, BS, BS, 5]);
+    assert_eq!(pieces.concat(), body[from as usize..]);
+    // `get_range` answers the same bytes in one buffer.
+    let whole = s.get_range("k", from..u64::MAX, None).await.unwrap();
+    assert_eq!(whole, body[from as usize..]);
+}
+
+#[tokio::test]
 async fn preload_warms_a_prefix_then_reads_make_no_origin_requests() {
     let dir = tempfile::tempdir().unwrap();
     let mem = MemStore::new();

@@ -91,6 +91,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         if_match: Option<&str>,
     ) -> impl Future<Output = Result<Bytes, StoreError>> + Send;
 
+    /// What `get_range` returns, as the consecutive pieces the store holds it in (a block
+    /// cache's blocks), so a caller answering a smaller read slices one piece instead of a copy
+    /// of the whole range. The default: `get_range`'s answer as the one piece.
+    fn get_range_pieces(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Bytes>, StoreError>> + Send {
+        async move { Ok(vec![self.get_range(key, range, if_match).await?]) }
+    }
+
     /// Writes a whole object; returns its ETag.
     fn put(
         &self,
@@ -152,5 +164,20 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// stitched together from several. `None` (the default): every range is as good as another.
     fn read_unit(&self) -> Option<u64> {
         None
+    }
+}
+
+/// `pieces` as one buffer: the piece itself when there is one, else a copy of them in order.
+pub fn concat(mut pieces: Vec<Bytes>) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.pop().unwrap_or_default(),
+        _ => {
+            let mut out = bytes::BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for p in pieces {
+                out.extend_from_slice(&p);
+            }
+            out.freeze()
+        }
     }
 }

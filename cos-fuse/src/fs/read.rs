@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -26,7 +26,7 @@ use super::context::Context;
 use super::error::FsError;
 use crate::budget::Reservation;
 use crate::errno::Errno;
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{ObjectStore, StoreError, concat};
 
 /// Largest single ranged GET of a prefetch.
 const MAX_BLOCK: u64 = 2 * 1024 * 1024;
@@ -59,7 +59,9 @@ pub(crate) struct Version {
     pub(crate) size: u64,
 }
 
-type BlockResult = Option<Result<Bytes, FsError>>;
+/// A prefetched block's bytes, in the pieces the store answered with (see
+/// `ObjectStore::get_range_pieces`).
+type BlockResult = Option<Result<Vec<Bytes>, FsError>>;
 
 #[derive(Debug)]
 struct Block {
@@ -224,16 +226,15 @@ impl ReadAhead {
                 Ok(v) => v.clone().unwrap_or_else(|| Err(lost())),
                 Err(_) => Err(lost()),
             };
-            let data = match data {
+            let pieces = match data {
                 Ok(d) => d,
                 Err(e) => {
                     self.reset(initial);
                     return Err(e);
                 }
             };
-            let from = usize::try_from(off.max(b.start) - b.start).map_err(|_| Errno::EIO)?;
-            let to = usize::try_from(end.min(b.end) - b.start).map_err(|_| Errno::EIO)?;
-            if to > data.len() {
+            let (from, to) = (off.max(b.start), end.min(b.end));
+            if b.start + pieces.iter().map(|p| p.len() as u64).sum::<u64>() < to {
                 // The object is shorter than the version said: it changed.
                 self.reset(initial);
                 return Err(FsError::new(
@@ -242,20 +243,22 @@ impl ReadAhead {
                 )
                 .with_key(&version.key));
             }
-            parts.push(data.slice(from..to));
+            // The pieces' parts within the read: one piece, when the read lies in it, is
+            // answered as a slice of it, not a copy.
+            let mut at = b.start;
+            for piece in pieces {
+                let (p_start, p_end) = (at, at + piece.len() as u64);
+                at = p_end;
+                if p_end <= from || p_start >= to {
+                    continue;
+                }
+                let slice = |x: u64| usize::try_from(x - p_start).map_err(|_| Errno::EIO);
+                parts.push(piece.slice(slice(from.max(p_start))?..slice(to.min(p_end))?));
+            }
         }
         // Now, not at the next read.
         self.advance(end, slack, ctx.cfg.read_ahead_max);
-        Ok(match parts.len() {
-            1 => parts.pop().unwrap_or_default(),
-            _ => {
-                let mut out = BytesMut::with_capacity(usize::try_from(end - off).unwrap_or(0));
-                for p in parts {
-                    out.extend_from_slice(&p);
-                }
-                out.freeze()
-            }
-        })
+        Ok(concat(parts))
     }
 
     /// The scan has read up to `to`: each block it has passed grows the window (once, as soon
@@ -291,7 +294,7 @@ impl ReadAhead {
         let task = tokio::spawn(async move {
             let r = ctx
                 .store
-                .get_range(&version.key, start..end, Some(&version.etag))
+                .get_range_pieces(&version.key, start..end, Some(&version.etag))
                 .await
                 .map_err(|e| read_error(&version, start..end, e));
             let _ = tx.send(Some(r));

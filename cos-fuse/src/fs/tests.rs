@@ -404,6 +404,41 @@ fn read_ahead_asks_a_store_with_a_read_unit_for_whole_aligned_units() {
 }
 
 #[test]
+fn a_read_within_one_block_of_a_store_with_a_read_unit_is_a_slice_of_it_not_a_copy() {
+    run(async {
+        let data = Bytes::from(bytes((16 * MIB) as usize, 9));
+        let store = MemStore::new();
+        store.insert("big", data.clone());
+        store.set_read_unit(Some(MIB));
+        // A full window from the start: blocks of two units, answered in two pieces.
+        let h = Harness::new(store, |c| {
+            c.memory_budget = 64 * MIB;
+            c.read_ahead_initial = 64 * MIB;
+            c.read_ahead_max = 64 * MIB;
+        });
+        let ino = h.ino("big").await.unwrap();
+        let fh = h.fs.open(ino, rdonly()).await.unwrap();
+        // The kernel's reads of a scan: 1 MiB each, aligned.
+        let mut copies = Vec::new();
+        for i in 0..12u64 {
+            let got = h.fs.read(ino, fh, i * MIB, MIB as u32).await.unwrap();
+            let at = usize::try_from(i * MIB).unwrap();
+            assert_eq!(got, data.slice(at..at + MIB as usize), "read {i}");
+            if got.as_ptr() != data[at..].as_ptr() {
+                copies.push(i);
+            }
+        }
+        assert!(copies.is_empty(), "reads answered from a copy: {copies:?}");
+        // A read across two pieces is stitched, and right.
+        let from = 5 * MIB - 50 * KIB;
+        let got = h.fs.read(ino, fh, from, 100 * 1024).await.unwrap();
+        let at = usize::try_from(from).unwrap();
+        assert_eq!(got, data.slice(at..at + 100 * 1024));
+        h.fs.release(ino, fh).await.unwrap();
+    });
+}
+
+#[test]
 fn sequential_reads_prefetch_in_parallel_and_random_reads_fetch_only_what_is_asked() {
     run(async {
         let data = bytes((40 * MIB) as usize, 3);
