@@ -22,7 +22,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::block::{self, BlockHash, BlockId, charge};
 use crate::index::{Entry, Index, nanos, now_nanos};
-use crate::lock::{FetchLock, StateLock, try_lock_path};
+use crate::lock::{FETCH_LOCKS, FetchLock, StateLock, fetch_lock_byte, try_lock_path};
 use crate::options::{CacheError, META_RESERVE};
 use crate::private::{self, FILE_MODE};
 use crate::stats::{self, CacheStats};
@@ -165,6 +165,8 @@ impl Disk {
         stats::set(&disk.stats.capacity_bytes, capacity);
         let st = StateLock::acquire(&disk.state).map_err(io_err(&disk.state))?;
         private::tighten(&disk.state, FILE_MODE).map_err(io_err(&disk.state))?;
+        let fetch_locks = disk.locks.join(FETCH_LOCKS);
+        FetchLock::prepare(&fetch_locks).map_err(io_err(&fetch_locks))?;
         let mut used = disk.rescan_locked(&st).map_err(io_err(dir))?;
         // The capacity may have shrunk since the last run.
         let made_room = disk.make_room(&st, &mut used, 0);
@@ -184,7 +186,7 @@ impl Disk {
     }
 
     pub(crate) fn try_fetch_lock(&self, id: &BlockId) -> io::Result<Option<FetchLock>> {
-        FetchLock::try_acquire(self.locks.join(format!("{}.lock", id.hex())))
+        FetchLock::try_acquire(&self.locks.join(FETCH_LOCKS), fetch_lock_byte(&id.hash))
     }
 
     pub(crate) fn pin(&self, hash: BlockHash) {
@@ -535,9 +537,16 @@ impl Disk {
                 Err(_) => {}
             }
         }
+        // Lock files of older versions (one per block) that nobody holds.
         for f in fs::read_dir(&self.locks)? {
-            // Taking a lock nobody holds and dropping it unlinks the file.
-            let _ = FetchLock::try_acquire(f?.path());
+            let path = f?.path();
+            if path.file_name().is_some_and(|n| n == FETCH_LOCKS) {
+                continue;
+            }
+            if let Ok(Some(stale)) = try_lock_path(&path) {
+                let _ = fs::remove_file(&path);
+                drop(stale);
+            }
         }
         self.index().replace_all(entries);
         self.set_usage(st, used)?;
@@ -637,7 +646,12 @@ mod tests {
         let disk = open(dir.path(), 1 << 20);
         assert_eq!(disk.stats.snapshot().used_bytes, 8192);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert_eq!(fs::read_dir(dir.path().join("locks")).unwrap().count(), 0);
+        // An older version's lock file goes; the fetch-lock file stays.
+        let locks: Vec<_> = fs::read_dir(dir.path().join("locks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(locks, [FETCH_LOCKS]);
         assert!(disk.read(&id(0)).is_some());
         // A smaller capacity evicts at open.
         let disk = open(dir.path(), META_RESERVE + 4096);

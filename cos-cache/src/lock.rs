@@ -1,17 +1,19 @@
-//! The two kinds of `flock(2)` the cache takes. Both are released by the kernel when a process
-//! dies, so a crash never leaves a lock behind. Blocking calls: run them off the async runtime.
+//! The locks the cache takes. All are released by the kernel when a process dies, so a crash
+//! never leaves a lock behind. Blocking calls: run them off the async runtime.
 //!
-//! - [`FetchLock`]: "I am fetching this block", one file per block under `locks/`, taken without
-//!   blocking. The holder unlinks the file before unlocking, so lock files don't pile up; a taker
-//!   checks after locking that the path still names the file it locked (else it locked a file
-//!   already unlinked, and tries again).
-//! - [`StateLock`]: `evict.lock`, taken blocking, serialises every change of the usage counter
+//! - [`FetchLock`]: "I am fetching this block", a write lock on one byte of `locks/fetch.lock`
+//!   (the byte at the block's hash), taken without blocking through an open file description of
+//!   its own (`F_OFD_SETLK`): it excludes other processes and other tasks of this one alike, and
+//!   goes when the description closes. One file for every block: creating and unlinking a lock
+//!   file per block cost about as much CPU as the block's checksum.
+//! - [`StateLock`]: `evict.lock`, `flock`ed blocking, serialises every change of the usage counter
 //!   (which it also stores) and every deletion of a block file, in this and other processes.
+//! - Temporary block files are `flock`ed by their writer ([`try_lock_path`]).
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -52,25 +54,49 @@ pub(crate) fn try_lock_path(path: &Path) -> io::Result<Option<Flock<File>>> {
     Ok(None)
 }
 
-/// The right to fetch one block. Dropping it unlinks the lock file, then unlocks.
+/// The file whose bytes are the blocks' fetch locks, in the `locks` directory.
+pub(crate) const FETCH_LOCKS: &str = "fetch.lock";
+
+/// The right to fetch one block, held until dropped.
 #[derive(Debug)]
 pub(crate) struct FetchLock {
-    path: PathBuf,
-    _lock: Flock<File>,
+    _description: File,
 }
 
 impl FetchLock {
-    pub(crate) fn try_acquire(path: PathBuf) -> io::Result<Option<FetchLock>> {
-        Ok(try_lock_path(&path)?.map(|lock| FetchLock { path, _lock: lock }))
+    /// Creates the fetch-lock file `path` if missing, and makes it 0600 if an older version or
+    /// an operator left it looser. It is never deleted: a new file would not share the locks
+    /// other processes hold on the old one.
+    pub(crate) fn prepare(path: &Path) -> io::Result<()> {
+        drop(open_lock_file(path)?);
+        crate::private::tighten(path, crate::private::FILE_MODE)
+    }
+
+    /// The lock on byte `at` of the fetch-lock file `path`, or `None` when another open file
+    /// description (of any process) holds it.
+    pub(crate) fn try_acquire(path: &Path, at: u64) -> io::Result<Option<FetchLock>> {
+        let file = open_lock_file(path)?;
+        let byte = nix::libc::flock {
+            l_type: nix::libc::F_WRLCK as i16,
+            l_whence: nix::libc::SEEK_SET as i16,
+            l_start: i64::try_from(at).unwrap_or(i64::MAX - 1),
+            l_len: 1,
+            l_pid: 0,
+        };
+        match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&byte)) {
+            Ok(_) => Ok(Some(FetchLock { _description: file })),
+            Err(Errno::EAGAIN | Errno::EACCES) => Ok(None),
+            Err(e) => Err(io::Error::from(e)),
+        }
     }
 }
 
-impl Drop for FetchLock {
-    fn drop(&mut self) {
-        // While still locked: whoever opens the path later gets a new file, and whoever opened
-        // this one before sees the path moved on and retries.
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// The byte of the fetch-lock file that stands for the block with this hash: its first eight
+/// bytes, less two bits so that the byte is a file offset.
+pub(crate) fn fetch_lock_byte(hash: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first) >> 2
 }
 
 const USAGE_MAGIC: [u8; 8] = *b"COSCUSE1";
@@ -119,16 +145,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fetch_lock_excludes_and_cleans_up() {
+    fn a_fetch_lock_excludes_its_byte_only_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.lock");
-        let first = FetchLock::try_acquire(path.clone()).unwrap().unwrap();
-        // A second open file description (as another process would have) is refused.
-        assert!(FetchLock::try_acquire(path.clone()).unwrap().is_none());
+        let path = dir.path().join(FETCH_LOCKS);
+        let at = fetch_lock_byte(&[0xff; 32]);
+        assert_eq!(at, u64::MAX >> 2, "the highest byte is still a file offset");
+        let first = FetchLock::try_acquire(&path, at).unwrap().unwrap();
+        // A second open file description (as another task or process would have) is refused.
+        assert!(FetchLock::try_acquire(&path, at).unwrap().is_none());
+        // Other blocks' bytes are free.
+        let other = FetchLock::try_acquire(&path, at - 1).unwrap();
+        assert!(other.is_some());
         drop(first);
-        assert!(!path.exists(), "the holder unlinks its lock file");
-        let again = FetchLock::try_acquire(path.clone()).unwrap();
-        assert!(again.is_some());
+        assert!(FetchLock::try_acquire(&path, at).unwrap().is_some());
     }
 
     #[test]
@@ -140,7 +169,7 @@ mod tests {
         let stale = open_lock_file(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let stale = Flock::lock(stale, FlockArg::LockExclusiveNonblock).unwrap();
-        let fresh = FetchLock::try_acquire(path.clone()).unwrap();
+        let fresh = try_lock_path(&path).unwrap();
         assert!(fresh.is_some());
         drop(stale);
     }
@@ -152,8 +181,8 @@ mod tests {
         // the cache asks for its modes explicitly).
         nix::sys::stat::umask(nix::sys::stat::Mode::empty());
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.lock");
-        let _held = FetchLock::try_acquire(path.clone()).unwrap().unwrap();
+        let path = dir.path().join(FETCH_LOCKS);
+        let _held = FetchLock::try_acquire(&path, 7).unwrap().unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o600);
         let state = dir.path().join("evict.lock");

@@ -84,3 +84,21 @@ pub fn requests(mem: &MemStore) -> u64 {
 pub fn gets(mem: &MemStore) -> u64 {
     mem.stats().count(Op::Get)
 }
+
+/// Whether any block's fetch lock is held, by any process: a lock over the whole fetch-lock
+/// file would conflict with it. No file yet: none ever was.
+pub fn fetch_locks_held(dir: &Path) -> bool {
+    use nix::libc;
+    let Ok(file) = std::fs::File::open(dir.join("locks/fetch.lock")) else {
+        return false;
+    };
+    let mut probe = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut probe)).unwrap();
+    probe.l_type != libc::F_UNLCK as i16
+}
