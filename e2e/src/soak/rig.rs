@@ -168,16 +168,7 @@ impl Rig {
             args,
             starts: 1,
         };
-        CsiClient::wait_ready(&slot.socket, READY_TIMEOUT)
-            .await
-            .with_context(|| {
-                format!(
-                    "{} ({}) log:\n{}",
-                    kind.binary(),
-                    slot.proc.kernel_state(),
-                    slot.proc.log_tail()
-                )
-            })?;
+        answering(&slot, kind).await?;
         Ok(slot)
     }
 
@@ -205,17 +196,7 @@ impl Rig {
     /// Waits until a (re)started driver answers Probe.
     pub async fn wait_driver(&mut self, kind: Driver) -> anyhow::Result<()> {
         let slot = self.slot(kind)?;
-        CsiClient::wait_ready(&slot.socket, READY_TIMEOUT)
-            .await
-            .with_context(|| {
-                format!(
-                    "{} ({}) log:\n{}",
-                    kind.binary(),
-                    slot.proc.kernel_state(),
-                    slot.proc.log_tail()
-                )
-            })?;
-        Ok(())
+        answering(slot, kind).await
     }
 
     /// SIGKILLs the FUSE host of `kind` and starts it again; its daemons live on.
@@ -415,4 +396,19 @@ pub fn pid_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// Waits until the driver in `slot` answers Probe; else an error with its kernel state and log.
+async fn answering(slot: &DriverSlot, kind: Driver) -> anyhow::Result<()> {
+    CsiClient::wait_ready(&slot.socket, READY_TIMEOUT)
+        .await
+        .with_context(|| {
+            format!(
+                "{} ({}) log:\n{}",
+                kind.binary(),
+                slot.proc.kernel_state(),
+                slot.proc.log_tail()
+            )
+        })?;
+    Ok(())
 }
