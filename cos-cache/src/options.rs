@@ -39,8 +39,9 @@ pub struct CacheOptions {
     pub metadata_entries: usize,
     /// The largest GET that adjacent missing blocks are coalesced into. Default 8 MiB.
     pub max_fetch_bytes: u64,
-    /// The most GETs to the origin at once, over all requests of this store. Default 32, as many
-    /// as the fs core keeps in flight for one sequential reader without a cache.
+    /// The most GETs to the origin at once, over all requests of this store. Default 64
+    /// (`cos_fuse::fs::READ_AHEAD_GETS`), as many as the fs core keeps in flight for one
+    /// sequential reader without a cache.
     pub fetch_parallelism: usize,
     /// The most bytes of fetched blocks waiting to be written to disk. Blocks are written in the
     /// background, so a reader never waits for the disk; a block that does not fit is not cached
@@ -63,7 +64,7 @@ impl CacheOptions {
             metadata_ttl: Duration::from_secs(15),
             metadata_entries: 100_000,
             max_fetch_bytes: 8 * MIB,
-            fetch_parallelism: 32,
+            fetch_parallelism: cos_fuse::fs::READ_AHEAD_GETS as usize,
             write_queue_bytes: 64 * MIB,
             lock_wait: Duration::from_secs(30),
         }

@@ -146,8 +146,9 @@ fn format_duration(d: Duration) -> String {
 
 /// The largest GET of a preload. Against a store that caps each connection's bandwidth, the
 /// GETs in flight set the speed, not their size: a preload keeps `fetch_parallelism` of them
-/// running, and this keeps their memory (that many times this) well under the daemon's budget.
-const PRELOAD_FETCH_BYTES: u64 = 4 << 20;
+/// running (64 by default), and this keeps their memory (that many times this, 128 MiB) well
+/// under the daemon's budget.
+const PRELOAD_FETCH_BYTES: u64 = 2 << 20;
 
 /// Blocks per GET of a preload: at most `max_fetch_bytes` and [`PRELOAD_FETCH_BYTES`], at least
 /// one block.
@@ -191,7 +192,7 @@ fn finish_chunk(
 
 impl<S: ObjectStore> CachedStore<S> {
     /// Loads every object under `prefixes` into the disk cache, at most `parallelism` GETs of
-    /// up to `max_fetch_bytes` (and 4 MiB) at once, also bounded by `fetch_parallelism`: pass
+    /// up to `max_fetch_bytes` (and 2 MiB) at once, also bounded by `fetch_parallelism`: pass
     /// that to fetch as fast as a read without the cache. `progress` is
     /// called with the totals once listed, then after each object. Objects gone or changed
     /// since listing are skipped; other origin errors end the preload.

@@ -107,6 +107,8 @@ mod inode_journal;
 mod namespace;
 mod paths;
 mod read;
+/// The ranged GETs a sequential read keeps in flight once its window is full.
+pub use read::PARALLEL as READ_AHEAD_GETS;
 mod readdir;
 mod rename;
 mod staging;

@@ -32,7 +32,10 @@ use crate::store::{ObjectStore, StoreError, concat};
 const MAX_BLOCK: u64 = 2 * 1024 * 1024;
 /// A full window is split into this many ranged GETs (of at most [`MAX_BLOCK`]), so a scan
 /// keeps that many requests in flight: per-connection bandwidth, not the window, is the limit.
-const PARALLEL: u64 = 32;
+/// Each GET costs its first-byte latency on top of its bytes, so the more and smaller they
+/// are, the more of the window is arriving at once: at 20 ms and 400 Mbit/s per connection, a
+/// 64 MiB window read 840-890 MiB/s as 32 GETs of 2 MiB and 1040-1110 MiB/s as 64 of 1 MiB.
+pub const PARALLEL: u64 = 64;
 /// Smallest ranged GET of a prefetch: below it, a request's latency costs more than its bytes.
 const MIN_BLOCK: u64 = 512 * 1024;
 /// How much the window grows for each block a scan passes. Until the window is full, a scan

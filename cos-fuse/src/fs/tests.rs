@@ -367,26 +367,27 @@ fn staging_is_capped() {
 
 #[test]
 fn read_ahead_asks_a_store_with_a_read_unit_for_whole_aligned_units() {
+    const UNIT: u64 = 512 * KIB;
     run(async {
         // Not a multiple of the unit, so the last GET is the short tail; long enough for the
         // window to fill.
         let data = bytes((70 * MIB + 300 * KIB) as usize, 5);
         let store = MemStore::new();
         store.insert("big", data.clone());
-        store.set_read_unit(Some(MIB));
+        store.set_read_unit(Some(UNIT));
         let h = Harness::new(store, |c| c.memory_budget = 64 * MIB);
         assert_eq!(h.get("big").await.unwrap(), data);
         let ranges = h.store.stats().get_ranges;
         let size = data.len() as u64;
         for r in &ranges {
             assert!(
-                r.start % MIB == 0 && (r.end % MIB == 0 || r.end == size),
+                r.start % UNIT == 0 && (r.end % UNIT == 0 || r.end == size),
                 "GET {r:?} is not whole aligned units (of {ranges:?})"
             );
         }
-        // Once the window is full, as large as without a unit (2 MiB), not one unit each.
+        // Once the window is full, as large as without a unit (1 MiB), not one unit each.
         assert!(
-            ranges.iter().any(|r| r.end - r.start == 2 * MIB),
+            ranges.iter().any(|r| r.end - r.start == 2 * UNIT),
             "no GET of two units: {ranges:?}"
         );
         assert_eq!(h.store.stats().bytes_read, size, "every byte fetched once");
@@ -397,7 +398,7 @@ fn read_ahead_asks_a_store_with_a_read_unit_for_whole_aligned_units() {
         assert_eq!(h.get("big").await.unwrap(), data);
         let ranges = h.store.stats().get_ranges;
         assert!(
-            ranges.iter().any(|r| r.start % MIB != 0),
+            ranges.iter().any(|r| r.start % UNIT != 0),
             "all GETs on unit boundaries anyway: {ranges:?}"
         );
     });
@@ -410,11 +411,12 @@ fn a_read_within_one_block_of_a_store_with_a_read_unit_is_a_slice_of_it_not_a_co
         let store = MemStore::new();
         store.insert("big", data.clone());
         store.set_read_unit(Some(MIB));
-        // A full window from the start: blocks of two units, answered in two pieces.
+        // A full window of 128 MiB from the start: blocks of 2 MiB, two units, answered in two
+        // pieces.
         let h = Harness::new(store, |c| {
             c.memory_budget = 64 * MIB;
-            c.read_ahead_initial = 64 * MIB;
-            c.read_ahead_max = 64 * MIB;
+            c.read_ahead_initial = 128 * MIB;
+            c.read_ahead_max = 128 * MIB;
         });
         let ino = h.ino("big").await.unwrap();
         let fh = h.fs.open(ino, rdonly()).await.unwrap();
@@ -848,7 +850,9 @@ fn concurrent_out_of_order_reads_of_one_handle_keep_the_read_ahead() {
 /// last one first, as the kernel's async read-ahead may deliver them.
 async fn scan_out_of_order(chunk: u64) {
     let data = bytes((24 * MIB) as usize, 9);
-    let h = Harness::new(MemStore::new(), |_| {});
+    // A window of at most 32 MiB: blocks of 512 KiB, so a GET of exactly one 1 MiB read's bytes
+    // is a read sent to the store on its own, not a block of the scan.
+    let h = Harness::new(MemStore::new(), |c| c.read_ahead_max = 32 * MIB);
     h.store.insert("f", data.clone());
     let ino = h.ino("f").await.unwrap();
     let fh = h.fs.open(ino, rdonly()).await.unwrap();

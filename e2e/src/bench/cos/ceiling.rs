@@ -15,10 +15,10 @@ use crate::bench::bucket::{Bench, Profile};
 use crate::bench::raw::{RAW_IN_FLIGHT, RAW_PART, Shape};
 
 /// The shapes (part or range size, how many in flight) each ceiling tries, keeping the best:
-/// the raw client's own, and the most cos-fuse keeps in flight with default options (32 ranged
-/// GETs of 2 MiB; 32 parts of 8 MiB), so a mount is never measured against a ceiling with less
+/// the raw client's own, and the most cos-fuse keeps in flight with default options (64 ranged
+/// GETs of 1 MiB; 32 parts of 8 MiB), so a mount is never measured against a ceiling with less
 /// parallelism than its own.
-pub(super) const RAW_READ_SHAPES: [Shape; 2] = [(RAW_PART, RAW_IN_FLIGHT), (2 * MIB, 32)];
+pub(super) const RAW_READ_SHAPES: [Shape; 2] = [(RAW_PART, RAW_IN_FLIGHT), (MIB, 64)];
 pub(super) const RAW_WRITE_SHAPES: [Shape; 2] = [(RAW_PART, RAW_IN_FLIGHT), (RAW_PART, 32)];
 
 /// Tries of each read workload (sequential, parallel readers), for the ceiling and for every
