@@ -23,7 +23,7 @@
 //! blocks/<2 hex>/<sha256 of block key>   a block: header (key, object size, length, CRC-32C)
 //!                                         then data; verified on every read from disk
 //! tmp/<hash>.<pid>.<rand>.<charge>.tmp    a block being written, flock'ed by its writer
-//! locks/fetch.lock                       "being fetched": a block's byte (at its hash) locked
+//! locks/fetch.lock                        "being fetched": a block's byte (at its hash), locked
 //!                                         by the fetching open file description (F_OFD_SETLK)
 //! evict.lock                              flock'ed for every usage change; holds the counter
 //! ```
@@ -41,11 +41,11 @@
 //! below still fetches each block once. A preload writes its blocks before counting them.
 //!
 //! **Sharing between processes.** Before fetching a block a reader takes its fetch lock (a
-//! non-blocking lock on its byte of `locks/fetch.lock`) and looks on disk once more; a reader that finds
-//! the lock taken polls (1 ms doubling to 50 ms) until it is free, then reads the block from
+//! non-blocking lock on its byte of `locks/fetch.lock`) and looks on disk once more; a reader that
+//! finds the lock taken polls (1 ms doubling to 50 ms) until it is free, then reads the block from
 //! disk. So two daemons reading the same object fetch each block once, unless the holder takes
-//! longer than `lock_wait` (30 s), when the waiter fetches too (harmless: one copy is kept).
-//! These locks die with their process, so a crash never wedges anyone.
+//! longer than `lock_wait` (30 s), when the waiter fetches too (harmless: one copy is kept). These
+//! locks die with their process, so a crash never wedges anyone.
 //!
 //! **Capacity and eviction.** The usage counter in `evict.lock` is charged, under that lock, for
 //! every block before its temporary file is created (in 4 KiB units, headers included) and

@@ -93,7 +93,7 @@ impl FetchLock {
 
 /// The byte of the fetch-lock file that stands for the block with this hash: its first eight
 /// bytes, less two bits so that the byte is a file offset.
-pub(crate) fn fetch_lock_byte(hash: &[u8; 32]) -> u64 {
+pub(crate) fn fetch_lock_byte(hash: &crate::block::BlockHash) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&hash[..8]);
     u64::from_le_bytes(first) >> 2

@@ -63,8 +63,8 @@ pub(crate) struct Version {
 }
 
 /// A prefetched block's bytes, in the pieces the store answered with (see
-/// `ObjectStore::get_range_pieces`).
-type BlockResult = Option<Result<Vec<Bytes>, FsError>>;
+/// `ObjectStore::get_range_pieces`); shared, so each read of the block clones a pointer.
+type BlockResult = Option<Result<Arc<[Bytes]>, FsError>>;
 
 #[derive(Debug)]
 struct Block {
@@ -249,7 +249,7 @@ impl ReadAhead {
             // The pieces' parts within the read: one piece, when the read lies in it, is
             // answered as a slice of it, not a copy.
             let mut at = b.start;
-            for piece in pieces {
+            for piece in pieces.iter() {
                 let (p_start, p_end) = (at, at + piece.len() as u64);
                 at = p_end;
                 if p_end <= from || p_start >= to {
@@ -299,6 +299,7 @@ impl ReadAhead {
                 .store
                 .get_range_pieces(&version.key, start..end, Some(&version.etag))
                 .await
+                .map(Arc::from)
                 .map_err(|e| read_error(&version, start..end, e));
             let _ = tx.send(Some(r));
         });
