@@ -80,24 +80,32 @@ pub struct ControllerService<C> {
     detach_time: Learned,
     resize_time: Learned,
     /// Disks this controller terminated: a ClientToken answering one of them is stale.
-    terminated: Terminated,
+    terminated: Remembered,
+    /// The ClientTokens this controller has sent: a token's first use cannot be answered by an
+    /// earlier call of this process (see `create`).
+    tokens_sent: Remembered,
 }
 
-/// Terminated disk IDs remembered; past this the set starts again (a stale answer is then found
-/// by `create::VISIBLE_WITHIN` instead).
-const TERMINATED_KEPT: usize = 4096;
+/// Strings a [`Remembered`] keeps; past this the set starts again. Forgetting is safe both ways:
+/// a stale answer is then found by `create::VISIBLE_WITHIN`, and a forgotten token of a name the
+/// provisioner made is found by name before any create.
+const REMEMBERED_KEPT: usize = 4096;
 
-/// IDs of disks this controller terminated, to tell a token's stale answer at once.
+/// A bounded set of IDs or tokens this controller has seen.
 #[derive(Debug, Default)]
-struct Terminated(std::sync::Mutex<HashSet<String>>);
+struct Remembered(std::sync::Mutex<HashSet<String>>);
 
-impl Terminated {
-    fn record(&self, disk_id: &str) {
+impl Remembered {
+    /// Adds `id`; whether it was new.
+    fn record(&self, id: &str) -> bool {
         let mut ids = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.len() >= TERMINATED_KEPT {
+        if ids.contains(id) {
+            return false;
+        }
+        if ids.len() >= REMEMBERED_KEPT {
             ids.clear();
         }
-        ids.insert(disk_id.to_owned());
+        ids.insert(id.to_owned())
     }
 
     fn contains(&self, disk_id: &str) -> bool {
@@ -193,7 +201,8 @@ impl<C: CbsApi> ControllerService<C> {
             attach_time: Learned::default(),
             detach_time: Learned::default(),
             resize_time: Learned::default(),
-            terminated: Terminated::default(),
+            terminated: Remembered::default(),
+            tokens_sent: Remembered::default(),
         }
     }
 
@@ -761,14 +770,15 @@ mod tests {
     }
 
     #[test]
-    fn terminated_ids_are_remembered_within_bounds() {
-        let terminated = Terminated::default();
-        terminated.record("disk-1");
+    fn remembered_ids_are_kept_within_bounds() {
+        let terminated = Remembered::default();
+        assert!(terminated.record("disk-1"));
+        assert!(!terminated.record("disk-1"), "a second record is not new");
         assert!(terminated.contains("disk-1"));
         assert!(!terminated.contains("disk-2"));
-        for i in 0..TERMINATED_KEPT {
+        for i in 0..REMEMBERED_KEPT {
             terminated.record(&format!("disk-x{i}"));
         }
-        assert!(terminated.0.lock().unwrap().len() <= TERMINATED_KEPT);
+        assert!(terminated.0.lock().unwrap().len() <= REMEMBERED_KEPT);
     }
 }

@@ -50,13 +50,16 @@ fn create(name: &str, gib: i64) -> pb::CreateVolumeRequest {
 }
 
 async fn new_volume(c: &ControllerService<FakeCbs>, request: pb::CreateVolumeRequest) -> String {
+    created(c, request).await.volume_id
+}
+
+async fn created(c: &ControllerService<FakeCbs>, request: pb::CreateVolumeRequest) -> pb::Volume {
     c.create_volume(Request::new(request))
         .await
         .unwrap()
         .into_inner()
         .volume
         .unwrap()
-        .volume_id
 }
 
 async fn delete(c: &ControllerService<FakeCbs>, volume_id: &str) {
@@ -166,6 +169,41 @@ async fn a_create_after_a_delete_of_the_same_name_makes_a_new_disk() {
         .filter(|d| d.disk_name == "pvc-again")
         .collect();
     assert_eq!(live.len(), 1, "{live:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provisioners_name_is_created_in_two_calls_and_a_reused_token_is_still_checked() {
+    use tcloud::cbs::CbsApi;
+    const PVC: &str = "pvc-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01";
+    let fake = FakeCbs::new();
+    let c = controller(&fake);
+    let made = created(&c, create(PVC, 20)).await;
+    assert_eq!(
+        (
+            fake.calls(CbsOp::DescribeDisks),
+            fake.calls(CbsOp::CreateDisks)
+        ),
+        (1, 1),
+        "a look by name and the create, nothing after: a PVC's UID is never reused"
+    );
+    // The answer built from the request is the one describing the disk gives.
+    let found = created(&c, create(PVC, 20)).await;
+    assert_eq!(made, found);
+    assert_eq!(fake.calls(CbsOp::CreateDisks), 1);
+    // A name that can repeat is looked at after its create too.
+    new_volume(&c, create("pvc-again", 20)).await;
+    assert_eq!(fake.calls(CbsOp::DescribeDisks), 2 + 2);
+    // The token's second use in this process is checked: the disk deleted behind the
+    // controller's back is not handed out again; a new one is made.
+    fake.terminate_disks(std::slice::from_ref(&made.volume_id), None)
+        .await
+        .unwrap();
+    let again = new_volume(&c, create(PVC, 20)).await;
+    assert_ne!(
+        again, made.volume_id,
+        "the token's stale answer was handed out"
+    );
+    assert!(fake.disk(&again).is_some());
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,10 +7,16 @@
 //! and a create whose answer names a disk this controller terminated, or a disk that does not
 //! exist, moves to the next generation. A retry of a create that succeeded finds its disk by name
 //! first, or lands on the same generation and gets the same disk.
+//!
+//! Telling a stale answer costs a `DescribeDisks` of the disk after the create. It is skipped
+//! where no earlier answer can exist: the first use, in this process, of the first generation's
+//! token of a name the external-provisioner made (`<prefix>-<PVC UID>`). A PVC's UID is never
+//! reused, so no delete of that name can precede its create; a retry within this process is a
+//! token's second use and is checked; a retry after a restart finds the disk by name first.
 
 use std::time::Duration;
 
-use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk};
+use tcloud::cbs::{CbsApi, CreateDisksRequest, Disk, disk_state};
 use tcloud::client_token;
 use tokio::time::Instant;
 
@@ -65,7 +71,9 @@ impl<C: CbsApi> ControllerService<C> {
         deadline: Instant,
     ) -> Result<Disk> {
         for generation in 0..MAX_GENERATIONS {
-            create.client_token = Some(self.token(name, generation));
+            let token = self.token(name, generation);
+            let first_use = self.tokens_sent.record(&token);
+            create.client_token = Some(token);
             let disk_id = self
                 .cbs
                 .create_disks(&create, Some(deadline))
@@ -76,6 +84,9 @@ impl<C: CbsApi> ControllerService<C> {
             if self.terminated.contains(&disk_id) {
                 tracing::info!(volume = name, disk = %disk_id, generation, "the ClientToken answered a terminated disk; creating with the next token");
                 continue;
+            }
+            if generation == 0 && first_use && names_a_pvc_uid(name) {
+                return Ok(made_by(&create, disk_id));
             }
             if let Some(disk) = self.visible(&disk_id, deadline).await? {
                 if create.disk_name.as_deref() == Some(disk.disk_name.as_str()) {
@@ -105,6 +116,72 @@ impl<C: CbsApi> ControllerService<C> {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Whether `name` is one the external-provisioner gives a PVC's volume by default: a prefix, a
+/// dash and the PVC's whole UID (`pvc-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01`). A shortened UID
+/// (`--volume-name-uuid-length`) does not count: it may repeat.
+fn names_a_pvc_uid(name: &str) -> bool {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    const UID_LEN: usize = 36;
+    let Some(split) = name.len().checked_sub(UID_LEN + 1) else {
+        return false;
+    };
+    let (prefix, uid) = name.split_at(split);
+    let Some(uid) = uid.strip_prefix('-') else {
+        return false;
+    };
+    !prefix.is_empty()
+        && uid.split('-').map(str::len).eq(GROUPS)
+        && uid
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The disk `create` just made as `disk_id`, described from the request itself.
+fn made_by(create: &CreateDisksRequest, disk_id: String) -> Disk {
+    Disk {
+        disk_id,
+        disk_name: create.disk_name.clone().unwrap_or_default(),
+        disk_state: disk_state::UNATTACHED.to_owned(),
+        disk_size: create.disk_size,
+        disk_type: create.disk_type.clone(),
+        placement: create.placement.clone(),
+        encrypt: create.encrypt.is_some(),
+        tags: create.tags.clone(),
+        snapshot_id: create.snapshot_id.clone().unwrap_or_default(),
+        throughput_performance: create.throughput_performance.unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_a_pvc_uid;
+
+    #[test]
+    fn only_a_prefix_and_a_whole_pvc_uid_is_a_name_never_reused() {
+        for unique in [
+            "pvc-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
+            "cbs-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
+        ] {
+            assert!(names_a_pvc_uid(unique), "{unique}");
+        }
+        for reusable in [
+            "",
+            "pvc-again",
+            "0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
+            "-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
+            "pvc-0b4f9c3e8d5a4c1e9f3a2b6d",
+            "pvc-0B4F9C3E-8D5A-4C1E-9F3A-2B6D7E8F9A01",
+            "pvc-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a0g",
+            "pvc-0b4f9c3e-8d5a4-c1e-9f3a-2b6d7e8f9a01",
+            "pvc_0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
+            "sanity-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01x",
+        ] {
+            assert!(!names_a_pvc_uid(reusable), "{reusable}");
         }
     }
 }

@@ -175,7 +175,9 @@ impl<C: CbsApi> ControllerService<C> {
                     )));
                 }
                 Some(_) => existing.push((*disk_id).to_owned()),
-                None => self.terminated.record(disk_id),
+                None => {
+                    self.terminated.record(disk_id);
+                }
             }
         }
         if existing.is_empty() {

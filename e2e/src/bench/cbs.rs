@@ -135,7 +135,8 @@ where
 }
 
 async fn lifecycle(k: Kubelet, index: usize, run: &tokio::sync::Mutex<Run>) -> anyhow::Result<()> {
-    let name = format!("pvc-bench-{index}");
+    // As the external-provisioner names a PVC's volume: `pvc-` and the PVC's UID.
+    let name = format!("pvc-00000000-0000-4000-8000-{index:012x}");
     let name = &name;
     let mut volume = step("CreateVolume", run, || {
         let mut k = k.clone();
