@@ -126,18 +126,19 @@ impl<C: CbsApi> ControllerService<C> {
 fn names_a_pvc_uid(name: &str) -> bool {
     const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
     const UID_LEN: usize = 36;
+    // Bytes, not characters: a cut inside a multi-byte character must not panic.
     let Some(split) = name.len().checked_sub(UID_LEN + 1) else {
         return false;
     };
-    let (prefix, uid) = name.split_at(split);
-    let Some(uid) = uid.strip_prefix('-') else {
+    let (prefix, uid) = name.as_bytes().split_at(split);
+    let Some(uid) = uid.strip_prefix(b"-") else {
         return false;
     };
     !prefix.is_empty()
-        && uid.split('-').map(str::len).eq(GROUPS)
+        && uid.split(|&b| b == b'-').map(<[u8]>::len).eq(GROUPS)
         && uid
-            .bytes()
-            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            .iter()
+            .all(|&b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The disk `create` just made as `disk_id`, described from the request itself.
@@ -180,6 +181,8 @@ mod tests {
             "pvc-0b4f9c3e-8d5a4-c1e-9f3a-2b6d7e8f9a01",
             "pvc_0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
             "sanity-0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01x",
+            "é0b4f9c3e-8d5a-4c1e-9f3a-2b6d7e8f9a01",
+            "pvc-ééééééééééééééééééé",
         ] {
             assert!(!names_a_pvc_uid(reusable), "{reusable}");
         }
