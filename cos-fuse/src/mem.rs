@@ -415,17 +415,14 @@ impl ObjectStore for MemStore {
         range: Range<u64>,
         if_match: Option<&str>,
     ) -> Result<Bytes, StoreError> {
-        let start = range.start;
-        let data = self.slice_of(key, range, if_match).await?;
         // A block cache holds a range in blocks: one that spans two is stitched, a copy.
-        Ok(match self.lock().read_unit {
-            Some(unit) => crate::store::concat(pieces(&data, start, unit)),
-            None => data,
-        })
+        Ok(crate::store::concat(
+            self.get_range_pieces(key, range, if_match).await?,
+        ))
     }
 
     /// With a read unit, slices of the object cut at the unit's multiples, as a block cache
-    /// answers; else the one piece `get_range` answers.
+    /// answers; else the range as one piece.
     async fn get_range_pieces(
         &self,
         key: &str,
