@@ -101,6 +101,21 @@ impl Reservation {
         self.bytes
     }
 
+    /// Moves `bytes` of this reservation (at most all of it) into a new one.
+    pub(crate) fn split(&mut self, bytes: u64) -> Reservation {
+        let bytes = bytes.min(self.bytes);
+        let permit = match &mut self.permit {
+            Some(p) => usize::try_from(bytes).ok().and_then(|n| p.split(n)),
+            None => None,
+        };
+        self.bytes -= bytes;
+        Reservation {
+            permit,
+            bytes,
+            budget: Arc::clone(&self.budget),
+        }
+    }
+
     /// Takes `other`'s bytes into this reservation.
     pub(crate) fn merge(&mut self, mut other: Reservation) {
         match (&mut self.permit, other.permit.take()) {
@@ -149,5 +164,28 @@ mod tests {
         drop(r);
         let big = b.acquire(1000).await;
         assert_eq!(big.bytes(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_split_reservation_releases_each_part_on_its_own() {
+        let b = Budget::new(100);
+        let mut r = b.acquire(60).await;
+        let part = r.split(25);
+        assert_eq!((part.bytes(), r.bytes()), (25, 35));
+        assert_eq!(b.in_use(), 60, "splitting moves bytes, it takes none");
+        // More than is left: all of it.
+        let rest = r.split(1000);
+        assert_eq!((rest.bytes(), r.bytes()), (35, 0));
+        drop(part);
+        assert_eq!(b.in_use(), 35);
+        // The released bytes are free again, and only they: 65 free, 25 of them the reserve.
+        assert!(
+            b.try_acquire_optional(41).is_none(),
+            "would eat the reserve"
+        );
+        let again = b.try_acquire_optional(40).unwrap();
+        drop((rest, r, again));
+        assert_eq!(b.in_use(), 0);
+        assert_eq!(b.acquire(100).await.bytes(), 100, "every permit came back");
     }
 }

@@ -6,13 +6,13 @@
 //! sequential: the blocks it needs are fetched if missing, and the window ahead of it is kept
 //! full of ranged GETs running in parallel (a new one starts each time the scan moves a block's
 //! length on). The window grows [`GROWTH`]-fold on every block the scan passes (from
-//! `read_ahead_initial` to `read_ahead_max`) and is cut into up to [`PARALLEL`] blocks: against a
-//! store that caps each connection's bandwidth, the number of requests in flight sets the speed,
-//! so the blocks are small enough that a modest window keeps many running. Blocks end on
-//! multiples of their length. Prefetch only takes memory the budget can spare; a read that jumps
-//! elsewhere drops the prefetched blocks, resets the window and fetches exactly the bytes asked
-//! for. A store with a read unit (a block cache) gets blocks of whole, aligned units, as large as
-//! it would get without one.
+//! `read_ahead_initial`, or `GROWTH` times the read's length if more, to `read_ahead_max`) and is
+//! cut into up to [`PARALLEL`] blocks: against a store that caps each connection's bandwidth,
+//! the number of requests in flight sets the speed, so the blocks are small enough that a modest
+//! window keeps many running. Blocks end on multiples of their length. Prefetch only takes
+//! memory the budget can spare; a read that jumps elsewhere drops the prefetched blocks, resets
+//! the window and fetches exactly the bytes asked for. A store with a read unit (a block cache)
+//! gets blocks of whole, aligned units, as large as it would get without one.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -174,18 +174,33 @@ impl ReadAhead {
                 .map_err(|e| read_error(version, off..end, e));
         }
         self.advance(off, slack, ctx.cfg.read_ahead_max);
-        // The bytes this read needs and no block covers yet: fetched now, waiting for memory.
-        // With a read unit, up to the end of the unit holding `end`, so the blocks after it
-        // are aligned to units.
+        // A reader that asks for `len` at a time is read `GROWTH` times that far ahead from its
+        // first read on: a scan's first 1 MiB read starts 4 MiB of GETs, not one block's.
+        self.window = self
+            .window
+            .max(len.saturating_mul(GROWTH))
+            .min(ctx.cfg.read_ahead_max);
+        // The bytes this read needs and no block covers yet: fetched now, waiting for memory,
+        // in GETs of at most one read unit (else `MIN_BLOCK`) that run in parallel, so a scan's
+        // first read waits for a small GET rather than one of all its bytes. With a read unit,
+        // up to the end of the unit holding `end`, so the blocks after it are aligned to units.
         let unit = ctx.store.read_unit().filter(|&u| u > 0);
         let mut covered = self.blocks.back().map_or(off, |b| b.end);
         if covered < end {
             let to = unit
                 .map_or(end, |u| end.div_ceil(u).saturating_mul(u))
                 .min(version.size);
-            let res = ctx.budget.acquire(to - covered).await;
-            self.spawn(ctx, version, covered, to, res);
-            covered = to;
+            let piece = unit.unwrap_or(MIN_BLOCK);
+            let mut res = ctx.budget.acquire(to - covered).await;
+            while covered < to {
+                let stop = (covered / piece)
+                    .saturating_add(1)
+                    .saturating_mul(piece)
+                    .min(to);
+                let part = res.split(stop - covered);
+                self.spawn(ctx, version, covered, stop, part);
+                covered = stop;
+            }
         }
         // Keep the window ahead of the read full, as far as the budget spares: a GET starts as
         // soon as the scan moves a block's length past the last one.

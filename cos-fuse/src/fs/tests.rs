@@ -838,6 +838,54 @@ fn the_read_ahead_window_grows_as_soon_as_the_scan_passes_a_block() {
 }
 
 #[test]
+fn a_scans_first_read_fetches_in_small_parallel_gets_and_reads_ahead_by_its_length() {
+    run(async {
+        let data = bytes((16 * MIB) as usize, 6);
+        let h = Harness::new(MemStore::new(), |c| c.memory_budget = 128 * MIB);
+        h.store.insert("f", data.clone());
+        let ino = h.ino("f").await.unwrap();
+        // The GETs run in tasks of their own: given a moment to start.
+        let store = &h.store;
+        let gets_reaching = |end: u64| async move {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let ranges = store.stats().get_ranges;
+                if ranges.iter().any(|r| r.end >= end) || Instant::now() >= deadline {
+                    return ranges;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+
+        // A 1 MiB first read (a reader with a large buffer): its bytes in two GETs of 512 KiB,
+        // not one of 1 MiB, and GETs already reaching 4 MiB past it, not the initial 1 MiB.
+        let fh = h.fs.open(ino, rdonly()).await.unwrap();
+        let got = h.fs.read(ino, fh, 0, MIB as u32).await.unwrap();
+        assert_eq!(&got[..], &data[..MIB as usize]);
+        let ranges = gets_reaching(5 * MIB).await;
+        // (In the order their tasks ran, which is any.)
+        for half in [0..512 * KIB, 512 * KIB..MIB] {
+            assert!(ranges.contains(&half), "no GET of {half:?}: {ranges:?}");
+        }
+        let furthest = ranges.iter().map(|r| r.end).max();
+        assert_eq!(furthest, Some(5 * MIB), "{ranges:?}");
+        h.fs.release(ino, fh).await.unwrap();
+
+        // A 16 KiB first read (a `file` or `head`): one GET of its bytes and the initial
+        // window of 1 MiB, no more.
+        h.store.reset_stats();
+        let fh = h.fs.open(ino, rdonly()).await.unwrap();
+        let got = h.fs.read(ino, fh, 0, (16 * KIB) as u32).await.unwrap();
+        assert_eq!(&got[..], &data[..(16 * KIB) as usize]);
+        let ranges = gets_reaching(MIB).await;
+        assert!(ranges.contains(&(0..16 * KIB)), "{ranges:?}");
+        let furthest = ranges.iter().map(|r| r.end).max();
+        assert_eq!(furthest, Some(MIB), "{ranges:?}");
+        h.fs.release(ino, fh).await.unwrap();
+    });
+}
+
+#[test]
 fn concurrent_out_of_order_reads_of_one_handle_keep_the_read_ahead() {
     // The kernel's default read-ahead, and the 1 MiB one the mount sets: 1 MiB reads four at a
     // time sent the late ones to the store, one GET each, with 1 MiB of slack.
