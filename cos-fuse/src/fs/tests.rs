@@ -808,6 +808,19 @@ fn rewriting_bytes_already_streamed_is_einval_but_the_tail_can_change() {
     });
 }
 
+/// The ranges of the store's GETs once one reaches `end` (or after 2 s): read-ahead GETs run in
+/// tasks of their own, so they are given a moment to start.
+async fn gets_reaching(store: &MemStore, end: u64) -> Vec<std::ops::Range<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let ranges = store.stats().get_ranges;
+        if ranges.iter().any(|r| r.end >= end) || Instant::now() >= deadline {
+            return ranges;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[test]
 fn the_read_ahead_window_grows_as_soon_as_the_scan_passes_a_block() {
     run(async {
@@ -821,17 +834,12 @@ fn the_read_ahead_window_grows_as_soon_as_the_scan_passes_a_block() {
             assert_eq!(&got[..], &data[off as usize..(off + 128 * KIB) as usize]);
         }
         // Not only once the blocks are released, 4 MiB behind the scan: by then a scan that
-        // started with a 1 MiB window would have read 5 MiB at the pace of two GETs. (The GETs
-        // run in tasks of their own: given a moment to start.)
-        let furthest = || h.store.stats().get_ranges.iter().map(|r| r.end).max();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while furthest() < Some(32 * MIB) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // started with a 1 MiB window would have read 5 MiB at the pace of two GETs.
+        let ranges = gets_reaching(&h.store, 32 * MIB).await;
+        let furthest = ranges.iter().map(|r| r.end).max();
         assert!(
-            furthest() >= Some(32 * MIB),
-            "2 MiB into the scan, read-ahead reaches {:?}",
-            furthest()
+            furthest >= Some(32 * MIB),
+            "2 MiB into the scan, read-ahead reaches {furthest:?}"
         );
         h.fs.release(ino, fh).await.unwrap();
     });
@@ -844,25 +852,13 @@ fn a_scans_first_read_fetches_in_small_parallel_gets_and_reads_ahead_by_its_leng
         let h = Harness::new(MemStore::new(), |c| c.memory_budget = 128 * MIB);
         h.store.insert("f", data.clone());
         let ino = h.ino("f").await.unwrap();
-        // The GETs run in tasks of their own: given a moment to start.
-        let store = &h.store;
-        let gets_reaching = |end: u64| async move {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            loop {
-                let ranges = store.stats().get_ranges;
-                if ranges.iter().any(|r| r.end >= end) || Instant::now() >= deadline {
-                    return ranges;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
 
         // A 1 MiB first read (a reader with a large buffer): its bytes in two GETs of 512 KiB,
         // not one of 1 MiB, and GETs already reaching 4 MiB past it, not the initial 1 MiB.
         let fh = h.fs.open(ino, rdonly()).await.unwrap();
         let got = h.fs.read(ino, fh, 0, MIB as u32).await.unwrap();
         assert_eq!(&got[..], &data[..MIB as usize]);
-        let ranges = gets_reaching(5 * MIB).await;
+        let ranges = gets_reaching(&h.store, 5 * MIB).await;
         // (In the order their tasks ran, which is any.)
         for half in [0..512 * KIB, 512 * KIB..MIB] {
             assert!(ranges.contains(&half), "no GET of {half:?}: {ranges:?}");
@@ -877,7 +873,7 @@ fn a_scans_first_read_fetches_in_small_parallel_gets_and_reads_ahead_by_its_leng
         let fh = h.fs.open(ino, rdonly()).await.unwrap();
         let got = h.fs.read(ino, fh, 0, (16 * KIB) as u32).await.unwrap();
         assert_eq!(&got[..], &data[..(16 * KIB) as usize]);
-        let ranges = gets_reaching(MIB).await;
+        let ranges = gets_reaching(&h.store, MIB).await;
         assert!(ranges.contains(&(0..16 * KIB)), "{ranges:?}");
         let furthest = ranges.iter().map(|r| r.end).max();
         assert_eq!(furthest, Some(MIB), "{ranges:?}");
