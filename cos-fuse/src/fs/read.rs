@@ -180,17 +180,22 @@ impl ReadAhead {
             .window
             .max(len.saturating_mul(GROWTH))
             .min(ctx.cfg.read_ahead_max);
-        // The bytes this read needs and no block covers yet: fetched now, waiting for memory,
-        // in GETs of at most one read unit (else `MIN_BLOCK`) that run in parallel, so a scan's
-        // first read waits for a small GET rather than one of all its bytes. With a read unit,
-        // up to the end of the unit holding `end`, so the blocks after it are aligned to units.
+        // The bytes this read needs and no block covers yet: fetched now, waiting for memory.
+        // With a read unit, up to the end of the unit holding `end`, so the blocks after it are
+        // aligned to units. When the object goes on past them, in GETs of at most one unit (else
+        // `MIN_BLOCK`) that run in parallel, so a scan's first read waits for a small GET rather
+        // than one of all its bytes; the rest of an object (a small file read whole) is one GET.
         let unit = ctx.store.read_unit().filter(|&u| u > 0);
         let mut covered = self.blocks.back().map_or(off, |b| b.end);
         if covered < end {
             let to = unit
                 .map_or(end, |u| end.div_ceil(u).saturating_mul(u))
                 .min(version.size);
-            let piece = unit.unwrap_or(MIN_BLOCK);
+            let piece = if to < version.size {
+                unit.unwrap_or(MIN_BLOCK)
+            } else {
+                u64::MAX
+            };
             let mut res = ctx.budget.acquire(to - covered).await;
             while covered < to {
                 let stop = (covered / piece)

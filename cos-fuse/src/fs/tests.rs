@@ -878,6 +878,17 @@ fn a_scans_first_read_fetches_in_small_parallel_gets_and_reads_ahead_by_its_leng
         let furthest = ranges.iter().map(|r| r.end).max();
         assert_eq!(furthest, Some(MIB), "{ranges:?}");
         h.fs.release(ino, fh).await.unwrap();
+
+        // A file of 900 KiB read whole in one read: one GET, not one per 512 KiB.
+        h.store
+            .insert("small", data[..(900 * KIB) as usize].to_vec());
+        h.store.reset_stats();
+        let ino = h.ino("small").await.unwrap();
+        let fh = h.fs.open(ino, rdonly()).await.unwrap();
+        let got = h.fs.read(ino, fh, 0, MIB as u32).await.unwrap();
+        assert_eq!(&got[..], &data[..(900 * KIB) as usize]);
+        assert_eq!(h.store.stats().get_ranges, [0..900 * KIB]);
+        h.fs.release(ino, fh).await.unwrap();
     });
 }
 
