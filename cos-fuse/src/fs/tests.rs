@@ -887,7 +887,11 @@ fn a_scans_first_read_fetches_in_small_parallel_gets_and_reads_ahead_by_its_leng
         let fh = h.fs.open(ino, rdonly()).await.unwrap();
         let got = h.fs.read(ino, fh, 0, MIB as u32).await.unwrap();
         assert_eq!(&got[..], &data[..(900 * KIB) as usize]);
-        assert_eq!(h.store.stats().get_ranges, [0..900 * KIB]);
+        let ranges = h.store.stats().get_ranges;
+        assert!(
+            ranges.len() == 1 && ranges[0] == (0..900 * KIB),
+            "{ranges:?}"
+        );
         h.fs.release(ino, fh).await.unwrap();
     });
 }
