@@ -50,6 +50,11 @@ const NEAR: u64 = 1024 * 1024;
 /// read) apart, and they reach us in any order: reads this near where the scan got to are part
 /// of it, and blocks stay this long behind it. (With a 1 MiB kernel read-ahead, 1 MiB of slack
 /// sent the scan's stragglers to the store, one GET each.)
+/// The first multiple of `n` (> 0) after `at`.
+fn next_multiple(at: u64, n: u64) -> u64 {
+    (at / n).saturating_add(1).saturating_mul(n)
+}
+
 fn slack(kernel_read_ahead: u64) -> u64 {
     kernel_read_ahead.saturating_mul(4).max(NEAR)
 }
@@ -198,10 +203,7 @@ impl ReadAhead {
             };
             let mut res = ctx.budget.acquire(to - covered).await;
             while covered < to {
-                let stop = (covered / piece)
-                    .saturating_add(1)
-                    .saturating_mul(piece)
-                    .min(to);
+                let stop = next_multiple(covered, piece).min(to);
                 let part = res.split(stop - covered);
                 self.spawn(ctx, version, covered, stop, part);
                 covered = stop;
@@ -223,7 +225,7 @@ impl ReadAhead {
             // its bytes in one block, with no stitching (a remainder under half a block joins
             // the next one). Whole blocks only (the object's last one may be short): a partial
             // one waits until the scan has moved on far enough.
-            let mut stop = (covered / block).saturating_add(1).saturating_mul(block);
+            let mut stop = next_multiple(covered, block);
             if stop - covered < block / 2 {
                 stop = stop.saturating_add(block);
             }
