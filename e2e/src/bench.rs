@@ -7,14 +7,15 @@
 //! command or blocking file work with a deadline, fan work out to tasks, and read a process's
 //! peak memory and the machine's load. It must not use its submodules. [`cbs`], [`cos`] and
 //! [`goosefs`] are the three benchmarks; `bucket` (the simulator bucket), `raw` (our object
-//! client driving it directly) and `mount` (one FUSE mount and its daemon) are what `cos` and
-//! `goosefs` share.
+//! client driving it directly), `mount` (one FUSE mount and its daemon) and `cpu` (what a
+//! stretch of work cost in CPU) are what `cos` and `goosefs` share.
 
 pub mod cbs;
 pub mod cos;
 pub mod goosefs;
 
 mod bucket;
+mod cpu;
 mod mount;
 mod raw;
 

@@ -19,6 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 
 use crate::bench::bucket::{BUCKET, Bench, Network, Profile};
+use crate::bench::cpu::{Costed, run_costed};
 use crate::bench::mount::{Contender, Mount};
 use crate::bench::{
     MIB, READY_TIMEOUT, blocking, drop_page_cache, for_each_index, interruptible, is_mount_point,
@@ -222,12 +223,13 @@ impl Run<'_> {
         dataset: Dataset,
         point: &Path,
         what: &str,
-    ) -> anyhow::Result<(Duration, u64)> {
+        pid: Option<u32>,
+    ) -> anyhow::Result<(Costed, u64)> {
         self.prepare(dataset).await?;
         let before = self.bench.cos_requests().await?;
-        let took = self.read_only(dataset, point, what).await?;
+        let run = run_costed(pid, self.read_only(dataset, point, what)).await?;
         let requests = self.bench.cos_requests().await?.saturating_sub(before);
-        Ok((took, requests))
+        Ok((run, requests))
     }
 
     async fn read_only(
@@ -381,10 +383,15 @@ impl Run<'_> {
         for kind in KINDS {
             let cache = self.fresh_dir(&format!("cache-{}", kind.tag()))?;
             let mount = self.mount(kind, Some(&cache), None).await?;
-            let point = mount.point.clone();
+            let (point, pid) = (mount.point.clone(), mount.proc.pid());
             mounts.push(mount);
-            cold.push(self.read(dataset, &point, &what(kind, "cold")).await?);
-            warm.push(self.read(dataset, &point, &what(kind, "warm")).await?.0);
+            cold.push(self.read(dataset, &point, &what(kind, "cold"), pid).await?);
+            warm.push(
+                self.read(dataset, &point, &what(kind, "warm"), pid)
+                    .await?
+                    .0
+                    .took,
+            );
             if kind == Kind::Cached {
                 blocks = files_under(&cache.join("blocks"))?;
             }
@@ -396,9 +403,10 @@ impl Run<'_> {
             if round > 0 {
                 for ((kind, mount), best) in KINDS.iter().zip(&mounts).zip(warm.iter_mut()) {
                     let took = self
-                        .read(dataset, &mount.point, &what(*kind, "warm"))
+                        .read(dataset, &mount.point, &what(*kind, "warm"), None)
                         .await?
-                        .0;
+                        .0
+                        .took;
                     *best = (*best).min(took);
                 }
             }
@@ -425,7 +433,8 @@ impl Run<'_> {
             started.elapsed().as_secs_f64()
         );
         let figures = |k: usize| ColdWarm {
-            cold: cold[k].0,
+            cold: cold[k].0.took,
+            cold_cpu: cold[k].0.cpu,
             cold_requests: cold[k].1,
             warm: warm[k],
         };

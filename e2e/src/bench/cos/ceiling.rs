@@ -12,6 +12,7 @@ use super::args::CosBenchArgs;
 use super::workloads::SMALL_FILE;
 use crate::bench::MIB;
 use crate::bench::bucket::{Bench, Profile};
+use crate::bench::cpu::{Costed, CpuSpent, run_costed};
 use crate::bench::raw::{RAW_IN_FLIGHT, RAW_PART, Shape};
 
 /// The shapes (part or range size, how many in flight) each ceiling tries, keeping the best:
@@ -25,17 +26,38 @@ pub(super) const RAW_WRITE_SHAPES: [Shape; 2] = [(RAW_PART, RAW_IN_FLIGHT), (RAW
 /// contender alike; the fastest counts.
 pub(super) const READ_TRIES: usize = 2;
 
-/// The fastest of `tries` runs of `step`.
-pub(super) async fn best_of<F, Fut>(tries: usize, mut step: F) -> anyhow::Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
-{
-    let mut best = Duration::MAX;
-    for _ in 0..tries.max(1) {
-        best = best.min(step().await?);
+/// Anything with a duration that `best_of` can compare.
+pub(super) trait Timed {
+    fn took(&self) -> Duration;
+}
+
+impl Timed for Duration {
+    fn took(&self) -> Duration {
+        *self
     }
-    Ok(best)
+}
+
+impl Timed for Costed {
+    fn took(&self) -> Duration {
+        self.took
+    }
+}
+
+/// The fastest of `tries` runs of `step`.
+pub(super) async fn best_of<T, F, Fut>(tries: usize, mut step: F) -> anyhow::Result<T>
+where
+    T: Timed,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut best: Option<T> = None;
+    for _ in 0..tries.max(1) {
+        let run = step().await?;
+        if best.as_ref().is_none_or(|b| run.took() < b.took()) {
+            best = Some(run);
+        }
+    }
+    best.ok_or_else(|| anyhow::anyhow!("no try ran"))
 }
 
 /// `16 x 8 MiB or 32 x 2 MiB`.
@@ -52,6 +74,8 @@ pub(super) fn shapes(shapes: &[Shape]) -> String {
 pub(super) struct Ceilings {
     pub(super) write: Duration,
     pub(super) read: Duration,
+    /// What the fastest read cost in CPU.
+    pub(super) read_cpu: Option<CpuSpent>,
     pub(super) list: Duration,
     pub(super) creates: Duration,
 }
@@ -67,15 +91,22 @@ pub(super) async fn ceilings(
     let blob = format!("{prefix}blob");
     let size = args.size_mib * MIB;
     // The best of every shape, two tries each: the ceiling is what the server can do.
-    let (mut write, mut read) = (Duration::MAX, Duration::MAX);
+    let mut write = Duration::MAX;
     for shape in RAW_WRITE_SHAPES {
         let took = best_of(2, || bench.raw_write_shaped(&blob, size, shape)).await?;
         write = write.min(took);
     }
+    let mut read: Option<Costed> = None;
     for shape in RAW_READ_SHAPES {
-        let took = best_of(READ_TRIES, || bench.raw_read_shaped(&blob, size, shape)).await?;
-        read = read.min(took);
+        let run = best_of(READ_TRIES, || {
+            run_costed(None, bench.raw_read_shaped(&blob, size, shape))
+        })
+        .await?;
+        if read.is_none_or(|r| run.took < r.took) {
+            read = Some(run);
+        }
     }
+    let read = read.ok_or_else(|| anyhow::anyhow!("no read shape"))?;
     let many = format!("{prefix}many/");
     bench.put_many(&many, args.objects).await?;
     let mut list = Duration::MAX;
@@ -99,7 +130,8 @@ pub(super) async fn ceilings(
     bench.client.delete_prefix(&prefix).await?;
     Ok(Ceilings {
         write,
-        read,
+        read: read.took,
+        read_cpu: read.cpu,
         list,
         creates,
     })

@@ -15,6 +15,7 @@ use super::workloads::{
     Pattern, Workload, create_files, list_dir, read_in_parallel, read_pattern, write_pattern,
 };
 use crate::bench::bucket::{BUCKET, Bench, Profile};
+use crate::bench::cpu::{CpuSpent, run_costed};
 use crate::bench::mount::{Contender, Mount};
 use crate::bench::{
     MIB, READY_TIMEOUT, blocking, drop_page_cache, is_mount_point, peak_rss_kib, rss_kib,
@@ -26,6 +27,8 @@ use crate::process::Proc;
 pub(super) struct Figures {
     write: Duration,
     read: Duration,
+    /// What the fastest sequential read cost in CPU (the daemon's own as the process).
+    pub(super) read_cpu: Option<CpuSpent>,
     parallel_read: Duration,
     readdir: Duration,
     readdir_stat: Duration,
@@ -108,15 +111,17 @@ pub(super) async fn measure(
     }
 
     // Reads: the best of `READ_TRIES`, as for the ceiling (the VM is noisy).
-    figures.read = best_of(READ_TRIES, || async {
+    let read = best_of(READ_TRIES, || async {
         cold_client_warm_server(bench, &key, size).await?;
         let (path, p) = (file.clone(), Arc::clone(pattern));
-        blocking(&step("sequential read"), timeout, move || {
+        let what = step("sequential read");
+        let read = blocking(&what, timeout, move || {
             read_pattern(&path, 0..blocks_of(size), &p)
-        })
-        .await
+        });
+        run_costed(pid, read).await
     })
     .await?;
+    (figures.read, figures.read_cpu) = (read.took, read.cpu);
     figures.peak_after.push(("read", hwm()));
     tokio::time::sleep(SETTLE).await;
     figures.after_read_rss_kib = pid.and_then(rss_kib);

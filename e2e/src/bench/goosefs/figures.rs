@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::bench::cpu::CpuSpent;
 use crate::bench::{MIB, SharedBenchArgs};
 
 /// The size of each small file.
@@ -78,6 +79,8 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ColdWarm {
     pub(super) cold: Duration,
+    /// What the cold read cost in CPU (the daemon's own as the process).
+    pub(super) cold_cpu: Option<CpuSpent>,
     /// COS requests the mount made during the cold read.
     pub(super) cold_requests: u64,
     pub(super) warm: Duration,

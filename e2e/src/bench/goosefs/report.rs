@@ -37,10 +37,18 @@ pub(super) fn verdicts(
         let label = dataset.label(args);
         let bytes = dataset.bytes(args);
         let cold = rate(bytes, f.cached.cold);
-        let of_plain = cold / rate(bytes, f.plain.cold).max(1e-9);
+        let plain = rate(bytes, f.plain.cold).max(1e-9);
+        let of_plain = cold / plain;
+        // The most the cache's cold read could reach at the CPU it cost, every core busy.
+        let allows = f.cached.cold_cpu.map_or_else(String::new, |spent| {
+            format!(
+                "; its CPU per GiB allows at most {} here",
+                percent(spent.rate_at_full_use(bytes) / plain)
+            )
+        });
         out.push(Verdict {
             text: format!(
-                "{label}: cold via cache {cold:.0} MiB/s = {} of no-cache (target >= {})",
+                "{label}: cold via cache {cold:.0} MiB/s = {} of no-cache (target >= {}{allows})",
                 percent(of_plain),
                 percent(COLD_TARGET_OF_PLAIN)
             ),
@@ -128,6 +136,12 @@ pub(super) fn report(
                 show(bytes, cw.warm)
             );
         }
+        println!("  CPU through the cold reads (the whole machine; per GiB read):");
+        for kind in [Kind::Cached, Kind::Plain, Kind::S3fs] {
+            let spent = f.of(kind).cold_cpu;
+            let figures = spent.map_or_else(|| "?".to_owned(), |s| s.describe(bytes));
+            println!("    {:<28} {figures}", kind.label());
+        }
         println!(
             "  {:<30} {:>26} {:>26}",
             "ceiling: cache disk directly",
@@ -169,11 +183,13 @@ mod tests {
 
     use super::*;
     use crate::bench::SharedBenchArgs;
+    use crate::bench::cpu::CpuSpent;
     use crate::bench::goosefs::figures::ColdWarm;
 
     fn cw(cold_ms: u64, warm_ms: u64) -> ColdWarm {
         ColdWarm {
             cold: Duration::from_millis(cold_ms),
+            cold_cpu: None,
             cold_requests: 0,
             warm: Duration::from_millis(warm_ms),
         }
@@ -221,6 +237,27 @@ mod tests {
         // 100 MiB in 1 s against 105 MiB/s without the cache.
         let want = "preload 100 MiB/s = 95% of no-cache cold (target >= 100%)";
         assert!(got[4].text.contains(want), "{got:?}");
+
+        // 2 CPU seconds on 2 cores for 100 MiB: at most 100 MiB/s, against 105 without the cache.
+        let costly = DatasetFigures {
+            cached: ColdWarm {
+                cold_cpu: Some(CpuSpent {
+                    wall: Duration::from_secs(1),
+                    machine_secs: 2.0,
+                    cores: 2,
+                    process_secs: None,
+                }),
+                ..f.cached
+            },
+            ..f
+        };
+        let got = verdicts(&args, &[(Dataset::Big, costly)], &preload);
+        assert!(
+            got[0]
+                .text
+                .contains("(target >= 90%; its CPU per GiB allows at most 95% here)"),
+            "{got:?}"
+        );
 
         // Small files: requests per file read cold, per cos-fuse mount.
         let small = DatasetFigures {
