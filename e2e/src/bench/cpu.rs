@@ -12,8 +12,7 @@ use super::MIB;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CpuMark {
     at: Instant,
-    machine_busy: u64,
-    cores: usize,
+    machine: MachineTicks,
     pid: Option<u32>,
     process: Option<u64>,
 }
@@ -24,14 +23,25 @@ pub(super) struct CpuSpent {
     pub(super) wall: Duration,
     /// Busy CPU seconds of the whole machine.
     pub(super) machine_secs: f64,
+    /// CPU seconds the hypervisor gave to others while this machine's cores wanted to run
+    /// (steal): not work done here, but capacity the work did not have.
+    pub(super) steal_secs: f64,
     pub(super) cores: usize,
     /// CPU seconds of the process marked, if one was.
     pub(super) process_secs: Option<f64>,
 }
 
-/// Busy ticks of the whole machine and its core count, from `/proc/stat`: user, nice, system,
-/// irq, softirq and steal (guest time is inside user already; idle and iowait are not busy).
-fn machine_busy(stat: &str) -> Option<(u64, usize)> {
+/// The whole machine's counters in `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MachineTicks {
+    /// User, nice, system, irq and softirq (guest time is inside user already; idle and
+    /// iowait are not busy).
+    busy: u64,
+    steal: u64,
+    cores: usize,
+}
+
+fn machine_ticks(stat: &str) -> Option<MachineTicks> {
     let mut lines = stat.lines();
     let fields: Vec<u64> = lines
         .next()?
@@ -41,14 +51,18 @@ fn machine_busy(stat: &str) -> Option<(u64, usize)> {
         .collect::<Result<_, _>>()
         .ok()?;
     let at = |i: usize| fields.get(i).copied().unwrap_or(0);
-    let busy = [0, 1, 2, 5, 6, 7].into_iter().map(at).sum();
+    let busy = [0, 1, 2, 5, 6].into_iter().map(at).sum();
     let cores = lines
         .filter(|l| {
             l.strip_prefix("cpu")
                 .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
         })
         .count();
-    (fields.len() >= 4 && cores > 0).then_some((busy, cores))
+    (fields.len() >= 4 && cores > 0).then_some(MachineTicks {
+        busy,
+        steal: at(7),
+        cores,
+    })
 }
 
 /// User plus system ticks of a process, from its `/proc/<pid>/stat` (fields 14 and 15; the
@@ -76,11 +90,10 @@ fn read_process(pid: Option<u32>) -> Option<u64> {
 impl CpuMark {
     /// The counters now, and those of process `pid` if given; `None` without `/proc/stat`.
     pub(super) fn now(pid: Option<u32>) -> Option<CpuMark> {
-        let (machine_busy, cores) = machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)?;
+        let machine = machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
         Some(CpuMark {
             at: Instant::now(),
-            machine_busy,
-            cores,
+            machine,
             pid,
             process: read_process(pid),
         })
@@ -92,8 +105,9 @@ impl CpuMark {
         let tick = ticks_per_second();
         Some(CpuSpent {
             wall: later.at.duration_since(self.at),
-            machine_secs: later.machine_busy.saturating_sub(self.machine_busy) as f64 / tick,
-            cores: self.cores,
+            machine_secs: later.machine.busy.saturating_sub(self.machine.busy) as f64 / tick,
+            steal_secs: later.machine.steal.saturating_sub(self.machine.steal) as f64 / tick,
+            cores: self.machine.cores,
             process_secs: match (self.process, later.process) {
                 (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / tick),
                 _ => None,
@@ -123,9 +137,18 @@ where
 }
 
 impl CpuSpent {
-    /// The share of the machine's cores that were busy.
+    fn core_secs(&self) -> f64 {
+        (self.wall.as_secs_f64() * self.cores as f64).max(1e-9)
+    }
+
+    /// The share of the machine's cores that were busy with work.
     pub(super) fn busy_share(&self) -> f64 {
-        self.machine_secs / (self.wall.as_secs_f64() * self.cores as f64).max(1e-9)
+        self.machine_secs / self.core_secs()
+    }
+
+    /// The share of the machine's cores the hypervisor took.
+    pub(super) fn steal_share(&self) -> f64 {
+        self.steal_secs / self.core_secs()
     }
 
     /// Machine CPU seconds per GiB of `bytes` moved.
@@ -145,14 +168,16 @@ impl CpuSpent {
             .process_per_gib(bytes)
             .map_or_else(String::new, |s| format!("; its daemon {s:.2} s"));
         format!(
-            "{:.2} s, cores {:.0}% busy{process}",
+            "{:.2} s, cores {:.0}% busy, {:.0}% stolen by the host{process}",
             self.machine_per_gib(bytes),
-            self.busy_share() * 100.0
+            self.busy_share() * 100.0,
+            self.steal_share() * 100.0
         )
     }
 
     /// The fastest the same work could move `bytes`, in MiB/s, at the CPU it cost per byte with
-    /// every core busy throughout: an upper bound, whatever the network or the code waits for.
+    /// every core busy throughout (none stolen): an upper bound, whatever the network or the
+    /// code waits for.
     pub(super) fn rate_at_full_use(&self, bytes: u64) -> f64 {
         let core_secs = self.machine_secs / self.cores.max(1) as f64;
         bytes as f64 / MIB as f64 / core_secs.max(1e-9)
@@ -164,14 +189,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn machine_busy_counts_busy_columns_and_cores() {
-        let stat = "cpu  100 5 50 1000 70 3 2 1 9 0\ncpu0 50 2 25 500 35 1 1 0 0 0\n\
-                    cpu1 50 3 25 500 35 2 1 1 0 0\nintr 12345\nctxt 99\n";
-        // user + nice + system + irq + softirq + steal; idle, iowait and guest left out.
-        assert_eq!(machine_busy(stat), Some((161, 2)));
-        assert_eq!(machine_busy("cpu0 1 2 3 4\n"), None, "no total line");
-        assert_eq!(machine_busy("cpu  1 2 x 4\ncpu0 1 2 3 4\n"), None);
-        assert_eq!(machine_busy("cpu  1 2 3 4\n"), None, "no core lines");
+    fn machine_ticks_count_busy_columns_steal_and_cores() {
+        let stat = "cpu  100 5 50 1000 70 3 2 7 9 0\ncpu0 50 2 25 500 35 1 1 3 0 0\n\
+                    cpu1 50 3 25 500 35 2 1 4 0 0\nintr 12345\nctxt 99\n";
+        // user + nice + system + irq + softirq; idle, iowait and guest left out, steal apart.
+        let want = MachineTicks {
+            busy: 160,
+            steal: 7,
+            cores: 2,
+        };
+        assert_eq!(machine_ticks(stat), Some(want));
+        assert_eq!(machine_ticks("cpu0 1 2 3 4\n"), None, "no total line");
+        assert_eq!(machine_ticks("cpu  1 2 x 4\ncpu0 1 2 3 4\n"), None);
+        assert_eq!(machine_ticks("cpu  1 2 3 4\n"), None, "no core lines");
     }
 
     #[test]
@@ -189,11 +219,13 @@ mod tests {
         let spent = CpuSpent {
             wall: Duration::from_secs(2),
             machine_secs: 3.0,
+            steal_secs: 0.4,
             cores: 2,
             process_secs: Some(1.0),
         };
         let gib = 1024 * MIB;
         assert!((spent.busy_share() - 0.75).abs() < 1e-9);
+        assert!((spent.steal_share() - 0.1).abs() < 1e-9);
         assert!((spent.machine_per_gib(gib) - 3.0).abs() < 1e-9);
         assert_eq!(spent.process_per_gib(gib / 2), Some(2.0));
         assert!((spent.rate_at_full_use(gib) - 1024.0 / 1.5).abs() < 1e-6);

@@ -412,6 +412,7 @@ mod tests {
         cos.read_cpu = Some(CpuSpent {
             wall: Duration::from_secs(2),
             machine_secs: 3.0,
+            steal_secs: 0.0,
             cores: 2,
             process_secs: None,
         });
@@ -420,7 +421,7 @@ mod tests {
         assert!((bound - 2.0 / 3.0).abs() < 1e-9, "{bound}");
         assert_eq!(
             cpu_line("cos-fuse", cos.read_cpu, gib),
-            "    cos-fuse   3.00 s, cores 75% busy"
+            "    cos-fuse   3.00 s, cores 75% busy, 0% stolen by the host"
         );
     }
 

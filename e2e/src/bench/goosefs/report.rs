@@ -244,6 +244,7 @@ mod tests {
                 cold_cpu: Some(CpuSpent {
                     wall: Duration::from_secs(1),
                     machine_secs: 2.0,
+                    steal_secs: 0.0,
                     cores: 2,
                     process_secs: None,
                 }),
