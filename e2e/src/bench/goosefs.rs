@@ -387,7 +387,7 @@ impl Run<'_> {
             mounts.push(mount);
             cold.push(self.read(dataset, &point, &what(kind, "cold"), pid).await?);
             warm.push(
-                self.read(dataset, &point, &what(kind, "warm"), pid)
+                self.read(dataset, &point, &what(kind, "warm"), None)
                     .await?
                     .0
                     .took,
