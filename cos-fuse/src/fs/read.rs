@@ -46,15 +46,15 @@ const GROWTH: u64 = 4;
 /// far behind the scan consumed blocks stay for its stragglers.
 const NEAR: u64 = 1024 * 1024;
 
-/// The kernel has several reads of a scan in flight, up to its read-ahead (and the reader's own
-/// read) apart, and they reach us in any order: reads this near where the scan got to are part
-/// of it, and blocks stay this long behind it. (With a 1 MiB kernel read-ahead, 1 MiB of slack
-/// sent the scan's stragglers to the store, one GET each.)
 /// The first multiple of `n` (> 0) after `at`.
 fn next_multiple(at: u64, n: u64) -> u64 {
     (at / n).saturating_add(1).saturating_mul(n)
 }
 
+/// The kernel has several reads of a scan in flight, up to its read-ahead (and the reader's own
+/// read) apart, and they reach us in any order: reads this near where the scan got to are part
+/// of it, and blocks stay this long behind it. (With a 1 MiB kernel read-ahead, 1 MiB of slack
+/// sent the scan's stragglers to the store, one GET each.)
 fn slack(kernel_read_ahead: u64) -> u64 {
     kernel_read_ahead.saturating_mul(4).max(NEAR)
 }
