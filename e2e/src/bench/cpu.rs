@@ -136,6 +136,11 @@ where
     })
 }
 
+/// [`CpuSpent::describe`], or `?` where the counters could not be read.
+pub(super) fn describe_cpu(spent: Option<CpuSpent>, bytes: u64) -> String {
+    spent.map_or_else(|| "?".to_owned(), |s| s.describe(bytes))
+}
+
 impl CpuSpent {
     fn core_secs(&self) -> f64 {
         (self.wall.as_secs_f64() * self.cores as f64).max(1e-9)

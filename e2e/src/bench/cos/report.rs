@@ -11,7 +11,7 @@ use super::contenders::Figures;
 use super::workloads::Workload;
 use crate::bench::MIB;
 use crate::bench::bucket::{Network, Profile};
-use crate::bench::cpu::CpuSpent;
+use crate::bench::cpu::{CpuSpent, describe_cpu};
 
 /// Under the COS profile, the sequential read as a share of the raw ceiling.
 const READ_OF_CEILING: f64 = 0.95;
@@ -143,8 +143,7 @@ fn cpu_bound(bytes: u64, cos: &Figures, ceil: &Ceilings) -> Option<f64> {
 
 /// One line of the CPU table.
 fn cpu_line(who: &str, spent: Option<CpuSpent>, bytes: u64) -> String {
-    let figures = spent.map_or_else(|| "?".to_owned(), |s| s.describe(bytes));
-    format!("    {who:<10} {figures}")
+    format!("    {who:<10} {}", describe_cpu(spent, bytes))
 }
 
 /// The issues' targets for one profile: under the COS profile, sequential write and read at

@@ -2,6 +2,7 @@
 //! the figure it is judged by, marked met or NOT met. Pure formatting: nothing here measures.
 
 use super::figures::{Dataset, DatasetFigures, GoosefsBenchArgs, Kind, Preload, rate, show};
+use crate::bench::cpu::describe_cpu;
 use crate::bench::{MIB, PEAK_MEMORY_TARGET_MIB};
 
 /// A cold read through the block cache, as a share of a cold read without it: a read-through
@@ -138,8 +139,7 @@ pub(super) fn report(
         }
         println!("  CPU through the cold reads (the whole machine; per GiB read):");
         for kind in [Kind::Cached, Kind::Plain, Kind::S3fs] {
-            let spent = f.of(kind).cold_cpu;
-            let figures = spent.map_or_else(|| "?".to_owned(), |s| s.describe(bytes));
+            let figures = describe_cpu(f.of(kind).cold_cpu, bytes);
             println!("    {:<28} {figures}", kind.label());
         }
         println!(
